@@ -1,0 +1,125 @@
+//! hookrelay's admin API (DESIGN §1.5): thin axum handlers over store functions.
+//!
+//! ```text
+//!  request ─▶ /healthz, /readyz                        (no auth)
+//!          └▶ /v1/* ─▶ auth (bearer) ─▶ extract (JSON/query/path, 400 names the field)
+//!                                    ─▶ validate (422 names the field)
+//!                                    ─▶ store function ─▶ JSON  |  ApiError ─▶ problem+json
+//! ```
+//!
+//! Handlers hold no SQL and no business rules beyond input checks; every failure is an
+//! [`ApiError`], answered as `application/problem+json`. [`router`] builds the whole
+//! app from an [`ApiState`], so tests drive it with `tower::ServiceExt::oneshot`
+//! without a socket. The API never calls the dispatcher: after a replay it only pokes
+//! `wake_dispatcher` so due work is claimed at once.
+
+mod auth;
+mod deliveries;
+mod error;
+mod events;
+mod extract;
+mod params;
+mod subscriptions;
+pub mod validate;
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{DefaultBodyLimit, State},
+    http::Uri,
+    middleware,
+    routing::{get, post},
+    Json, Router,
+};
+use hookrelay_store::Store;
+use serde_json::{json, Value};
+
+pub use error::ApiError;
+
+/// Largest request body accepted; subscriptions and replay requests are tiny.
+const MAX_BODY: usize = 256 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    /// Accepted bearer tokens; empty refuses every `/v1` request unless
+    /// `insecure_no_auth`.
+    pub tokens: Vec<String>,
+    /// Serve `/v1` without tokens (development only).
+    pub insecure_no_auth: bool,
+    /// Networks endpoints may point at despite being private (`dispatch.allow_networks`).
+    pub allow_networks: Vec<ipnet::IpNet>,
+    /// Poked after a replay so the dispatcher claims the work without waiting to poll.
+    pub wake_dispatcher: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("tokens", &format_args!("[{} hidden]", self.tokens.len()))
+            .field("insecure_no_auth", &self.insecure_no_auth)
+            .field("allow_networks", &self.allow_networks)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The whole admin API.
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route(
+            "/subscriptions",
+            post(subscriptions::create).get(subscriptions::list),
+        )
+        .route(
+            "/subscriptions/{id}",
+            get(subscriptions::get)
+                .patch(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
+        .route(
+            "/subscriptions/{id}/rotate-secret",
+            post(subscriptions::rotate_secret),
+        )
+        .route("/events", get(events::list))
+        .route("/events/{id}", get(events::get))
+        .route("/deliveries", get(deliveries::list))
+        .route("/deliveries/{id}", get(deliveries::get))
+        .route("/deliveries/{id}/replay", post(deliveries::replay_one))
+        .route("/replay", post(deliveries::replay_bulk))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/v1", v1)
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: the store answers.
+async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    match state.store.ping().await {
+        Ok(()) => Ok(Json(json!({ "status": "ready" }))),
+        // Whatever the cause, not ready; the problem body never carries it.
+        Err(e) => Err(ApiError::Unavailable(e)),
+    }
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_owned())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,248 @@
+//! `/v1/subscriptions`: create, list, read, change, delete, rotate the secret.
+//!
+//! The secret is shown exactly twice: in the answer to the create that set it and to
+//! the rotation that replaced it. Reads, lists and updates never include it.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use axum::{extract::State, http::StatusCode, Json};
+use hookrelay_core::signature::SigningKey;
+use hookrelay_store::model::{NewSubscription, Subscription, SubscriptionChanges};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::{
+    error::{ApiError, OrNotFound},
+    extract::{ApiJson, OptionalJson, PathId},
+    validate, ApiState,
+};
+
+/// Longest rotation grace period: long enough for any sane roll-out, short enough
+/// that an old secret does not stay valid by mistake.
+const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
+const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubscription {
+    url: String,
+    event_types: Option<Vec<String>>,
+    sources: Option<Vec<String>>,
+    description: Option<String>,
+    secret: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    ordering: Option<String>,
+    enabled: Option<bool>,
+}
+
+/// A PATCH body: an absent field is left alone; `null` clears the nullable ones
+/// (`event_types`, `sources`: every type / source; `description`; `headers`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchSubscription {
+    #[serde(default, deserialize_with = "present")]
+    url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    event_types: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    sources: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    headers: Option<Option<BTreeMap<String, String>>>,
+    #[serde(default, deserialize_with = "present")]
+    ordering: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    enabled: Option<Option<bool>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// humantime, e.g. `"24h"`, `"90m"`.
+    grace: Option<String>,
+}
+
+/// A subscription with its secret: the answer to a create.
+#[derive(Debug, Serialize)]
+pub struct WithSecret {
+    #[serde(flatten)]
+    subscription: Subscription,
+    secret: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SecretOnly {
+    secret: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct List {
+    data: Vec<Subscription>,
+}
+
+pub async fn create(
+    State(state): State<ApiState>,
+    ApiJson(body): ApiJson<CreateSubscription>,
+) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
+    validate::url(&body.url, &state.allow_networks)?;
+    if let Some(types) = &body.event_types {
+        validate::event_types(types)?;
+    }
+    if let Some(sources) = &body.sources {
+        validate::sources(sources)?;
+    }
+    let description = body.description.unwrap_or_default();
+    validate::description(&description)?;
+    let headers = body.headers.unwrap_or_default();
+    validate::headers(&headers)?;
+    let ordering = match &body.ordering {
+        Some(o) => validate::ordering(o)?,
+        None => Default::default(),
+    };
+    let secret = match body.secret {
+        Some(s) => {
+            validate::secret(&s)?;
+            s
+        }
+        None => SigningKey::generate_secret(),
+    };
+    let new = NewSubscription {
+        url: body.url,
+        description,
+        event_types: body.event_types,
+        sources: body.sources,
+        headers,
+        ordering,
+        enabled: body.enabled.unwrap_or(true),
+        secret,
+    };
+    let subscription = state.store.create_subscription(&new).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(WithSecret {
+            subscription,
+            secret: new.secret,
+        }),
+    ))
+}
+
+pub async fn list(State(state): State<ApiState>) -> Result<Json<List>, ApiError> {
+    let data = state.store.list_subscriptions().await?;
+    Ok(Json(List { data }))
+}
+
+pub async fn get(
+    State(state): State<ApiState>,
+    PathId(id): PathId,
+) -> Result<Json<Subscription>, ApiError> {
+    let sub = state
+        .store
+        .get_subscription(&id)
+        .await
+        .or_not_found("subscription", &id)?;
+    Ok(Json(sub))
+}
+
+pub async fn update(
+    State(state): State<ApiState>,
+    PathId(id): PathId,
+    ApiJson(body): ApiJson<PatchSubscription>,
+) -> Result<Json<Subscription>, ApiError> {
+    let url = not_null("url", body.url)?;
+    if let Some(url) = &url {
+        validate::url(url, &state.allow_networks)?;
+    }
+    if let Some(Some(types)) = &body.event_types {
+        validate::event_types(types)?;
+    }
+    if let Some(Some(sources)) = &body.sources {
+        validate::sources(sources)?;
+    }
+    let description = body.description.map(Option::unwrap_or_default);
+    if let Some(d) = &description {
+        validate::description(d)?;
+    }
+    let headers = body.headers.map(Option::unwrap_or_default);
+    if let Some(h) = &headers {
+        validate::headers(h)?;
+    }
+    let ordering = not_null("ordering", body.ordering)?
+        .map(|o| validate::ordering(&o))
+        .transpose()?;
+    let changes = SubscriptionChanges {
+        url,
+        description,
+        event_types: body.event_types,
+        sources: body.sources,
+        headers,
+        ordering,
+        enabled: not_null("enabled", body.enabled)?,
+    };
+    let sub = state
+        .store
+        .update_subscription(&id, &changes)
+        .await
+        .or_not_found("subscription", &id)?;
+    Ok(Json(sub))
+}
+
+pub async fn delete(
+    State(state): State<ApiState>,
+    PathId(id): PathId,
+) -> Result<StatusCode, ApiError> {
+    state
+        .store
+        .delete_subscription(&id)
+        .await
+        .or_not_found("subscription", &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn rotate_secret(
+    State(state): State<ApiState>,
+    PathId(id): PathId,
+    OptionalJson(body): OptionalJson<RotateSecret>,
+) -> Result<Json<SecretOnly>, ApiError> {
+    let grace = match &body.grace {
+        Some(text) => grace(text)?,
+        None => DEFAULT_GRACE,
+    };
+    let secret = SigningKey::generate_secret();
+    state
+        .store
+        .rotate_secret(&id, &secret, grace)
+        .await
+        .or_not_found("subscription", &id)?;
+    Ok(Json(SecretOnly { secret }))
+}
+
+fn grace(text: &str) -> Result<Duration, ApiError> {
+    let d = humantime::parse_duration(text).map_err(|e| {
+        ApiError::unprocessable(
+            "grace",
+            format!("{text:?} is not a duration like \"24h\": {e}"),
+        )
+    })?;
+    if d > MAX_GRACE {
+        return Err(ApiError::unprocessable("grace", "must be at most 30 days"));
+    }
+    Ok(d)
+}
+
+/// A PATCH field that may be absent but not `null`.
+fn not_null<T>(field: &str, value: Option<Option<T>>) -> Result<Option<T>, ApiError> {
+    match value {
+        Some(None) => Err(ApiError::bad_request(field, "must not be null")),
+        Some(Some(v)) => Ok(Some(v)),
+        None => Ok(None),
+    }
+}

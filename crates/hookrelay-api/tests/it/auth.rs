@@ -1,0 +1,182 @@
+//! Bearer tokens on /v1, none on the probes; unknown routes and methods answered as
+//! problems too.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    http::{header, Method, Request, StatusCode},
+};
+use hookrelay_api::{router, ApiState};
+use hookrelay_store::Store;
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+use crate::harness::{TestApi, TOKEN};
+
+fn request(method: Method, path: &str, auth: Option<&str>) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(path);
+    if let Some(auth) = auth {
+        b = b.header(header::AUTHORIZATION, auth);
+    }
+    b.body(Body::empty()).expect("request")
+}
+
+#[tokio::test]
+async fn v1_routes_need_a_valid_token() {
+    let api = TestApi::new().await;
+    let good = format!("Bearer {TOKEN}");
+    let cases = [
+        ("no header", None, StatusCode::UNAUTHORIZED),
+        ("wrong token", Some("Bearer nope"), StatusCode::UNAUTHORIZED),
+        (
+            "token prefix",
+            Some("Bearer test"),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "basic scheme",
+            Some("Basic dGVzdC10b2tlbg=="),
+            StatusCode::UNAUTHORIZED,
+        ),
+        ("good token", Some(good.as_str()), StatusCode::OK),
+    ];
+    for path in ["/v1/subscriptions", "/v1/deliveries", "/v1/events"] {
+        for (case, auth, want) in cases {
+            let res = api.send(request(Method::GET, path, auth)).await;
+            if want == StatusCode::UNAUTHORIZED {
+                res.assert_problem(want, None, &format!("{path} {case}"));
+                assert_eq!(
+                    res.headers
+                        .get(header::WWW_AUTHENTICATE)
+                        .map(|v| v.as_bytes()),
+                    Some(&b"Bearer"[..]),
+                    "{path} {case}"
+                );
+            } else {
+                assert_eq!(res.status, want, "{path} {case}");
+            }
+        }
+    }
+    // Auth comes before input checks: a bad body without a token is still a 401.
+    api.send(request(Method::POST, "/v1/subscriptions", None))
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, None, "post without token");
+}
+
+#[tokio::test]
+async fn insecure_no_auth_serves_without_tokens() {
+    let api = TestApi::with(|s| {
+        s.tokens.clear();
+        s.insecure_no_auth = true;
+    })
+    .await;
+    let res = api
+        .send(request(Method::GET, "/v1/subscriptions", None))
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn probes_need_no_token() {
+    let api = TestApi::new().await;
+    let res = api.send(request(Method::GET, "/healthz", None)).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.json(), serde_json::json!({"status": "ok"}));
+    let res = api.send(request(Method::GET, "/readyz", None)).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.json(), serde_json::json!({"status": "ready"}));
+}
+
+#[tokio::test]
+async fn readyz_is_503_when_the_store_is_down() {
+    // Nothing listens on port 1: connections are refused at once.
+    let store = Store::connect("postgres://postgres@127.0.0.1:1/none", 1).expect("url");
+    let app = router(ApiState {
+        store,
+        tokens: vec![TOKEN.to_owned()],
+        insecure_no_auth: false,
+        allow_networks: Vec::new(),
+        wake_dispatcher: Arc::new(Notify::new()),
+    });
+    let res = app
+        .clone()
+        .oneshot(request(Method::GET, "/readyz", None))
+        .await
+        .expect("infallible");
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        res.headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.as_bytes()),
+        Some(&b"application/problem+json"[..])
+    );
+    // A store call through /v1 is a 503 too, and the body does not leak the cause.
+    let res = app
+        .oneshot(request(
+            Method::GET,
+            "/v1/subscriptions",
+            Some(&format!("Bearer {TOKEN}")),
+        ))
+        .await
+        .expect("infallible");
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        !text.contains("127.0.0.1") && !text.contains("refused"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let api = TestApi::new().await;
+    api.get("/v1/nope")
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, None, "unknown /v1 route");
+    api.get("/nope")
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, None, "unknown route");
+    api.delete("/v1/events").await.assert_problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        None,
+        "DELETE /v1/events",
+    );
+    api.get("/v1/subscriptions/sub_nope").await.assert_problem(
+        StatusCode::NOT_FOUND,
+        None,
+        "unknown subscription",
+    );
+    api.patch(
+        "/v1/subscriptions/sub_nope",
+        serde_json::json!({"enabled": true}),
+    )
+    .await
+    .assert_problem(StatusCode::NOT_FOUND, None, "patch unknown subscription");
+    api.get("/v1/events/evt_nope").await.assert_problem(
+        StatusCode::NOT_FOUND,
+        None,
+        "unknown event",
+    );
+    api.get("/v1/deliveries/424242").await.assert_problem(
+        StatusCode::NOT_FOUND,
+        None,
+        "unknown delivery",
+    );
+    api.post("/v1/deliveries/424242/replay", serde_json::json!({}))
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, None, "replay unknown delivery");
+    api.post(
+        "/v1/replay",
+        serde_json::json!({"subscription_id": "sub_nope"}),
+    )
+    .await
+    .assert_problem(
+        StatusCode::NOT_FOUND,
+        None,
+        "bulk replay unknown subscription",
+    );
+}

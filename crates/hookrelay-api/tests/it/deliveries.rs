@@ -1,0 +1,458 @@
+//! Deliveries: filters, cursor paging, the single view with attempts, replay one and
+//! bulk, over rows made through the store's own functions (commit, claim, record).
+
+use std::collections::BTreeSet;
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Duration, Utc};
+use hookrelay_store::OutcomeStatus;
+use serde_json::{json, Value};
+
+use crate::harness::{claim_all, event, outcome, TestApi};
+
+/// Two subscriptions over 8 events (5 `orders.insert`, 3 `customers.update`):
+/// A's orders deliveries failed (500), A's customers ones succeeded, all of B's are
+/// retrying in an hour (503).
+struct Fixture {
+    api: TestApi,
+    a: String,
+    b: String,
+}
+
+async fn fixture() -> Fixture {
+    let api = TestApi::new().await;
+    let a = api
+        .subscribe(json!({"url": "https://a.example.com/"}))
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let b = api
+        .subscribe(json!({"url": "https://b.example.com/"}))
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let now = Utc::now();
+    let events: Vec<_> = (1..=8)
+        .map(|n| {
+            let t = if n <= 5 {
+                "orders.insert"
+            } else {
+                "customers.update"
+            };
+            event(n, t, now)
+        })
+        .collect();
+    let out = api
+        .store()
+        .commit_batch("shop", &events, "8")
+        .await
+        .expect("commit");
+    assert_eq!((out.events, out.deliveries), (8, 16));
+    let claimed = claim_all(api.store()).await;
+    assert_eq!(claimed.len(), 16);
+    let retry_at = now + Duration::hours(1);
+    let outcomes: Vec<_> = claimed
+        .iter()
+        .map(|d| {
+            let is_order = d.body.contains("orders.insert");
+            if d.subscription_id == a && is_order {
+                outcome(d, OutcomeStatus::Failed, 500)
+            } else if d.subscription_id == a {
+                outcome(d, OutcomeStatus::Succeeded, 200)
+            } else {
+                outcome(d, OutcomeStatus::Retry { at: retry_at }, 503)
+            }
+        })
+        .collect();
+    api.store()
+        .record_outcomes("test", &outcomes)
+        .await
+        .expect("record");
+    Fixture { api, a, b }
+}
+
+fn data(page: &Value) -> &Vec<Value> {
+    page["data"].as_array().expect("data")
+}
+
+fn ids(page: &Value) -> Vec<i64> {
+    data(page)
+        .iter()
+        .map(|d| d["id"].as_i64().expect("integer id"))
+        .collect()
+}
+
+fn time(v: &Value) -> DateTime<Utc> {
+    v.as_str().expect("timestamp").parse().expect("RFC 3339")
+}
+
+/// Every id of a listing, following `next_cursor` with pages of `limit`.
+async fn all_pages(api: &TestApi, query: &str, limit: u32) -> (Vec<i64>, usize) {
+    let mut out = Vec::new();
+    let mut pages = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/deliveries?limit={limit}{query}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let res = api.get(&path).await;
+        assert_eq!(res.status, StatusCode::OK, "{path}");
+        let page = res.json();
+        pages += 1;
+        let got = ids(&page);
+        assert!(got.len() <= limit as usize);
+        out.extend(got);
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(pages < 100, "paging does not end");
+    }
+    (out, pages)
+}
+
+#[tokio::test]
+async fn list_filters_and_shape() {
+    let Fixture { api, a, b } = fixture().await;
+
+    let all = api.get("/v1/deliveries").await.json();
+    assert_eq!(data(&all).len(), 16);
+    assert_eq!(all["next_cursor"], Value::Null);
+    let listed = ids(&all);
+    let mut sorted = listed.clone();
+    sorted.sort_unstable_by(|x, y| y.cmp(x));
+    assert_eq!(listed, sorted, "newest (highest id) first");
+
+    let first = &data(&all)[0];
+    let keys: BTreeSet<&str> = first
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let want: BTreeSet<&str> = [
+        "id",
+        "event_id",
+        "event_type",
+        "subscription_id",
+        "status",
+        "attempt_count",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error",
+        "created_at",
+        "updated_at",
+    ]
+    .into();
+    assert_eq!(keys, want);
+
+    let count = |q: String| {
+        let api = &api;
+        async move {
+            let res = api.get(&format!("/v1/deliveries?{q}")).await;
+            assert_eq!(res.status, StatusCode::OK, "{q}");
+            res.json()
+        }
+    };
+    let of_a = count(format!("subscription_id={a}")).await;
+    assert_eq!(data(&of_a).len(), 8);
+    assert!(data(&of_a)
+        .iter()
+        .all(|d| d["subscription_id"] == a.as_str()));
+
+    let failed = count("status=failed".into()).await;
+    assert_eq!(data(&failed).len(), 5);
+    for d in data(&failed) {
+        assert_eq!(d["subscription_id"], a.as_str());
+        assert_eq!(d["event_type"], "orders.insert");
+        assert_eq!(d["last_status_code"], 500);
+        assert_eq!(d["last_error"], "endpoint answered 500");
+        assert_eq!(d["attempt_count"], 1);
+    }
+
+    let customers_of_a = count(format!("subscription_id={a}&event_type=customers.update")).await;
+    assert_eq!(data(&customers_of_a).len(), 3);
+    assert!(data(&customers_of_a)
+        .iter()
+        .all(|d| d["status"] == "succeeded"));
+
+    let retrying = count("status=retrying".into()).await;
+    assert_eq!(data(&retrying).len(), 8);
+    assert!(data(&retrying)
+        .iter()
+        .all(|d| d["subscription_id"] == b.as_str()));
+
+    let created: Vec<DateTime<Utc>> = data(&all).iter().map(|d| time(&d["created_at"])).collect();
+    let earliest = created.iter().min().expect("rows");
+    let latest = created.iter().max().expect("rows");
+    let enc = |t: &DateTime<Utc>| t.to_rfc3339().replace('+', "%2B");
+    assert_eq!(
+        data(&count(format!("since={}", enc(earliest))).await).len(),
+        16,
+        "since is inclusive"
+    );
+    let after = *latest + Duration::microseconds(1);
+    assert_eq!(
+        data(&count(format!("since={}", enc(&after))).await).len(),
+        0
+    );
+    assert_eq!(
+        data(&count(format!("until={}", enc(earliest))).await).len(),
+        0,
+        "until is exclusive"
+    );
+    assert_eq!(
+        data(&count(format!("until={}", enc(&after))).await).len(),
+        16
+    );
+    assert_eq!(
+        data(&count("subscription_id=sub_none".into()).await).len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn cursor_pages_cover_everything_once() {
+    let Fixture { api, a, .. } = fixture().await;
+    let everything = ids(&api.get("/v1/deliveries?limit=1000").await.json());
+    assert_eq!(everything.len(), 16);
+
+    for limit in [1, 3, 5, 16] {
+        let (paged, pages) = all_pages(&api, "", limit).await;
+        assert_eq!(
+            paged, everything,
+            "limit {limit}: same rows, same order, no duplicates"
+        );
+        assert_eq!(pages, 16_usize.div_ceil(limit as usize), "limit {limit}");
+    }
+
+    let of_a = ids(&api
+        .get(&format!("/v1/deliveries?subscription_id={a}"))
+        .await
+        .json());
+    let (paged, pages) = all_pages(&api, &format!("&subscription_id={a}"), 3).await;
+    assert_eq!(paged, of_a);
+    assert_eq!(pages, 3);
+
+    // A delivery cursor means nothing to the event listing.
+    let page = api.get("/v1/deliveries?limit=2").await.json();
+    let cursor = page["next_cursor"].as_str().expect("more pages");
+    api.get(&format!("/v1/events?cursor={cursor}"))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, Some("cursor"), "foreign cursor");
+}
+
+#[tokio::test]
+async fn single_delivery_shows_every_attempt() {
+    let Fixture { api, .. } = fixture().await;
+    let failed = api.get("/v1/deliveries?status=failed&limit=1").await.json();
+    let d = &data(&failed)[0];
+    let id = d["id"].as_i64().expect("id");
+
+    let res = api.get(&format!("/v1/deliveries/{id}")).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let detail = res.json();
+    assert_eq!(detail["id"], id);
+    assert_eq!(detail["event_id"], d["event_id"]);
+    assert_eq!(detail["status"], "failed");
+    let attempts = detail["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    let at = &attempts[0];
+    assert_eq!(at["attempt"], 1);
+    assert_eq!(at["status_code"], 500);
+    assert_eq!(at["duration_ms"], 12);
+    assert_eq!(at["error"], "endpoint answered 500");
+    assert_eq!(at["response_body"], "answer 500");
+    assert!(at["started_at"].is_string());
+}
+
+#[tokio::test]
+async fn replay_one_schedules_the_same_event_again() {
+    let Fixture { api, a, b } = fixture().await;
+    let failed = api.get("/v1/deliveries?status=failed&limit=1").await.json();
+    let before = data(&failed)[0].clone();
+    let id = before["id"].as_i64().expect("id");
+    assert!(!api.dispatcher_was_woken().await);
+
+    let res = api
+        .post(&format!("/v1/deliveries/{id}/replay"), json!({}))
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
+    let after = res.json();
+    assert_eq!(after["id"], id);
+    assert_eq!(after["event_id"], before["event_id"]);
+    assert_eq!(after["status"], "pending");
+    assert_eq!(after["attempt_count"], 0);
+    assert_eq!(
+        after["last_status_code"], 500,
+        "kept until the next attempt"
+    );
+    assert!(time(&after["next_attempt_at"]) <= Utc::now());
+    assert!(
+        api.dispatcher_was_woken().await,
+        "replay wakes the dispatcher"
+    );
+
+    // The dispatcher's next claim takes it, with the same event id and body.
+    let claimed = crate::harness::claim_all(api.store()).await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].delivery_id, id);
+    assert_eq!(
+        claimed[0].event_id,
+        before["event_id"].as_str().expect("event id")
+    );
+    assert_eq!(claimed[0].subscription_id, a);
+    assert_eq!(claimed[0].attempt, 1);
+
+    // A retrying delivery is only made due now; its attempts are left alone.
+    let retrying = api
+        .get(&format!("/v1/deliveries?subscription_id={b}&limit=1"))
+        .await
+        .json();
+    let r = data(&retrying)[0].clone();
+    assert!(time(&r["next_attempt_at"]) > Utc::now() + Duration::minutes(30));
+    let res = api
+        .post(&format!("/v1/deliveries/{}/replay", r["id"]), json!({}))
+        .await;
+    assert_eq!(res.status, StatusCode::ACCEPTED);
+    let r2 = res.json();
+    assert_eq!(r2["status"], "retrying");
+    assert_eq!(r2["attempt_count"], 1);
+    assert!(time(&r2["next_attempt_at"]) <= Utc::now());
+
+    // A succeeded one goes out again too.
+    let ok = api
+        .get("/v1/deliveries?status=succeeded&limit=1")
+        .await
+        .json();
+    let ok_id = data(&ok)[0]["id"].as_i64().expect("id");
+    let res = api
+        .post(&format!("/v1/deliveries/{ok_id}/replay"), json!({}))
+        .await;
+    assert_eq!(res.json()["status"], "pending");
+}
+
+#[tokio::test]
+async fn bulk_replay_follows_its_filters() {
+    let Fixture { api, a, b } = fixture().await;
+    let replay = |body: Value| {
+        let api = &api;
+        async move {
+            let res = api.post("/v1/replay", body.clone()).await;
+            assert_eq!(
+                res.status,
+                StatusCode::ACCEPTED,
+                "{body}: {}",
+                String::from_utf8_lossy(&res.body)
+            );
+            res.json()["replayed"].as_u64().expect("replayed")
+        }
+    };
+    let future = (Utc::now() + Duration::hours(1)).to_rfc3339();
+    assert_eq!(
+        replay(json!({"subscription_id": a, "since": future})).await,
+        0
+    );
+    assert_eq!(
+        replay(json!({"subscription_id": a, "status": "succeeded", "event_type": "orders.insert"}))
+            .await,
+        0
+    );
+    assert!(
+        !api.dispatcher_was_woken().await,
+        "nothing replayed, nobody woken"
+    );
+
+    let failed_before = ids(&api.get("/v1/deliveries?status=failed").await.json());
+    assert_eq!(
+        replay(json!({"subscription_id": a})).await,
+        5,
+        "default status: failed"
+    );
+    assert!(api.dispatcher_was_woken().await);
+    let pending = api
+        .get(&format!(
+            "/v1/deliveries?subscription_id={a}&status=pending"
+        ))
+        .await
+        .json();
+    assert_eq!(
+        ids(&pending),
+        failed_before,
+        "the same deliveries, now pending"
+    );
+    assert!(data(&pending).iter().all(|d| d["attempt_count"] == 0));
+    assert_eq!(
+        data(&api.get("/v1/deliveries?status=failed").await.json()).len(),
+        0
+    );
+
+    assert_eq!(
+        replay(
+            json!({"subscription_id": a, "status": "succeeded", "event_type": "customers.update"})
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        replay(json!({"subscription_id": b, "status": "retrying"})).await,
+        8
+    );
+    let still_retrying = api.get("/v1/deliveries?status=retrying").await.json();
+    assert_eq!(
+        data(&still_retrying).len(),
+        8,
+        "retrying ones keep their status"
+    );
+    assert!(data(&still_retrying)
+        .iter()
+        .all(|d| time(&d["next_attempt_at"]) <= Utc::now() && d["attempt_count"] == 1));
+}
+
+#[tokio::test]
+async fn disabled_subscriptions_are_not_replayed() {
+    let Fixture { api, b, .. } = fixture().await;
+    let res = api
+        .patch(&format!("/v1/subscriptions/{b}"), json!({"enabled": false}))
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    // Disabling failed B's open (not in-flight) deliveries.
+    let of_b = api
+        .get(&format!("/v1/deliveries?subscription_id={b}"))
+        .await
+        .json();
+    assert!(
+        data(&of_b).iter().all(|d| d["status"] == "failed"),
+        "{of_b}"
+    );
+
+    let one = ids(&of_b)[0];
+    api.post(&format!("/v1/deliveries/{one}/replay"), json!({}))
+        .await
+        .assert_problem(
+            StatusCode::CONFLICT,
+            None,
+            "replay of a disabled subscription",
+        );
+    api.post("/v1/replay", json!({"subscription_id": b}))
+        .await
+        .assert_problem(
+            StatusCode::CONFLICT,
+            None,
+            "bulk replay of a disabled subscription",
+        );
+
+    api.patch(&format!("/v1/subscriptions/{b}"), json!({"enabled": true}))
+        .await;
+    let res = api.post("/v1/replay", json!({"subscription_id": b})).await;
+    assert_eq!(res.status, StatusCode::ACCEPTED);
+    assert_eq!(res.json()["replayed"], 8);
+}

@@ -1,0 +1,260 @@
+//! The shared harness: `TestDb` (a fresh, UUID-named database, migrated, dropped
+//! after), `TestApi` (the router over it) and helpers to make events and outcomes
+//! through the store's public functions.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    body::{to_bytes, Body},
+    http::{header, HeaderMap, Method, Request, StatusCode},
+    Router,
+};
+use chrono::{DateTime, Utc};
+use hookrelay_api::{router, ApiState};
+use hookrelay_core::ChangeEvent;
+use hookrelay_store::{ClaimedDelivery, Outcome, OutcomeStatus, Store};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use tokio_postgres::NoTls;
+use tower::ServiceExt;
+
+pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
+pub const TOKEN: &str = "test-token";
+
+/// A fresh database with the store schema; dropped (WITH FORCE) when the value is.
+pub struct TestDb {
+    pub name: String,
+    pub store: Store,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let name = format!("hookrelay_test_{}", uuid::Uuid::new_v4().simple());
+        admin(&format!("create database \"{name}\"")).await;
+        let store = Store::connect(&format!("{PG}/{name}"), 4).expect("store url");
+        store.migrate().await.expect("migrate");
+        Self { name, store }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // A fresh thread with its own runtime: Drop may run inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(admin(&format!(
+                "drop database if exists \"{name}\" with (force)"
+            )));
+        })
+        .join();
+    }
+}
+
+async fn admin(sql: &str) {
+    let (client, conn) = tokio_postgres::connect(&format!("{PG}/postgres"), NoTls)
+        .await
+        .expect("connect to the postgres database");
+    let conn = tokio::spawn(conn);
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(client);
+    let _ = conn.await;
+}
+
+/// The router over a fresh database.
+pub struct TestApi {
+    pub db: TestDb,
+    pub state: ApiState,
+    app: Router,
+}
+
+/// A response, read whole.
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "{}: body is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Asserts a problem+json answer with `status` that names `field` (if given).
+    pub fn assert_problem(&self, status: StatusCode, field: Option<&str>, case: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "{case}: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.content_type(), "application/problem+json", "{case}");
+        let p = self.json();
+        assert_eq!(p["status"], status.as_u16(), "{case}: {p}");
+        for key in ["type", "title", "detail"] {
+            assert!(p[key].is_string(), "{case}: problem without {key}: {p}");
+        }
+        if let Some(field) = field {
+            assert_eq!(p["field"], field, "{case}: {p}");
+        }
+    }
+}
+
+impl TestApi {
+    pub async fn new() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    /// With the state adjusted by `f` (tokens, allow_networks, ...).
+    pub async fn with(f: impl FnOnce(&mut ApiState)) -> Self {
+        let db = TestDb::new().await;
+        let mut state = ApiState {
+            store: db.store.clone(),
+            tokens: vec![TOKEN.to_owned()],
+            insecure_no_auth: false,
+            allow_networks: Vec::new(),
+            wake_dispatcher: Arc::new(Notify::new()),
+        };
+        f(&mut state);
+        let app = router(state.clone());
+        Self { db, state, app }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.db.store
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> TestResponse {
+        let res = self.app.clone().oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = to_bytes(res.into_body(), 16 << 20)
+            .await
+            .expect("body")
+            .to_vec();
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// An authorized request with a raw body.
+    pub async fn raw(&self, method: Method, path: &str, body: &str) -> TestResponse {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned()))
+            .expect("request");
+        self.send(req).await
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.raw(Method::GET, path, "").await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> TestResponse {
+        self.raw(Method::POST, path, &body.to_string()).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> TestResponse {
+        self.raw(Method::PATCH, path, &body.to_string()).await
+    }
+
+    pub async fn delete(&self, path: &str) -> TestResponse {
+        self.raw(Method::DELETE, path, "").await
+    }
+
+    /// Creates a subscription through the API; returns its JSON (with `secret`).
+    pub async fn subscribe(&self, body: Value) -> Value {
+        let res = self.post("/v1/subscriptions", body).await;
+        assert_eq!(
+            res.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&res.body)
+        );
+        res.json()
+    }
+
+    /// Was the dispatcher woken (a permit left by `notify_one`)? Consumes the permit.
+    pub async fn dispatcher_was_woken(&self) -> bool {
+        // `timeout` polls the future once before looking at the clock, so a stored
+        // permit is seen without waiting.
+        tokio::time::timeout(Duration::ZERO, self.state.wake_dispatcher.notified())
+            .await
+            .is_ok()
+    }
+}
+
+/// A change event with a small envelope body; `n` makes the id and key unique.
+pub fn event(n: u32, event_type: &str, committed_at: DateTime<Utc>) -> ChangeEvent {
+    let id = format!("evt_test{n:04}");
+    let table = event_type.split('.').next().unwrap_or("t");
+    let body = json!({
+        "id": id,
+        "type": event_type,
+        "source": {"name": "shop", "kind": "postgres", "database": "shop",
+                   "schema": "public", "table": table, "position": n.to_string()},
+        "op": event_type.split('.').nth(1).unwrap_or("insert"),
+        "key": {"id": n},
+        "before": null,
+        "after": {"id": n, "total": "19.99"},
+        "txn": {"id": n.to_string(), "seq": 0},
+        "committed_at": committed_at.to_rfc3339(),
+        "captured_at": committed_at.to_rfc3339(),
+    });
+    ChangeEvent {
+        id,
+        event_type: event_type.to_owned(),
+        source: "shop".to_owned(),
+        order_key: i64::from(n),
+        committed_at,
+        body: body.to_string(),
+    }
+}
+
+/// Claims every due delivery (as owner "test").
+pub async fn claim_all(store: &Store) -> Vec<ClaimedDelivery> {
+    store
+        .claim_due_deliveries("test", 1000, Duration::from_secs(60), 1000, &[])
+        .await
+        .expect("claim")
+}
+
+/// Records one attempt for `d` ending in `status`, answered with `code`.
+pub fn outcome(d: &ClaimedDelivery, status: OutcomeStatus, code: i32) -> Outcome {
+    let failed = !matches!(status, OutcomeStatus::Succeeded);
+    Outcome {
+        delivery_id: d.delivery_id,
+        attempt: d.attempt,
+        subscription_id: d.subscription_id.clone(),
+        started_at: Utc::now(),
+        duration_ms: 12,
+        status_code: Some(code),
+        error: failed.then(|| format!("endpoint answered {code}")),
+        response_body: Some(format!("answer {code}")),
+        status,
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the admin API: the real router (called with `oneshot`, no
+//! socket) over a real store in a fresh PostgreSQL database per test.
+
+mod auth;
+mod deliveries;
+mod events;
+mod harness;
+mod subscriptions;
+mod validation;

@@ -1,0 +1,286 @@
+//! Subscriptions: the happy path, secrets shown only on create/rotate, filters saved
+//! so the store's fan-out honours them, deletes that take deliveries along.
+
+use axum::http::StatusCode;
+use chrono::Utc;
+use hookrelay_core::signature::SigningKey;
+use hookrelay_store::OutcomeStatus;
+use serde_json::json;
+
+use crate::harness::{claim_all, event, outcome, TestApi};
+
+#[tokio::test]
+async fn create_list_get_patch_delete() {
+    let api = TestApi::new().await;
+    let created = api
+        .subscribe(json!({
+            "url": "https://example.com/hooks",
+            "event_types": ["orders.*", "*.delete"],
+            "sources": ["shop"],
+            "description": "billing",
+            "headers": {"X-Team": "billing"},
+        }))
+        .await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert!(id.starts_with("sub_") && id.len() == 30, "{id}");
+    let secret = created["secret"].as_str().expect("secret on create");
+    assert!(SigningKey::from_secret(secret).is_ok(), "{secret}");
+    assert_eq!(created["url"], "https://example.com/hooks");
+    assert_eq!(created["event_types"], json!(["orders.*", "*.delete"]));
+    assert_eq!(created["sources"], json!(["shop"]));
+    assert_eq!(created["headers"], json!({"X-Team": "billing"}));
+    assert_eq!(created["ordering"], "key");
+    assert_eq!(created["enabled"], true);
+    assert_eq!(created["disabled_reason"], json!(null));
+
+    let other = api
+        .subscribe(json!({"url": "https://example.org/", "ordering": "none", "enabled": false}))
+        .await;
+    assert_eq!(other["event_types"], json!(null));
+    assert_eq!(other["ordering"], "none");
+    assert_eq!(other["enabled"], false);
+
+    let res = api.get(&format!("/v1/subscriptions/{id}")).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let got = res.json();
+    assert!(got.get("secret").is_none(), "GET shows no secret: {got}");
+    let mut without_secret = created.clone();
+    without_secret
+        .as_object_mut()
+        .expect("object")
+        .remove("secret");
+    assert_eq!(got, without_secret);
+
+    let list = api.get("/v1/subscriptions").await.json();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, [id.as_str(), other["id"].as_str().expect("id")]);
+    assert!(list["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .all(|s| s.get("secret").is_none()));
+
+    let res = api
+        .patch(
+            &format!("/v1/subscriptions/{id}"),
+            json!({"url": "https://example.com/v2", "event_types": null, "description": "v2",
+                   "enabled": false}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    let patched = res.json();
+    assert!(patched.get("secret").is_none());
+    assert_eq!(patched["url"], "https://example.com/v2");
+    assert_eq!(patched["event_types"], json!(null));
+    assert_eq!(patched["sources"], json!(["shop"]), "untouched");
+    assert_eq!(
+        patched["headers"],
+        json!({"X-Team": "billing"}),
+        "untouched"
+    );
+    assert_eq!(patched["description"], "v2");
+    assert_eq!(patched["enabled"], false);
+    assert!(patched["disabled_reason"].is_string());
+    assert!(patched["updated_at"].as_str() > created["updated_at"].as_str());
+
+    let res = api
+        .patch(&format!("/v1/subscriptions/{id}"), json!({"enabled": true}))
+        .await;
+    assert_eq!(res.json()["enabled"], true);
+    assert_eq!(
+        res.json()["disabled_reason"],
+        json!(null),
+        "re-enabling clears it"
+    );
+
+    let res = api.delete(&format!("/v1/subscriptions/{id}")).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    api.get(&format!("/v1/subscriptions/{id}"))
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, None, "deleted");
+    api.delete(&format!("/v1/subscriptions/{id}"))
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, None, "deleted twice");
+    let list = api.get("/v1/subscriptions").await.json();
+    assert_eq!(list["data"].as_array().expect("data").len(), 1);
+}
+
+#[tokio::test]
+async fn given_secret_signs_and_rotation_keeps_the_old_one_for_the_grace_period() {
+    let api = TestApi::new().await;
+    let mine = SigningKey::generate_secret();
+    let sub = api
+        .subscribe(json!({"url": "https://example.com/", "secret": mine}))
+        .await;
+    assert_eq!(sub["secret"], mine.as_str());
+    let id = sub["id"].as_str().expect("id");
+
+    let res = api
+        .post(
+            &format!("/v1/subscriptions/{id}/rotate-secret"),
+            json!({"grace": "2h"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    let rotated = res.json();
+    let new = rotated["secret"].as_str().expect("secret").to_owned();
+    assert_ne!(new, mine);
+    assert!(SigningKey::from_secret(&new).is_ok());
+    assert_eq!(rotated.as_object().expect("object").len(), 1, "{rotated}");
+
+    api.store()
+        .commit_batch("shop", &[event(1, "orders.insert", Utc::now())], "1")
+        .await
+        .expect("commit");
+    let claimed = claim_all(api.store()).await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].secrets, [new.clone(), mine.clone()]);
+
+    // No body: the default grace; no grace: the old secret stops signing.
+    let res = api
+        .raw(
+            axum::http::Method::POST,
+            &format!("/v1/subscriptions/{id}/rotate-secret"),
+            "",
+        )
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&res.body)
+    );
+    let newer = api
+        .post(
+            &format!("/v1/subscriptions/{id}/rotate-secret"),
+            json!({"grace": "0s"}),
+        )
+        .await
+        .json()["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    api.store()
+        .commit_batch("shop", &[event(2, "orders.insert", Utc::now())], "2")
+        .await
+        .expect("commit");
+    let claimed = claim_all(api.store()).await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].secrets, [newer]);
+
+    api.post("/v1/subscriptions/sub_nope/rotate-secret", json!({}))
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, None, "rotate unknown");
+}
+
+#[tokio::test]
+async fn saved_filters_decide_which_events_fan_out() {
+    let api = TestApi::new().await;
+    let orders = api
+        .subscribe(json!({"url": "https://example.com/", "event_types": ["orders.*"]}))
+        .await;
+    let deletes = api
+        .subscribe(json!({"url": "https://example.com/", "event_types": ["*.delete"]}))
+        .await;
+    let other_source = api
+        .subscribe(json!({"url": "https://example.com/", "sources": ["crm"]}))
+        .await;
+    let now = Utc::now();
+    let batch = [
+        event(1, "orders.insert", now),
+        event(2, "order_items.insert", now),
+        event(3, "customers.delete", now),
+        event(4, "orders.delete", now),
+    ];
+    let out = api
+        .store()
+        .commit_batch("shop", &batch, "4")
+        .await
+        .expect("commit");
+    assert_eq!(out.deliveries, 4);
+    assert_eq!(
+        event_ids_of(&api, &orders).await,
+        ["evt_test0001", "evt_test0004"]
+    );
+    assert_eq!(
+        event_ids_of(&api, &deletes).await,
+        ["evt_test0003", "evt_test0004"]
+    );
+    assert!(event_ids_of(&api, &other_source).await.is_empty());
+}
+
+/// The event ids a subscription got deliveries for, sorted.
+async fn event_ids_of(api: &TestApi, sub: &serde_json::Value) -> Vec<String> {
+    let path = format!(
+        "/v1/deliveries?subscription_id={}",
+        sub["id"].as_str().expect("id")
+    );
+    let page = api.get(&path).await.json();
+    let mut ids: Vec<String> = page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|d| d["event_id"].as_str().expect("event_id").to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn delete_takes_deliveries_and_attempts_along() {
+    let api = TestApi::new().await;
+    let gone = api.subscribe(json!({"url": "https://example.com/"})).await;
+    let kept = api.subscribe(json!({"url": "https://example.org/"})).await;
+    let now = Utc::now();
+    api.store()
+        .commit_batch(
+            "shop",
+            &[
+                event(1, "orders.insert", now),
+                event(2, "orders.update", now),
+            ],
+            "2",
+        )
+        .await
+        .expect("commit");
+    let claimed = claim_all(api.store()).await;
+    assert_eq!(claimed.len(), 4);
+    let outcomes: Vec<_> = claimed
+        .iter()
+        .map(|d| outcome(d, OutcomeStatus::Failed, 500))
+        .collect();
+    api.store()
+        .record_outcomes("test", &outcomes)
+        .await
+        .expect("record");
+    let gone_id = gone["id"].as_str().expect("id");
+    let gone_delivery = claimed
+        .iter()
+        .find(|d| d.subscription_id == gone_id)
+        .expect("a delivery of the deleted subscription")
+        .delivery_id;
+
+    let res = api.delete(&format!("/v1/subscriptions/{gone_id}")).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+
+    let all = api.get("/v1/deliveries").await.json();
+    let subs: Vec<&str> = all["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|d| d["subscription_id"].as_str().expect("subscription_id"))
+        .collect();
+    assert_eq!(subs, [kept["id"].as_str().expect("id"); 2]);
+    api.get(&format!("/v1/deliveries/{gone_delivery}"))
+        .await
+        .assert_problem(
+            StatusCode::NOT_FOUND,
+            None,
+            "delivery of a deleted subscription",
+        );
+}

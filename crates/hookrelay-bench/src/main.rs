@@ -1,0 +1,338 @@
+//! `hookrelay-bench`: hookrelay measured end to end on this machine (issue 4).
+//!
+//! ```text
+//!  writers (tokio-postgres, own connections) ─▶ hookrelay_bench_src.public.orders
+//!        │ AFTER ROW trigger → journal                     (local PostgreSQL 15)
+//!        ▼
+//!  hookrelay run (child process, tuned config) ─▶ hookrelay_bench_store
+//!        │ signed POSTs, HTTP/1.1 keep-alive
+//!        ▼
+//!  receiver (axum, in this process): verify webhook-signature, record first arrival
+//!  per event id (receipt − committed_at), count duplicates
+//! ```
+//!
+//! What it measures, per workload, with fresh databases and a fresh hookrelay each:
+//! events/s sustained (first commit → last 2xx), commit→delivery latency
+//! p50/p95/p99/max, hookrelay's peak RSS (VmRSS sampled every 100 ms, and VmHWM) and
+//! CPU seconds per 10,000 events (utime + stime from /proc), the store's size per
+//! 10,000 events (events + deliveries + attempts), duplicates, and hookrelay's rate
+//! as a fraction of the trigger-only ceiling. Also: an fsync baseline
+//! (`pg_test_fsync`), the ceilings (writers without hookrelay, with and without the
+//! trigger; the receiver fed by a plain client), and where the CPU went (hookrelay,
+//! Postgres backends, Postgres auxiliary processes, this process, anything else).
+//!
+//! Workloads: 1 throughput, 2 latency, 3 fan-out, 4 bad neighbour (4a control, 4b one
+//! slow endpoint), 5 backlog drain, 6 MySQL (not yet), 7 eight single-row writers as
+//! fast as they go. `--quick` makes each 10x smaller. Results go to stdout and to
+//! `.bench/results-<timestamp>.json` (and `.bench/latest.json`); hookrelay's config
+//! and log for each workload go to `.bench/run-<timestamp>/`.
+
+mod ceiling;
+mod db;
+mod fsync;
+mod pg_activity;
+mod proc_stats;
+mod receiver;
+mod relay;
+mod report;
+mod workloads;
+mod writers;
+
+use std::{
+    path::PathBuf,
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde_json::json;
+
+use crate::{
+    receiver::Receiver,
+    report::{Ceiling, Results, WorkloadResult},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "hookrelay-bench",
+    about = "Benchmark hookrelay end to end (issue 4)"
+)]
+struct Args {
+    /// Every workload 10x smaller: a smoke run of a couple of minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Only these parts, comma-separated: c (ceilings), 1, 2, 3, 4, 5, 6, 7.
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// The hookrelay binary (default: `hookrelay` next to this executable).
+    #[arg(long)]
+    hookrelay: Option<PathBuf>,
+    /// Where results go.
+    #[arg(long, default_value = ".bench")]
+    out: PathBuf,
+    /// The PostgreSQL server; databases hookrelay_bench_store and hookrelay_bench_src
+    /// are dropped and recreated on it.
+    #[arg(
+        long,
+        env = "HOOKRELAY_BENCH_PG",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    pg: String,
+    /// A hookrelay setting for every workload, as SECTION.KEY=VALUE (passed as
+    /// HOOKRELAY_SECTION__KEY); repeatable. Recorded in the results.
+    #[arg(long = "set")]
+    set: Vec<String>,
+    /// Sample pg_stat_activity every 10 ms and report where Postgres was busy.
+    #[arg(long)]
+    pg_activity: bool,
+    /// Log the plans of store statements slower than this many ms to the Postgres
+    /// server log (auto_explain on the bench's store database).
+    #[arg(long)]
+    explain_slow_ms: Option<u32>,
+}
+
+/// Workload sizes (full, or 10x smaller with `--quick`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sizes {
+    pub w1_events: u64,
+    pub w2_seconds: f64,
+    pub w3_events: u64,
+    pub w4_rate: f64,
+    pub w4_seconds: f64,
+    pub w5_events: u64,
+    pub w7_seconds: f64,
+    pub receiver_requests: u64,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                w1_events: 20_000,
+                w2_seconds: 6.0,
+                w3_events: 2_000,
+                w4_rate: 200.0,
+                w4_seconds: 5.0,
+                w5_events: 10_000,
+                w7_seconds: 3.0,
+                receiver_requests: 10_000,
+            }
+        } else {
+            Self {
+                w1_events: 200_000,
+                w2_seconds: 60.0,
+                w3_events: 20_000,
+                w4_rate: 200.0,
+                w4_seconds: 30.0,
+                w5_events: 100_000,
+                w7_seconds: 20.0,
+                receiver_requests: 100_000,
+            }
+        }
+    }
+}
+
+/// What every workload needs.
+pub struct Ctx {
+    pub bin: PathBuf,
+    pub pg: String,
+    /// Per-run directory for hookrelay configs and logs.
+    pub dir: PathBuf,
+    pub receiver: Receiver,
+    pub ticks: f64,
+    pub sizes: Sizes,
+    pub ceilings: Vec<Ceiling>,
+    /// Environment overrides for hookrelay (`--set`).
+    pub overrides: Vec<(String, String)>,
+    pub pg_activity: bool,
+    pub explain_slow_ms: Option<u32>,
+}
+
+impl Ctx {
+    pub fn ceiling(&self, id: &str) -> Option<f64> {
+        self.ceilings
+            .iter()
+            .find(|c| c.id == id && c.error.is_none())
+            .map(|c| c.per_s)
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hookrelay-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let wall = Instant::now();
+    let started = chrono::Utc::now();
+    let stamp = started.format("%Y%m%dT%H%M%SZ").to_string();
+    let bin = match args.hookrelay {
+        Some(b) => b,
+        None => std::env::current_exe()?
+            .parent()
+            .context("executable without a directory")?
+            .join("hookrelay"),
+    };
+    if !bin.is_file() {
+        bail!(
+            "no hookrelay binary at {}; build it with `cargo build --release -p hookrelay` (scripts/bench.sh does)",
+            bin.display()
+        );
+    }
+    let dir = args.out.join(format!("run-{stamp}"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Run a private copy: a rebuild during the run must not swap binaries under it.
+    let binary = bin.display().to_string();
+    let bin = {
+        let copy = dir.join("hookrelay");
+        std::fs::copy(&bin, &copy)
+            .with_context(|| format!("copying {} to {}", bin.display(), copy.display()))?;
+        copy
+    };
+    let overrides = args
+        .set
+        .iter()
+        .map(|s| relay::env_override(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let wants = |part: &str| {
+        args.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|p| p == part))
+    };
+
+    let postgres = db::server_info(&args.pg)
+        .await
+        .context("is PostgreSQL running? (scripts/services.sh starts it)")?;
+    eprintln!("fsync baseline: pg_test_fsync …");
+    let fsync_dir = dir.clone();
+    let fsync = match tokio::task::spawn_blocking(move || fsync::measure(&fsync_dir)).await? {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("  fsync baseline failed: {e:#}");
+            None
+        }
+    };
+
+    let mut ctx = Ctx {
+        bin,
+        pg: args.pg.clone(),
+        dir: dir.clone(),
+        receiver: Receiver::start().await?,
+        ticks: proc_stats::clock_ticks(),
+        sizes: Sizes::new(args.quick),
+        ceilings: Vec::new(),
+        overrides,
+        pg_activity: args.pg_activity,
+        explain_slow_ms: args.explain_slow_ms,
+    };
+
+    if wants("c") {
+        eprintln!("ceilings: receiver …");
+        ctx.ceilings.push(ceiling::receiver(&ctx, 16).await);
+        eprintln!("ceilings: writers without hookrelay …");
+        match ceiling::database(&ctx).await {
+            Ok(cs) => ctx.ceilings.extend(cs),
+            Err(e) => eprintln!("  database ceilings failed: {e:#}"),
+        }
+    }
+
+    let mut workloads = Vec::new();
+    for part in ["1", "2", "3", "4", "5", "6", "7"] {
+        if !wants(part) {
+            continue;
+        }
+        match part {
+            "4" => {
+                workloads.push(workloads::run_standard(&ctx, "4a").await);
+                workloads.push(workloads::run_standard(&ctx, "4b").await);
+            }
+            "5" => workloads.push(workloads::run_backlog(&ctx).await),
+            "6" => workloads.push(WorkloadResult::failed(
+                "6",
+                "MySQL source: throughput and latency",
+                "n/a: no MySQL source yet".into(),
+            )),
+            p => workloads.push(workloads::run_standard(&ctx, p).await),
+        }
+    }
+    if let Err(e) = db::Databases::drop_all(&ctx.pg).await {
+        eprintln!("dropping the bench databases: {e:#}");
+    }
+    let _ = std::fs::remove_file(&ctx.bin); // the private copy
+
+    let results = Results {
+        started_at: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        quick: args.quick,
+        git_revision: git_revision(),
+        machine: machine(),
+        postgres,
+        fsync,
+        hookrelay_config: relay::CONFIG_TEMPLATE.to_owned(),
+        hookrelay_overrides: ctx.overrides.clone(),
+        hookrelay_binary: binary,
+        sizes: ctx.sizes.clone(),
+        ceilings: ctx.ceilings.clone(),
+        workloads,
+        wall_seconds: wall.elapsed().as_secs_f64(),
+    };
+    let path = results.write(&args.out, &stamp)?;
+    println!("{}", results.table());
+    println!(
+        "JSON: {}  (logs and configs: {})",
+        path.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `git rev-parse --short HEAD`, with `-dirty` when tracked files changed.
+fn git_revision() -> String {
+    let out = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match out(&["rev-parse", "--short", "HEAD"]) {
+        Some(rev) => {
+            let dirty = out(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{rev}-dirty")
+            } else {
+                rev
+            }
+        }
+        None => "unknown".into(),
+    }
+}
+
+fn machine() -> serde_json::Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned());
+    let mem_kib = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok());
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": model,
+        "memory_gib": mem_kib.map(|k| (k as f64 / 1048576.0 * 10.0).round() / 10.0),
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "load_average_at_start": read("/proc/loadavg").trim(),
+    })
+}

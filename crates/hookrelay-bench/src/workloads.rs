@@ -1,0 +1,532 @@
+//! The workloads of issue 4. Each one runs against fresh databases and a fresh
+//! hookrelay process, so figures never mix:
+//!
+//! ```text
+//!  fresh dbs ─▶ receiver endpoints ─▶ hookrelay (child) ─▶ subscriptions (admin API)
+//!     ─▶ CPU snapshot + RSS sampler ─▶ writers commit ─▶ wait: every event 2xx at
+//!        every measured endpoint ─▶ CPU snapshot, store size ─▶ SIGTERM hookrelay
+//! ```
+//!
+//! events/s is first commit → last 2xx; latency is the envelope's `committed_at` →
+//! receipt (`committed_at` has millisecond precision, truncated, so latencies read up
+//! to 1 ms high).
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{bail, Context};
+
+use crate::{
+    ceiling,
+    db::Databases,
+    pg_activity::ActivitySampler,
+    proc_stats::{self, CpuSnapshot, CpuSpent, RssSampler},
+    receiver::{unix_us, Mode},
+    relay::RelayProcess,
+    report::{Latency, WorkloadResult},
+    writers::{self, Written},
+    Ctx,
+};
+
+/// How long delivery may make no progress before a workload is declared stuck.
+const STALL: Duration = Duration::from_secs(60);
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// What the writers do.
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    Batched {
+        writers: usize,
+        rows: u64,
+        total: u64,
+    },
+    Rate {
+        writers: usize,
+        rate: f64,
+        seconds: f64,
+    },
+    Max {
+        writers: usize,
+        seconds: f64,
+    },
+}
+
+impl Load {
+    fn writers(self) -> usize {
+        match self {
+            Load::Batched { writers, .. }
+            | Load::Rate { writers, .. }
+            | Load::Max { writers, .. } => writers,
+        }
+    }
+
+    async fn drive(self, clients: &[Arc<tokio_postgres::Client>]) -> anyhow::Result<Written> {
+        match self {
+            Load::Batched { rows, total, .. } => writers::batched(clients, rows, total, 1).await,
+            Load::Rate { rate, seconds, .. } => {
+                writers::single_row_rate(clients, rate, Duration::from_secs_f64(seconds), 1).await
+            }
+            Load::Max { seconds, .. } => {
+                writers::single_row_max(clients, Duration::from_secs_f64(seconds), 1).await
+            }
+        }
+    }
+}
+
+/// One standard workload: `subs` subscriptions, writers, wait for every event at the
+/// measured endpoints. `bad` scripts endpoint 0, which is then not measured.
+struct Spec {
+    id: &'static str,
+    name: String,
+    tag: &'static str,
+    subs: usize,
+    load: Load,
+    bad: Option<Mode>,
+    ceiling: Option<&'static str>,
+}
+
+/// A hookrelay with fresh databases and subscribed endpoints.
+struct Setup {
+    dbs: Databases,
+    relay: RelayProcess,
+}
+
+async fn setup(ctx: &Ctx, tag: &str, subs: usize) -> anyhow::Result<Setup> {
+    let dbs = Databases::fresh(&ctx.pg, ctx.explain_slow_ms).await?;
+    let endpoints = ctx.receiver.reset(subs)?;
+    let relay = RelayProcess::start(&ctx.bin, &dbs, &ctx.dir, tag, &ctx.overrides).await?;
+    for ep in &endpoints {
+        relay.subscribe(&ep.url, &ep.secret).await?;
+    }
+    eprintln!(
+        "  hookrelay pid {} ({} subscription{}); log {}/{tag}.log",
+        relay.pid,
+        subs,
+        if subs == 1 { "" } else { "s" },
+        ctx.dir.display()
+    );
+    Ok(Setup { dbs, relay })
+}
+
+pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
+    let s = &ctx.sizes;
+    let spec = match which {
+        "1" => Spec {
+            id: "1",
+            name: "throughput: 4 writers x 100-row txns, 1 sub".into(),
+            tag: "w1-throughput",
+            subs: 1,
+            load: Load::Batched {
+                writers: 4,
+                rows: 100,
+                total: s.w1_events,
+            },
+            bad: None,
+            ceiling: Some(ceiling::TRIGGER_BATCH),
+        },
+        "2" => Spec {
+            id: "2",
+            name: format!("latency: 1-row commits at 1000/s x {:.0} s", s.w2_seconds),
+            tag: "w2-latency",
+            subs: 1,
+            load: Load::Rate {
+                writers: 4,
+                rate: 1000.0,
+                seconds: s.w2_seconds,
+            },
+            bad: None,
+            ceiling: None,
+        },
+        "3" => Spec {
+            id: "3",
+            name: format!("fan-out: {} events x 10 subs", s.w3_events),
+            tag: "w3-fanout",
+            subs: 10,
+            load: Load::Batched {
+                writers: 4,
+                rows: 100,
+                total: s.w3_events,
+            },
+            bad: None,
+            ceiling: None,
+        },
+        "4a" => Spec {
+            id: "4a",
+            name: format!("control: 10 healthy subs, {:.0}/s", s.w4_rate),
+            tag: "w4a-control",
+            subs: 10,
+            load: Load::Rate {
+                writers: 4,
+                rate: s.w4_rate,
+                seconds: s.w4_seconds,
+            },
+            bad: None,
+            ceiling: None,
+        },
+        "4b" => Spec {
+            id: "4b",
+            name: format!("bad neighbour: 9 healthy + 1 slow, {:.0}/s", s.w4_rate),
+            tag: "w4b-bad-neighbour",
+            subs: 10,
+            load: Load::Rate {
+                writers: 4,
+                rate: s.w4_rate,
+                seconds: s.w4_seconds,
+            },
+            bad: Some(Mode::SlowOrTimeout),
+            ceiling: None,
+        },
+        "7" => Spec {
+            id: "7",
+            name: format!("8 writers x 1-row commits, max, {:.0} s", s.w7_seconds),
+            tag: "w7-single-row-max",
+            subs: 1,
+            load: Load::Max {
+                writers: 8,
+                seconds: s.w7_seconds,
+            },
+            bad: None,
+            ceiling: Some(ceiling::TRIGGER_SINGLE),
+        },
+        other => return WorkloadResult::failed(other, "unknown", format!("no workload {other}")),
+    };
+    eprintln!("workload {}: {}", spec.id, spec.name);
+    match standard(ctx, &spec).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("  FAILED: {e:#}");
+            WorkloadResult::failed(spec.id, &spec.name, format!("FAILED: {e:#}"))
+        }
+    }
+}
+
+async fn standard(ctx: &Ctx, spec: &Spec) -> anyhow::Result<WorkloadResult> {
+    let mut st = setup(ctx, spec.tag, spec.subs).await?;
+    let measured: Vec<usize> = match spec.bad {
+        Some(mode) => {
+            ctx.receiver.set_mode(0, mode)?;
+            (1..spec.subs).collect()
+        }
+        None => (0..spec.subs).collect(),
+    };
+    let clients = writers::open(&st.dbs.source_url(), spec.load.writers()).await?;
+    let cpu0 = CpuSnapshot::take(Some(st.relay.pid));
+    let window = Instant::now();
+    let rss = RssSampler::start(st.relay.pid);
+    let activity = start_activity(ctx).await?;
+
+    let written = spec.load.drive(&clients).await?;
+    eprintln!(
+        "  committed {} rows in {:.1} s ({:.0} rows/s); waiting for delivery",
+        written.rows,
+        written.seconds,
+        written.rows_per_s()
+    );
+    wait_delivered(ctx, &mut st.relay, &measured, written.rows).await?;
+    let cpu = CpuSpent::between(&cpu0, &CpuSnapshot::take(Some(st.relay.pid)), ctx.ticks);
+    let cpu_window = window.elapsed().as_secs_f64();
+    let peak = rss.finish().await;
+    drop(clients);
+
+    let mut r = WorkloadResult::new(spec.id, &spec.name);
+    r.subscriptions = spec.subs;
+    fill(ctx, &mut r, &written, &measured, cpu, peak);
+    r.cpu_window_s = Some(cpu_window);
+    if let Some(a) = activity {
+        r.pg_activity = Some(a.finish(8).await);
+    }
+    if let (Some(id), Some(eps)) = (spec.ceiling, r.events_per_s) {
+        if let Some(c) = ctx.ceiling(id) {
+            r.ceiling_fraction = Some(eps / c);
+            r.ceiling = Some(id.into());
+        }
+    }
+    if spec.id == "7" {
+        if let Some(c) = ctx.ceiling(ceiling::TRIGGER_SINGLE) {
+            r.note("writers_commits_per_s", written.commits_per_s().round());
+            r.note(
+                "writers_vs_trigger_only_pct",
+                (written.commits_per_s() / c * 100.0).round(),
+            );
+        }
+    }
+    if spec.bad.is_some() {
+        let bad = ctx.receiver.stats(0);
+        r.note("bad_endpoint_requests", bad.requests);
+        r.note("bad_endpoint_accepted", bad.received);
+        r.note("bad_endpoint_of", written.rows);
+        r.note("measured", "the 9 healthy endpoints");
+    }
+    finish(&mut st, &mut r, spec.bad.is_none()).await?;
+    st.relay.stop(STOP_GRACE).await?;
+    Ok(r)
+}
+
+/// Workload 5: the endpoint hangs (accepts, never answers; hookrelay times out after
+/// 5 s) while the writers commit the backlog; once every event is in the store the
+/// endpoint comes up and the drain is timed.
+pub async fn run_backlog(ctx: &Ctx) -> WorkloadResult {
+    let name = format!(
+        "backlog: {} events while down, then drain",
+        ctx.sizes.w5_events
+    );
+    eprintln!("workload 5: {name}");
+    match backlog(ctx, &name).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("  FAILED: {e:#}");
+            WorkloadResult::failed("5", &name, format!("FAILED: {e:#}"))
+        }
+    }
+}
+
+async fn backlog(ctx: &Ctx, name: &str) -> anyhow::Result<WorkloadResult> {
+    let total = ctx.sizes.w5_events;
+    let mut st = setup(ctx, "w5-backlog", 1).await?;
+    ctx.receiver.set_mode(0, Mode::Hang)?;
+    let clients = writers::open(&st.dbs.source_url(), 4).await?;
+    let cpu0 = CpuSnapshot::take(Some(st.relay.pid));
+    let window = Instant::now();
+    let rss = RssSampler::start(st.relay.pid);
+    let activity = start_activity(ctx).await?;
+    let written = writers::batched(&clients, 100, total, 1).await?;
+
+    // Backlog: wait until every event is in the store and the journal is empty.
+    let clock = Instant::now();
+    let mut last = (-1, Instant::now());
+    loop {
+        st.relay.check_alive()?;
+        let stored = st.dbs.stored_events().await?;
+        if stored >= total as i64 && st.dbs.journal_rows().await? == 0 {
+            break;
+        }
+        if stored != last.0 {
+            last = (stored, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            bail!("capture stalled at {stored} of {total} events in the store");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let capture_s = written.seconds + clock.elapsed().as_secs_f64();
+    let backlog_store = st.dbs.store_size().await?;
+    // Let it sit on the backlog a moment so the sampler sees the resting footprint.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let backlog_rss = rss.peak_mib();
+    let down = ctx.receiver.stats(0);
+    eprintln!(
+        "  {total} events stored in {capture_s:.1} s with the endpoint down; peak RSS {backlog_rss:.1} MiB; endpoint up"
+    );
+
+    rss.reset();
+    let up_at = unix_us(SystemTime::now());
+    ctx.receiver.set_mode(0, Mode::Ok)?;
+    wait_delivered(ctx, &mut st.relay, &[0], total).await?;
+    let cpu = CpuSpent::between(&cpu0, &CpuSnapshot::take(Some(st.relay.pid)), ctx.ticks);
+    let cpu_window = window.elapsed().as_secs_f64();
+    let drain_rss = rss.finish().await;
+    drop(clients);
+
+    let mut r = WorkloadResult::new("5", name);
+    r.subscriptions = 1;
+    fill(ctx, &mut r, &written, &[0], cpu, drain_rss.max(backlog_rss));
+    r.cpu_window_s = Some(cpu_window);
+    if let Some(a) = activity {
+        r.pg_activity = Some(a.finish(8).await);
+    }
+    // Latency here is mostly time spent down; the drain is the figure.
+    r.latency_ms = None;
+    r.capture_latency_ms = None;
+    let mut arrivals = ctx.receiver.arrivals_us(&[0]);
+    arrivals.sort_unstable();
+    if let Some(&last_us) = arrivals.last() {
+        let drain_s = (last_us - up_at) as f64 / 1e6;
+        let i99 = ((arrivals.len() as f64 * 0.99).ceil() as usize).clamp(1, arrivals.len()) - 1;
+        let drain99_s = (arrivals[i99] - up_at) as f64 / 1e6;
+        r.events_per_s = Some(total as f64 / drain_s.max(1e-9));
+        r.seconds = Some(drain_s);
+        r.note("drain_events_per_s", (total as f64 / drain_s).round());
+        r.note("drain_s", drain_s);
+        r.note("drain_to_99pct_s", drain99_s);
+        r.note(
+            "drain_99pct_events_per_s",
+            (0.99 * total as f64 / drain99_s.max(1e-9)).round(),
+        );
+    }
+    r.note("events_per_s_means", "drain rate (endpoint up → last 2xx)");
+    r.note("capture_while_down_s", capture_s);
+    r.note("peak_rss_mib_while_down", backlog_rss);
+    r.note("peak_rss_mib_draining", drain_rss);
+    r.note("accepted_while_down", down.received);
+    r.note("requests_while_down", down.requests);
+    r.note(
+        "store_mib_with_backlog",
+        backlog_store.tables_bytes as f64 / 1048576.0,
+    );
+    finish(&mut st, &mut r, true).await?;
+    st.relay.stop(STOP_GRACE).await?;
+    Ok(r)
+}
+
+async fn start_activity(ctx: &Ctx) -> anyhow::Result<Option<ActivitySampler>> {
+    if ctx.pg_activity {
+        Ok(Some(ActivitySampler::start(&ctx.pg).await?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Polls the receiver until every measured endpoint has `expected` distinct events.
+async fn wait_delivered(
+    ctx: &Ctx,
+    relay: &mut RelayProcess,
+    endpoints: &[usize],
+    expected: u64,
+) -> anyhow::Result<()> {
+    let want = expected * endpoints.len() as u64;
+    let mut last = (0u64, Instant::now());
+    let mut report = Instant::now();
+    loop {
+        let got: u64 = endpoints.iter().map(|&n| ctx.receiver.received(n)).sum();
+        if got >= want {
+            return Ok(());
+        }
+        relay.check_alive()?;
+        if got != last.0 {
+            last = (got, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            bail!(
+                "delivery stalled: {got} of {want} deliveries after {} s without progress",
+                STALL.as_secs()
+            );
+        }
+        if report.elapsed() > Duration::from_secs(10) {
+            eprintln!("  … {got} of {want} delivered");
+            report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The figures every workload shares.
+fn fill(
+    ctx: &Ctx,
+    r: &mut WorkloadResult,
+    written: &Written,
+    measured: &[usize],
+    cpu: CpuSpent,
+    peak_rss: f64,
+) {
+    r.events = written.rows;
+    let stats: Vec<_> = measured.iter().map(|&n| ctx.receiver.stats(n)).collect();
+    r.delivered = stats.iter().map(|s| s.received).sum();
+    r.duplicates = stats.iter().map(|s| s.duplicates).sum();
+    r.bad_signatures = stats.iter().map(|s| s.bad_signatures + s.bad_bodies).sum();
+    r.note("requests", stats.iter().map(|s| s.requests).sum::<u64>());
+    let last = stats.iter().filter_map(|s| s.last_arrival_us).max();
+    if let Some(last) = last {
+        let secs = (last - unix_us(written.started)) as f64 / 1e6;
+        r.seconds = Some(secs);
+        r.events_per_s = Some(written.rows as f64 / secs.max(1e-9));
+        r.deliveries_per_s = Some(r.delivered as f64 / secs.max(1e-9));
+    }
+    r.latency_ms = Latency::from_us(ctx.receiver.latencies_us(measured));
+    r.capture_latency_ms = Latency::from_us(ctx.receiver.capture_us(measured));
+    let (bucket_s, rates) = timeline(
+        &ctx.receiver.arrivals_us(measured),
+        unix_us(written.started),
+        20,
+    );
+    r.note(
+        &format!("deliveries_per_s_each_{bucket_s}s"),
+        rates.iter().map(|x| x.round()).collect::<Vec<_>>(),
+    );
+    r.peak_rss_mib = Some(peak_rss);
+    r.hookrelay_cpu_s_per_10k_events = Some(cpu.hookrelay_s * 10_000.0 / written.rows as f64);
+    r.cpu = Some(cpu);
+    r.writers = Some(written.clone());
+}
+
+/// Store size and the process's high-water mark, after the outcomes are recorded.
+async fn finish(st: &mut Setup, r: &mut WorkloadResult, all_delivered: bool) -> anyhow::Result<()> {
+    if all_delivered {
+        // Outcomes are written in batches just after the 2xx; wait for the last ones.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while open_deliveries(&st.dbs).await? > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (_, hwm) = proc_stats::memory_kib(st.relay.pid)?;
+    r.hwm_rss_mib = Some(hwm as f64 / 1024.0);
+    let size = st.dbs.store_size().await?;
+    r.store_mib_per_10k_events =
+        Some(size.tables_bytes as f64 / 1048576.0 * 10_000.0 / r.events.max(1) as f64);
+    r.store = Some(size);
+    let c = st.dbs.store().await?;
+    let rows = c
+        .query(
+            "select status, count(*) from hookrelay.deliveries group by status order by status",
+            &[],
+        )
+        .await
+        .context("counting deliveries")?;
+    let by_status: serde_json::Map<String, serde_json::Value> = rows
+        .iter()
+        .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1).into()))
+        .collect();
+    r.note("deliveries", by_status);
+    let attempts: i64 = c
+        .query_one("select count(*) from hookrelay.attempts", &[])
+        .await?
+        .get(0);
+    r.note("attempts", attempts);
+    Ok(())
+}
+
+/// Delivery rate over time: arrivals counted in at most `max_buckets` buckets of
+/// whole seconds from `start_us`; (bucket seconds, deliveries/s per bucket).
+fn timeline(arrivals_us: &[i64], start_us: i64, max_buckets: usize) -> (u64, Vec<f64>) {
+    let Some(&last) = arrivals_us.iter().max() else {
+        return (1, Vec::new());
+    };
+    let span_s = ((last - start_us).max(0) as f64 / 1e6).ceil() as u64;
+    let bucket_s = span_s.div_ceil(max_buckets as u64).max(1);
+    let mut counts =
+        vec![0u64; ((last - start_us).max(0) as u64 / 1_000_000 / bucket_s) as usize + 1];
+    for &a in arrivals_us {
+        let i = ((a - start_us).max(0) as u64 / 1_000_000 / bucket_s) as usize;
+        if let Some(c) = counts.get_mut(i) {
+            *c += 1;
+        }
+    }
+    let rates = counts.iter().map(|&c| c as f64 / bucket_s as f64).collect();
+    (bucket_s, rates)
+}
+
+async fn open_deliveries(dbs: &Databases) -> anyhow::Result<i64> {
+    let row = dbs
+        .store()
+        .await?
+        .query_one(
+            "select count(*) from hookrelay.deliveries where status in ('pending', 'retrying')",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_buckets_whole_seconds() {
+        let s = 1_000_000_000;
+        let arrivals = [s + 100, s + 900_000, s + 1_500_000, s + 3_999_999];
+        assert_eq!(timeline(&arrivals, s, 20), (1, vec![2.0, 1.0, 0.0, 1.0]));
+        let (bucket, rates) = timeline(&arrivals, s, 2);
+        assert_eq!((bucket, rates), (2, vec![1.5, 0.5]));
+        assert_eq!(timeline(&[], s, 20), (1, vec![]));
+    }
+}

@@ -1,0 +1,622 @@
+//! Configuration: plain serde structs with defaults, loaded in layers (TOML file, then
+//! `HOOKRELAY_<SECTION>__<KEY>` environment variables) and validated once at start-up.
+//! Every error names the key, the value and why, so a bad config is fixed from the
+//! message alone.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use figment::{
+    providers::{Env, Format, Toml},
+    Figment,
+};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// A refused configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// hookrelay's own state lives in schema `hookrelay` of this database.
+    pub url: String,
+    /// Connections in the store pool.
+    #[serde(default = "defaults::pool_size")]
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// Serve the admin API without tokens (development only; warns at start).
+    #[serde(default)]
+    pub insecure_no_auth: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::listen(),
+            tokens: Vec::new(),
+            insecure_no_auth: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchConfig {
+    /// Concurrent HTTP deliveries in total.
+    #[serde(default = "defaults::workers")]
+    pub workers: usize,
+    /// Concurrent deliveries to one subscription, so one slow endpoint cannot take the
+    /// whole pool.
+    #[serde(default = "defaults::per_subscription")]
+    pub per_subscription: usize,
+    /// Per attempt, connect to last byte.
+    #[serde(default = "defaults::timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+    /// CIDRs exempt from the private-address block on endpoint URLs.
+    #[serde(default)]
+    pub allow_networks: Vec<IpNet>,
+    /// How often the dispatcher looks for due retries when nothing wakes it sooner.
+    #[serde(default = "defaults::dispatch_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            workers: defaults::workers(),
+            per_subscription: defaults::per_subscription(),
+            timeout: defaults::timeout(),
+            max_attempts: defaults::max_attempts(),
+            backoff: BackoffConfig::default(),
+            allow_networks: Vec::new(),
+            poll_interval: defaults::dispatch_poll(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffConfig {
+    #[serde(default = "defaults::backoff_initial", with = "humantime_serde")]
+    pub initial: Duration,
+    #[serde(default = "defaults::backoff_max", with = "humantime_serde")]
+    pub max: Duration,
+    #[serde(default = "defaults::backoff_multiplier")]
+    pub multiplier: f64,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial: defaults::backoff_initial(),
+            max: defaults::backoff_max(),
+            multiplier: defaults::backoff_multiplier(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Postgres,
+    Mysql,
+    Mongodb,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Postgres => "postgres",
+            SourceKind::Mysql => "mysql",
+            SourceKind::Mongodb => "mongodb",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub name: String,
+    pub kind: SourceKind,
+    pub url: String,
+    /// `schema.table` (postgres, mysql).
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// `db.collection` (mongodb).
+    #[serde(default)]
+    pub collections: Vec<String>,
+    /// Safety-net poll when no wake-up arrives.
+    #[serde(default = "defaults::source_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Changes per store transaction.
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `hookrelay_dispatch=debug,info`.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: defaults::log_level(),
+        }
+    }
+}
+
+mod defaults {
+    use std::{net::SocketAddr, time::Duration};
+
+    pub fn pool_size() -> usize {
+        16
+    }
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+    pub fn workers() -> usize {
+        64
+    }
+    pub fn per_subscription() -> usize {
+        16
+    }
+    pub fn timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_attempts() -> u32 {
+        10
+    }
+    pub fn backoff_initial() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn backoff_max() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn backoff_multiplier() -> f64 {
+        2.0
+    }
+    pub fn dispatch_poll() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn source_poll() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn batch_size() -> usize {
+        1000
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+}
+
+/// Environment variables read directly, not as config keys.
+const ENV_NOT_KEYS: [&str; 2] = ["config", "master_key"];
+
+impl Config {
+    /// File (if any), then `HOOKRELAY_…` env overrides, then validation.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::new();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::File {
+                    path: path.display().to_string(),
+                    reason: "no such file".into(),
+                });
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(
+            Env::prefixed("HOOKRELAY_")
+                .filter(|k| !ENV_NOT_KEYS.contains(&k.as_str().to_ascii_lowercase().as_str()))
+                .split("__"),
+        );
+        Self::from_figment(fig)
+    }
+
+    /// Parses TOML text (no environment), for tests and `check`.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(text)))
+    }
+
+    fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
+        let cfg: Config = fig.extract().map_err(|e| {
+            let e = e
+                .into_iter()
+                .next()
+                .expect("figment errors are never empty");
+            let key = display_path(&e.path);
+            let mut reason = match &e.kind {
+                figment::error::Kind::Message(m) if key == TOP_LEVEL => {
+                    format!("not valid TOML: {m}")
+                }
+                kind => kind.to_string(),
+            };
+            if !e.path.is_empty() {
+                if let Some(value) = find_value(&fig, &e.path) {
+                    if !matches!(
+                        value,
+                        figment::value::Value::Dict(..) | figment::value::Value::Array(..)
+                    ) {
+                        reason.push_str(&format!(" (got {})", show_value(&value)));
+                    }
+                }
+            }
+            ConfigError::invalid(key, reason)
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Rules serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.store.url.starts_with("postgres://")
+            && !self.store.url.starts_with("postgresql://")
+        {
+            return Err(ConfigError::invalid(
+                "store.url",
+                format!("{:?} is not a postgres:// URL", self.store.url),
+            ));
+        }
+        if self.store.pool_size < 2 {
+            return Err(ConfigError::invalid(
+                "store.pool_size",
+                format!("{} is below the minimum of 2", self.store.pool_size),
+            ));
+        }
+        if self.api.tokens.is_empty() && !self.api.insecure_no_auth {
+            return Err(ConfigError::invalid(
+                "api.tokens",
+                "is empty: set at least one admin token, or api.insecure_no_auth = true for local development",
+            ));
+        }
+        if let Some(i) = self.api.tokens.iter().position(|t| t.trim().len() < 8) {
+            return Err(ConfigError::invalid(
+                format!("api.tokens[{i}]"),
+                "must be at least 8 characters",
+            ));
+        }
+        let d = &self.dispatch;
+        if d.workers == 0 || d.workers > 10_000 {
+            return Err(ConfigError::invalid(
+                "dispatch.workers",
+                format!("{} is outside 1..=10000", d.workers),
+            ));
+        }
+        if d.per_subscription == 0 {
+            return Err(ConfigError::invalid(
+                "dispatch.per_subscription",
+                "must be at least 1",
+            ));
+        }
+        if d.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "dispatch.timeout",
+                "must be greater than 0",
+            ));
+        }
+        if d.max_attempts == 0 {
+            return Err(ConfigError::invalid(
+                "dispatch.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if !(d.backoff.multiplier >= 1.0 && d.backoff.multiplier.is_finite()) {
+            return Err(ConfigError::invalid(
+                "dispatch.backoff.multiplier",
+                format!("{} must be a finite number >= 1.0", d.backoff.multiplier),
+            ));
+        }
+        if d.backoff.initial > d.backoff.max {
+            return Err(ConfigError::invalid(
+                "dispatch.backoff.initial",
+                format!(
+                    "{:?} is longer than dispatch.backoff.max ({:?})",
+                    d.backoff.initial, d.backoff.max
+                ),
+            ));
+        }
+        if d.poll_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "dispatch.poll_interval",
+                "must be greater than 0",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let key = |k: &str| format!("sources[{i}].{k}");
+            if !is_source_name(&s.name) {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    format!("{:?} must be 1 to 48 characters of [a-z0-9_-]", s.name),
+                ));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    format!("{:?} is used by another source", s.name),
+                ));
+            }
+            if s.batch_size == 0 || s.batch_size > 100_000 {
+                return Err(ConfigError::invalid(
+                    key("batch_size"),
+                    format!("{} is outside 1..=100000", s.batch_size),
+                ));
+            }
+            if s.poll_interval.is_zero() {
+                return Err(ConfigError::invalid(
+                    key("poll_interval"),
+                    "must be greater than 0",
+                ));
+            }
+            match s.kind {
+                SourceKind::Postgres | SourceKind::Mysql => {
+                    if s.tables.is_empty() {
+                        return Err(ConfigError::invalid(
+                            key("tables"),
+                            "is empty: list at least one \"schema.table\"",
+                        ));
+                    }
+                    for (j, t) in s.tables.iter().enumerate() {
+                        if split_qualified(t).is_none() {
+                            return Err(ConfigError::invalid(
+                                format!("sources[{i}].tables[{j}]"),
+                                format!("{t:?} is not of the form \"schema.table\" (letters, digits, _ and $)"),
+                            ));
+                        }
+                    }
+                    if !s.collections.is_empty() {
+                        return Err(ConfigError::invalid(
+                            key("collections"),
+                            "is only for kind = \"mongodb\"",
+                        ));
+                    }
+                }
+                SourceKind::Mongodb => {
+                    if s.collections.is_empty() {
+                        return Err(ConfigError::invalid(
+                            key("collections"),
+                            "is empty: list at least one \"db.collection\"",
+                        ));
+                    }
+                }
+            }
+            let scheme_ok = match s.kind {
+                SourceKind::Postgres => {
+                    s.url.starts_with("postgres://") || s.url.starts_with("postgresql://")
+                }
+                SourceKind::Mysql => {
+                    s.url.starts_with("mysql://") || s.url.starts_with("mariadb://")
+                }
+                SourceKind::Mongodb => {
+                    s.url.starts_with("mongodb://") || s.url.starts_with("mongodb+srv://")
+                }
+            };
+            if !scheme_ok {
+                return Err(ConfigError::invalid(
+                    key("url"),
+                    format!(
+                        "{:?} does not match kind = {:?}",
+                        redact_url(&s.url),
+                        s.kind.as_str()
+                    ),
+                ));
+            }
+        }
+        if self.log.level.trim().is_empty() {
+            return Err(ConfigError::invalid("log.level", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+/// Source names: 1 to 48 characters of `[a-z0-9_-]`.
+pub fn is_source_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 48
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+const TOP_LEVEL: &str = "(top level)";
+
+/// `sources.0.kind` → `sources[0].kind`, the way users write it.
+fn display_path(path: &[String]) -> String {
+    if path.is_empty() {
+        return TOP_LEVEL.to_owned();
+    }
+    let mut out = String::new();
+    for part in path {
+        if part.bytes().all(|b| b.is_ascii_digit()) && !out.is_empty() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// Like `Figment::find_value`, but also steps into arrays (`sources.0.kind`).
+fn find_value(fig: &Figment, path: &[String]) -> Option<figment::value::Value> {
+    let (first, rest) = path.split_first()?;
+    let mut value = fig.find_value(first).ok()?;
+    for part in rest {
+        value = match value {
+            figment::value::Value::Dict(_, mut d) => d.remove(part)?,
+            figment::value::Value::Array(_, mut a) => {
+                let i: usize = part.parse().ok()?;
+                (i < a.len()).then(|| a.swap_remove(i))?
+            }
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+fn show_value(value: &figment::value::Value) -> String {
+    match value {
+        figment::value::Value::String(_, s) => format!("{s:?}"),
+        other => serde_json::to_string(other).unwrap_or_else(|_| "?".into()),
+    }
+}
+
+/// `schema.table` → (`schema`, `table`), identifiers only.
+pub fn split_qualified(name: &str) -> Option<(&str, &str)> {
+    let (schema, table) = name.split_once('.')?;
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+            && !s.as_bytes()[0].is_ascii_digit()
+    };
+    (ident(schema) && ident(table)).then_some((schema, table))
+}
+
+/// The URL with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[store]
+url = "postgres://postgres@127.0.0.1:5432/hookrelay"
+[api]
+tokens = ["change-me-please"]
+[[sources]]
+name = "shop"
+kind = "postgres"
+url = "postgres://postgres@127.0.0.1:5432/shop"
+tables = ["public.orders"]
+"#;
+
+    #[test]
+    fn good_config_loads_with_defaults() {
+        let cfg = Config::from_toml(GOOD).unwrap();
+        assert_eq!(cfg.dispatch.workers, 64);
+        assert_eq!(cfg.dispatch.timeout, Duration::from_secs(10));
+        assert_eq!(cfg.dispatch.max_attempts, 10);
+        assert_eq!(cfg.dispatch.backoff, BackoffConfig::default());
+        assert_eq!(cfg.api.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(cfg.sources[0].tables, ["public.orders"]);
+    }
+
+    /// Each bad config names the key it is about, and says why.
+    #[test]
+    fn bad_configs_name_the_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("[api]\ntokens=[\"change-me-please\"]", "store", "missing field"),
+            ("[store]\nurl = \"mysql://x\"\n[api]\ntokens=[\"change-me-please\"]", "store.url", "not a postgres:// URL"),
+            ("[store]\nurl = \"postgres://x\"", "api.tokens", "is empty"),
+            ("[store]\nurl = \"postgres://x\"\n[api]\ntokens=[\"short\"]", "api.tokens[0]", "at least 8"),
+            (&format!("{GOOD}\n[dispatch]\nworkers = 0"), "dispatch.workers", "outside"),
+            (&format!("{GOOD}\n[dispatch]\ntimeout = \"ten seconds\""), "dispatch.timeout", "ten seconds"),
+            (&format!("{GOOD}\n[dispatch]\nmax_attempts = -1"), "dispatch.max_attempts", "-1"),
+            (&format!("{GOOD}\n[dispatch]\nbackoff = {{ multiplier = 0.5 }}"), "dispatch.backoff.multiplier", "0.5"),
+            (&format!("{GOOD}\n[dispatch]\nbackoff = {{ initial = \"2h\" }}"), "dispatch.backoff.initial", "longer than"),
+            (&format!("{GOOD}\n[dispatch]\nallow_networks = [\"10.0.0.0/33\"]"), "dispatch.allow_networks[0]", "10.0.0.0/33"),
+            (&format!("{GOOD}\n[dispatch]\nwokers = 3"), "dispatch.wokers", "unknown field"),
+            (&GOOD.replace("name = \"shop\"", "name = \"Shop!\""), "sources[0].name", "Shop!"),
+            (&GOOD.replace("kind = \"postgres\"", "kind = \"oracle\""), "sources[0].kind", "oracle"),
+            (&GOOD.replace("public.orders", "orders"), "sources[0].tables[0]", "schema.table"),
+            (&GOOD.replace("tables = [\"public.orders\"]", "tables = []"), "sources[0].tables", "is empty"),
+            (&GOOD.replace("url = \"postgres://postgres@127.0.0.1:5432/shop\"", "url = \"mysql://u:pw@h/db\""), "sources[0].url", "u:***@h"),
+            (&format!("{GOOD}\n[[sources]]\nname = \"shop\"\nkind = \"postgres\"\nurl = \"postgres://x\"\ntables = [\"a.b\"]"), "sources[1].name", "used by another"),
+            ("[store\nurl=", "(top level)", "TOML"),
+            (&format!("{GOOD}\n[log]\nformat = \"xml\""), "log.format", "xml"),
+        ];
+        for (text, key, why) in cases {
+            let err = Config::from_toml(text).expect_err(text).to_string();
+            assert!(
+                err.contains(&format!("`{key}`")),
+                "expected key {key} in: {err}"
+            );
+            assert!(err.contains(why), "expected {why:?} in: {err}");
+        }
+    }
+
+    #[test]
+    fn qualified_names() {
+        assert_eq!(split_qualified("public.orders"), Some(("public", "orders")));
+        for bad in [
+            "orders",
+            ".orders",
+            "public.",
+            "pub lic.orders",
+            "public.or\"ders",
+            "1a.b",
+        ] {
+            assert_eq!(split_qualified(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Subscription filters. `event_types` are globs over `<table>.<op>` (`orders.*`,
+//! `*.delete`); the store matches them with SQL `LIKE`, so each glob is translated
+//! once, when the subscription is saved, and matching happens inside the same store
+//! transaction that writes the events.
+
+/// Why a glob was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("may only contain letters, digits, '_', '-', '.', '*' and '?' (found {0:?})")]
+    BadChar(char),
+}
+
+/// Checks that a glob only uses the characters event types are made of.
+pub fn validate_glob(glob: &str) -> Result<(), GlobError> {
+    if glob.is_empty() {
+        return Err(GlobError::Empty);
+    }
+    match glob
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '*' | '?')))
+    {
+        Some(c) => Err(GlobError::BadChar(c)),
+        None => Ok(()),
+    }
+}
+
+/// `orders.*` → `orders.%`; `_`, `%` and `\` are escaped so only `*` and `?` are wild.
+pub fn glob_to_like(glob: &str) -> String {
+    let mut out = String::with_capacity(glob.len() + 4);
+    for c in glob.chars() {
+        match c {
+            '*' => out.push('%'),
+            '?' => out.push('_'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The same rule as the SQL `LIKE`, for code that filters without the store.
+pub fn glob_matches(glob: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match (p.first(), t.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &t[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+    go(glob.as_bytes(), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_translate_to_like() {
+        let cases = [
+            ("orders.*", "orders.%"),
+            ("*.delete", "%.delete"),
+            ("order_items.insert", "order\\_items.insert"),
+            ("a?c", "a_c"),
+            ("*", "%"),
+        ];
+        for (glob, like) in cases {
+            assert_eq!(glob_to_like(glob), like, "{glob}");
+        }
+    }
+
+    #[test]
+    fn globs_match() {
+        let cases = [
+            ("orders.*", "orders.update", true),
+            ("orders.*", "orders_archive.update", false),
+            ("*.delete", "customers.delete", true),
+            ("*.delete", "customers.deleted", false),
+            ("order_items.?nsert", "order_items.insert", true),
+            ("*", "anything.at_all", true),
+            ("orders.insert", "orders.insert", true),
+        ];
+        for (glob, text, want) in cases {
+            assert_eq!(glob_matches(glob, text), want, "{glob} vs {text}");
+        }
+    }
+
+    #[test]
+    fn globs_validate() {
+        assert_eq!(validate_glob(""), Err(GlobError::Empty));
+        assert_eq!(validate_glob("orders;drop"), Err(GlobError::BadChar(';')));
+        assert_eq!(validate_glob("orders.%"), Err(GlobError::BadChar('%')));
+        assert!(validate_glob("order-items.*").is_ok());
+    }
+}

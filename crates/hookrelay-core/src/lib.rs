@@ -1,0 +1,15 @@
+//! hookrelay's vocabulary, with no I/O: the event envelope and its deterministic id,
+//! configuration, webhook signing, retry backoff and subscription filters.
+//!
+//! Everything here is a pure function or plain data so the rules that the contract
+//! (`DESIGN.md` Part 1) fixes can be unit-tested without a database or a socket.
+
+pub mod backoff;
+pub mod config;
+pub mod event;
+pub mod filter;
+pub mod network;
+pub mod signature;
+
+pub use config::{Config, ConfigError};
+pub use event::{ChangeEvent, Op};

@@ -1,0 +1,136 @@
+//! Per-subscription circuit breaking: after a run of failed attempts an endpoint gets
+//! no deliveries for a cool-down, then one probe; a success closes the circuit. A dead
+//! endpoint's backlog then waits in the store instead of being retried in full every
+//! backoff period (DESIGN §1.1.4), and its deliveries keep their attempt budget.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+/// Consecutive failures that open a circuit.
+pub const FAILURE_THRESHOLD: u32 = 10;
+const MIN_COOLDOWN: Duration = Duration::from_secs(1);
+const MAX_COOLDOWN: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default)]
+struct Circuit {
+    failures: u32,
+    /// How many times in a row the circuit opened (grows the cool-down).
+    opened: u32,
+    open_until: Option<Instant>,
+}
+
+/// What the claimer may take from a subscription right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Closed,
+    /// Cooling down: nothing.
+    Open,
+    /// One probe at a time.
+    HalfOpen,
+}
+
+#[derive(Debug, Default)]
+pub struct Breakers {
+    circuits: HashMap<String, Circuit>,
+}
+
+impl Breakers {
+    pub fn record(&mut self, subscription: &str, success: bool, now: Instant) {
+        if success {
+            self.circuits.remove(subscription);
+            return;
+        }
+        let c = self.circuits.entry(subscription.to_owned()).or_default();
+        c.failures += 1;
+        let probing = c.open_until.is_some_and(|t| now >= t);
+        if c.failures >= FAILURE_THRESHOLD || probing {
+            c.opened += 1;
+            let cooldown = MIN_COOLDOWN
+                .saturating_mul(1 << (c.opened - 1).min(16))
+                .min(MAX_COOLDOWN);
+            c.open_until = Some(now + cooldown);
+            c.failures = 0;
+        }
+    }
+
+    pub fn admission(&self, subscription: &str, now: Instant) -> Admission {
+        match self.circuits.get(subscription).and_then(|c| c.open_until) {
+            None => Admission::Closed,
+            Some(t) if now < t => Admission::Open,
+            Some(_) => Admission::HalfOpen,
+        }
+    }
+
+    /// Subscriptions that are not fully closed, with their admission.
+    pub fn restricted(&self, now: Instant) -> impl Iterator<Item = (&str, Admission)> {
+        self.circuits
+            .iter()
+            .filter(|(_, c)| c.open_until.is_some())
+            .map(move |(k, _)| (k.as_str(), self.admission(k, now)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_a_run_of_failures_and_probes_after_the_cooldown() {
+        let mut b = Breakers::default();
+        let t = Instant::now();
+        for _ in 0..FAILURE_THRESHOLD - 1 {
+            b.record("s", false, t);
+        }
+        assert_eq!(
+            b.admission("s", t),
+            Admission::Closed,
+            "below the threshold"
+        );
+        b.record("s", false, t);
+        assert_eq!(b.admission("s", t), Admission::Open);
+        assert_eq!(b.admission("s", t + MIN_COOLDOWN), Admission::HalfOpen);
+        // A failed probe reopens for twice as long.
+        b.record("s", false, t + MIN_COOLDOWN);
+        assert_eq!(b.admission("s", t + MIN_COOLDOWN * 2), Admission::Open);
+        assert_eq!(b.admission("s", t + MIN_COOLDOWN * 3), Admission::HalfOpen);
+        // A successful probe closes it.
+        b.record("s", true, t + MIN_COOLDOWN * 3);
+        assert_eq!(b.admission("s", t + MIN_COOLDOWN * 3), Admission::Closed);
+        assert_eq!(b.restricted(t).count(), 0);
+    }
+
+    #[test]
+    fn a_success_resets_the_run_and_other_subscriptions_are_unaffected() {
+        let mut b = Breakers::default();
+        let t = Instant::now();
+        for i in 0..FAILURE_THRESHOLD * 2 {
+            b.record("s", i % 5 == 4, t);
+        }
+        assert_eq!(b.admission("s", t), Admission::Closed);
+        for _ in 0..FAILURE_THRESHOLD {
+            b.record("dead", false, t);
+        }
+        assert_eq!(b.admission("dead", t), Admission::Open);
+        assert_eq!(b.admission("s", t), Admission::Closed);
+    }
+
+    #[test]
+    fn cooldown_is_capped() {
+        let mut b = Breakers::default();
+        let mut t = Instant::now();
+        for _ in 0..FAILURE_THRESHOLD {
+            b.record("s", false, t);
+        }
+        for _ in 0..20 {
+            t += MAX_COOLDOWN;
+            b.record("s", false, t); // failed probe
+        }
+        assert_eq!(
+            b.admission("s", t + MAX_COOLDOWN - Duration::from_millis(1)),
+            Admission::Open
+        );
+        assert_eq!(b.admission("s", t + MAX_COOLDOWN), Admission::HalfOpen);
+    }
+}

@@ -1,0 +1,316 @@
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use hookrelay_core::config::DispatchConfig;
+use hookrelay_store::{ClaimedDelivery, OutcomeStatus, Store};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::{
+    breaker::{Admission, Breakers},
+    client::build_client,
+    recorder, send, ClientError,
+};
+
+/// A subscription may hold this many times its concurrency in claimed deliveries:
+/// one batch sending, one waiting. Claims are then full batches, not one delivery
+/// per freed slot, and the claim query runs far less often.
+const PREFETCH: usize = 2;
+
+/// How many more deliveries to claim for a subscription holding `held` (claimed, not
+/// yet finished) with concurrency `cap`. A subscription is topped up only once its
+/// waiting batch has started, so every claim for it is at least `cap` deep; an open
+/// circuit gets nothing and a half-open one a single probe.
+fn room(held: usize, cap: usize, admission: Admission) -> usize {
+    match admission {
+        Admission::Open => 0,
+        Admission::HalfOpen => usize::from(held == 0),
+        Admission::Closed if held > cap => 0,
+        Admission::Closed => PREFETCH * cap - held,
+    }
+}
+
+/// Per subscription: deliveries held, the semaphore that caps its concurrent sends,
+/// and its circuit. Shared by the claimer and the workers.
+#[derive(Default)]
+struct Load {
+    held: HashMap<String, usize>,
+    gates: HashMap<String, Arc<Semaphore>>,
+    breakers: Breakers,
+}
+
+impl Load {
+    /// Slots the claim query must treat as taken, per subscription with any state:
+    /// `full - room`, where `full` is the room of an idle subscription.
+    fn taken(&self, cap: usize, now: Instant) -> Vec<(String, usize)> {
+        let full = PREFETCH * cap;
+        let mut subs: Vec<&str> = self.held.keys().map(String::as_str).collect();
+        subs.extend(self.breakers.restricted(now).map(|(s, _)| s));
+        subs.sort_unstable();
+        subs.dedup();
+        subs.into_iter()
+            .map(|sub| {
+                let held = self.held.get(sub).copied().unwrap_or(0);
+                let r = room(held, cap, self.breakers.admission(sub, now));
+                (sub.to_owned(), full - r.min(full))
+            })
+            .collect()
+    }
+
+    fn gate(&mut self, sub: &str, cap: usize) -> Arc<Semaphore> {
+        self.gates
+            .entry(sub.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(cap)))
+            .clone()
+    }
+
+    /// One of `sub`'s deliveries is done. True when that opened room for a claim
+    /// (its waiting batch has started, or it holds nothing now), so the claimer is
+    /// only woken when a claim can be a full batch.
+    fn finished(&mut self, sub: &str, cap: usize) -> bool {
+        let Some(n) = self.held.get_mut(sub) else {
+            return false;
+        };
+        *n -= 1;
+        let left = *n;
+        if left == 0 {
+            self.held.remove(sub);
+            self.gates.remove(sub);
+        }
+        left == cap || left == 0
+    }
+}
+
+/// Deliveries leased per claim at most.
+const MAX_CLAIM: usize = 256;
+
+/// Time a lease outlives the attempt's own timeout, for recording the outcome.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// The claimer and its worker pool.
+pub struct Dispatcher {
+    store: Store,
+    cfg: Arc<DispatchConfig>,
+    client: reqwest::Client,
+    owner: String,
+    wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// `wake` is notified by whoever creates or re-schedules deliveries in this process.
+    pub fn new(
+        store: Store,
+        cfg: DispatchConfig,
+        owner: String,
+        wake: Arc<Notify>,
+    ) -> Result<Self, ClientError> {
+        let client = build_client(&cfg)?;
+        Ok(Self {
+            store,
+            cfg: Arc::new(cfg),
+            client,
+            owner,
+            wake,
+        })
+    }
+
+    /// Runs until `stop`; then stops claiming, lets in-flight attempts finish and
+    /// records their outcomes before returning.
+    pub async fn run(self, stop: CancellationToken) {
+        // `slots` bounds what this process holds (memory); `senders` what it sends at once.
+        let capacity = self.cfg.workers * PREFETCH;
+        let slots = Arc::new(Semaphore::new(capacity));
+        let senders = Arc::new(Semaphore::new(self.cfg.workers));
+        let load: Arc<Mutex<Load>> = Arc::default();
+        let (tx, rx) = mpsc::channel(self.cfg.workers * 2);
+        let recorder = tokio::spawn(recorder::run(
+            self.store.clone(),
+            self.owner.clone(),
+            rx,
+            self.wake.clone(),
+        ));
+        // A held delivery may wait for PREFETCH - 1 batches ahead of it, then send.
+        let lease = self.cfg.timeout * (PREFETCH as u32 + 1) + LEASE_MARGIN;
+        let mut store_failures: u32 = 0;
+        info!(owner = %self.owner, workers = self.cfg.workers, "dispatcher started");
+        let maintenance = tokio::spawn(maintain(self.store.clone(), stop.clone()));
+
+        while !stop.is_cancelled() {
+            let free = slots.available_permits();
+            let mut claimed = 0usize;
+            let mut want = 0usize;
+            if free > 0 {
+                want = free.min(MAX_CLAIM);
+                let in_flight: Vec<(String, usize)> = match load.lock() {
+                    Ok(l) => l.taken(self.cfg.per_subscription, Instant::now()),
+                    Err(_) => Vec::new(),
+                };
+                let claim = self.store.claim_due_deliveries(
+                    &self.owner,
+                    want,
+                    lease,
+                    PREFETCH * self.cfg.per_subscription,
+                    &in_flight,
+                );
+                let t = std::time::Instant::now();
+                let claim = claim.await;
+                tracing::trace!(us = t.elapsed().as_micros() as u64, "claim query");
+                match claim {
+                    Ok(batch) => {
+                        store_failures = 0;
+                        claimed = batch.len();
+                        tracing::trace!(claimed, want, "claimed");
+                        for d in batch {
+                            self.spawn_attempt(d, &slots, &senders, &load, &tx).await;
+                        }
+                    }
+                    Err(e) => {
+                        store_failures += 1;
+                        let delay = Duration::from_millis(100 * u64::from(store_failures.min(50)));
+                        warn!(error = %e, retry_in = ?delay, "claiming deliveries failed");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = stop.cancelled() => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            if claimed > 0 && claimed == want {
+                continue; // more may be due right now
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
+
+        // Drain: wait for every worker to hand in its permit, then for the recorder.
+        info!("dispatcher stopping; waiting for in-flight deliveries");
+        let _all = slots.acquire_many(capacity as u32).await;
+        drop(tx);
+        let _ = recorder.await;
+        let _ = maintenance.await;
+        info!("dispatcher stopped");
+    }
+
+    async fn spawn_attempt(
+        &self,
+        d: ClaimedDelivery,
+        slots: &Arc<Semaphore>,
+        senders: &Arc<Semaphore>,
+        load: &Arc<Mutex<Load>>,
+        tx: &mpsc::Sender<hookrelay_store::Outcome>,
+    ) {
+        let claimed_at = Instant::now();
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return; // the semaphore is never closed
+        };
+        let gate = match load.lock() {
+            Ok(mut l) => {
+                *l.held.entry(d.subscription_id.clone()).or_default() += 1;
+                l.gate(&d.subscription_id, self.cfg.per_subscription)
+            }
+            Err(_) => Arc::new(Semaphore::new(self.cfg.per_subscription)),
+        };
+        let span = tracing::info_span!(
+            "delivery",
+            delivery_id = d.delivery_id,
+            subscription_id = %d.subscription_id,
+            event_id = %d.event_id,
+            attempt = d.attempt
+        );
+        let client = self.client.clone();
+        let cfg = self.cfg.clone();
+        let tx = tx.clone();
+        let load = load.clone();
+        let wake = self.wake.clone();
+        let senders = senders.clone();
+        // Past this, the lease may run out mid-attempt and another process could
+        // claim the delivery while we send: leave it to that process instead.
+        let send_by = self.cfg.timeout * PREFETCH as u32;
+        tokio::spawn(
+            async move {
+                let sub = d.subscription_id.clone();
+                let permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> =
+                    match (gate.acquire_owned().await, senders.acquire_owned().await) {
+                        (Ok(g), Ok(w)) => Some((g, w)),
+                        _ => None,
+                    };
+                if permits.is_some() && claimed_at.elapsed() <= send_by {
+                    let outcome = send::attempt(&client, &cfg, d).await;
+                    let succeeded = matches!(outcome.status, OutcomeStatus::Succeeded | OutcomeStatus::Gone);
+                    tracing::debug!(status = ?outcome.status, code = ?outcome.status_code, ms = outcome.duration_ms, "attempt finished");
+                    if let Some(err) = &outcome.error {
+                        tracing::info!(error = %err, "attempt failed");
+                    }
+                    // Fault suite: lose the outcome after the receiver answered (as if
+                    // the process died there); the lease expires and it is re-sent.
+                    let record = (|| {
+                        fail::fail_point!("dispatch.before_record", |_| false);
+                        true
+                    })();
+                    if record {
+                        let _ = tx.send(outcome).await;
+                    }
+                    if let Ok(mut l) = load.lock() {
+                        l.breakers.record(&sub, succeeded, Instant::now());
+                    }
+                } else {
+                    tracing::warn!("held too long to send within its lease; leaving it for a later claim");
+                }
+                drop(permits);
+                let opened = load.lock().map(|mut l| l.finished(&sub, cfg.per_subscription)).unwrap_or(true);
+                drop(slot);
+                if opened {
+                    wake.notify_one();
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Keeps the queue's planner statistics fresh while deliveries pile in.
+async fn maintain(store: Store, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = store.analyze_if_grown().await {
+            tracing::debug!(error = %e, "analyze skipped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_tops_up_only_full_batches() {
+        use Admission::*;
+        let cases = [
+            (0, 16, Closed, 32),
+            (16, 16, Closed, 16),
+            (17, 16, Closed, 0),
+            (32, 16, Closed, 0),
+            (0, 16, Open, 0),
+            (0, 16, HalfOpen, 1),
+            (1, 16, HalfOpen, 0),
+        ];
+        for (held, cap, admission, want) in cases {
+            assert_eq!(
+                room(held, cap, admission),
+                want,
+                "held {held} cap {cap} {admission:?}"
+            );
+        }
+    }
+}

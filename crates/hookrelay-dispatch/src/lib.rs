@@ -1,0 +1,23 @@
+//! The dispatcher: lease due deliveries, sign and POST them, record what happened.
+//!
+//! ```text
+//!  claimer ──claim_due_deliveries (lease committed)──▶ worker pool (bounded)
+//!     ▲                                                   │ sign, POST, classify
+//!     │ wake: new deliveries, recorded outcomes, timer     ▼
+//!     └───────────────────────────────────────────── recorder (batched record_outcomes)
+//! ```
+//!
+//! No transaction is held across an HTTP call. An outcome is written only by the
+//! lease holder; if the process dies mid-attempt the lease expires and another
+//! dispatcher sends the delivery again with the same event id (at-least-once).
+
+mod breaker;
+mod classify;
+mod client;
+mod dispatcher;
+mod recorder;
+mod send;
+
+pub use classify::{classify, Verdict};
+pub use client::{build_client, ClientError};
+pub use dispatcher::Dispatcher;

@@ -1,0 +1,297 @@
+//! The Postgres source: triggers journal each change in the source database, and
+//! this reader moves journal rows into the store.
+//!
+//! ```text
+//!            busy: poll again at once (no NOTIFY on writers' commits)
+//!           ┌───────────────┐
+//!           ▼               │ rows found
+//!   ┌──── drain ────────────┘
+//!   │ journal empty
+//!   ▼
+//! settle: idle = true; try the exclusive lock (no writer mid-transaction) and read
+//!   once more ──rows──▶ busy
+//!   │ nothing, lock taken
+//!   ▼
+//! idle: wait for NOTIFY / poll timer ──▶ idle = false ──▶ drain
+//! ```
+//!
+//! `committed_at` is the time the trigger ran (`clock_timestamp()`), which precedes
+//! the commit by the rest of the transaction; Postgres exposes no cheaper commit time.
+
+mod journal;
+mod meta;
+mod row;
+mod setup;
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use futures_util::future::poll_fn;
+use hookrelay_core::config::{split_qualified, SourceConfig};
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::{BatchSink, Source, SourceError, SourceStatus};
+use journal::EventBuilder;
+use setup::Names;
+
+/// While busy, wait this long between polls that found only a few rows, so the next
+/// read gets a fuller batch.
+const BUSY_PAUSE: Duration = Duration::from_millis(2);
+/// First re-check while a writer is still mid-transaction during settle.
+const SETTLE_FIRST: Duration = Duration::from_millis(1);
+
+pub struct PostgresSource {
+    cfg: SourceConfig,
+    names: Names,
+    tables: Vec<(String, String)>,
+    database: String,
+}
+
+impl PostgresSource {
+    pub fn new(cfg: SourceConfig) -> Result<Self, SourceError> {
+        let pg: tokio_postgres::Config = cfg
+            .url
+            .parse()
+            .map_err(|e| SourceError::Setup(format!("source {} url: {e}", cfg.name)))?;
+        let database = pg
+            .get_dbname()
+            .or(pg.get_user())
+            .unwrap_or("postgres")
+            .to_owned();
+        let tables = cfg
+            .tables
+            .iter()
+            .map(|t| {
+                split_qualified(t)
+                    .map(|(s, t)| (s.to_owned(), t.to_owned()))
+                    .ok_or_else(|| SourceError::Setup(format!("table {t:?} is not schema.table")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            names: Names::new(&cfg.name),
+            cfg,
+            tables,
+            database,
+        })
+    }
+}
+
+impl PostgresSource {
+    /// Connects and checks every table exists with a primary key, changing nothing.
+    pub async fn check(&self) -> Result<(), SourceError> {
+        let (client, conn) = tokio_postgres::connect(&self.cfg.url, NoTls).await?;
+        let driver = tokio::spawn(conn);
+        let result = meta::check_keys(&client, &self.tables).await;
+        drop(client);
+        let _ = driver.await;
+        result
+    }
+}
+
+impl Source for PostgresSource {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    async fn run<S: BatchSink>(
+        &self,
+        sink: &S,
+        status: &SourceStatus,
+        stop: &CancellationToken,
+    ) -> Result<(), SourceError> {
+        let (client, mut conn) = tokio_postgres::connect(&self.cfg.url, NoTls).await?;
+        let wake = Arc::new(Notify::new());
+        let driver_wake = wake.clone();
+        let driver = tokio::spawn(async move {
+            while let Some(msg) = poll_fn(|cx| conn.poll_message(cx)).await {
+                match msg {
+                    Ok(AsyncMessage::Notification(_)) => driver_wake.notify_one(),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        });
+        let result = Reader::new(self, &client, wake)
+            .run(sink, status, stop)
+            .await;
+        drop(client);
+        driver.abort();
+        result
+    }
+}
+
+/// One connected session of the reader.
+struct Reader<'a> {
+    src: &'a PostgresSource,
+    client: &'a Client,
+    wake: Arc<Notify>,
+    builder: EventBuilder,
+    /// Prepared once the journal exists.
+    statements: Option<(Statement, Statement)>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(src: &'a PostgresSource, client: &'a Client, wake: Arc<Notify>) -> Self {
+        let builder = EventBuilder::new(&src.cfg.name, &src.database);
+        Self {
+            src,
+            client,
+            wake,
+            builder,
+            statements: None,
+        }
+    }
+
+    async fn run<S: BatchSink>(
+        mut self,
+        sink: &S,
+        status: &SourceStatus,
+        stop: &CancellationToken,
+    ) -> Result<(), SourceError> {
+        let names = &self.src.names;
+        setup::install(self.client, names, &self.src.tables).await?;
+        meta::check_keys(self.client, &self.src.tables).await?;
+        self.client
+            .batch_execute(&format!(
+                "set application_name = 'hookrelay:{}'; listen {}",
+                names.source.replace('\'', ""),
+                setup::quote_ident(&names.channel)
+            ))
+            .await?;
+        self.statements = Some((
+            self.client.prepare(journal::READ).await?,
+            self.client.prepare(journal::DELETE).await?,
+        ));
+        info!(tables = ?self.src.cfg.tables, "capturing");
+        status.set_state(crate::SourceState::Running);
+        self.builder.reset();
+        let batch = self.src.cfg.batch_size as i64;
+        loop {
+            // busy: drain while rows keep coming
+            loop {
+                if stop.is_cancelled() {
+                    return Ok(());
+                }
+                let n = self.drain_once(sink, batch).await?;
+                if n == 0 {
+                    break;
+                }
+                if (n as i64) < batch {
+                    tokio::time::sleep(BUSY_PAUSE).await;
+                }
+            }
+            // settle, then idle
+            if !self.settle(sink, batch, stop).await? {
+                continue;
+            }
+            debug!("idle");
+            loop {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.src.cfg.poll_interval) => {}
+                    _ = stop.cancelled() => return Ok(()),
+                }
+                let n = self.drain_once(sink, batch).await?;
+                if n > 0 {
+                    self.set_idle(false).await?;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Marks the reader idle and makes sure no writer that saw it busy is still in
+    /// flight. True when settled idle; false when rows turned up (back to busy).
+    async fn settle<S: BatchSink>(
+        &mut self,
+        sink: &S,
+        batch: i64,
+        stop: &CancellationToken,
+    ) -> Result<bool, SourceError> {
+        self.set_idle(true).await?;
+        let key = self.src.names.lock_key;
+        let mut pause = SETTLE_FIRST;
+        loop {
+            let got: bool = self
+                .client
+                .query_one("select pg_try_advisory_lock($1)", &[&key])
+                .await?
+                .get(0);
+            if got {
+                self.client
+                    .execute("select pg_advisory_unlock($1)", &[&key])
+                    .await?;
+            }
+            let n = self.drain_once(sink, batch).await?;
+            if n > 0 {
+                self.set_idle(false).await?;
+                return Ok(false);
+            }
+            if got {
+                return Ok(true);
+            }
+            // A writer is mid-transaction and may have seen idle = false: look again
+            // soon (or as soon as it notifies).
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.cancelled() => return Ok(true),
+            }
+            pause = (pause * 2).min(self.src.cfg.poll_interval);
+        }
+    }
+
+    async fn set_idle(&self, idle: bool) -> Result<(), SourceError> {
+        self.client
+            .execute(
+                "update hookrelay.readers set idle = $2 where source = $1",
+                &[&self.src.names.source, &idle],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Reads one batch, commits it to the store, then deletes it from the journal.
+    async fn drain_once<S: BatchSink>(
+        &mut self,
+        sink: &S,
+        batch: i64,
+    ) -> Result<usize, SourceError> {
+        let Some((read, delete)) = self.statements.clone() else {
+            return Err(SourceError::Setup("reader used before setup".into()));
+        };
+        let rows = self
+            .client
+            .query(&read, &[&self.src.names.source, &batch])
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let captured_at = Utc::now();
+        let mut events = Vec::with_capacity(rows.len());
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            ids.push(row.get::<_, i64>(0));
+            events.push(self.builder.build(self.client, row, captured_at).await?);
+        }
+        let last = ids.iter().copied().max().unwrap_or_default();
+        let outcome = sink.commit(&events, &format!("journal:{last}")).await?;
+        // Fault suite: die after the store commit, before acknowledging upstream.
+        fail::fail_point!("source.before_ack", |_| Err(SourceError::Setup(
+            "failpoint source.before_ack".into()
+        )));
+        // Acknowledge only after the store commit (DESIGN §1.1.1).
+        self.client.execute(&delete, &[&ids]).await?;
+        debug!(
+            read = rows.len(),
+            new_events = outcome.events,
+            deliveries = outcome.deliveries,
+            "batch committed"
+        );
+        Ok(rows.len())
+    }
+}

@@ -1,0 +1,220 @@
+//! What hookrelay installs in a Postgres source database, idempotently, at start:
+//!
+//! ```text
+//!  watched table ──AFTER ROW trigger──▶ hookrelay.journal (one row per change)
+//!                        │ first change of a transaction, only if the reader is idle:
+//!                        └──────────────▶ pg_notify('hookrelay_<source>', '')  (wake-up, no data)
+//! ```
+//!
+//! `pg_notify` serialises committing transactions on a global lock, so it is sent at
+//! most once per transaction and only while the reader waits (`hookrelay.readers.idle`);
+//! a busy reader polls instead. The writer also takes a shared advisory lock for the
+//! rest of its transaction: a reader about to sleep sets `idle` and then tries the
+//! exclusive lock, which only succeeds once every writer that might have seen
+//! `idle = false` has finished, so its last poll cannot miss a silent commit.
+
+use tokio_postgres::Client;
+
+use crate::SourceError;
+
+pub(super) const SCHEMA_SQL: &str = r#"
+create schema if not exists hookrelay;
+create table if not exists hookrelay.journal (
+    id          bigint generated always as identity primary key,
+    source      text not null,
+    txid        xid8 not null default pg_current_xact_id(),
+    seq         integer not null,
+    schema_name text not null,
+    table_name  text not null,
+    op          text not null,
+    before      json,
+    after       json,
+    changed_at  timestamptz not null default clock_timestamp()
+);
+create index if not exists journal_source_id on hookrelay.journal (source, id);
+create table if not exists hookrelay.readers (
+    source text primary key,
+    idle   boolean not null default false
+);
+create or replace function hookrelay.capture() returns trigger
+language plpgsql as $fn$
+declare
+    -- TG_ARGV: 0 source name, 1 per-source transaction counter (a GUC name), 2 lock key
+    n integer := coalesce(nullif(current_setting(TG_ARGV[1], true), '')::integer + 1, 0);
+begin
+    perform set_config(TG_ARGV[1], n::text, true);
+    if n = 0 then
+        perform pg_advisory_xact_lock_shared(TG_ARGV[2]::bigint);
+        if exists (select 1 from hookrelay.readers r where r.source = TG_ARGV[0] and r.idle) then
+            perform pg_notify('hookrelay_' || TG_ARGV[0], '');
+        end if;
+    end if;
+    insert into hookrelay.journal (source, seq, schema_name, table_name, op, before, after)
+    values (TG_ARGV[0], n, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP,
+            case when TG_OP <> 'INSERT' then to_json(OLD) end,
+            case when TG_OP <> 'DELETE' then to_json(NEW) end);
+    return null;
+end
+$fn$;
+"#;
+
+/// Names derived from the source name, shared by the trigger and the reader.
+pub(super) struct Names {
+    pub source: String,
+    pub channel: String,
+    pub trigger: String,
+    pub counter_guc: String,
+    pub lock_key: i64,
+}
+
+impl Names {
+    pub fn new(source: &str) -> Self {
+        let safe: String = source
+            .chars()
+            .map(|c| if c == '-' { '_' } else { c })
+            .collect();
+        let hex: String = source.bytes().map(|b| format!("{b:02x}")).collect();
+        Self {
+            source: source.to_owned(),
+            channel: format!("hookrelay_{source}"),
+            trigger: format!("hookrelay_capture_{safe}"),
+            counter_guc: format!("hookrelay.seq_{hex}"),
+            lock_key: lock_key(source),
+        }
+    }
+}
+
+/// A stable 63-bit key for the source's writer/reader advisory lock.
+fn lock_key(source: &str) -> i64 {
+    // FNV-1a: stable across versions and processes, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"hookrelay.reader:".iter().chain(source.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h >> 1) as i64
+}
+
+/// Installs the journal, the capture function and one trigger per table; sets
+/// `REPLICA IDENTITY FULL`; drops this source's triggers from tables no longer listed.
+pub(super) async fn install(
+    client: &Client,
+    names: &Names,
+    tables: &[(String, String)],
+) -> Result<(), SourceError> {
+    // Concurrent installs (two processes starting) would race on CREATE OR REPLACE.
+    client
+        .execute("select pg_advisory_lock($1)", &[&(names.lock_key ^ 1)])
+        .await?;
+    let result = install_locked(client, names, tables).await;
+    let _ = client
+        .execute("select pg_advisory_unlock($1)", &[&(names.lock_key ^ 1)])
+        .await;
+    result
+}
+
+async fn install_locked(
+    client: &Client,
+    names: &Names,
+    tables: &[(String, String)],
+) -> Result<(), SourceError> {
+    client.batch_execute(SCHEMA_SQL).await?;
+    client
+        .execute(
+            "insert into hookrelay.readers (source, idle) values ($1, false) on conflict (source) do update set idle = false",
+            &[&names.source],
+        )
+        .await?;
+    for (schema, table) in tables {
+        let row = client
+            .query_one(
+                "select c.oid::bigint, c.relreplident::text, c.relkind::text
+                   from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                  where n.nspname = $1 and c.relname = $2
+                 union all select null, null, null limit 1",
+                &[schema, table],
+            )
+            .await?;
+        let oid: Option<i64> = row.get(0);
+        if oid.is_none() {
+            return Err(SourceError::Setup(format!(
+                "table {schema}.{table} does not exist in the source database"
+            )));
+        }
+        let kind: String = row.get(2);
+        if kind != "r" && kind != "p" {
+            return Err(SourceError::Setup(format!(
+                "{schema}.{table} is not a table (relkind {kind})"
+            )));
+        }
+        let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
+        let replident: String = row.get(1);
+        if replident != "f" {
+            client
+                .batch_execute(&format!("alter table {qualified} replica identity full"))
+                .await?;
+        }
+        let sql = format!(
+            "create or replace trigger {trigger} after insert or update or delete on {qualified} \
+             for each row execute function hookrelay.capture({src}, {guc}, {key})",
+            trigger = quote_ident(&names.trigger),
+            src = quote_literal(&names.source),
+            guc = quote_literal(&names.counter_guc),
+            key = quote_literal(&names.lock_key.to_string()),
+        );
+        client.batch_execute(&sql).await?;
+    }
+    // Tables dropped from the config stop being captured.
+    let rows = client
+        .query(
+            "select n.nspname, c.relname from pg_trigger t
+               join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
+              where t.tgname = $1",
+            &[&names.trigger],
+        )
+        .await?;
+    for r in rows {
+        let (schema, table): (String, String) = (r.get(0), r.get(1));
+        if !tables.iter().any(|(s, t)| *s == schema && *t == table) {
+            let sql = format!(
+                "drop trigger if exists {} on {}.{}",
+                quote_ident(&names.trigger),
+                quote_ident(&schema),
+                quote_ident(&table)
+            );
+            client.batch_execute(&sql).await?;
+            tracing::info!(table = %format!("{schema}.{table}"), "stopped capturing a table no longer in the config");
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stable_and_safe() {
+        let n = Names::new("shop-eu");
+        assert_eq!(n.channel, "hookrelay_shop-eu");
+        assert_eq!(n.trigger, "hookrelay_capture_shop_eu");
+        assert_eq!(n.counter_guc, "hookrelay.seq_73686f702d6575");
+        assert_eq!(n.lock_key, Names::new("shop-eu").lock_key);
+        assert_ne!(n.lock_key, Names::new("shop_eu").lock_key);
+        assert!(n.lock_key >= 0);
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(quote_literal("o'k"), "'o''k'");
+    }
+}

@@ -1,0 +1,159 @@
+//! What every source shares: hold the source's leadership lock, run it, and after a
+//! failure report it and retry with capped, jittered backoff, never a crash loop.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use hookrelay_store::Store;
+use rand::Rng;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::{BatchSink, Source};
+
+/// A source's lifecycle, as `/v1/sources` and `/readyz` will show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceState {
+    Starting,
+    /// Another process holds this source's leadership lock.
+    Standby,
+    /// Set up and capturing.
+    Running,
+    /// Failed; retrying after a backoff.
+    Retrying,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceSnapshot {
+    pub state: SourceState,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+}
+
+/// Shared, cheap-to-read status of one source.
+#[derive(Debug, Clone)]
+pub struct SourceStatus(Arc<Mutex<SourceSnapshot>>);
+
+impl Default for SourceStatus {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(SourceSnapshot {
+            state: SourceState::Starting,
+            last_error: None,
+            last_error_at: None,
+        })))
+    }
+}
+
+impl SourceStatus {
+    pub fn snapshot(&self) -> SourceSnapshot {
+        match self.0.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn set_state(&self, state: SourceState) {
+        if let Ok(mut g) = self.0.lock() {
+            g.state = state;
+        }
+    }
+
+    fn set_error(&self, err: String) {
+        if let Ok(mut g) = self.0.lock() {
+            g.state = SourceState::Retrying;
+            g.last_error = Some(err);
+            g.last_error_at = Some(Utc::now());
+        }
+    }
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const STANDBY_RECHECK: Duration = Duration::from_secs(2);
+
+/// Runs `source` until `stop`, holding its leadership lock in `store` while reading.
+pub async fn supervise<S: Source, K: BatchSink>(
+    source: S,
+    store: Store,
+    sink: K,
+    status: SourceStatus,
+    stop: CancellationToken,
+) {
+    let span = tracing::info_span!("source", source = source.name());
+    async move {
+        let mut failures: u32 = 0;
+        while !stop.is_cancelled() {
+            let mut lock = match store.try_lock_source(source.name()).await {
+                Ok(Some(lock)) => lock,
+                Ok(None) => {
+                    status.set_state(SourceState::Standby);
+                    if sleep_or_stop(STANDBY_RECHECK, &stop).await {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay = backoff(failures);
+                    warn!(error = %e, retry_in = ?delay, "cannot reach the store to take the source lock");
+                    status.set_error(format!("store: {e}"));
+                    if sleep_or_stop(delay, &stop).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            info!("source lock held; setting up");
+            status.set_state(SourceState::Starting);
+            // Dropping `run` mid-batch is safe: anything not yet acknowledged upstream is
+            // read again and dedupes on its event id.
+            let result = tokio::select! {
+                r = source.run(&sink, &status, &stop) => r,
+                _ = lock.lost() => Err(crate::SourceError::Setup("lost the source lock (store connection closed)".into())),
+            };
+            drop(lock);
+            match result {
+                Ok(()) => {
+                    failures = 0;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay = if e.is_transient() { backoff(failures) } else { backoff(failures).max(Duration::from_secs(5)) };
+                    warn!(error = %e, transient = e.is_transient(), retry_in = ?delay, "source failed; will retry");
+                    status.set_error(e.to_string());
+                    if sleep_or_stop(delay, &stop).await {
+                        break;
+                    }
+                }
+            }
+        }
+        status.set_state(SourceState::Stopped);
+        info!("source stopped");
+    }
+    .instrument(span)
+    .await
+}
+
+/// Capped exponential backoff with full jitter, never below `MIN_BACKOFF`.
+fn backoff(failures: u32) -> Duration {
+    let cap = MIN_BACKOFF
+        .saturating_mul(1u32 << failures.min(10))
+        .min(MAX_BACKOFF);
+    let ms = rand::thread_rng()
+        .gen_range(MIN_BACKOFF.as_millis()..=cap.as_millis().max(MIN_BACKOFF.as_millis()));
+    Duration::from_millis(ms as u64)
+}
+
+/// Sleeps; true if `stop` fired first.
+async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.cancelled() => true,
+    }
+}

@@ -1,0 +1,103 @@
+//! The source side: a batch of events, their deliveries and the source's new
+//! checkpoint, committed in one transaction (DESIGN §1.1.1).
+
+use chrono::{DateTime, Utc};
+use hookrelay_core::ChangeEvent;
+
+use crate::{model::Checkpoint, Store, StoreError};
+
+/// What a committed batch added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Events new to the store (a re-read change dedupes on its id and is not counted).
+    pub events: u64,
+    /// Deliveries created for them.
+    pub deliveries: u64,
+}
+
+/// Inserts events in batch order (so `seq` follows commit order), skipping ids already
+/// stored, and fans the new ones out to every enabled subscription whose filters match.
+const INSERT_EVENTS_AND_DELIVERIES: &str = "
+with input as (
+    select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::text[])
+        with ordinality as t(id, source, event_type, order_key, committed_at, body, ord)
+),
+ins as (
+    insert into hookrelay.events (id, source, event_type, order_key, committed_at, body)
+    select id, source, event_type, order_key, committed_at, body from input order by ord
+    on conflict (id) do nothing
+    returning seq, source, event_type, order_key
+),
+dlv as (
+    insert into hookrelay.deliveries (event_seq, subscription_id, order_key)
+    select ins.seq, s.id, case when s.ordering = 'key' then ins.order_key end
+    from ins
+    join hookrelay.subscriptions s
+      on s.enabled
+     and (s.type_patterns is null or ins.event_type like any (s.type_patterns))
+     and (s.sources is null or ins.source = any (s.sources))
+    order by ins.seq, s.id
+    returning 1
+)
+select (select count(*) from ins), (select count(*) from dlv)";
+
+const SAVE_CHECKPOINT: &str = "
+insert into hookrelay.checkpoints (source, position, last_event_at, updated_at)
+values ($1, $2, $3, now())
+on conflict (source) do update
+   set position = excluded.position,
+       last_event_at = coalesce(excluded.last_event_at, hookrelay.checkpoints.last_event_at),
+       updated_at = now()";
+
+impl Store {
+    /// Commits `events` and the checkpoint `position` of `source` atomically. Safe to
+    /// call again with the same events (after a crash before the source acknowledged).
+    pub async fn commit_batch(
+        &self,
+        source: &str,
+        events: &[ChangeEvent],
+        position: &str,
+    ) -> Result<BatchOutcome, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let mut outcome = BatchOutcome::default();
+        if !events.is_empty() {
+            let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+            let sources: Vec<&str> = events.iter().map(|e| e.source.as_str()).collect();
+            let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+            let keys: Vec<i64> = events.iter().map(|e| e.order_key).collect();
+            let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.committed_at).collect();
+            let bodies: Vec<&str> = events.iter().map(|e| e.body.as_str()).collect();
+            let stmt = tx.prepare_cached(INSERT_EVENTS_AND_DELIVERIES).await?;
+            let row = tx
+                .query_one(&stmt, &[&ids, &sources, &types, &keys, &times, &bodies])
+                .await?;
+            outcome.events = row.get::<_, i64>(0) as u64;
+            outcome.deliveries = row.get::<_, i64>(1) as u64;
+        }
+        let last_event_at = events.last().map(|e| e.committed_at);
+        let stmt = tx.prepare_cached(SAVE_CHECKPOINT).await?;
+        tx.execute(&stmt, &[&source, &position, &last_event_at])
+            .await?;
+        tx.commit().await?;
+        self.note_inserted(outcome.deliveries);
+        Ok(outcome)
+    }
+
+    /// The source's last committed checkpoint, if any.
+    pub async fn load_checkpoint(&self, source: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "select source, position, last_event_at, updated_at from hookrelay.checkpoints where source = $1",
+                &[&source],
+            )
+            .await?;
+        Ok(row.map(|r| Checkpoint {
+            source: r.get(0),
+            position: r.get(1),
+            last_event_at: r.get(2),
+            updated_at: r.get(3),
+        }))
+    }
+}

@@ -1,0 +1,213 @@
+//! Deliveries for the admin API: list, read with attempts, replay.
+//!
+//! A replay schedules a delivery again now, keeping its event (so the same
+//! `webhook-id` goes out):
+//!
+//! ```text
+//!  failed / succeeded ──replay──▶ pending, attempts = 0, due now, lease cleared
+//!  pending / retrying ──replay──▶ due now (lease and attempts untouched: it may be
+//!                                  in flight, and its outcome must still be recorded)
+//! ```
+//! `last_error` and `last_status_code` stay until the next attempt overwrites them.
+//! Deliveries of a disabled subscription are not replayed ([`StoreError::Conflict`]):
+//! the claim would send them to an endpoint its owner switched off.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use crate::{
+    listing::{fetch_count, page_end, Conditions},
+    model::{Attempt, BulkReplay, Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, Page},
+    Store, StoreError,
+};
+
+const SELECT_DELIVERY: &str = "
+select d.id, e.id, e.event_type, d.subscription_id, d.status, d.attempts,
+       d.next_attempt_at, d.last_status_code, d.last_error, d.created_at, d.updated_at
+  from hookrelay.deliveries d
+  join hookrelay.events e on e.seq = d.event_seq";
+
+const SELECT_ATTEMPTS: &str = "
+select attempt, started_at, duration_ms, status_code, error, response_body
+  from hookrelay.attempts where delivery_id = $1 order by id";
+
+/// The replay rule above, as the `SET` of an update of `hookrelay.deliveries d`.
+const REPLAY_SET: &str = "
+set status = case when d.status in ('failed', 'succeeded') then 'pending' else d.status end,
+    attempts = case when d.status in ('failed', 'succeeded') then 0 else d.attempts end,
+    lease_owner = case when d.status in ('failed', 'succeeded') then null else d.lease_owner end,
+    lease_until = case when d.status in ('failed', 'succeeded') then null else d.lease_until end,
+    next_attempt_at = now(),
+    updated_at = now()";
+
+impl Store {
+    /// Deliveries matching `filter`, newest (highest id) first.
+    pub async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Page<Delivery>, StoreError> {
+        let fetch = fetch_count(filter.limit);
+        let status = filter.status.map(DeliveryStatus::as_str);
+        let mut w = Conditions::default();
+        if let Some(v) = &filter.subscription_id {
+            w.add("d.subscription_id = ?", v);
+        }
+        if let Some(v) = &status {
+            w.add("d.status = ?", v);
+        }
+        if let Some(v) = &filter.event_type {
+            w.add("e.event_type = ?", v);
+        }
+        if let Some(v) = &filter.since {
+            w.add("d.created_at >= ?", v);
+        }
+        if let Some(v) = &filter.until {
+            w.add("d.created_at < ?", v);
+        }
+        if let Some(v) = &filter.before_id {
+            w.add("d.id < ?", v);
+        }
+        let sql = format!(
+            "{SELECT_DELIVERY}{} order by d.id desc limit {}",
+            w.where_clause(),
+            w.param(&fetch)
+        );
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&sql).await?;
+        let rows = client.query(&stmt, w.params()).await?;
+        let mut items = rows
+            .iter()
+            .map(delivery_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = page_end(&mut items, filter.limit, |d| d.id);
+        Ok(Page { items, next })
+    }
+
+    /// One delivery with every attempt (oldest first), or [`StoreError::NotFound`].
+    pub async fn get_delivery(&self, id: i64) -> Result<DeliveryDetail, StoreError> {
+        let client = self.client().await?;
+        let delivery = fetch_delivery(&client, id).await?;
+        let stmt = client.prepare_cached(SELECT_ATTEMPTS).await?;
+        let attempts = client
+            .query(&stmt, &[&id])
+            .await?
+            .iter()
+            .map(attempt_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DeliveryDetail { delivery, attempts })
+    }
+
+    /// Schedules one delivery again now (see the module doc) and returns it.
+    pub async fn replay_delivery(&self, id: i64) -> Result<Delivery, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let subscription_id: String = tx
+            .query_opt(
+                "select subscription_id from hookrelay.deliveries where id = $1",
+                &[&id],
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?
+            .try_get(0)?;
+        require_enabled(&tx, &subscription_id).await?;
+        let sql = format!("update hookrelay.deliveries d {REPLAY_SET} where d.id = $1");
+        tx.execute(&sql, &[&id]).await?;
+        let delivery = fetch_delivery(&tx, id).await?;
+        tx.commit().await?;
+        Ok(delivery)
+    }
+
+    /// Schedules again every delivery of one subscription in a status (and optionally
+    /// of an event type, created in a time range); returns how many.
+    pub async fn replay_deliveries(&self, req: &BulkReplay) -> Result<u64, StoreError> {
+        let status = req.status.as_str();
+        let mut w = Conditions::default();
+        w.add("d.subscription_id = ?", &req.subscription_id);
+        w.add("d.status = ?", &status);
+        if let Some(v) = &req.event_type {
+            w.add(
+                "exists (select 1 from hookrelay.events e \
+                         where e.seq = d.event_seq and e.event_type = ?)",
+                v,
+            );
+        }
+        if let Some(v) = &req.since {
+            w.add("d.created_at >= ?", v);
+        }
+        if let Some(v) = &req.until {
+            w.add("d.created_at < ?", v);
+        }
+        let sql = format!(
+            "update hookrelay.deliveries d {REPLAY_SET}{}",
+            w.where_clause()
+        );
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        require_enabled(&tx, &req.subscription_id).await?;
+        let n = tx.execute(&sql, w.params()).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+/// Holds the subscription's row (FOR SHARE, so it cannot be disabled or deleted
+/// under the replay) and refuses a missing or disabled one.
+async fn require_enabled(
+    client: &impl GenericClient,
+    subscription_id: &str,
+) -> Result<(), StoreError> {
+    let row = client
+        .query_opt(
+            "select enabled from hookrelay.subscriptions where id = $1 for share",
+            &[&subscription_id],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    if row.try_get::<_, bool>(0)? {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "subscription {subscription_id} is disabled; enable it before replaying"
+        )))
+    }
+}
+
+async fn fetch_delivery(client: &impl GenericClient, id: i64) -> Result<Delivery, StoreError> {
+    let sql = format!("{SELECT_DELIVERY} where d.id = $1");
+    let stmt = client.prepare_cached(&sql).await?;
+    match client.query_opt(&stmt, &[&id]).await? {
+        Some(row) => delivery_from_row(&row),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+fn delivery_from_row(row: &Row) -> Result<Delivery, StoreError> {
+    let id: i64 = row.try_get(0)?;
+    let status: String = row.try_get(4)?;
+    let status = DeliveryStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("delivery {id} status {status:?}")))?;
+    Ok(Delivery {
+        id,
+        event_id: row.try_get(1)?,
+        event_type: row.try_get(2)?,
+        subscription_id: row.try_get(3)?,
+        status,
+        attempt_count: row.try_get(5)?,
+        next_attempt_at: row.try_get(6)?,
+        last_status_code: row.try_get(7)?,
+        last_error: row.try_get(8)?,
+        created_at: row.try_get(9)?,
+        updated_at: row.try_get(10)?,
+    })
+}
+
+fn attempt_from_row(row: &Row) -> Result<Attempt, StoreError> {
+    Ok(Attempt {
+        attempt: row.try_get(0)?,
+        started_at: row.try_get(1)?,
+        duration_ms: row.try_get(2)?,
+        status_code: row.try_get(3)?,
+        error: row.try_get(4)?,
+        response_body: row.try_get(5)?,
+    })
+}

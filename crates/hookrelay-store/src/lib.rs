@@ -1,0 +1,108 @@
+//! hookrelay's Postgres store: all of hookrelay's SQL lives in this crate.
+//!
+//! ```text
+//!  source ──commit_batch──▶ events + deliveries + checkpoint   (one transaction)
+//!  dispatch ─claim_due────▶ deliveries leased FOR UPDATE SKIP LOCKED (committed before I/O)
+//!  dispatch ─record───────▶ deliveries outcome + attempts        (batched)
+//!  api ──────────────────▶ subscriptions, events, deliveries, replay
+//! ```
+//!
+//! Guarantees kept here: a source's events, their deliveries and its checkpoint commit
+//! together or not at all; events dedupe on their deterministic id; a delivery is
+//! leased to one dispatcher at a time; an outcome is only recorded by the lease holder.
+
+mod batch;
+mod claim;
+mod deliveries;
+mod error;
+mod events;
+mod leader;
+mod listing;
+mod maintenance;
+mod migrate;
+pub mod model;
+mod subscriptions;
+
+use std::sync::{atomic::AtomicU64, Arc};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+pub use batch::BatchOutcome;
+pub use claim::{ClaimedDelivery, Outcome, OutcomeStatus};
+pub use error::{is_transient_pg, StoreError};
+pub use leader::SourceLock;
+pub use listing::MAX_PAGE;
+
+/// A handle on the store; cheap to clone (two pools).
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    /// For dispatch bookkeeping (claims, outcomes) only: `synchronous_commit = off`,
+    /// so a lease or an outcome costs no WAL flush. A store crash can then forget the
+    /// last few of them, which only means a delivery is sent again with the same id
+    /// (at-least-once). Events and checkpoints always use the durable `pool`.
+    relaxed: Pool,
+    url: String,
+    /// Deliveries inserted since the last `ANALYZE` (see `maintenance`).
+    grown: Arc<AtomicU64>,
+    analyzed_at_size: Arc<AtomicU64>,
+}
+
+/// Connections in the relaxed pool: the claimer and the outcome recorder.
+const RELAXED_POOL_SIZE: usize = 4;
+
+fn build_pool(pg: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let mgr = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(std::time::Duration::from_secs(30)))
+        .create_timeout(Some(std::time::Duration::from_secs(5)))
+        .build()
+        .map_err(|e| StoreError::Setup(e.to_string()))
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Builds the pool; connections are opened lazily, so this succeeds while the
+    /// database is down and callers see transient errors until it is back.
+    pub fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        let pg: tokio_postgres::Config = url.parse().map_err(StoreError::Config)?;
+        let mut relaxed = pg.clone();
+        relaxed.options("-c synchronous_commit=off");
+        Ok(Self {
+            pool: build_pool(pg, pool_size)?,
+            relaxed: build_pool(relaxed, RELAXED_POOL_SIZE)?,
+            url: url.to_owned(),
+            grown: Arc::default(),
+            analyzed_at_size: Arc::default(),
+        })
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// A connection whose commits do not wait for the WAL flush (see `relaxed`).
+    pub(crate) async fn relaxed_client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.relaxed.get().await?)
+    }
+
+    /// Is the store reachable (for `/readyz`)?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.simple_query("select 1").await?;
+        Ok(())
+    }
+}

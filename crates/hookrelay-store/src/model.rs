@@ -1,0 +1,213 @@
+//! Rows as the rest of hookrelay sees them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// A delivery's state (DESIGN §1.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Retrying,
+    Succeeded,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Retrying => "retrying",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => DeliveryStatus::Pending,
+            "retrying" => DeliveryStatus::Retrying,
+            "succeeded" => DeliveryStatus::Succeeded,
+            "failed" => DeliveryStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A source's stored position.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checkpoint {
+    pub source: String,
+    pub position: String,
+    pub last_event_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// How a subscription's deliveries are ordered (DESIGN §1.1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderingMode {
+    /// Per row/document key, in commit order (the default).
+    #[default]
+    Key,
+    /// No ordering: every delivery is due as soon as it is created.
+    None,
+}
+
+impl OrderingMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderingMode::Key => "key",
+            OrderingMode::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "key" => Some(OrderingMode::Key),
+            "none" => Some(OrderingMode::None),
+            _ => None,
+        }
+    }
+}
+
+/// A subscription as the admin API shows it: everything but its secrets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Subscription {
+    pub id: String,
+    pub url: String,
+    pub description: String,
+    /// Globs over event types as given; `None` = every type.
+    pub event_types: Option<Vec<String>>,
+    /// Source names; `None` = every source.
+    pub sources: Option<Vec<String>>,
+    pub headers: BTreeMap<String, String>,
+    pub ordering: OrderingMode,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A subscription to create; the caller has validated every field.
+#[derive(Debug, Clone)]
+pub struct NewSubscription {
+    pub url: String,
+    pub description: String,
+    pub event_types: Option<Vec<String>>,
+    pub sources: Option<Vec<String>>,
+    pub headers: BTreeMap<String, String>,
+    pub ordering: OrderingMode,
+    pub enabled: bool,
+    /// `whsec_…`
+    pub secret: String,
+}
+
+/// A partial update: `None` leaves a field as it is. For the nullable filters,
+/// `Some(None)` means "every type / every source".
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionChanges {
+    pub url: Option<String>,
+    pub description: Option<String>,
+    pub event_types: Option<Option<Vec<String>>>,
+    pub sources: Option<Option<Vec<String>>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub ordering: Option<OrderingMode>,
+    /// `Some(true)` also clears `disabled_reason`.
+    pub enabled: Option<bool>,
+}
+
+/// A stored event; `body` is the exact envelope every attempt sends.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub id: String,
+    pub source: String,
+    pub event_type: String,
+    pub committed_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub body: String,
+}
+
+/// Which events to list, newest first. `since` is inclusive, `until` exclusive, both
+/// on `committed_at`; `before_seq` continues a previous page.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub source: Option<String>,
+    pub event_type: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: u32,
+    pub before_seq: Option<i64>,
+}
+
+/// One page of a newest-first listing; `next` is the key to continue after, `None` at
+/// the end.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<i64>,
+}
+
+/// A delivery: one event for one subscription.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub subscription_id: String,
+    pub status: DeliveryStatus,
+    /// Attempts since it was created or last replayed.
+    pub attempt_count: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One HTTP attempt of a delivery.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    /// 1-based number within the delivery's current run (a replay starts again at 1).
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+    /// The first 4 KiB of the response.
+    pub response_body: Option<String>,
+}
+
+/// A delivery with every attempt, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Which deliveries to list, newest first. `since` is inclusive, `until` exclusive,
+/// both on the delivery's `created_at`; `before_id` continues a previous page.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub subscription_id: Option<String>,
+    pub status: Option<DeliveryStatus>,
+    pub event_type: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: u32,
+    pub before_id: Option<i64>,
+}
+
+/// Which deliveries of one subscription a bulk replay schedules again.
+#[derive(Debug, Clone)]
+pub struct BulkReplay {
+    pub subscription_id: String,
+    pub status: DeliveryStatus,
+    pub event_type: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}

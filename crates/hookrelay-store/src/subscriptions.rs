@@ -1,0 +1,240 @@
+//! Subscriptions for the admin API: create, read, change, delete, rotate the secret.
+//!
+//! `event_types` globs are stored as given (for display) and as SQL `LIKE` patterns
+//! (`type_patterns`), which the batch commit matches inside the transaction that writes
+//! the events, so a saved subscription sees every event committed after it.
+//! Secrets are written here but never read back by these functions: only the
+//! dispatcher's claim reads them.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use hookrelay_core::filter::glob_to_like;
+use tokio_postgres::{types::Json, Row};
+
+use crate::{
+    model::{NewSubscription, OrderingMode, Subscription, SubscriptionChanges},
+    Store, StoreError,
+};
+
+const COLUMNS: &str = "id, url, description, event_types, sources, headers, ordering, \
+                       enabled, disabled_reason, created_at, updated_at";
+
+/// Open deliveries of a subscription that was just disabled fail, so they are not sent
+/// to an endpoint its owner switched off; a replay brings them back once it is enabled
+/// again. Deliveries leased right now are in flight and record their own outcome.
+const FAIL_OPEN_DELIVERIES: &str = "
+update hookrelay.deliveries
+   set status = 'failed',
+       last_error = coalesce(last_error, 'subscription disabled'),
+       updated_at = now()
+ where subscription_id = $1 and status in ('pending', 'retrying')
+   and (lease_until is null or lease_until < now())";
+
+impl Store {
+    /// Creates a subscription with id `sub_<ULID>`.
+    pub async fn create_subscription(
+        &self,
+        new: &NewSubscription,
+    ) -> Result<Subscription, StoreError> {
+        let id = format!("sub_{}", ulid::Ulid::new());
+        let patterns = like_patterns(new.event_types.as_deref());
+        let client = self.client().await?;
+        let sql = format!(
+            "insert into hookrelay.subscriptions
+                 (id, url, description, event_types, type_patterns, sources, headers,
+                  ordering, enabled, secret)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             returning {COLUMNS}"
+        );
+        let row = client
+            .query_one(
+                &sql,
+                &[
+                    &id,
+                    &new.url,
+                    &new.description,
+                    &new.event_types,
+                    &patterns,
+                    &new.sources,
+                    &Json(&new.headers),
+                    &new.ordering.as_str(),
+                    &new.enabled,
+                    &new.secret,
+                ],
+            )
+            .await?;
+        subscription_from_row(&row)
+    }
+
+    /// One subscription, or [`StoreError::NotFound`].
+    pub async fn get_subscription(&self, id: &str) -> Result<Subscription, StoreError> {
+        let client = self.client().await?;
+        let sql = format!("select {COLUMNS} from hookrelay.subscriptions where id = $1");
+        let stmt = client.prepare_cached(&sql).await?;
+        match client.query_opt(&stmt, &[&id]).await? {
+            Some(row) => subscription_from_row(&row),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    /// Every subscription, oldest first.
+    pub async fn list_subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!("select {COLUMNS} from hookrelay.subscriptions order by created_at, id");
+        let stmt = client.prepare_cached(&sql).await?;
+        let rows = client.query(&stmt, &[]).await?;
+        rows.iter().map(subscription_from_row).collect()
+    }
+
+    /// Applies `changes` and returns the result. Re-enabling clears `disabled_reason`;
+    /// disabling fails the subscription's open deliveries that are not in flight.
+    pub async fn update_subscription(
+        &self,
+        id: &str,
+        changes: &SubscriptionChanges,
+    ) -> Result<Subscription, StoreError> {
+        let set_types = changes.event_types.is_some();
+        let types = changes.event_types.clone().flatten();
+        let patterns = like_patterns(types.as_deref());
+        let set_sources = changes.sources.is_some();
+        let sources = changes.sources.clone().flatten();
+        let headers = changes.headers.as_ref().map(Json);
+        let ordering = changes.ordering.map(OrderingMode::as_str);
+        let sql = format!(
+            "update hookrelay.subscriptions set
+                 url = coalesce($2::text, url),
+                 description = coalesce($3::text, description),
+                 event_types = case when $4::bool then $5::text[] else event_types end,
+                 type_patterns = case when $4::bool then $6::text[] else type_patterns end,
+                 sources = case when $7::bool then $8::text[] else sources end,
+                 headers = coalesce($9::jsonb, headers),
+                 ordering = coalesce($10::text, ordering),
+                 enabled = coalesce($11::bool, enabled),
+                 disabled_reason = case
+                     when $11::bool is null then disabled_reason
+                     when $11::bool then null
+                     when enabled then 'disabled through the admin API'
+                     else disabled_reason end,
+                 updated_at = now()
+             where id = $1
+             returning {COLUMNS}"
+        );
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                &sql,
+                &[
+                    &id,
+                    &changes.url,
+                    &changes.description,
+                    &set_types,
+                    &types,
+                    &patterns,
+                    &set_sources,
+                    &sources,
+                    &headers,
+                    &ordering,
+                    &changes.enabled,
+                ],
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let subscription = subscription_from_row(&row)?;
+        if changes.enabled == Some(false) {
+            tx.execute(FAIL_OPEN_DELIVERIES, &[&id]).await?;
+        }
+        tx.commit().await?;
+        Ok(subscription)
+    }
+
+    /// Deletes a subscription with its deliveries and their attempts, in one
+    /// transaction.
+    ///
+    /// The transaction first takes a SHARE lock on `deliveries`, which waits for batch
+    /// commits in progress and holds new ones off until it commits. Without it, a batch
+    /// that read the subscription before the delete could insert deliveries for it
+    /// after the delete looked, leaving orphans that no claim ever finishes (and that
+    /// sit at the head of the due queue). Readers are not blocked; writers wait for as
+    /// long as the delete takes, which is fine for a rare admin action.
+    pub async fn delete_subscription(&self, id: &str) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute("lock table hookrelay.deliveries in share mode")
+            .await?;
+        let deleted = tx
+            .execute("delete from hookrelay.subscriptions where id = $1", &[&id])
+            .await?;
+        if deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.execute(
+            "delete from hookrelay.attempts a
+              using hookrelay.deliveries d
+              where a.delivery_id = d.id and d.subscription_id = $1",
+            &[&id],
+        )
+        .await?;
+        tx.execute(
+            "delete from hookrelay.deliveries where subscription_id = $1",
+            &[&id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Makes `new_secret` the signing secret; the old one keeps signing (as a second
+    /// signature) for `grace`.
+    pub async fn rotate_secret(
+        &self,
+        id: &str,
+        new_secret: &str,
+        grace: Duration,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let grace = grace.as_secs_f64();
+        let updated = client
+            .execute(
+                "update hookrelay.subscriptions
+                    set previous_secret = secret,
+                        previous_secret_until = now() + make_interval(secs => $3),
+                        secret = $2,
+                        updated_at = now()
+                  where id = $1",
+                &[&id, &new_secret, &grace],
+            )
+            .await?;
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
+
+fn like_patterns(globs: Option<&[String]>) -> Option<Vec<String>> {
+    globs.map(|g| g.iter().map(|g| glob_to_like(g)).collect())
+}
+
+fn subscription_from_row(row: &Row) -> Result<Subscription, StoreError> {
+    let id: String = row.try_get(0)?;
+    let headers: serde_json::Value = row.try_get(5)?;
+    let headers: BTreeMap<String, String> = serde_json::from_value(headers)
+        .map_err(|e| StoreError::Corrupt(format!("subscription {id} headers: {e}")))?;
+    let ordering: String = row.try_get(6)?;
+    let ordering = OrderingMode::parse(&ordering)
+        .ok_or_else(|| StoreError::Corrupt(format!("subscription {id} ordering {ordering:?}")))?;
+    Ok(Subscription {
+        url: row.try_get(1)?,
+        description: row.try_get(2)?,
+        event_types: row.try_get(3)?,
+        sources: row.try_get(4)?,
+        headers,
+        ordering,
+        enabled: row.try_get(7)?,
+        disabled_reason: row.try_get(8)?,
+        created_at: row.try_get(9)?,
+        updated_at: row.try_get(10)?,
+        id,
+    })
+}

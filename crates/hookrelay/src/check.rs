@@ -1,0 +1,50 @@
+//! `hookrelay check`: the config is already valid when we get here; this proves the
+//! store and every source are reachable and usable, one line per component.
+
+use hookrelay_core::{
+    config::{redact_url, SourceKind},
+    Config,
+};
+use hookrelay_sources::postgres::PostgresSource;
+use hookrelay_store::Store;
+
+pub async fn check(cfg: &Config) -> anyhow::Result<()> {
+    println!("ok    config ({} source(s))", cfg.sources.len());
+    let mut failed = 0;
+    match Store::connect(&cfg.store.url, 2) {
+        Ok(store) => match store.ping().await {
+            Ok(()) => println!("ok    store {}", redact_url(&cfg.store.url)),
+            Err(e) => {
+                failed += 1;
+                println!("FAIL  store {}: {e}", redact_url(&cfg.store.url));
+            }
+        },
+        Err(e) => {
+            failed += 1;
+            println!("FAIL  store: {e}");
+        }
+    }
+    for src in &cfg.sources {
+        let result = match src.kind {
+            SourceKind::Postgres => match PostgresSource::new(src.clone()) {
+                Ok(s) => s.check().await,
+                Err(e) => Err(e),
+            },
+            other => Err(hookrelay_sources::SourceError::Setup(format!(
+                "{} sources are not supported by this version yet",
+                other.as_str()
+            ))),
+        };
+        match result {
+            Ok(()) => println!("ok    source {} ({} table(s))", src.name, src.tables.len()),
+            Err(e) => {
+                failed += 1;
+                println!("FAIL  source {}: {e}", src.name);
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} check(s) failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! `tracing` set-up: human-readable text by default, JSON lines with `log.format = "json"`.
+
+use hookrelay_core::config::{LogConfig, LogFormat};
+use tracing_subscriber::{fmt, EnvFilter};
+
+/// Installs the global subscriber; `RUST_LOG` overrides `log.level`.
+pub fn init(cfg: &LogConfig) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(v)?,
+        _ => EnvFilter::try_new(&cfg.level).map_err(|e| {
+            anyhow::anyhow!(
+                "config key `log.level`: {:?} is not a valid filter: {e}",
+                cfg.level
+            )
+        })?,
+    };
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match cfg.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("installing the logger: {e}"))
+}

@@ -1,0 +1,111 @@
+//! `hookrelay run | migrate | check`.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hookrelay::{logging, Relay};
+use hookrelay_core::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "hookrelay",
+    version,
+    about = "Database changes to signed webhooks"
+)]
+struct Cli {
+    /// Config file (TOML); every key can be overridden as HOOKRELAY_<SECTION>__<KEY>.
+    #[arg(long, short, global = true, env = "HOOKRELAY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Migrate the store, then capture, deliver and serve the admin API until SIGINT/SIGTERM.
+    Run,
+    /// Apply pending store migrations and exit.
+    Migrate,
+    /// Validate the config and check that the store and every source are reachable.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("hookrelay: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = logging::init(&cfg.log) {
+        eprintln!("hookrelay: {e:#}");
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hookrelay: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Run => run(cfg).await,
+            Command::Migrate => migrate(cfg).await,
+            Command::Check => hookrelay::check::check(&cfg).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hookrelay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let relay = Relay::start(cfg).await?;
+    shutdown_signal().await;
+    tracing::info!("signal received; shutting down");
+    relay.shutdown().await;
+    Ok(())
+}
+
+async fn migrate(cfg: Config) -> anyhow::Result<()> {
+    let store = hookrelay_store::Store::connect(&cfg.store.url, 2)?;
+    let applied = store.migrate().await.context("migrating the store")?;
+    if applied.is_empty() {
+        println!("store is up to date");
+    } else {
+        println!("applied: {}", applied.join(", "));
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Makes sure the local PostgreSQL that hookrelay's store, demo and tests use is up.
+# Sourced by run.sh and test.sh; safe to run again.
+set -euo pipefail
+
+PGHOST=${PGHOST:-127.0.0.1}
+PGPORT=${PGPORT:-5432}
+PGUSER=${PGUSER:-postgres}
+export PGHOST PGPORT PGUSER
+
+pg_up() { pg_isready -h "$PGHOST" -p "$PGPORT" -q 2>/dev/null; }
+
+ensure_postgres() {
+  if ! command -v pg_isready >/dev/null; then
+    echo "scripts/services.sh: PostgreSQL client tools are missing; installing postgresql" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  if pg_up; then return 0; fi
+  echo "PostgreSQL is not answering on $PGHOST:$PGPORT; starting it" >&2
+  if command -v pg_ctlcluster >/dev/null; then
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -1)
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  fi
+  for _ in $(seq 1 60); do
+    pg_up && return 0
+    sleep 0.5
+  done
+  echo "PostgreSQL did not come up on $PGHOST:$PGPORT" >&2
+  return 1
+}
+
+# psql against a database, quietly, stopping on the first error.
+sql() {
+  local db=$1
+  shift
+  psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d "$db" -v ON_ERROR_STOP=1 -qAt "$@"
+}
+
+ensure_database() {
+  local db=$1
+  if [ "$(sql postgres -c "select 1 from pg_database where datname = '$db'")" != "1" ]; then
+    sql postgres -c "create database \"$db\""
+  fi
+}

@@ -1,0 +1,113 @@
+//! The binary: `check` and `migrate` diagnostics, and bad config refused with the key
+//! named. (`kill -9` under load is in the fault suite, `faults/kills.rs`.)
+
+use std::process::Command;
+
+use crate::harness::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
+
+fn hookrelay(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("HOOKRELAY_CONFIG")
+        .env("RUST_LOG", "warn");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run hookrelay");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_config_is_refused_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("hookrelay-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = "[store]\nurl = \"postgres://postgres@127.0.0.1:5432/postgres\"\n[api]\ntokens = [\"change-me-please\"]\n";
+    /// (what, config text, environment, text the error must contain)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        ("missing file", "", &[], "no such file"),
+        ("not TOML", "[store\nurl=", &[], "TOML"),
+        ("bad type", &format!("{good}[dispatch]\nworkers = \"many\"\n"), &[], "dispatch.workers"),
+        ("bad duration", &format!("{good}[dispatch]\ntimeout = \"soon\"\n"), &[], "dispatch.timeout"),
+        ("env override", good, &[("HOOKRELAY_DISPATCH__MAX_ATTEMPTS", "0")], "dispatch.max_attempts"),
+        ("env bad value", good, &[("HOOKRELAY_STORE__URL", "mysql://x")], "store.url"),
+        ("no tokens", "[store]\nurl = \"postgres://x@y/z\"\n", &[], "api.tokens"),
+        (
+            "bad table name",
+            &format!("{good}[[sources]]\nname = \"s\"\nkind = \"postgres\"\nurl = \"postgres://x/y\"\ntables = [\"orders\"]\n"),
+            &[],
+            "sources[0].tables[0]",
+        ),
+    ];
+    for (i, (what, text, envs, needle)) in cases.iter().enumerate() {
+        let path = dir.join(format!("c{i}.toml"));
+        if !text.is_empty() {
+            std::fs::write(&path, text).unwrap();
+        }
+        let (code, _, err) = hookrelay(&["check", "--config", path.to_str().unwrap()], envs);
+        assert_eq!(code, 2, "{what}: exit code; stderr: {err}");
+        assert!(
+            err.contains(needle),
+            "{what}: expected {needle:?} in {err:?}"
+        );
+        assert!(!err.contains("panicked"), "{what}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_migrate_report_each_component() {
+    let env = Env::new().await;
+    let dir = std::env::temp_dir().join(format!("hookrelay-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = env.config_toml_file(&dir);
+    let cfg = cfg.to_str().unwrap().to_owned();
+
+    let (code, out, err) = hookrelay(&["migrate", "--config", &cfg], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("applied: V1__init"), "{out}");
+    let (code, out, _) = hookrelay(&["migrate", "--config", &cfg], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("up to date"), "{out}");
+
+    let (code, out, err) = hookrelay(&["check", "--config", &cfg], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("ok    store") && out.contains("ok    source shop"),
+        "{out}"
+    );
+
+    // A source table without a primary key, and an unreachable source.
+    env.source
+        .connect()
+        .await
+        .batch_execute("create table public.nokey (v int)")
+        .await
+        .unwrap();
+    let (code, out, _) = hookrelay(
+        &["check", "--config", &cfg],
+        &[(
+            "HOOKRELAY_STORE__URL",
+            "postgres://postgres@127.0.0.1:1/nowhere",
+        )],
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("FAIL  store"), "{out}");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("public.orders", "public.nokey");
+    std::fs::write(&cfg, text).unwrap();
+    let (code, out, _) = hookrelay(&["check", "--config", &cfg], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("FAIL  source shop") && out.contains("no primary key"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

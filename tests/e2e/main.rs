@@ -1,0 +1,11 @@
+//! End-to-end tests: a real PostgreSQL (source and store), hookrelay in-process or as
+//! a child process, and real HTTP receivers on 127.0.0.1.
+
+mod harness;
+
+mod cli;
+mod delivery;
+mod faults;
+mod ordering;
+mod pipeline;
+mod scale_out;
