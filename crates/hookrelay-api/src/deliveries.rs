@@ -98,7 +98,7 @@ pub async fn replay_one(
         .replay_delivery(id)
         .await
         .or_not_found("delivery", id)?;
-    state.wake_dispatcher.notify_one();
+    state.dispatch_signal.rescan();
     Ok((StatusCode::ACCEPTED, Json(delivery)))
 }
 
@@ -133,7 +133,7 @@ pub async fn replay_bulk(
         .await
         .or_not_found("subscription", &req.subscription_id)?;
     if replayed > 0 {
-        state.wake_dispatcher.notify_one();
+        state.dispatch_signal.rescan();
     }
     Ok((StatusCode::ACCEPTED, Json(Replayed { replayed })))
 }

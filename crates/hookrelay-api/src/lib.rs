@@ -11,7 +11,7 @@
 //! [`ApiError`], answered as `application/problem+json`. [`router`] builds the whole
 //! app from an [`ApiState`], so tests drive it with `tower::ServiceExt::oneshot`
 //! without a socket. The API never calls the dispatcher: after a replay it only pokes
-//! `wake_dispatcher` so due work is claimed at once.
+//! `dispatch_signal` so due work is claimed at once.
 
 mod auth;
 mod deliveries;
@@ -50,8 +50,8 @@ pub struct ApiState {
     pub insecure_no_auth: bool,
     /// Networks endpoints may point at despite being private (`dispatch.allow_networks`).
     pub allow_networks: Vec<ipnet::IpNet>,
-    /// Poked after a replay so the dispatcher claims the work without waiting to poll.
-    pub wake_dispatcher: Arc<tokio::sync::Notify>,
+    /// Raised after a replay so the dispatcher claims the work without waiting to poll.
+    pub dispatch_signal: Arc<hookrelay_store::DispatchSignal>,
 }
 
 impl std::fmt::Debug for ApiState {

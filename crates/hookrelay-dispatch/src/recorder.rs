@@ -3,8 +3,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use hookrelay_store::{Outcome, Store};
-use tokio::sync::{mpsc, Notify};
+use hookrelay_store::{DispatchSignal, Outcome, Store};
+use tokio::sync::mpsc;
 use tracing::warn;
 
 /// Outcomes written per transaction at most.
@@ -14,7 +14,7 @@ pub(crate) async fn run(
     store: Store,
     owner: String,
     mut rx: mpsc::Receiver<Outcome>,
-    wake: Arc<Notify>,
+    signal: Arc<DispatchSignal>,
 ) {
     let mut batch: Vec<Outcome> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -45,6 +45,6 @@ pub(crate) async fn run(
         }
         batch.clear();
         // Recorded outcomes can unblock the next delivery of the same key.
-        wake.notify_one();
+        signal.wake();
     }
 }

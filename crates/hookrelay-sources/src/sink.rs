@@ -1,8 +1,7 @@
 use std::sync::Arc;
 
 use hookrelay_core::ChangeEvent;
-use hookrelay_store::{BatchOutcome, Store, StoreError};
-use tokio::sync::Notify;
+use hookrelay_store::{BatchOutcome, DispatchSignal, Store, StoreError};
 
 use crate::BatchSink;
 
@@ -12,15 +11,15 @@ use crate::BatchSink;
 pub struct StoreSink {
     store: Store,
     source: String,
-    wake: Arc<Notify>,
+    signal: Arc<DispatchSignal>,
 }
 
 impl StoreSink {
-    pub fn new(store: Store, source: impl Into<String>, wake: Arc<Notify>) -> Self {
+    pub fn new(store: Store, source: impl Into<String>, signal: Arc<DispatchSignal>) -> Self {
         Self {
             store,
             source: source.into(),
-            wake,
+            signal,
         }
     }
 }
@@ -28,8 +27,8 @@ impl StoreSink {
 impl BatchSink for StoreSink {
     async fn commit(&self, events: &[ChangeEvent], upto: &str) -> Result<BatchOutcome, StoreError> {
         let outcome = self.store.commit_batch(&self.source, events, upto).await?;
-        if outcome.deliveries > 0 {
-            self.wake.notify_one();
+        if let Some(first) = outcome.first_delivery_id {
+            self.signal.due_from(first);
         }
         Ok(outcome)
     }

@@ -13,6 +13,8 @@ pub struct BatchOutcome {
     pub events: u64,
     /// Deliveries created for them.
     pub deliveries: u64,
+    /// The lowest id among those deliveries, for the dispatcher's claim cursors.
+    pub first_delivery_id: Option<i64>,
 }
 
 /// Inserts events in batch order (so `seq` follows commit order), skipping ids already
@@ -37,9 +39,9 @@ dlv as (
      and (s.type_patterns is null or ins.event_type like any (s.type_patterns))
      and (s.sources is null or ins.source = any (s.sources))
     order by ins.seq, s.id
-    returning 1
+    returning id
 )
-select (select count(*) from ins), (select count(*) from dlv)";
+select (select count(*) from ins), (select count(*) from dlv), (select min(id) from dlv)";
 
 const SAVE_CHECKPOINT: &str = "
 insert into hookrelay.checkpoints (source, position, last_event_at, updated_at)
@@ -74,6 +76,7 @@ impl Store {
                 .await?;
             outcome.events = row.get::<_, i64>(0) as u64;
             outcome.deliveries = row.get::<_, i64>(1) as u64;
+            outcome.first_delivery_id = row.get(2);
         }
         let last_event_at = events.last().map(|e| e.committed_at);
         let stmt = tx.prepare_cached(SAVE_CHECKPOINT).await?;

@@ -11,54 +11,100 @@ use chrono::{DateTime, Utc};
 
 use crate::{Store, StoreError};
 
-/// Leases up to `$1` due deliveries for `$2` seconds to owner `$3`. Subscriptions are
-/// visited in random order and each gives at most its free concurrency (`$5` minus
-/// its in-flight count from the `$4`/`$6` arrays), oldest first, so a subscription
-/// with a huge or slow backlog cannot take the whole claim (no head-of-line blocking).
+/// Leases up to `$1` due deliveries for `$2` seconds to owner `$3`.
+///
+/// Per enabled subscription (`$4`, with room `$6` and cursor `$7`; others get room `$5`
+/// and cursor 0) it looks at two kinds of rows: pending ones with ids above the cursor
+/// (the seek skips the dead index entries finished deliveries leave behind; a queue
+/// index otherwise makes every claim step over all of them until vacuum), and
+/// retries whose time has come. Rows leased elsewhere or whose key has an earlier open
+/// delivery (per-key order, DESIGN §1.1.3) are not taken. Picks go round-robin over
+/// the subscriptions in random order, so one backlog cannot fill a claim (no
+/// head-of-line blocking).
+///
+/// Rows of kind 0 are the leased deliveries. Rows of kind 1 carry, per subscription
+/// looked at, where its cursor may move: `hold` is the lowest pending id it saw but did
+/// not take (blocked, locked or over the limit), `reach` the highest pending id it saw
+/// (or, having seen none, the subscription's highest id).
 const CLAIM_DUE: &str = "
 with room as (
-    select s.id, greatest($5::int - coalesce(b.n, 0), 0) as n
+    select s.id, coalesce(b.n, $5::int) as n, coalesce(b.cursor, 0) as cursor,
+           row_number() over (order by random()) as turn
       from hookrelay.subscriptions s
-      left join unnest($4::text[], $6::int[]) as b(sub, n) on b.sub = s.id
+      left join unnest($4::text[], $6::int[], $7::bigint[]) as b(sub, n, cursor) on b.sub = s.id
      where s.enabled
-     order by random()
 ),
-due as (
-    select c.id
+cand as (
+    select room.id as sub, room.n, room.turn, c.id, c.fresh,
+           coalesce(c.lease_until >= now(), false) as leased,
+           (c.order_key is not null and exists (
+                select 1 from hookrelay.deliveries p
+                 where p.subscription_id = room.id
+                   and p.order_key = c.order_key
+                   -- restates deliveries_key_open's predicate so the planner uses it
+                   and p.order_key is not null
+                   and p.status in ('pending', 'retrying')
+                   and p.id < c.id)) as blocked
       from room
       cross join lateral (
-            select d.id
-              from hookrelay.deliveries d
-             where d.subscription_id = room.id
-               and d.status in ('pending', 'retrying')
-               and d.next_attempt_at <= now()
-               and (d.lease_until is null or d.lease_until < now())
-               and (d.order_key is null or not exists (
-                     select 1 from hookrelay.deliveries p
-                      where p.subscription_id = d.subscription_id
-                        and p.order_key = d.order_key
-                        -- restates the partial index's predicate so the planner can
-                        -- use deliveries_key_open (join clauses do not prove it)
-                        and p.order_key is not null
-                        and p.status in ('pending', 'retrying')
-                        and p.id < d.id))
-             order by d.next_attempt_at, d.id
-             limit room.n
-               for update of d skip locked
+            (select d.id, d.order_key, d.lease_until, true as fresh
+               from hookrelay.deliveries d
+              where d.subscription_id = room.id and d.status = 'pending'
+                and d.id > room.cursor
+              order by d.id
+              limit room.n)
+            union all
+            (select d.id, d.order_key, d.lease_until, false
+               from hookrelay.deliveries d
+              where d.subscription_id = room.id and d.status = 'retrying'
+                and d.next_attempt_at <= now()
+              order by d.next_attempt_at, d.id
+              limit room.n)
       ) c
      where room.n > 0
-     limit $1
+),
+pick as (
+    select d.id
+      from hookrelay.deliveries d
+     where d.id in (
+            select r.id from (
+                select cand.id, cand.n, cand.turn,
+                       row_number() over (partition by cand.sub order by cand.id) as rank
+                  from cand
+                 where not cand.leased and not cand.blocked
+            ) r
+             where r.rank <= r.n
+             order by r.rank, r.turn
+             limit $1)
+       -- checked again on the row's latest version once it is locked
+       and d.status in ('pending', 'retrying')
+       and (d.lease_until is null or d.lease_until < now())
+       for update of d skip locked
+),
+claimed as (
+    update hookrelay.deliveries d
+       set lease_owner = $3,
+           lease_until = now() + make_interval(secs => $2),
+           attempts = d.attempts + 1,
+           updated_at = now()
+      from pick, hookrelay.events e, hookrelay.subscriptions s
+     where d.id = pick.id and e.seq = d.event_seq and s.id = d.subscription_id
+    returning d.id, d.attempts, d.subscription_id, s.url, s.secret,
+              case when s.previous_secret_until > now() then s.previous_secret end as previous_secret,
+              s.headers, e.id as event_id, e.body
 )
-update hookrelay.deliveries d
-   set lease_owner = $3,
-       lease_until = now() + make_interval(secs => $2),
-       attempts = d.attempts + 1,
-       updated_at = now()
-  from due, hookrelay.events e, hookrelay.subscriptions s
- where d.id = due.id and e.seq = d.event_seq and s.id = d.subscription_id
-returning d.id, d.attempts, d.subscription_id, s.url, s.secret,
-          case when s.previous_secret_until > now() then s.previous_secret end,
-          s.headers, e.id, e.body";
+select 0, id, attempts, subscription_id, url, secret, previous_secret, headers, event_id, body,
+       null::bigint, null::bigint
+  from claimed
+union all
+select 1, null, null, room.id, null, null, null, null, null, null,
+       (select min(c.id) from cand c
+         where c.sub = room.id and c.fresh and not c.leased
+           and not exists (select 1 from claimed k where k.id = c.id)),
+       coalesce((select max(c.id) from cand c where c.sub = room.id and c.fresh),
+                (select max(d.id) from hookrelay.deliveries d where d.subscription_id = room.id))
+  from room
+ where room.n > 0";
 
 /// Writes a batch of outcomes, only where the lease is still ours for that attempt.
 const RECORD_OUTCOMES: &str = "
@@ -134,47 +180,75 @@ pub struct Outcome {
     pub status: OutcomeStatus,
 }
 
+/// How far a claim got through one subscription's pending deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimProgress {
+    pub subscription_id: String,
+    /// The lowest pending id seen but not taken: the cursor must stay below it.
+    pub hold: Option<i64>,
+    /// The highest id the claim saw; with nothing held, the cursor may move here.
+    pub reach: Option<i64>,
+}
+
+/// One subscription's part in a claim: how many more it may take, and its cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRoom {
+    pub subscription_id: String,
+    pub room: usize,
+    /// Pending deliveries with ids up to this one are not looked at.
+    pub cursor: i64,
+}
+
+/// What a claim returns.
+#[derive(Debug, Default)]
+pub struct Claim {
+    /// Leased deliveries, oldest first.
+    pub deliveries: Vec<ClaimedDelivery>,
+    pub progress: Vec<ClaimProgress>,
+}
+
 impl Store {
-    /// Leases up to `limit` due deliveries to `owner` for `lease`, at most
-    /// `per_subscription` in flight per subscription counting `in_flight`.
+    /// Leases up to `limit` due deliveries to `owner` for `lease`. Subscriptions in
+    /// `rooms` take at most their room, from above their cursor; all others at most
+    /// `default_room`, from the start.
     pub async fn claim_due_deliveries(
         &self,
         owner: &str,
         limit: usize,
         lease: Duration,
-        per_subscription: usize,
-        in_flight: &[(String, usize)],
-    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        default_room: usize,
+        rooms: &[ClaimRoom],
+    ) -> Result<Claim, StoreError> {
         let client = self.relaxed_client().await?;
         let stmt = client.prepare_cached(CLAIM_DUE).await?;
         let limit = limit as i64;
         let lease = lease.as_secs_f64();
-        let per_subscription = i32::try_from(per_subscription).unwrap_or(i32::MAX);
-        let busy_ids: Vec<&str> = in_flight.iter().map(|(id, _)| id.as_str()).collect();
-        let busy_counts: Vec<i32> = in_flight
-            .iter()
-            .map(|(_, n)| i32::try_from(*n).unwrap_or(i32::MAX))
-            .collect();
+        let as_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        let default_room = as_i32(default_room);
+        let ids: Vec<&str> = rooms.iter().map(|r| r.subscription_id.as_str()).collect();
+        let room: Vec<i32> = rooms.iter().map(|r| as_i32(r.room)).collect();
+        let cursors: Vec<i64> = rooms.iter().map(|r| r.cursor).collect();
         let rows = client
             .query(
                 &stmt,
-                &[
-                    &limit,
-                    &lease,
-                    &owner,
-                    &busy_ids,
-                    &per_subscription,
-                    &busy_counts,
-                ],
+                &[&limit, &lease, &owner, &ids, &default_room, &room, &cursors],
             )
             .await?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out = Claim::default();
         for r in rows {
-            let mut secrets = vec![r.get::<_, String>(4)];
-            if let Some(prev) = r.get::<_, Option<String>>(5) {
+            if r.get::<_, i32>(0) == 1 {
+                out.progress.push(ClaimProgress {
+                    subscription_id: r.get(3),
+                    hold: r.get(10),
+                    reach: r.get(11),
+                });
+                continue;
+            }
+            let mut secrets = vec![r.get::<_, String>(5)];
+            if let Some(prev) = r.get::<_, Option<String>>(6) {
                 secrets.push(prev);
             }
-            let headers: serde_json::Value = r.get(6);
+            let headers: serde_json::Value = r.get(7);
             let headers = match headers {
                 serde_json::Value::Object(m) => m
                     .into_iter()
@@ -182,19 +256,19 @@ impl Store {
                     .collect(),
                 _ => Vec::new(),
             };
-            out.push(ClaimedDelivery {
-                delivery_id: r.get(0),
-                attempt: r.get(1),
-                subscription_id: r.get(2),
-                url: r.get(3),
+            out.deliveries.push(ClaimedDelivery {
+                delivery_id: r.get(1),
+                attempt: r.get(2),
+                subscription_id: r.get(3),
+                url: r.get(4),
                 secrets,
                 headers,
-                event_id: r.get(7),
-                body: r.get(8),
+                event_id: r.get(8),
+                body: r.get(9),
             });
         }
         // Oldest first, so per-batch spawn order follows commit order.
-        out.sort_unstable_by_key(|d| d.delivery_id);
+        out.deliveries.sort_unstable_by_key(|d| d.delivery_id);
         Ok(out)
     }
 

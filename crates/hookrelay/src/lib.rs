@@ -17,8 +17,8 @@ use hookrelay_api::ApiState;
 use hookrelay_core::{config::SourceKind, Config};
 use hookrelay_dispatch::Dispatcher;
 use hookrelay_sources::{postgres::PostgresSource, supervise, SourceStatus, StoreSink};
-use hookrelay_store::Store;
-use tokio::{sync::Notify, task::JoinSet};
+use hookrelay_store::{DispatchSignal, Store};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -40,14 +40,14 @@ impl Relay {
             info!(migrations = ?applied, "store migrated");
         }
         let stop = CancellationToken::new();
-        let wake = Arc::new(Notify::new());
+        let signal = Arc::new(DispatchSignal::default());
         let mut tasks = JoinSet::new();
         let mut statuses = Vec::new();
 
         for src in &cfg.sources {
             let status = SourceStatus::default();
             statuses.push((src.name.clone(), status.clone()));
-            let sink = StoreSink::new(store.clone(), &src.name, wake.clone());
+            let sink = StoreSink::new(store.clone(), &src.name, signal.clone());
             match src.kind {
                 SourceKind::Postgres => {
                     let source = PostgresSource::new(src.clone()).with_context(|| format!("source {}", src.name))?;
@@ -62,7 +62,8 @@ impl Relay {
         }
 
         let owner = format!("{}-{}", hostname(), std::process::id());
-        let dispatcher = Dispatcher::new(store.clone(), cfg.dispatch.clone(), owner, wake.clone())?;
+        let dispatcher =
+            Dispatcher::new(store.clone(), cfg.dispatch.clone(), owner, signal.clone())?;
         tasks.spawn(dispatcher.run(stop.clone()));
 
         if cfg.api.insecure_no_auth {
@@ -73,7 +74,7 @@ impl Relay {
             tokens: cfg.api.tokens.clone(),
             insecure_no_auth: cfg.api.insecure_no_auth,
             allow_networks: cfg.dispatch.allow_networks.clone(),
-            wake_dispatcher: wake.clone(),
+            dispatch_signal: signal.clone(),
         };
         let listener = tokio::net::TcpListener::bind(cfg.api.listen)
             .await

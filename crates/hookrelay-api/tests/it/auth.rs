@@ -9,7 +9,6 @@ use axum::{
 };
 use hookrelay_api::{router, ApiState};
 use hookrelay_store::Store;
-use tokio::sync::Notify;
 use tower::ServiceExt;
 
 use crate::harness::{TestApi, TOKEN};
@@ -97,7 +96,7 @@ async fn readyz_is_503_when_the_store_is_down() {
         tokens: vec![TOKEN.to_owned()],
         insecure_no_auth: false,
         allow_networks: Vec::new(),
-        wake_dispatcher: Arc::new(Notify::new()),
+        dispatch_signal: Arc::default(),
     });
     let res = app
         .clone()

@@ -275,7 +275,7 @@ async fn replay_one_schedules_the_same_event_again() {
     let failed = api.get("/v1/deliveries?status=failed&limit=1").await.json();
     let before = data(&failed)[0].clone();
     let id = before["id"].as_i64().expect("id");
-    assert!(!api.dispatcher_was_woken().await);
+    assert!(!api.dispatcher_asked_to_rescan());
 
     let res = api
         .post(&format!("/v1/deliveries/{id}/replay"), json!({}))
@@ -297,7 +297,7 @@ async fn replay_one_schedules_the_same_event_again() {
     );
     assert!(time(&after["next_attempt_at"]) <= Utc::now());
     assert!(
-        api.dispatcher_was_woken().await,
+        api.dispatcher_asked_to_rescan(),
         "replay wakes the dispatcher"
     );
 
@@ -367,7 +367,7 @@ async fn bulk_replay_follows_its_filters() {
         0
     );
     assert!(
-        !api.dispatcher_was_woken().await,
+        !api.dispatcher_asked_to_rescan(),
         "nothing replayed, nobody woken"
     );
 
@@ -377,7 +377,7 @@ async fn bulk_replay_follows_its_filters() {
         5,
         "default status: failed"
     );
-    assert!(api.dispatcher_was_woken().await);
+    assert!(api.dispatcher_asked_to_rescan());
     let pending = api
         .get(&format!(
             "/v1/deliveries?subscription_id={a}&status=pending"

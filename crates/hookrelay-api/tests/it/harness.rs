@@ -14,7 +14,6 @@ use hookrelay_api::{router, ApiState};
 use hookrelay_core::ChangeEvent;
 use hookrelay_store::{ClaimedDelivery, Outcome, OutcomeStatus, Store};
 use serde_json::{json, Value};
-use tokio::sync::Notify;
 use tokio_postgres::NoTls;
 use tower::ServiceExt;
 
@@ -132,7 +131,7 @@ impl TestApi {
             tokens: vec![TOKEN.to_owned()],
             insecure_no_auth: false,
             allow_networks: Vec::new(),
-            wake_dispatcher: Arc::new(Notify::new()),
+            dispatch_signal: Arc::default(),
         };
         f(&mut state);
         let app = router(state.clone());
@@ -198,13 +197,10 @@ impl TestApi {
         res.json()
     }
 
-    /// Was the dispatcher woken (a permit left by `notify_one`)? Consumes the permit.
-    pub async fn dispatcher_was_woken(&self) -> bool {
-        // `timeout` polls the future once before looking at the clock, so a stored
-        // permit is seen without waiting.
-        tokio::time::timeout(Duration::ZERO, self.state.wake_dispatcher.notified())
-            .await
-            .is_ok()
+    /// Was the dispatcher asked to look at every delivery again (a replayed row may
+    /// sit below its claim cursors)? Consumes the request.
+    pub fn dispatcher_asked_to_rescan(&self) -> bool {
+        self.state.dispatch_signal.take_due_from() == Some(0)
     }
 }
 
@@ -241,6 +237,7 @@ pub async fn claim_all(store: &Store) -> Vec<ClaimedDelivery> {
         .claim_due_deliveries("test", 1000, Duration::from_secs(60), 1000, &[])
         .await
         .expect("claim")
+        .deliveries
 }
 
 /// Records one attempt for `d` ending in `status`, answered with `code`.
