@@ -405,4 +405,63 @@ mod tests {
             );
         }
     }
+
+    fn progress(hold: Option<i64>, reach: Option<i64>) -> ClaimProgress {
+        ClaimProgress {
+            subscription_id: "sub_a".into(),
+            hold,
+            reach,
+        }
+    }
+
+    #[test]
+    fn cursor_moves_to_reach_but_stays_below_what_it_left() {
+        let t0 = Instant::now();
+        let mut c = Cursors::new(t0);
+        assert_eq!(c.cursor("sub_a"), 0);
+        c.advance(progress(None, Some(40)), t0);
+        assert_eq!(c.cursor("sub_a"), 40, "everything seen was taken");
+        c.advance(progress(Some(45), Some(90)), t0);
+        assert_eq!(
+            c.cursor("sub_a"),
+            44,
+            "45 was left (blocked or over the limit)"
+        );
+        c.advance(progress(None, None), t0);
+        assert_eq!(c.cursor("sub_a"), 44, "an empty look changes nothing");
+        c.advance(progress(None, Some(30)), t0);
+        assert_eq!(c.cursor("sub_a"), 44, "never moves back by itself");
+    }
+
+    #[test]
+    fn a_cursor_held_too_long_moves_on() {
+        let t0 = Instant::now();
+        let mut c = Cursors::new(t0);
+        c.advance(progress(Some(10), Some(50)), t0);
+        c.advance(progress(Some(10), Some(60)), t0 + STUCK_AFTER / 2);
+        assert_eq!(c.cursor("sub_a"), 9);
+        c.advance(progress(Some(10), Some(70)), t0 + STUCK_AFTER);
+        assert_eq!(c.cursor("sub_a"), 70, "the blocked row waits for a rescan");
+        // A different row holding it starts a new clock.
+        c.advance(progress(Some(75), Some(80)), t0 + STUCK_AFTER * 2);
+        assert_eq!(c.cursor("sub_a"), 74);
+    }
+
+    #[test]
+    fn rewinds_below_signalled_rows_and_rescans_periodically() {
+        let t0 = Instant::now();
+        let mut c = Cursors::new(t0);
+        c.advance(progress(None, Some(100)), t0);
+        c.rewind(Some(60), t0);
+        assert_eq!(c.cursor("sub_a"), 59, "a batch committed below the cursor");
+        c.rewind(Some(80), t0);
+        assert_eq!(c.cursor("sub_a"), 59);
+        c.rewind(None, t0 + RESCAN_EVERY / 2);
+        assert_eq!(c.cursor("sub_a"), 59);
+        c.rewind(None, t0 + RESCAN_EVERY);
+        assert_eq!(c.cursor("sub_a"), 0, "periodic rescan from the start");
+        c.advance(progress(None, Some(100)), t0 + RESCAN_EVERY);
+        c.rewind(Some(0), t0 + RESCAN_EVERY);
+        assert_eq!(c.cursor("sub_a"), 0, "a replay rescans at once");
+    }
 }

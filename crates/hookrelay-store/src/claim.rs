@@ -27,12 +27,19 @@ use crate::{Store, StoreError};
 /// not take (blocked, locked or over the limit), `reach` the highest pending id it saw
 /// (or, having seen none, the subscription's highest id).
 const CLAIM_DUE: &str = "
-with room as (
-    select s.id, coalesce(b.n, $5::int) as n, coalesce(b.cursor, 0) as cursor,
-           row_number() over (order by random()) as turn
+with wants as (
+    select s.id, coalesce(b.n, $5::int) as room, coalesce(b.cursor, 0) as cursor
       from hookrelay.subscriptions s
       left join unnest($4::text[], $6::int[], $7::bigint[]) as b(sub, n, cursor) on b.sub = s.id
      where s.enabled
+),
+room as (
+    -- n: what this claim looks at per subscription, its room but no more than a fair
+    -- share of the claim, so ten subscriptions with room do not make ten full scans
+    -- for one claim's worth of rows
+    select id, cursor, row_number() over (order by random()) as turn,
+           least(room, ceil($1::bigint::float8 / greatest(count(*) filter (where room > 0) over (), 1)))::int as n
+      from wants
 ),
 cand as (
     select room.id as sub, room.n, room.turn, c.id, c.fresh,
@@ -49,9 +56,16 @@ cand as (
       cross join lateral (
             (select d.id, d.order_key, d.lease_until, true as fresh
                from hookrelay.deliveries d
-              where d.subscription_id = room.id and d.status = 'pending'
-                and d.id > room.cursor
-              order by d.id
+              where d.status = 'pending'
+                -- means subscription_id = room.id and id > room.cursor, in a form
+                -- only the (subscription_id, id) indexes can serve, and that starts
+                -- the scan at the cursor: given the plain form, the planner walked
+                -- the primary key through every subscription's rows, finished ones
+                -- included, and with the equality the row comparison did not set
+                -- the scan's start
+                and (d.subscription_id, d.id) > (room.id, room.cursor)
+                and d.subscription_id <= room.id
+              order by d.subscription_id, d.id
               limit room.n)
             union all
             (select d.id, d.order_key, d.lease_until, false
