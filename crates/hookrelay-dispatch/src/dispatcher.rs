@@ -1,6 +1,9 @@
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -135,6 +138,11 @@ impl Cursors {
         }
     }
 
+    /// Is any cursor held below a pending delivery (one whose key was blocked)?
+    fn holding(&self) -> bool {
+        self.at.values().any(|c| c.held_by.is_some())
+    }
+
     fn cursor(&self, sub: &str) -> i64 {
         self.at.get(sub).map_or(0, |c| c.at)
     }
@@ -202,11 +210,15 @@ impl Dispatcher {
         let senders = Arc::new(Semaphore::new(self.cfg.workers));
         let load: Arc<Mutex<Load>> = Arc::default();
         let (tx, rx) = mpsc::channel(self.cfg.workers * 2);
+        // Set while some key is blocked: only then can a recorded outcome make a
+        // claim worth running (otherwise the recorder's wake-ups ran empty claims).
+        let key_blocked = Arc::new(AtomicBool::new(false));
         let recorder = tokio::spawn(recorder::run(
             self.store.clone(),
             self.owner.clone(),
             rx,
             self.signal.clone(),
+            key_blocked.clone(),
         ));
         // A held delivery may wait for PREFETCH - 1 batches ahead of it, then send.
         let lease = self.cfg.timeout * (PREFETCH as u32 + 1) + LEASE_MARGIN;
@@ -256,6 +268,7 @@ impl Dispatcher {
                         for p in claim.progress {
                             cursors.advance(p, now);
                         }
+                        key_blocked.store(cursors.holding(), Ordering::Relaxed);
                         for d in claim.deliveries {
                             self.spawn_attempt(d, &slots, &senders, &load, &tx).await;
                         }

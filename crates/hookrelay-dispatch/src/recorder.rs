@@ -1,7 +1,13 @@
 //! Batches outcomes into one store transaction each; while the store is down it keeps
 //! the batch and retries, so no outcome is dropped (the deliveries' leases cover them).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use hookrelay_store::{DispatchSignal, Outcome, Store};
 use tokio::sync::mpsc;
@@ -15,6 +21,7 @@ pub(crate) async fn run(
     owner: String,
     mut rx: mpsc::Receiver<Outcome>,
     signal: Arc<DispatchSignal>,
+    key_blocked: Arc<AtomicBool>,
 ) {
     let mut batch: Vec<Outcome> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -44,7 +51,9 @@ pub(crate) async fn run(
             }
         }
         batch.clear();
-        // Recorded outcomes can unblock the next delivery of the same key.
-        signal.wake();
+        // A recorded outcome can unblock the next delivery of the same key.
+        if key_blocked.load(Ordering::Relaxed) {
+            signal.wake();
+        }
     }
 }
