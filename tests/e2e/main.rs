@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod claims;
 mod cli;
 mod delivery;
 mod faults;

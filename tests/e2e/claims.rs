@@ -1,0 +1,144 @@
+//! The claim's cursor contract, against the real store: what the dispatcher's
+//! per-subscription cursors rely on (see hookrelay-store/src/claim.rs).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use hookrelay_core::ChangeEvent;
+use hookrelay_store::{
+    model::{NewSubscription, OrderingMode},
+    Claim, ClaimProgress, ClaimRoom, Store,
+};
+
+use crate::harness::TestDb;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+async fn store_with_subscription(db: &TestDb) -> (Store, String) {
+    let store = Store::connect(&db.url(), 4).expect("store");
+    store.migrate().await.expect("migrate");
+    let sub = store
+        .create_subscription(&NewSubscription {
+            url: "http://127.0.0.1:9/".into(),
+            description: String::new(),
+            event_types: None,
+            sources: None,
+            headers: Default::default(),
+            ordering: OrderingMode::Key,
+            enabled: true,
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        })
+        .await
+        .expect("subscription");
+    (store, sub.id)
+}
+
+/// Events `n` in order; `key(n)` picks each one's order key.
+async fn commit(store: &Store, ns: std::ops::Range<u32>, key: impl Fn(u32) -> i64) -> i64 {
+    let events: Vec<ChangeEvent> = ns
+        .clone()
+        .map(|n| ChangeEvent {
+            id: format!("evt_claim{n:04}"),
+            event_type: "orders.update".into(),
+            source: "shop".into(),
+            order_key: key(n),
+            committed_at: Utc::now(),
+            body: format!("{{\"n\":{n}}}"),
+        })
+        .collect();
+    let out = store
+        .commit_batch("shop", &events, &ns.end.to_string())
+        .await
+        .expect("commit");
+    assert_eq!(out.deliveries, events.len() as u64);
+    out.first_delivery_id.expect("deliveries were created")
+}
+
+async fn claim(store: &Store, sub: &str, room: usize, cursor: i64) -> Claim {
+    store
+        .claim_due_deliveries(
+            "owner",
+            256,
+            LEASE,
+            room,
+            &[ClaimRoom {
+                subscription_id: sub.into(),
+                room,
+                cursor,
+            }],
+        )
+        .await
+        .expect("claim")
+}
+
+fn ids(c: &Claim) -> Vec<i64> {
+    c.deliveries.iter().map(|d| d.delivery_id).collect()
+}
+
+fn only_progress(c: &Claim) -> &ClaimProgress {
+    assert_eq!(c.progress.len(), 1, "{:?}", c.progress);
+    &c.progress[0]
+}
+
+#[tokio::test]
+async fn claims_start_above_the_cursor_and_report_how_far_they_saw() {
+    let db = TestDb::new("claims").await;
+    let (store, sub) = store_with_subscription(&db).await;
+    let first = commit(&store, 0..6, i64::from).await;
+
+    let c = claim(&store, &sub, 3, 0).await;
+    assert_eq!(ids(&c), vec![first, first + 1, first + 2]);
+    let p = only_progress(&c);
+    assert_eq!((p.hold, p.reach), (None, Some(first + 2)));
+
+    // Above the cursor only; the first three are leased anyway.
+    let c = claim(&store, &sub, 3, first + 2).await;
+    assert_eq!(ids(&c), vec![first + 3, first + 4, first + 5]);
+
+    // Nothing pending above the cursor: reach is the subscription's newest row.
+    let c = claim(&store, &sub, 3, first + 5).await;
+    assert!(c.deliveries.is_empty());
+    assert_eq!(only_progress(&c).reach, Some(first + 5));
+
+    // From the start, everything leased is passed over, not held.
+    let c = claim(&store, &sub, 8, 0).await;
+    assert!(c.deliveries.is_empty());
+    let p = only_progress(&c);
+    assert_eq!((p.hold, p.reach), (None, Some(first + 5)));
+}
+
+#[tokio::test]
+async fn a_blocked_key_holds_the_cursor_below_it() {
+    let db = TestDb::new("claims").await;
+    let (store, sub) = store_with_subscription(&db).await;
+    // Rows 0 and 2 share a key; 1 and 3 have their own.
+    let first = commit(&store, 0..4, |n| {
+        if n % 2 == 0 {
+            7
+        } else {
+            100 + i64::from(n)
+        }
+    })
+    .await;
+
+    let c = claim(&store, &sub, 8, 0).await;
+    assert_eq!(ids(&c), vec![first, first + 1, first + 3]);
+    let p = only_progress(&c);
+    assert_eq!(
+        (p.hold, p.reach),
+        (Some(first + 2), Some(first + 3)),
+        "row 2 waits for row 0, so the cursor must stay below it"
+    );
+}
+
+#[tokio::test]
+async fn rows_below_the_cursor_wait_for_a_rescan() {
+    let db = TestDb::new("claims").await;
+    let (store, sub) = store_with_subscription(&db).await;
+    let first = commit(&store, 0..2, i64::from).await;
+    // What a late-committing batch looks like to a cursor already past it.
+    let c = claim(&store, &sub, 8, first + 1).await;
+    assert!(c.deliveries.is_empty());
+    let c = claim(&store, &sub, 8, first - 1).await;
+    assert_eq!(ids(&c), vec![first, first + 1]);
+}
