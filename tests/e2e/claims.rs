@@ -105,6 +105,12 @@ async fn claims_start_above_the_cursor_and_report_how_far_they_saw() {
     assert!(c.deliveries.is_empty());
     let p = only_progress(&c);
     assert_eq!((p.hold, p.reach), (None, Some(first + 5)));
+    assert_eq!(c.enabled, vec![sub.clone()]);
+
+    // A subscription without room is not looked at, but still named as enabled.
+    let c = claim(&store, &sub, 0, 0).await;
+    assert!(c.deliveries.is_empty() && c.progress.is_empty());
+    assert_eq!(c.enabled, vec![sub]);
 }
 
 #[tokio::test]

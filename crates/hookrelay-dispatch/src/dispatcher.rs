@@ -228,6 +228,11 @@ impl Dispatcher {
 
         let mut cursors = Cursors::new(Instant::now());
         let full_room = PREFETCH * self.cfg.per_subscription;
+        // The enabled subscriptions as of the last claim, and when that was: while all
+        // of them are full a claim can take nothing, and a new subscription waits at
+        // most one poll interval to be seen.
+        let mut enabled: Vec<String> = Vec::new();
+        let mut last_claim = Instant::now();
         while !stop.is_cancelled() {
             let free = slots.available_permits();
             let mut claimed = 0usize;
@@ -236,9 +241,12 @@ impl Dispatcher {
                 want = free.min(MAX_CLAIM);
                 let now = Instant::now();
                 cursors.rewind(self.signal.take_due_from(), now);
+                let mut all_full = false;
                 let rooms: Vec<ClaimRoom> = match load.lock() {
                     Ok(l) => {
                         let mut rooms = l.rooms(self.cfg.per_subscription, now);
+                        all_full = !enabled.is_empty()
+                            && enabled.iter().all(|s| rooms.get(s.as_str()) == Some(&0));
                         for sub in cursors.at.keys() {
                             rooms.entry(sub.as_str()).or_insert(full_room);
                         }
@@ -253,6 +261,15 @@ impl Dispatcher {
                     }
                     Err(_) => Vec::new(),
                 };
+                if all_full && now.duration_since(last_claim) < self.cfg.poll_interval {
+                    tokio::select! {
+                        _ = self.signal.notified() => {}
+                        _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                    continue;
+                }
+                last_claim = now;
                 let t = Instant::now();
                 let claim = self
                     .store
@@ -269,6 +286,7 @@ impl Dispatcher {
                             cursors.advance(p, now);
                         }
                         key_blocked.store(cursors.holding(), Ordering::Relaxed);
+                        enabled = claim.enabled;
                         for d in claim.deliveries {
                             self.spawn_attempt(d, &slots, &senders, &load, &tx).await;
                         }

@@ -22,8 +22,9 @@ use crate::{Store, StoreError};
 /// the subscriptions in random order, so one backlog cannot fill a claim (no
 /// head-of-line blocking).
 ///
-/// Rows of kind 0 are the leased deliveries. Rows of kind 1 carry, per subscription
-/// looked at, where its cursor may move: `hold` is the lowest pending id it saw but did
+/// Rows of kind 0 are the leased deliveries; kind 2 names an enabled subscription
+/// that had no room. Rows of kind 1 carry, per subscription looked at, where its
+/// cursor may move: `hold` is the lowest pending id it saw but did
 /// not take (blocked, locked or over the limit), `reach` the highest pending id it saw
 /// (or, having seen none, the subscription's highest id).
 const CLAIM_DUE: &str = "
@@ -111,14 +112,16 @@ select 0, id, attempts, subscription_id, url, secret, previous_secret, headers, 
        null::bigint, null::bigint
   from claimed
 union all
-select 1, null, null, room.id, null, null, null, null, null, null,
-       (select min(c.id) from cand c
-         where c.sub = room.id and c.fresh and not c.leased
-           and not exists (select 1 from claimed k where k.id = c.id)),
-       coalesce((select max(c.id) from cand c where c.sub = room.id and c.fresh),
-                (select max(d.id) from hookrelay.deliveries d where d.subscription_id = room.id))
-  from room
- where room.n > 0";
+select case when room.n > 0 then 1 else 2 end, null, null, room.id, null, null, null, null,
+       null, null,
+       case when room.n > 0 then (
+           select min(c.id) from cand c
+            where c.sub = room.id and c.fresh and not c.leased
+              and not exists (select 1 from claimed k where k.id = c.id)) end,
+       case when room.n > 0 then coalesce(
+           (select max(c.id) from cand c where c.sub = room.id and c.fresh),
+           (select max(d.id) from hookrelay.deliveries d where d.subscription_id = room.id)) end
+  from room";
 
 /// Writes a batch of outcomes, only where the lease is still ours for that attempt.
 const RECORD_OUTCOMES: &str = "
@@ -218,7 +221,10 @@ pub struct ClaimRoom {
 pub struct Claim {
     /// Leased deliveries, oldest first.
     pub deliveries: Vec<ClaimedDelivery>,
+    /// One per subscription the claim looked at.
     pub progress: Vec<ClaimProgress>,
+    /// Every enabled subscription, looked at or not.
+    pub enabled: Vec<String>,
 }
 
 impl Store {
@@ -250,13 +256,22 @@ impl Store {
             .await?;
         let mut out = Claim::default();
         for r in rows {
-            if r.get::<_, i32>(0) == 1 {
-                out.progress.push(ClaimProgress {
-                    subscription_id: r.get(3),
-                    hold: r.get(10),
-                    reach: r.get(11),
-                });
-                continue;
+            match r.get::<_, i32>(0) {
+                1 => {
+                    let sub: String = r.get(3);
+                    out.enabled.push(sub.clone());
+                    out.progress.push(ClaimProgress {
+                        subscription_id: sub,
+                        hold: r.get(10),
+                        reach: r.get(11),
+                    });
+                    continue;
+                }
+                2 => {
+                    out.enabled.push(r.get(3));
+                    continue;
+                }
+                _ => {}
             }
             let mut secrets = vec![r.get::<_, String>(5)];
             if let Some(prev) = r.get::<_, Option<String>>(6) {
