@@ -262,11 +262,7 @@ impl Dispatcher {
                     Err(_) => Vec::new(),
                 };
                 if all_full && now.duration_since(last_claim) < self.cfg.poll_interval {
-                    tokio::select! {
-                        _ = self.signal.notified() => {}
-                        _ = tokio::time::sleep(self.cfg.poll_interval) => {}
-                        _ = stop.cancelled() => {}
-                    }
+                    self.wait(&stop).await;
                     continue;
                 }
                 last_claim = now;
@@ -306,11 +302,7 @@ impl Dispatcher {
             if claimed > 0 && claimed == want {
                 continue; // more may be due right now
             }
-            tokio::select! {
-                _ = self.signal.notified() => {}
-                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
-                _ = stop.cancelled() => {}
-            }
+            self.wait(&stop).await;
         }
 
         // Drain: wait for every worker to hand in its permit, then for the recorder.
@@ -320,6 +312,15 @@ impl Dispatcher {
         let _ = recorder.await;
         let _ = maintenance.await;
         info!("dispatcher stopped");
+    }
+
+    /// Until something may be due: a signal, the poll interval, or `stop`.
+    async fn wait(&self, stop: &CancellationToken) {
+        tokio::select! {
+            _ = self.signal.notified() => {}
+            _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+            _ = stop.cancelled() => {}
+        }
     }
 
     async fn spawn_attempt(

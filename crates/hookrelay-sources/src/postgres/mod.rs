@@ -39,11 +39,12 @@ use setup::Names;
 
 /// While busy, how long to wait after a poll that found `n` rows, fewer than a batch,
 /// so the next read gets a fuller one: briefly while rows trickle in (each
-/// millisecond is latency: W2's p50 fell from 4.7 to 4.1 ms against a flat 2 ms), longer
-/// while they pour in (fewer, larger store commits).
+/// millisecond is latency: W2's p50 fell from 4.7 to 3.9 ms against a flat 2 ms),
+/// longer while they pour in (fewer, larger store commits).
 fn busy_pause(n: usize) -> Duration {
     Duration::from_millis(if n < 8 { 1 } else { 2 })
 }
+
 /// First re-check while a writer is still mid-transaction during settle.
 const SETTLE_FIRST: Duration = Duration::from_millis(1);
 
