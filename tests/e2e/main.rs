@@ -8,5 +8,6 @@ mod cli;
 mod delivery;
 mod faults;
 mod ordering;
+mod outside_bytes;
 mod pipeline;
 mod scale_out;

@@ -7,6 +7,8 @@
 //! - 422: a well-formed body whose values are unacceptable (a URL that is not http(s),
 //!   a private address, a bad glob, a reserved header, ...).
 //! - 401, 404, 405, 409, 413 as HTTP means them.
+//! - 422 also when the store refuses a value the checks let through (SQLSTATE class
+//!   22/23); the cause is logged with its SQLSTATE.
 //! - 503 when the store is unreachable (worth retrying), 500 for anything else; both log
 //!   the cause and never put it in the body.
 
@@ -124,6 +126,15 @@ impl From<StoreError> for ApiError {
                 id: String::new(),
             },
             StoreError::Conflict(msg) => ApiError::Conflict(msg),
+            // Input checks should refuse such values first; this keeps a value they
+            // missed a 4xx, with the cause (SQLSTATE and message) in the log only.
+            e if e.is_bad_data() => {
+                tracing::warn!(error = %e, "admin API: the store refused a value");
+                ApiError::unprocessable(
+                    "request",
+                    "a value in this request cannot be stored (a NUL character, invalid text or a number out of range)",
+                )
+            }
             e if e.is_transient() => ApiError::Unavailable(e),
             e => ApiError::Internal(Box::new(e)),
         }

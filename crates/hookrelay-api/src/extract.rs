@@ -92,7 +92,50 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end().map_err(|e| ApiError::MalformedJson {
         detail: e.to_string(),
     })?;
+    // JSON can carry a NUL (`\u0000`) that no store column can; only then is the body
+    // walked to name the field.
+    if bytes.windows(6).any(|w| w == b"\\u0000") {
+        if let Ok(tree) = serde_json::from_slice::<serde_json::Value>(bytes) {
+            if let Some(field) = nul_field(&tree, String::new()) {
+                return Err(ApiError::bad_request(field, NUL_DETAIL));
+            }
+        }
+    }
     Ok(value)
+}
+
+const NUL_DETAIL: &str = "must not contain a NUL character (\\u0000)";
+
+/// The path (in serde_path_to_error's notation) of the first string or key holding a
+/// NUL.
+fn nul_field(v: &serde_json::Value, at: String) -> Option<String> {
+    let field = |at: &str| {
+        if at.is_empty() {
+            "body".to_owned()
+        } else {
+            at.to_owned()
+        }
+    };
+    match v {
+        serde_json::Value::String(s) if s.contains('\0') => Some(field(&at)),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_field(item, format!("{at}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, item)| {
+            let path = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            if k.contains('\0') {
+                Some(field(&at))
+            } else {
+                nul_field(item, path)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// Query parameters; `T` should hold `Option<String>` fields (parsed by the handler,
@@ -108,6 +151,17 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
+        if query.contains("%00") {
+            let pairs: Vec<(String, String)> =
+                serde_urlencoded::from_str(query).unwrap_or_default();
+            if let Some((name, _)) = pairs
+                .iter()
+                .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+            {
+                let name = if name.contains('\0') { "query" } else { name };
+                return Err(ApiError::bad_request(name, NUL_DETAIL));
+            }
+        }
         serde_urlencoded::from_str(query)
             .map(ApiQuery)
             .map_err(|e| {
@@ -126,8 +180,14 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         Path::<String>::from_request_parts(parts, state)
             .await
-            .map(|Path(id)| PathId(id))
             .map_err(|r| ApiError::bad_request("id", r.body_text()))
+            .and_then(|Path(id)| {
+                if id.contains('\0') {
+                    Err(ApiError::bad_request("id", NUL_DETAIL))
+                } else {
+                    Ok(PathId(id))
+                }
+            })
     }
 }
 
@@ -202,6 +262,25 @@ mod tests {
         ];
         for (path, msg, want) in cases {
             assert_eq!(field_of(path, msg), want, "{path} / {msg}");
+        }
+    }
+
+    #[test]
+    fn nul_is_found_where_it_is() {
+        let cases = [
+            (r#"{"url": "a\u0000b"}"#, Some("url")),
+            (
+                r#"{"event_types": ["x", "y\u0000"]}"#,
+                Some("event_types[1]"),
+            ),
+            (r#"{"headers": {"X-A": "\u0000"}}"#, Some("headers.X-A")),
+            (r#"{"headers": {"X-\u0000": "v"}}"#, Some("headers")),
+            (r#"{"url": "a\\u0000b"}"#, None),
+            (r#"{"url": "plain"}"#, None),
+        ];
+        for (body, want) in cases {
+            let tree: serde_json::Value = serde_json::from_str(body).expect("json");
+            assert_eq!(nul_field(&tree, String::new()).as_deref(), want, "{body}");
         }
     }
 

@@ -99,6 +99,10 @@ pub struct DispatchConfig {
     /// How often the dispatcher looks for due retries when nothing wakes it sooner.
     #[serde(default = "defaults::dispatch_poll", with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// SIGINT/SIGTERM stop the process within this, whatever the store and endpoints
+    /// are doing; outcomes not recorded by then are left to lease expiry.
+    #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for DispatchConfig {
@@ -111,6 +115,7 @@ impl Default for DispatchConfig {
             backoff: BackoffConfig::default(),
             allow_networks: Vec::new(),
             poll_interval: defaults::dispatch_poll(),
+            shutdown_grace: defaults::shutdown_grace(),
         }
     }
 }
@@ -233,6 +238,9 @@ mod defaults {
     }
     pub fn dispatch_poll() -> Duration {
         Duration::from_millis(500)
+    }
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(10)
     }
     pub fn source_poll() -> Duration {
         Duration::from_secs(1)
@@ -375,6 +383,13 @@ impl Config {
             return Err(ConfigError::invalid(
                 "dispatch.poll_interval",
                 "must be greater than 0",
+            ));
+        }
+        if d.shutdown_grace < Duration::from_secs(1) || d.shutdown_grace > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::invalid(
+                "dispatch.shutdown_grace",
+                format!("{:?} must be between 1s and 1h", d.shutdown_grace),
             ));
         }
         let mut names = std::collections::HashSet::new();

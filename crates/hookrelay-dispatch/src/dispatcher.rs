@@ -18,7 +18,8 @@ use tracing::{info, warn, Instrument};
 use crate::{
     breaker::{Admission, Breakers},
     client::build_client,
-    recorder, send, ClientError,
+    recorder::{Recorder, RecorderErrors},
+    send, ClientError,
 };
 
 /// A subscription may hold this many times its concurrency in claimed deliveries:
@@ -171,6 +172,10 @@ impl Cursors {
     }
 }
 
+/// Of the shutdown grace, what the dispatcher leaves for the rest of the process to
+/// stop after it (log lines, closing connections).
+const DRAIN_MARGIN: Duration = Duration::from_millis(500);
+
 /// Time a lease outlives the attempt's own timeout, for recording the outcome.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
@@ -181,6 +186,7 @@ pub struct Dispatcher {
     client: reqwest::Client,
     owner: String,
     signal: Arc<DispatchSignal>,
+    errors: Arc<RecorderErrors>,
 }
 
 impl Dispatcher {
@@ -198,11 +204,12 @@ impl Dispatcher {
             client,
             owner,
             signal,
+            errors: Arc::default(),
         })
     }
 
     /// Runs until `stop`; then stops claiming, lets in-flight attempts finish and
-    /// records their outcomes before returning.
+    /// records their outcomes, for at most `shutdown_grace`, before returning.
     pub async fn run(self, stop: CancellationToken) {
         // `slots` bounds what this process holds (memory); `senders` what it sends at once.
         let capacity = self.cfg.workers * PREFETCH;
@@ -213,13 +220,17 @@ impl Dispatcher {
         // Set while some key is blocked: only then can a recorded outcome make a
         // claim worth running (otherwise the recorder's wake-ups ran empty claims).
         let key_blocked = Arc::new(AtomicBool::new(false));
-        let recorder = tokio::spawn(recorder::run(
-            self.store.clone(),
-            self.owner.clone(),
-            rx,
-            self.signal.clone(),
-            key_blocked.clone(),
-        ));
+        let abandon = CancellationToken::new();
+        let recorder = tokio::spawn(
+            Recorder {
+                store: self.store.clone(),
+                owner: self.owner.clone(),
+                signal: self.signal.clone(),
+                key_blocked: key_blocked.clone(),
+                errors: self.errors.clone(),
+            }
+            .run(rx, abandon.clone()),
+        );
         // A held delivery may wait for PREFETCH - 1 batches ahead of it, then send.
         let lease = self.cfg.timeout * (PREFETCH as u32 + 1) + LEASE_MARGIN;
         let mut store_failures: u32 = 0;
@@ -267,10 +278,12 @@ impl Dispatcher {
                 }
                 last_claim = now;
                 let t = Instant::now();
-                let claim = self
-                    .store
-                    .claim_due_deliveries(&self.owner, want, lease, full_room, &rooms)
-                    .await;
+                // A store that does not answer must not hold up a stop: a claim dropped
+                // mid-way at worst leaves leases to expire.
+                let claim = tokio::select! {
+                    c = self.store.claim_due_deliveries(&self.owner, want, lease, full_room, &rooms) => c,
+                    _ = stop.cancelled() => break,
+                };
                 tracing::trace!(us = t.elapsed().as_micros() as u64, "claim query");
                 match claim {
                     Ok(claim) => {
@@ -305,13 +318,38 @@ impl Dispatcher {
             self.wait(&stop).await;
         }
 
-        // Drain: wait for every worker to hand in its permit, then for the recorder.
-        info!("dispatcher stopping; waiting for in-flight deliveries");
-        let _all = slots.acquire_many(capacity as u32).await;
-        drop(tx);
-        let _ = recorder.await;
+        // Drain: wait for every worker to hand in its permit, then for the recorder,
+        // but no longer than the grace allows (bounded shutdown, issue 7). What is
+        // still in flight or unrecorded then is left to lease expiry.
+        let grace = self.cfg.shutdown_grace.saturating_sub(DRAIN_MARGIN);
+        info!(grace = ?grace, "dispatcher stopping; waiting for in-flight deliveries");
+        let deadline = tokio::time::Instant::now() + grace;
+        let drained = tokio::time::timeout_at(deadline, async {
+            let _all = slots.acquire_many(capacity as u32).await;
+            drop(tx);
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                in_flight = capacity - slots.available_permits(),
+                "shutdown grace elapsed with deliveries in flight; their leases will expire and they will be sent again"
+            );
+        }
+        let mut recorder = recorder;
+        if tokio::time::timeout_at(deadline, &mut recorder)
+            .await
+            .is_err()
+        {
+            abandon.cancel();
+            let _ = recorder.await;
+        }
         let _ = maintenance.await;
         info!("dispatcher stopped");
+    }
+
+    /// Counts of outcome-recording trouble (for logs and metrics).
+    pub fn recorder_errors(&self) -> Arc<RecorderErrors> {
+        self.errors.clone()
     }
 
     /// Until something may be due: a signal, the poll interval, or `stop`.

@@ -4,7 +4,8 @@
 //!  claimer ──claim_due_deliveries (lease committed)──▶ worker pool (bounded)
 //!     ▲                                                   │ sign, POST, classify
 //!     │ wake: new deliveries, recorded outcomes, timer     ▼
-//!     └───────────────────────────────────────────── recorder (batched record_outcomes)
+//!     └───────────────────────────────────────────── recorder (batched record_outcomes;
+//!                                                   splits a batch around a refused outcome)
 //! ```
 //!
 //! No transaction is held across an HTTP call. An outcome is written only by the
@@ -21,3 +22,4 @@ mod send;
 pub use classify::{classify, Verdict};
 pub use client::{build_client, ClientError};
 pub use dispatcher::Dispatcher;
+pub use recorder::RecorderErrors;

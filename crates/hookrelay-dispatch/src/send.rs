@@ -79,7 +79,7 @@ struct Response {
     status: u16,
     retry_after: Option<Duration>,
     location: Option<String>,
-    body: Option<String>,
+    body: Option<Vec<u8>>,
 }
 
 async fn post(
@@ -151,7 +151,7 @@ async fn post(
             Err(_) => break, // the status already decided the outcome
         }
     }
-    let body = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
+    let body = (!body.is_empty()).then_some(body);
     Ok(Response {
         status,
         retry_after,

@@ -19,7 +19,7 @@ mod supervise;
 use std::future::Future;
 
 use hookrelay_core::ChangeEvent;
-use hookrelay_store::{BatchOutcome, StoreError};
+use hookrelay_store::{model::RejectedChange, BatchOutcome, StoreError};
 use tokio_util::sync::CancellationToken;
 
 pub use sink::StoreSink;
@@ -33,6 +33,13 @@ pub trait BatchSink: Send + Sync {
         events: &[ChangeEvent],
         upto: &str,
     ) -> impl Future<Output = Result<BatchOutcome, StoreError>> + Send;
+
+    /// Sets aside a change that cannot become an event, before the batch it was read
+    /// in commits, so one bad change never stops its source (DESIGN §1.7).
+    fn reject(
+        &self,
+        change: &RejectedChange,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A database's change feed. `run` reads from where the source left off until `stop`

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use hookrelay_core::ChangeEvent;
-use hookrelay_store::{BatchOutcome, DispatchSignal, Store, StoreError};
+use hookrelay_store::{model::RejectedChange, BatchOutcome, DispatchSignal, Store, StoreError};
 
 use crate::BatchSink;
 
@@ -31,5 +31,9 @@ impl BatchSink for StoreSink {
             self.signal.due_from(first);
         }
         Ok(outcome)
+    }
+
+    async fn reject(&self, change: &RejectedChange) -> Result<(), StoreError> {
+        self.store.reject_change(change).await
     }
 }

@@ -4,7 +4,10 @@
 use chrono::{DateTime, Utc};
 use hookrelay_core::ChangeEvent;
 
-use crate::{model::Checkpoint, Store, StoreError};
+use crate::{
+    model::{Checkpoint, RejectedChange},
+    Store, StoreError,
+};
 
 /// What a committed batch added.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -85,6 +88,52 @@ impl Store {
         tx.commit().await?;
         self.note_inserted(outcome.deliveries);
         Ok(outcome)
+    }
+
+    /// Sets aside a change its source could not turn into an event, so the source can
+    /// go on without it (DESIGN §1.7). Idempotent on `(source, position)`: a change
+    /// read again after a crash is kept once.
+    pub async fn reject_change(&self, change: &RejectedChange) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "insert into hookrelay.rejected_changes (source, position, reason, raw)
+                 values ($1, $2, $3, $4) on conflict (source, position) do nothing",
+                &[
+                    &change.source,
+                    &crate::storable(&change.position),
+                    &crate::storable(&change.reason),
+                    &crate::storable(&change.raw),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The changes set aside for `source`, newest first (at most `limit`).
+    pub async fn rejected_changes(
+        &self,
+        source: &str,
+        limit: i64,
+    ) -> Result<Vec<RejectedChange>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "select source, position, reason, raw from hookrelay.rejected_changes
+                  where source = $1 order by id desc limit $2",
+                &[&source, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RejectedChange {
+                    source: r.try_get(0)?,
+                    position: r.try_get(1)?,
+                    reason: r.try_get(2)?,
+                    raw: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 
     /// The source's last committed checkpoint, if any.

@@ -139,7 +139,7 @@ update hookrelay.deliveries d
 
 const INSERT_ATTEMPTS: &str = "
 insert into hookrelay.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-select * from unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[], $7::text[])";
+select * from unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[], $7::bytea[])";
 
 /// A 410 disables the subscription and fails everything still open for it.
 const DISABLE_GONE: &str = "
@@ -192,8 +192,10 @@ pub struct Outcome {
     pub started_at: DateTime<Utc>,
     pub duration_ms: i32,
     pub status_code: Option<i32>,
+    /// Free text for people; a NUL in it is replaced when stored ([`crate::storable`]).
     pub error: Option<String>,
-    pub response_body: Option<String>,
+    /// The first 4 KiB of the answer, exactly as received.
+    pub response_body: Option<Vec<u8>>,
     pub status: OutcomeStatus,
 }
 
@@ -337,11 +339,12 @@ impl Store {
             statuses.push(status);
             next_at.push(at);
             codes.push(o.status_code);
-            errors.push(o.error.as_deref());
+            errors.push(o.error.as_deref().map(crate::storable));
             started.push(o.started_at);
             durations.push(o.duration_ms);
             bodies.push(o.response_body.as_deref());
         }
+        let errors: Vec<Option<&str>> = errors.iter().map(|e| e.as_deref()).collect();
         let mut client = self.relaxed_client().await?;
         let tx = client.transaction().await?;
         let stmt = tx.prepare_cached(RECORD_OUTCOMES).await?;

@@ -202,12 +202,19 @@ fn delivery_from_row(row: &Row) -> Result<Delivery, StoreError> {
 }
 
 fn attempt_from_row(row: &Row) -> Result<Attempt, StoreError> {
+    use base64::Engine as _;
+    let body: Option<Vec<u8>> = row.try_get(5)?;
     Ok(Attempt {
         attempt: row.try_get(0)?,
         started_at: row.try_get(1)?,
         duration_ms: row.try_get(2)?,
         status_code: row.try_get(3)?,
         error: row.try_get(4)?,
-        response_body: row.try_get(5)?,
+        response_body: body
+            .as_deref()
+            .map(|b| String::from_utf8_lossy(b).into_owned()),
+        response_body_base64: body
+            .as_deref()
+            .map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
     })
 }

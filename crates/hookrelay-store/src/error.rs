@@ -5,7 +5,7 @@ pub enum StoreError {
     Config(#[source] tokio_postgres::Error),
     #[error("store setup: {0}")]
     Setup(String),
-    #[error("store database: {0}")]
+    #[error("store database: {}", describe_pg(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("store pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -36,6 +36,51 @@ impl StoreError {
             | StoreError::Corrupt(_) => false,
         }
     }
+}
+
+impl StoreError {
+    /// The data cannot be stored as it is (SQLSTATE class 22: a NUL byte, invalid
+    /// UTF-8, a value out of range) or breaks a constraint (class 23): retrying the
+    /// same write cannot succeed, so callers split or refuse it instead.
+    pub fn is_bad_data(&self) -> bool {
+        match self {
+            StoreError::Db(e) => e
+                .code()
+                .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23")),
+            _ => false,
+        }
+    }
+
+    /// The SQLSTATE, when the database answered with one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            StoreError::Db(e) => e.code().map(|c| c.code()),
+            _ => None,
+        }
+    }
+}
+
+/// `tokio_postgres::Error` displays only "db error" for a server error; the SQLSTATE,
+/// message and detail are what an operator needs, and for I/O failures the source
+/// chain says what broke.
+pub fn describe_pg(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            s.push_str(" (");
+            s.push_str(detail);
+            s.push(')');
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
 }
 
 /// Connection-level failures and the SQLSTATE classes that mean "try again".

@@ -23,6 +23,7 @@ mod migrate;
 pub mod model;
 mod signal;
 mod subscriptions;
+mod text;
 
 use std::sync::{atomic::AtomicU64, Arc};
 
@@ -31,10 +32,11 @@ use tokio_postgres::NoTls;
 
 pub use batch::BatchOutcome;
 pub use claim::{Claim, ClaimProgress, ClaimRoom, ClaimedDelivery, Outcome, OutcomeStatus};
-pub use error::{is_transient_pg, StoreError};
+pub use error::{describe_pg, is_transient_pg, StoreError};
 pub use leader::SourceLock;
 pub use listing::MAX_PAGE;
 pub use signal::DispatchSignal;
+pub use text::storable;
 
 /// A handle on the store; cheap to clone (two pools).
 #[derive(Clone)]

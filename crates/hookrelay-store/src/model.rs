@@ -45,6 +45,17 @@ pub struct Checkpoint {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A change its source could not turn into an event, kept with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectedChange {
+    pub source: String,
+    /// Where in the source it was (journal id, binlog position, resume token).
+    pub position: String,
+    pub reason: String,
+    /// The change as the source gave it, as text.
+    pub raw: String,
+}
+
 /// How a subscription's deliveries are ordered (DESIGN §1.1.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -177,8 +188,11 @@ pub struct Attempt {
     pub duration_ms: i32,
     pub status_code: Option<i32>,
     pub error: Option<String>,
-    /// The first 4 KiB of the response.
+    /// The first 4 KiB of the response as text, invalid UTF-8 replaced by U+FFFD (a
+    /// NUL stays, as JSON's `\u0000`).
     pub response_body: Option<String>,
+    /// The same bytes exactly, base64: what the receiver really sent.
+    pub response_body_base64: Option<String>,
 }
 
 /// A delivery with every attempt, oldest first.

@@ -29,6 +29,7 @@ pub struct Relay {
     stop: CancellationToken,
     tasks: JoinSet<()>,
     sources: Vec<(String, SourceStatus)>,
+    grace: std::time::Duration,
 }
 
 impl Relay {
@@ -100,13 +101,33 @@ impl Relay {
             stop,
             tasks,
             sources: statuses,
+            grace: cfg.dispatch.shutdown_grace,
         })
     }
 
-    /// Stops claiming and reading, lets in-flight deliveries finish, and returns.
+    /// Stops claiming and reading, lets in-flight deliveries finish, and returns within
+    /// `dispatch.shutdown_grace` whatever the store, sources and endpoints are doing:
+    /// what has not finished by then is aborted (unrecorded outcomes are left to lease
+    /// expiry, unacknowledged changes are read again; nothing is lost).
     pub async fn shutdown(mut self) {
         self.stop.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        let joined = tokio::time::timeout(self.grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if joined.is_err() {
+            tracing::warn!(
+                grace = ?self.grace,
+                tasks = self.tasks.len(),
+                "shutdown grace elapsed; aborting what is still running"
+            );
+            self.tasks.abort_all();
+            // Aborted tasks end at their next await point.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+                while self.tasks.join_next().await.is_some() {}
+            })
+            .await;
+        }
     }
 
     /// Each source's name and live status.

@@ -61,6 +61,9 @@ fn main() -> ExitCode {
             Command::Check => hookrelay::check::check(&cfg).await,
         }
     });
+    // Blocking work still queued (a DNS lookup to a dead resolver) must not keep the
+    // process alive past its shutdown grace.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -71,8 +74,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    let relay = Relay::start(cfg).await?;
-    shutdown_signal().await;
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    // Start-up waits for an unreachable store; a signal meanwhile still stops it.
+    let relay = tokio::select! {
+        r = Relay::start(cfg) => r?,
+        _ = &mut signal => {
+            tracing::info!("signal received during start-up; exiting");
+            return Ok(());
+        }
+    };
+    signal.await;
     tracing::info!("signal received; shutting down");
     relay.shutdown().await;
     Ok(())

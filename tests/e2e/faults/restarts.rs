@@ -158,3 +158,97 @@ async fn out_of_order_commits_are_both_delivered() {
     assert_eq!(events["data"].as_array().unwrap().len(), 2);
     relay.shutdown().await;
 }
+
+/// SIGTERM while the store is down: the process exits within `dispatch.shutdown_grace`
+/// (it neither waits for the store nor retries outcomes forever), and once the store
+/// is back a restarted relay delivers everything committed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_store_is_down_stops_within_the_grace() {
+    const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
+    const GRACE: Duration = Duration::from_secs(2);
+    init_logs();
+    let pg = PgInstance::start();
+    pg.create_db("store").await;
+    let source = TestDb::new("src").await;
+    create_orders(&source.connect().await).await;
+    let mut cfg = relay_config(&pg.url("store"), &source.url());
+    let rx = TestReceiver::start().await;
+    {
+        let relay = start_relay(cfg.clone()).await;
+        Api::new(relay.api_addr).subscribe(&rx.url, json!({})).await;
+        relay.shutdown().await;
+    }
+    let port = free_port();
+    cfg.api.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    cfg.dispatch.shutdown_grace = GRACE;
+    let dir =
+        std::env::temp_dir().join(format!("hookrelay-term-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = write_config(&cfg, &dir);
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "--config", file.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn hookrelay");
+    let readyz = || async move {
+        match reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    };
+    eventually("the child to be ready", Duration::from_secs(60), || async {
+        (readyz().await == 200).then_some(())
+    })
+    .await;
+    let db = source.connect().await;
+    db.batch_execute(
+        "insert into orders (id, status) select g, 'before' from generate_series(1, 20) g",
+    )
+    .await
+    .unwrap();
+    rx.wait_delivered(20, Duration::from_secs(60)).await;
+
+    pg.crash();
+    db.batch_execute(
+        "insert into orders (id, status) select g, 'down' from generate_series(21, 40) g",
+    )
+    .await
+    .unwrap();
+    eventually(
+        "/readyz to see the store down",
+        Duration::from_secs(30),
+        || async { (readyz().await == 503).then_some(()) },
+    )
+    .await;
+    let pid = child.id().to_string();
+    let signalled = std::time::Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    assert!(killed.success());
+    let (status, took) = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break (status, signalled.elapsed());
+        }
+        assert!(
+            signalled.elapsed() < GRACE * 10,
+            "still running {:?} after SIGTERM",
+            signalled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        took < GRACE + Duration::from_millis(1500),
+        "exited {took:?} after SIGTERM; the grace is {GRACE:?}"
+    );
+    assert!(status.success(), "a clean exit: {status}");
+
+    pg.start_again();
+    let relay = start_relay(relay_config(&pg.url("store"), &source.url())).await;
+    rx.wait_delivered(40, Duration::from_secs(60)).await;
+    relay.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

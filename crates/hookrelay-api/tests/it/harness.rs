@@ -251,7 +251,7 @@ pub fn outcome(d: &ClaimedDelivery, status: OutcomeStatus, code: i32) -> Outcome
         duration_ms: 12,
         status_code: Some(code),
         error: failed.then(|| format!("endpoint answered {code}")),
-        response_body: Some(format!("answer {code}")),
+        response_body: Some(format!("answer {code}").into_bytes()),
         status,
     }
 }

@@ -522,3 +522,197 @@ async fn oversized_bodies_are_refused() {
         .await
         .assert_problem(StatusCode::PAYLOAD_TOO_LARGE, None, "300 KiB body");
 }
+
+/// A NUL fits in JSON (`\u0000`) and in a URL (`%00`) but in no store column: every
+/// string field, path segment and query parameter that carries one is a 400 naming it,
+/// never a 500 (issue 7).
+#[tokio::test]
+async fn nul_anywhere_is_a_bad_request_naming_the_field() {
+    let api = TestApi::new().await;
+    let sub = api.subscribe(json!({"url": "https://example.com/"})).await;
+    let id = sub["id"].as_str().expect("id").to_owned();
+    let sub_path = format!("/v1/subscriptions/{id}");
+    let nul = "a\u{0}b";
+    let create = |field: &str, value: serde_json::Value| {
+        let mut body = json!({"url": "https://example.com/"});
+        body[field] = value;
+        body.to_string()
+    };
+    // (method, path, body, field)
+    let mut cases: Vec<(Method, String, String, &str)> = vec![
+        (
+            Method::POST,
+            "/v1/subscriptions".into(),
+            json!({"url": format!("https://example.com/{nul}")}).to_string(),
+            "url",
+        ),
+        (
+            Method::POST,
+            "/v1/subscriptions".into(),
+            create("description", json!(nul)),
+            "description",
+        ),
+        (
+            Method::POST,
+            "/v1/subscriptions".into(),
+            create("secret", json!(nul)),
+            "secret",
+        ),
+        (
+            Method::POST,
+            "/v1/subscriptions".into(),
+            create("ordering", json!(nul)),
+            "ordering",
+        ),
+        (
+            Method::POST,
+            "/v1/subscriptions".into(),
+            create("event_types", json!(["orders.*", nul])),
+            "event_types[1]",
+        ),
+        (
+            Method::POST,
+            "/v1/subscriptions".into(),
+            create("sources", json!([nul])),
+            "sources[0]",
+        ),
+        (
+            Method::POST,
+            "/v1/subscriptions".into(),
+            create("headers", json!({"X-A": nul})),
+            "headers.X-A",
+        ),
+        (
+            Method::POST,
+            "/v1/subscriptions".into(),
+            create("headers", json!({nul: "v"})),
+            "headers",
+        ),
+        (
+            Method::PATCH,
+            sub_path.clone(),
+            json!({"url": format!("https://example.com/{nul}")}).to_string(),
+            "url",
+        ),
+        (
+            Method::PATCH,
+            sub_path.clone(),
+            json!({"description": nul}).to_string(),
+            "description",
+        ),
+        (
+            Method::PATCH,
+            sub_path.clone(),
+            json!({"event_types": [nul]}).to_string(),
+            "event_types[0]",
+        ),
+        (
+            Method::PATCH,
+            sub_path.clone(),
+            json!({"sources": [nul]}).to_string(),
+            "sources[0]",
+        ),
+        (
+            Method::PATCH,
+            sub_path.clone(),
+            json!({"headers": {"X-A": nul}}).to_string(),
+            "headers.X-A",
+        ),
+        (
+            Method::PATCH,
+            sub_path.clone(),
+            json!({"ordering": nul}).to_string(),
+            "ordering",
+        ),
+        (
+            Method::POST,
+            format!("{sub_path}/rotate-secret"),
+            json!({"grace": nul}).to_string(),
+            "grace",
+        ),
+        (
+            Method::POST,
+            "/v1/replay".into(),
+            json!({"subscription_id": nul}).to_string(),
+            "subscription_id",
+        ),
+        (
+            Method::POST,
+            "/v1/replay".into(),
+            json!({"subscription_id": id, "status": nul}).to_string(),
+            "status",
+        ),
+        (
+            Method::POST,
+            "/v1/replay".into(),
+            json!({"subscription_id": id, "event_type": nul}).to_string(),
+            "event_type",
+        ),
+        (
+            Method::POST,
+            "/v1/replay".into(),
+            json!({"subscription_id": id, "since": nul}).to_string(),
+            "since",
+        ),
+    ];
+    for path in [
+        "/v1/subscriptions/sub%00x",
+        "/v1/subscriptions/sub%00x/rotate-secret",
+        "/v1/events/evt%00x",
+        "/v1/deliveries/1%00",
+        "/v1/deliveries/1%00/replay",
+    ] {
+        let method = if path.ends_with("rotate-secret") || path.ends_with("replay") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        cases.push((method, path.into(), String::new(), "id"));
+    }
+    cases.push((
+        Method::PATCH,
+        "/v1/subscriptions/sub%00x".into(),
+        "{}".into(),
+        "id",
+    ));
+    cases.push((
+        Method::DELETE,
+        "/v1/subscriptions/sub%00x".into(),
+        String::new(),
+        "id",
+    ));
+    for param in ["source", "event_type", "since", "until", "limit", "cursor"] {
+        cases.push((
+            Method::GET,
+            format!("/v1/events?{param}=a%00b"),
+            String::new(),
+            param,
+        ));
+    }
+    for param in [
+        "subscription_id",
+        "status",
+        "event_type",
+        "since",
+        "until",
+        "limit",
+        "cursor",
+    ] {
+        cases.push((
+            Method::GET,
+            format!("/v1/deliveries?{param}=a%00b"),
+            String::new(),
+            param,
+        ));
+    }
+    for (method, path, body, field) in cases {
+        let case = format!("{method} {path} {body}");
+        api.raw(method, &path, &body)
+            .await
+            .assert_problem(BAD, Some(field), &case);
+    }
+    // Nothing above was saved or changed.
+    let list = api.get("/v1/subscriptions").await.json();
+    assert_eq!(list["data"].as_array().expect("data").len(), 1);
+    assert_eq!(list["data"][0]["url"], "https://example.com/");
+}

@@ -27,6 +27,22 @@ select id, txid::text, seq, schema_name, table_name, op, before::text, after::te
 
 pub(super) const DELETE: &str = "delete from hookrelay.journal where id = any ($1::bigint[])";
 
+/// A journal row as text, for a change set aside: its images stay strings, since
+/// they may be what could not be read.
+pub(super) fn raw_text(row: &Row) -> String {
+    let text = |i: usize| row.try_get::<_, Option<&str>>(i).ok().flatten();
+    serde_json::json!({
+        "txid": text(1),
+        "seq": row.try_get::<_, i32>(2).ok(),
+        "schema": text(3),
+        "table": text(4),
+        "op": text(5),
+        "before": text(6),
+        "after": text(7),
+    })
+    .to_string()
+}
+
 /// Rebuilds events from journal rows; keeps table metadata between batches.
 pub(super) struct EventBuilder {
     pub source: String,

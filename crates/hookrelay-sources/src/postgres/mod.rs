@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::{BatchSink, Source, SourceError, SourceStatus};
+use hookrelay_store::model::RejectedChange;
 use journal::EventBuilder;
 use setup::Names;
 
@@ -280,8 +281,24 @@ impl<'a> Reader<'a> {
         let mut events = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
         for row in &rows {
-            ids.push(row.get::<_, i64>(0));
-            events.push(self.builder.build(self.client, row, captured_at).await?);
+            let id = row.get::<_, i64>(0);
+            ids.push(id);
+            match self.builder.build(self.client, row, captured_at).await {
+                Ok(event) => events.push(event),
+                // One journal row that cannot become an event is set aside, not
+                // retried forever in front of every change behind it.
+                Err(SourceError::BadChange { position, reason }) => {
+                    tracing::error!(journal_id = id, %reason, "a journalled change cannot become an event; set aside in hookrelay.rejected_changes");
+                    sink.reject(&RejectedChange {
+                        source: self.src.cfg.name.clone(),
+                        position,
+                        reason,
+                        raw: journal::raw_text(row),
+                    })
+                    .await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         let last = ids.iter().copied().max().unwrap_or_default();
         let outcome = sink.commit(&events, &format!("journal:{last}")).await?;
