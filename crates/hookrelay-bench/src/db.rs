@@ -104,7 +104,7 @@ impl Databases {
             .await?
             .query_one(
                 "select exists (select 1 from pg_trigger
-                  where tgrelid = 'public.orders'::regclass and tgname like 'hookrelay_capture_%')",
+                  where tgrelid = 'public.orders'::regclass and tgname like 'hookrelay_%')",
                 &[],
             )
             .await?;

@@ -431,7 +431,7 @@ impl Config {
                         if split_qualified(t).is_none() {
                             return Err(ConfigError::invalid(
                                 format!("sources[{i}].tables[{j}]"),
-                                format!("{t:?} is not of the form \"schema.table\" (letters, digits, _ and $)"),
+                                format!("{t:?} is not of the form \"schema.table\" (letters, digits, _ and $; double-quote other names: '\"Sales\".\"Order Items\"')"),
                             ));
                         }
                     }
@@ -534,17 +534,44 @@ fn show_value(value: &figment::value::Value) -> String {
     }
 }
 
-/// `schema.table` → (`schema`, `table`), identifiers only.
-pub fn split_qualified(name: &str) -> Option<(&str, &str)> {
-    let (schema, table) = name.split_once('.')?;
-    let ident = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
-            && !s.as_bytes()[0].is_ascii_digit()
+/// Splits `schema.table` into its two names. Each is either plain (letters, digits,
+/// `_`, `$`, not starting with a digit; used exactly as written) or double-quoted
+/// like SQL (`"Sales"."Order Items"`, a `"` inside doubled), for any other name.
+pub fn split_qualified(name: &str) -> Option<(String, String)> {
+    let (schema, rest) = one_identifier(name)?;
+    let rest = rest.strip_prefix('.')?;
+    let (table, rest) = one_identifier(rest)?;
+    rest.is_empty().then_some((schema, table))
+}
+
+/// The identifier at the start of `s`, and what follows it.
+fn one_identifier(s: &str) -> Option<(String, &str)> {
+    let (name, rest) = if let Some(quoted) = s.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = quoted.char_indices();
+        let end = loop {
+            let (i, c) = chars.next()?;
+            if c == '"' {
+                if quoted[i + 1..].starts_with('"') {
+                    chars.next();
+                    name.push('"');
+                    continue;
+                }
+                break i + 1;
+            }
+            name.push(c);
+        };
+        (name, &quoted[end..])
+    } else {
+        let end = s
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+            .unwrap_or(s.len());
+        if s.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+            return None;
+        }
+        (s[..end].to_owned(), &s[end..])
     };
-    (ident(schema) && ident(table)).then_some((schema, table))
+    (!name.is_empty() && name.len() <= 63 && !name.contains('\0')).then_some((name, rest))
 }
 
 /// The URL with any password replaced, for messages and logs.
@@ -622,7 +649,19 @@ tables = ["public.orders"]
 
     #[test]
     fn qualified_names() {
-        assert_eq!(split_qualified("public.orders"), Some(("public", "orders")));
+        let ok = [
+            ("public.orders", "public", "orders"),
+            (r#""Sales"."Order Items""#, "Sales", "Order Items"),
+            (r#"public."we""ird.name""#, "public", r#"we"ird.name"#),
+            (r#""x".y$1"#, "x", "y$1"),
+        ];
+        for (input, schema, table) in ok {
+            assert_eq!(
+                split_qualified(input),
+                Some((schema.to_owned(), table.to_owned())),
+                "{input}"
+            );
+        }
         for bad in [
             "orders",
             ".orders",
@@ -630,6 +669,10 @@ tables = ["public.orders"]
             "pub lic.orders",
             "public.or\"ders",
             "1a.b",
+            r#""unterminated.x"#,
+            r#""".x"#,
+            r#""a"b.c"#,
+            "a.b.c",
         ] {
             assert_eq!(split_qualified(bad), None, "{bad}");
         }

@@ -16,6 +16,8 @@ pub enum Op {
     Insert,
     Update,
     Delete,
+    /// The whole table was emptied (PostgreSQL `TRUNCATE`): no key, no images.
+    Truncate,
 }
 
 impl Op {
@@ -24,6 +26,7 @@ impl Op {
             Op::Insert => "insert",
             Op::Update => "update",
             Op::Delete => "delete",
+            Op::Truncate => "truncate",
         }
     }
 }

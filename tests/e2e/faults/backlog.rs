@@ -69,7 +69,7 @@ async fn spawn_relay(env: &Env, per_subscription: usize) -> Child9 {
     eventually("the capture trigger", Duration::from_secs(30), || async {
         let n: i64 = db
             .query_one(
-                "select count(*) from pg_trigger where tgname = 'hookrelay_capture_shop'",
+                "select count(*) from pg_trigger where tgname = 'hookrelay_shop_ins'",
                 &[],
             )
             .await

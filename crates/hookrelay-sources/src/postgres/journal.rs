@@ -93,6 +93,7 @@ impl EventBuilder {
             "INSERT" => Op::Insert,
             "UPDATE" => Op::Update,
             "DELETE" => Op::Delete,
+            "TRUNCATE" => Op::Truncate,
             other => return Err(bad(format!("unknown op {other:?}"))),
         };
         let before = before
@@ -103,38 +104,41 @@ impl EventBuilder {
             .map(Image::parse)
             .transpose()
             .map_err(|e| bad(format!("after image: {e}")))?;
-        let keyed = match op {
-            Op::Delete => before.as_ref(),
-            _ => after.as_ref(),
-        }
-        .ok_or_else(|| bad("row image missing".into()))?;
-
-        let tkey = (schema.to_owned(), table.to_owned());
-        let stale = match self.tables.get(&tkey) {
-            None => true,
-            Some(m) => keyed
-                .columns
-                .iter()
-                .any(|(c, _)| !m.columns.iter().any(|k| k == c)),
-        };
-        if stale {
-            let m = meta::load(client, schema, table).await?.unwrap_or_else(|| {
-                tracing::warn!(table = %format!("{schema}.{table}"), "journalled table no longer exists; passing values through");
-                TableMeta::default()
-            });
-            self.tables.insert(tkey.clone(), m);
-        }
-        let meta = &self.tables[&tkey];
-
         let mut before_json = String::new();
-        if let Some(img) = &before {
-            self.key.clear();
-            img.render(&meta.kinds, &meta.key, &mut before_json, &mut self.key);
-        }
         self.image.clear();
-        if let Some(img) = &after {
-            self.key.clear();
-            img.render(&meta.kinds, &meta.key, &mut self.image, &mut self.key);
+        self.key.clear();
+        if op == Op::Truncate {
+            // A whole table emptied: no row, so no key and no images.
+            self.key.push_str("null");
+        } else {
+            let keyed = match op {
+                Op::Delete => before.as_ref(),
+                _ => after.as_ref(),
+            }
+            .ok_or_else(|| bad("row image missing".into()))?;
+            let tkey = (schema.to_owned(), table.to_owned());
+            let stale = match self.tables.get(&tkey) {
+                None => true,
+                Some(m) => keyed
+                    .columns
+                    .iter()
+                    .any(|(c, _)| !m.columns.iter().any(|k| k == c)),
+            };
+            if stale {
+                let m = meta::load(client, schema, table).await?.unwrap_or_else(|| {
+                    tracing::warn!(table = %format!("{schema}.{table}"), "journalled table no longer exists; passing values through");
+                    TableMeta::default()
+                });
+                self.tables.insert(tkey.clone(), m);
+            }
+            let meta = &self.tables[&tkey];
+            if let Some(img) = &before {
+                img.render(&meta.kinds, &meta.key, &mut before_json, &mut self.key);
+            }
+            if let Some(img) = &after {
+                self.key.clear();
+                img.render(&meta.kinds, &meta.key, &mut self.image, &mut self.key);
+            }
         }
         let after_json = std::mem::take(&mut self.image);
         let raw = |s: &str| serde_json::value::RawValue::from_string(s.to_owned());

@@ -72,7 +72,6 @@ impl PostgresSource {
             .iter()
             .map(|t| {
                 split_qualified(t)
-                    .map(|(s, t)| (s.to_owned(), t.to_owned()))
                     .ok_or_else(|| SourceError::Setup(format!("table {t:?} is not schema.table")))
             })
             .collect::<Result<_, _>>()?;
@@ -90,10 +89,13 @@ impl PostgresSource {
     pub async fn check(&self) -> Result<(), SourceError> {
         let (client, conn) = tokio_postgres::connect(&self.cfg.url, NoTls).await?;
         let driver = tokio::spawn(conn);
-        let result = meta::check_keys(&client, &self.tables).await;
+        let result = meta::problems(&client, &self.tables).await;
         drop(client);
         let _ = driver.await;
-        result
+        match result? {
+            problems if problems.is_empty() => Ok(()),
+            problems => Err(SourceError::Setup(problems.join("; "))),
+        }
     }
 }
 
@@ -160,7 +162,6 @@ impl<'a> Reader<'a> {
     ) -> Result<(), SourceError> {
         let names = &self.src.names;
         setup::install(self.client, names, &self.src.tables).await?;
-        meta::check_keys(self.client, &self.src.tables).await?;
         self.client
             .batch_execute(&format!(
                 "set application_name = 'hookrelay:{}'; listen {}",

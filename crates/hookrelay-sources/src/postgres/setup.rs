@@ -1,10 +1,23 @@
 //! What hookrelay installs in a Postgres source database, idempotently, at start:
 //!
 //! ```text
-//!  watched table ──AFTER ROW trigger──▶ hookrelay.journal (one row per change)
+//!  watched table ──AFTER INSERT / DELETE statement triggers (transition tables)──┐
+//!                ──AFTER UPDATE row trigger (old and new row paired for certain)─┼─▶ hookrelay.journal
+//!                ──AFTER TRUNCATE statement trigger (one row, op TRUNCATE)────────┘   (one row per change)
 //!                        │ first change of a transaction, only if the reader is idle:
 //!                        └──────────────▶ pg_notify('hookrelay_<source>', '')  (wake-up, no data)
 //! ```
+//!
+//! Inserts and deletes are journalled once per statement, from its transition table:
+//! one function call for the whole statement instead of one per row (measured on 100k
+//! rows: plain insert 0.34 s, a row trigger 1.2 s, a statement trigger 0.62 s). An
+//! update needs its old and new row paired, which only a row trigger knows for certain.
+//!
+//! Both functions pin every setting that changes `to_json`'s output (`TimeZone`,
+//! `DateStyle`, `IntervalStyle`, `extra_float_digits`, `bytea_output`, `lc_monetary`,
+//! `search_path`): a function's `SET` clause applies for its own call and is undone
+//! after, so the writer's session is untouched and its settings cannot change the
+//! bytes receivers get (DESIGN §1.3).
 //!
 //! `pg_notify` serialises committing transactions on a global lock, so it is sent at
 //! most once per transaction and only while the reader waits (`hookrelay.readers.idle`);
@@ -15,6 +28,7 @@
 
 use tokio_postgres::Client;
 
+use super::meta;
 use crate::SourceError;
 
 pub(super) const SCHEMA_SQL: &str = r#"
@@ -37,7 +51,11 @@ create table if not exists hookrelay.readers (
     idle   boolean not null default false
 );
 create or replace function hookrelay.capture() returns trigger
-language plpgsql as $fn$
+language plpgsql
+set timezone = 'UTC' set datestyle = 'ISO, YMD' set intervalstyle = 'iso_8601'
+set extra_float_digits = 3 set bytea_output = 'hex' set lc_monetary = 'C'
+set search_path = pg_catalog, pg_temp
+as $fn$
 declare
     -- TG_ARGV: 0 source name, 1 per-source transaction counter (a GUC name), 2 lock key
     n integer := coalesce(nullif(current_setting(TG_ARGV[1], true), '')::integer + 1, 0);
@@ -56,13 +74,54 @@ begin
     return null;
 end
 $fn$;
+create or replace function hookrelay.capture_statement() returns trigger
+language plpgsql
+set timezone = 'UTC' set datestyle = 'ISO, YMD' set intervalstyle = 'iso_8601'
+set extra_float_digits = 3 set bytea_output = 'hex' set lc_monetary = 'C'
+set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+    -- TG_ARGV as for capture(); `first` is this statement's first txn.seq
+    first integer := coalesce(nullif(current_setting(TG_ARGV[1], true), '')::integer + 1, 0);
+    added integer;
+begin
+    if TG_OP = 'INSERT' then
+        insert into hookrelay.journal (source, seq, schema_name, table_name, op, after)
+        select TG_ARGV[0], first + (row_number() over ())::integer - 1,
+               TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, to_json(r)
+          from hookrelay_new r;
+    elsif TG_OP = 'DELETE' then
+        insert into hookrelay.journal (source, seq, schema_name, table_name, op, before)
+        select TG_ARGV[0], first + (row_number() over ())::integer - 1,
+               TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, to_json(r)
+          from hookrelay_old r;
+    else
+        insert into hookrelay.journal (source, seq, schema_name, table_name, op)
+        values (TG_ARGV[0], first, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP);
+    end if;
+    get diagnostics added = row_count;
+    if added > 0 then
+        perform set_config(TG_ARGV[1], (first + added - 1)::text, true);
+        if first = 0 then
+            perform pg_advisory_xact_lock_shared(TG_ARGV[2]::bigint);
+            if exists (select 1 from hookrelay.readers r where r.source = TG_ARGV[0] and r.idle) then
+                perform pg_notify('hookrelay_' || TG_ARGV[0], '');
+            end if;
+        end if;
+    end if;
+    return null;
+end
+$fn$;
 "#;
 
 /// Names derived from the source name, shared by the trigger and the reader.
 pub(super) struct Names {
     pub source: String,
     pub channel: String,
-    pub trigger: String,
+    /// The one row trigger of versions before statement triggers; removed on install.
+    pub legacy_trigger: String,
+    /// `<prefix>_ins`, `_del`, `_upd`, `_trunc`: see [`Names::triggers`].
+    pub trigger_prefix: String,
     pub counter_guc: String,
     pub lock_key: i64,
 }
@@ -77,10 +136,48 @@ impl Names {
         Self {
             source: source.to_owned(),
             channel: format!("hookrelay_{source}"),
-            trigger: format!("hookrelay_capture_{safe}"),
+            legacy_trigger: format!("hookrelay_capture_{safe}"),
+            trigger_prefix: format!("hookrelay_{safe}"),
             counter_guc: format!("hookrelay.seq_{hex}"),
             lock_key: lock_key(source),
         }
+    }
+}
+
+impl Names {
+    /// Each trigger this source installs on a table, with what follows `on <table>`
+    /// in its `CREATE TRIGGER` and the function it runs.
+    pub fn triggers(&self) -> [(String, &'static str, &'static str); 4] {
+        let p = &self.trigger_prefix;
+        [
+            (
+                format!("{p}_ins"),
+                "after insert on {table} referencing new table as hookrelay_new for each statement",
+                "capture_statement",
+            ),
+            (
+                format!("{p}_del"),
+                "after delete on {table} referencing old table as hookrelay_old for each statement",
+                "capture_statement",
+            ),
+            (
+                format!("{p}_upd"),
+                "after update on {table} for each row",
+                "capture",
+            ),
+            (
+                format!("{p}_trunc"),
+                "after truncate on {table} for each statement",
+                "capture_statement",
+            ),
+        ]
+    }
+
+    /// Every trigger name this source may have left on a table, old versions' included.
+    pub fn all_trigger_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.triggers().into_iter().map(|(n, _, _)| n).collect();
+        names.push(self.legacy_trigger.clone());
+        names
     }
 }
 
@@ -125,66 +222,93 @@ async fn install_locked(
             &[&names.source],
         )
         .await?;
+    let all_names = names.all_trigger_names();
+    let mut problems = Vec::new();
     for (schema, table) in tables {
-        let row = client
+        let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
+        if let Some(problem) = meta::table_problem(client, schema, table).await? {
+            // A table that fails its checks gets no trigger: its changes could not
+            // become events (no key), and a trigger left from before would fill the
+            // journal with rows nothing sends.
+            if !problem.missing {
+                remove_triggers(client, &all_names, schema, table).await?;
+            }
+            problems.push(problem.text);
+            continue;
+        }
+        let replident: String = client
             .query_one(
-                "select c.oid::bigint, c.relreplident::text, c.relkind::text
-                   from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                  where n.nspname = $1 and c.relname = $2
-                 union all select null, null, null limit 1",
+                "select c.relreplident::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                  where n.nspname = $1 and c.relname = $2",
                 &[schema, table],
             )
-            .await?;
-        let oid: Option<i64> = row.get(0);
-        if oid.is_none() {
-            return Err(SourceError::Setup(format!(
-                "table {schema}.{table} does not exist in the source database"
-            )));
-        }
-        let kind: String = row.get(2);
-        if kind != "r" && kind != "p" {
-            return Err(SourceError::Setup(format!(
-                "{schema}.{table} is not a table (relkind {kind})"
-            )));
-        }
-        let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
-        let replident: String = row.get(1);
+            .await?
+            .get(0);
         if replident != "f" {
             client
                 .batch_execute(&format!("alter table {qualified} replica identity full"))
                 .await?;
         }
-        let sql = format!(
-            "create or replace trigger {trigger} after insert or update or delete on {qualified} \
-             for each row execute function hookrelay.capture({src}, {guc}, {key})",
-            trigger = quote_ident(&names.trigger),
+        let args = format!(
+            "{src}, {guc}, {key}",
             src = quote_literal(&names.source),
             guc = quote_literal(&names.counter_guc),
             key = quote_literal(&names.lock_key.to_string()),
         );
-        client.batch_execute(&sql).await?;
+        for (trigger, when, function) in names.triggers() {
+            let sql = format!(
+                "create or replace trigger {trigger} {when} execute function hookrelay.{function}({args})",
+                trigger = quote_ident(&trigger),
+                when = when.replace("{table}", &qualified),
+            );
+            client.batch_execute(&sql).await?;
+        }
+        client
+            .batch_execute(&format!(
+                "drop trigger if exists {} on {qualified}",
+                quote_ident(&names.legacy_trigger)
+            ))
+            .await?;
     }
     // Tables dropped from the config stop being captured.
     let rows = client
         .query(
-            "select n.nspname, c.relname from pg_trigger t
+            "select distinct n.nspname, c.relname from pg_trigger t
                join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
-              where t.tgname = $1",
-            &[&names.trigger],
+              where t.tgname = any ($1)",
+            &[&all_names],
         )
         .await?;
     for r in rows {
         let (schema, table): (String, String) = (r.get(0), r.get(1));
         if !tables.iter().any(|(s, t)| *s == schema && *t == table) {
-            let sql = format!(
-                "drop trigger if exists {} on {}.{}",
-                quote_ident(&names.trigger),
-                quote_ident(&schema),
-                quote_ident(&table)
-            );
-            client.batch_execute(&sql).await?;
+            remove_triggers(client, &all_names, &schema, &table).await?;
             tracing::info!(table = %format!("{schema}.{table}"), "stopped capturing a table no longer in the config");
         }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(SourceError::Setup(problems.join("; ")))
+    }
+}
+
+/// Drops every trigger of this source from one table.
+async fn remove_triggers(
+    client: &Client,
+    all_names: &[String],
+    schema: &str,
+    table: &str,
+) -> Result<(), SourceError> {
+    for name in all_names {
+        client
+            .batch_execute(&format!(
+                "drop trigger if exists {} on {}.{}",
+                quote_ident(name),
+                quote_ident(schema),
+                quote_ident(table)
+            ))
+            .await?;
     }
     Ok(())
 }
@@ -205,7 +329,8 @@ mod tests {
     fn names_are_stable_and_safe() {
         let n = Names::new("shop-eu");
         assert_eq!(n.channel, "hookrelay_shop-eu");
-        assert_eq!(n.trigger, "hookrelay_capture_shop_eu");
+        assert_eq!(n.legacy_trigger, "hookrelay_capture_shop_eu");
+        assert_eq!(n.triggers()[0].0, "hookrelay_shop_eu_ins");
         assert_eq!(n.counter_guc, "hookrelay.seq_73686f702d6575");
         assert_eq!(n.lock_key, Names::new("shop-eu").lock_key);
         assert_ne!(n.lock_key, Names::new("shop_eu").lock_key);
