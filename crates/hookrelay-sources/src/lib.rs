@@ -51,24 +51,59 @@ pub trait Source: Send + Sync {
 /// What a source can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("source database: {0}")]
+    #[error("source database: {}", describe_pg(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
     Setup(String),
+    /// A database error while installing capture, naming what was being set up.
+    #[error("setting up {object}: {}", describe_pg(.source))]
+    SetupStep {
+        object: String,
+        source: tokio_postgres::Error,
+    },
     #[error("change {position}: {reason}")]
     BadChange { position: String, reason: String },
 }
 
 impl SourceError {
+    pub(crate) fn setup_step(object: impl Into<String>, source: tokio_postgres::Error) -> Self {
+        SourceError::SetupStep {
+            object: object.into(),
+            source,
+        }
+    }
+
     /// Retrying may help (network, restart, lock). Setup errors (a missing table, no
     /// primary key) are retried too, but more slowly: they need a human first.
     pub fn is_transient(&self) -> bool {
         match self {
-            SourceError::Db(e) => hookrelay_store::is_transient_pg(e),
+            SourceError::Db(e) | SourceError::SetupStep { source: e, .. } => {
+                hookrelay_store::is_transient_pg(e)
+            }
             SourceError::Store(e) => e.is_transient(),
             SourceError::Setup(_) | SourceError::BadChange { .. } => false,
         }
+    }
+}
+
+/// A Postgres error as a person needs it: SQLSTATE and the server's message (plus
+/// detail and hint), or the connection-level cause. `tokio_postgres::Error`'s own
+/// Display says only "db error".
+pub fn describe_pg(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut out = format!("SQLSTATE {}: {}", db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            out.push_str(&format!(" (detail: {detail})"));
+        }
+        if let Some(hint) = db.hint() {
+            out.push_str(&format!(" (hint: {hint})"));
+        }
+        return out;
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
     }
 }

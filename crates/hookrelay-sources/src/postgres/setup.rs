@@ -12,10 +12,25 @@
 //! rest of its transaction: a reader about to sleep sets `idle` and then tries the
 //! exclusive lock, which only succeeds once every writer that might have seen
 //! `idle = false` has finished, so its last poll cannot miss a silent commit.
+//!
+//! Setup itself runs under ONE advisory lock, [`SETUP_LOCK_KEY`], that every source
+//! and every hookrelay process takes in the source database, whichever source it
+//! sets up: the schema, journal and capture function are shared by all sources on
+//! that database, and `create ... if not exists` / `create or replace` are not safe
+//! against each other when run concurrently (a duplicate key in `pg_namespace`,
+//! "tuple concurrently updated"). Under the lock every step is idempotent, so any
+//! number of sources may start at once and a crash mid-setup leaves nothing the next
+//! attempt cannot finish. The lock is per session: a dropped connection releases it.
 
 use tokio_postgres::Client;
 
 use crate::SourceError;
+
+/// The advisory lock every setup takes. Negative, so it can never equal a source's
+/// writer/reader key ([`Names::lock_key`] is non-negative); advisory locks are
+/// per-database, so sources on other databases do not wait for it.
+pub(super) const SETUP_LOCK_KEY: i64 = -0x686f_6f6b_7365_7475; // "-hooksetu"
+const _: () = assert!(SETUP_LOCK_KEY < 0, "never a source's own lock key");
 
 pub(super) const SCHEMA_SQL: &str = r#"
 create schema if not exists hookrelay;
@@ -102,13 +117,15 @@ pub(super) async fn install(
     names: &Names,
     tables: &[(String, String)],
 ) -> Result<(), SourceError> {
-    // Concurrent installs (two processes starting) would race on CREATE OR REPLACE.
+    // One lock for every source and process on this database (see the module doc).
     client
-        .execute("select pg_advisory_lock($1)", &[&(names.lock_key ^ 1)])
-        .await?;
+        .execute("select pg_advisory_lock($1)", &[&SETUP_LOCK_KEY])
+        .await
+        .map_err(|e| SourceError::setup_step("the setup lock (pg_advisory_lock)", e))?;
     let result = install_locked(client, names, tables).await;
+    // If unlocking fails the session is gone, and the lock with it.
     let _ = client
-        .execute("select pg_advisory_unlock($1)", &[&(names.lock_key ^ 1)])
+        .execute("select pg_advisory_unlock($1)", &[&SETUP_LOCK_KEY])
         .await;
     result
 }
@@ -118,13 +135,16 @@ async fn install_locked(
     names: &Names,
     tables: &[(String, String)],
 ) -> Result<(), SourceError> {
-    client.batch_execute(SCHEMA_SQL).await?;
+    client.batch_execute(SCHEMA_SQL).await.map_err(|e| {
+        SourceError::setup_step("schema hookrelay (journal, readers, capture function)", e)
+    })?;
     client
         .execute(
             "insert into hookrelay.readers (source, idle) values ($1, false) on conflict (source) do update set idle = false",
             &[&names.source],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::setup_step(format!("hookrelay.readers row for source {}", names.source), e))?;
     for (schema, table) in tables {
         let row = client
             .query_one(
@@ -134,7 +154,10 @@ async fn install_locked(
                  union all select null, null, null limit 1",
                 &[schema, table],
             )
-            .await?;
+            .await
+            .map_err(|e| {
+                SourceError::setup_step(format!("looking up table {schema}.{table}"), e)
+            })?;
         let oid: Option<i64> = row.get(0);
         if oid.is_none() {
             return Err(SourceError::Setup(format!(
@@ -152,7 +175,10 @@ async fn install_locked(
         if replident != "f" {
             client
                 .batch_execute(&format!("alter table {qualified} replica identity full"))
-                .await?;
+                .await
+                .map_err(|e| {
+                    SourceError::setup_step(format!("replica identity full on {schema}.{table}"), e)
+                })?;
         }
         let sql = format!(
             "create or replace trigger {trigger} after insert or update or delete on {qualified} \
@@ -162,7 +188,9 @@ async fn install_locked(
             guc = quote_literal(&names.counter_guc),
             key = quote_literal(&names.lock_key.to_string()),
         );
-        client.batch_execute(&sql).await?;
+        client.batch_execute(&sql).await.map_err(|e| {
+            SourceError::setup_step(format!("trigger {} on {schema}.{table}", names.trigger), e)
+        })?;
     }
     // Tables dropped from the config stop being captured.
     let rows = client
@@ -172,7 +200,8 @@ async fn install_locked(
               where t.tgname = $1",
             &[&names.trigger],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::setup_step(format!("listing triggers {}", names.trigger), e))?;
     for r in rows {
         let (schema, table): (String, String) = (r.get(0), r.get(1));
         if !tables.iter().any(|(s, t)| *s == schema && *t == table) {
@@ -182,7 +211,12 @@ async fn install_locked(
                 quote_ident(&schema),
                 quote_ident(&table)
             );
-            client.batch_execute(&sql).await?;
+            client.batch_execute(&sql).await.map_err(|e| {
+                SourceError::setup_step(
+                    format!("dropping trigger {} on {schema}.{table}", names.trigger),
+                    e,
+                )
+            })?;
             tracing::info!(table = %format!("{schema}.{table}"), "stopped capturing a table no longer in the config");
         }
     }
