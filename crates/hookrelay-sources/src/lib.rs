@@ -46,6 +46,11 @@ pub trait Source: Send + Sync {
         status: &SourceStatus,
         stop: &CancellationToken,
     ) -> impl Future<Output = Result<(), SourceError>> + Send;
+
+    /// Whether the source's capture is in place upstream (its setup completed, by any
+    /// process), without changing anything: a process on standby is ready only once
+    /// it is.
+    fn capture_installed(&self) -> impl Future<Output = Result<bool, SourceError>> + Send;
 }
 
 /// What a source can fail with.

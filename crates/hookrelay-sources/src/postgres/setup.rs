@@ -223,6 +223,32 @@ async fn install_locked(
     Ok(())
 }
 
+/// Whether this source's capture is in place in the source database: its trigger on
+/// every configured table. Read-only; a standby process asks this to know that the
+/// leader (whichever process) has begun capturing.
+pub(super) async fn is_installed(
+    client: &Client,
+    names: &Names,
+    tables: &[(String, String)],
+) -> Result<bool, SourceError> {
+    let schemas: Vec<&str> = tables.iter().map(|(s, _)| s.as_str()).collect();
+    let relnames: Vec<&str> = tables.iter().map(|(_, t)| t.as_str()).collect();
+    let missing: i64 = client
+        .query_one(
+            "select count(*) from unnest($2::text[], $3::text[]) as w(nspname, relname)
+              where not exists (
+                select 1 from pg_trigger t
+                  join pg_class c on c.oid = t.tgrelid
+                  join pg_namespace n on n.oid = c.relnamespace
+                 where t.tgname = $1 and n.nspname = w.nspname and c.relname = w.relname)",
+            &[&names.trigger, &schemas, &relnames],
+        )
+        .await
+        .map_err(|e| SourceError::setup_step(format!("checking triggers {}", names.trigger), e))?
+        .get(0);
+    Ok(missing == 0)
+}
+
 pub(super) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
