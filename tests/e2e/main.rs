@@ -9,4 +9,5 @@ mod delivery;
 mod faults;
 mod ordering;
 mod pipeline;
+mod readiness;
 mod scale_out;
