@@ -2,7 +2,11 @@
 //! up on one source database at the same moment without an error, `/readyz` answers
 //! 200 only once every source captures, and a change committed after that arrives.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::BTreeSet,
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use hookrelay::Relay;
 use hookrelay_core::Config;
@@ -220,4 +224,60 @@ async fn a_standby_is_ready_only_once_the_capture_is_installed() {
     );
     c.shutdown().await;
     b.shutdown().await;
+}
+
+/// `hookrelay run` as a user starts it: one "capturing" line per source, and
+/// `/readyz` 200 only after all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_logs_capturing_once_per_source() {
+    let env = Env::new().await;
+    let db = env.source.connect().await;
+    for i in 1..=SOURCES {
+        db.batch_execute(&format!(
+            "create table orders_{i} (id bigint primary key, status text not null)"
+        ))
+        .await
+        .unwrap();
+    }
+    let mut cfg = many_sources(&env);
+    let port = free_port();
+    cfg.api.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let dir =
+        std::env::temp_dir().join(format!("hookrelay-ready-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = write_config(&cfg, &dir);
+    let log_path = dir.join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("spawn hookrelay");
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let ready = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status() == 200 {
+                    // Read the log as it stood when readiness was first answered.
+                    return std::fs::read_to_string(&log_path).unwrap();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = ready.expect("hookrelay run answers /readyz 200");
+    let _ = std::fs::remove_dir_all(&dir);
+    for i in 1..=SOURCES {
+        let lines = log
+            .lines()
+            .filter(|l| l.contains(&format!("source=\"s{i}\"")) && l.contains(" capturing "))
+            .count();
+        assert_eq!(lines, 1, "source s{i}: {lines} capturing lines in\n{log}");
+    }
+    assert!(!log.contains("db error"), "{log}");
 }
