@@ -16,7 +16,6 @@ use base64::{engine::general_purpose::STANDARD, Engine};
 use hmac::{Hmac, Mac};
 use hookrelay::Relay;
 use hookrelay_core::Config;
-use hookrelay_sources::SourceState;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::Notify;
@@ -232,29 +231,15 @@ impl Env {
     }
 }
 
-/// Starts a relay in-process and waits until every source it leads is capturing
-/// (triggers installed), so changes the test commits next are journalled.
+/// Starts a relay in-process and waits until it is ready: every source capturing
+/// (triggers installed), here or by the process that leads it, so changes the test
+/// commits next are journalled.
 pub async fn start_relay(cfg: Config) -> Relay {
     let relay = Relay::start(cfg).await.expect("relay starts");
-    let statuses: Vec<_> = relay.sources().iter().map(|(_, s)| s.clone()).collect();
-    eventually(
-        "sources to be capturing or on standby",
-        Duration::from_secs(30),
-        || {
-            let statuses = statuses.clone();
-            async move {
-                statuses
-                    .iter()
-                    .all(|s| {
-                        matches!(
-                            s.snapshot().state,
-                            SourceState::Running | SourceState::Standby
-                        )
-                    })
-                    .then_some(())
-            }
-        },
-    )
+    eventually("the relay to be ready", Duration::from_secs(30), || {
+        let ready = relay.is_ready();
+        async move { ready.then_some(()) }
+    })
     .await;
     relay
 }

@@ -10,4 +10,5 @@ mod faults;
 mod ordering;
 mod outside_bytes;
 mod pipeline;
+mod readiness;
 mod scale_out;

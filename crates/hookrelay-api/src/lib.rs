@@ -1,7 +1,7 @@
 //! hookrelay's admin API (DESIGN §1.5): thin axum handlers over store functions.
 //!
 //! ```text
-//!  request ─▶ /healthz, /readyz                        (no auth)
+//!  request ─▶ /healthz, /readyz (store + sources ready)  (no auth)
 //!          └▶ /v1/* ─▶ auth (bearer) ─▶ extract (JSON/query/path, 400 names the field)
 //!                                    ─▶ validate (422 names the field)
 //!                                    ─▶ store function ─▶ JSON  |  ApiError ─▶ problem+json
@@ -18,6 +18,7 @@ mod deliveries;
 mod error;
 mod events;
 mod extract;
+mod health;
 mod params;
 mod subscriptions;
 pub mod validate;
@@ -25,16 +26,16 @@ pub mod validate;
 use std::sync::Arc;
 
 use axum::{
-    extract::{DefaultBodyLimit, State},
+    extract::DefaultBodyLimit,
     http::Uri,
     middleware,
     routing::{get, post},
-    Json, Router,
+    Router,
 };
 use hookrelay_store::Store;
-use serde_json::{json, Value};
 
 pub use error::ApiError;
+pub use health::{SourceReadiness, SourcesReadiness};
 
 /// Largest request body accepted; subscriptions and replay requests are tiny.
 const MAX_BODY: usize = 256 * 1024;
@@ -52,6 +53,8 @@ pub struct ApiState {
     pub allow_networks: Vec<ipnet::IpNet>,
     /// Raised after a replay so the dispatcher claims the work without waiting to poll.
     pub dispatch_signal: Arc<hookrelay_store::DispatchSignal>,
+    /// Each source's readiness, for `/readyz` (read-only; the API never calls a source).
+    pub sources: SourcesReadiness,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -93,27 +96,13 @@ pub fn router(state: ApiState) -> Router {
             auth::require_token,
         ));
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .nest("/v1", v1)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
-}
-
-/// Liveness: the process answers.
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-/// Readiness: the store answers.
-async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    match state.store.ping().await {
-        Ok(()) => Ok(Json(json!({ "status": "ready" }))),
-        // Whatever the cause, not ready; the problem body never carries it.
-        Err(e) => Err(ApiError::Unavailable(e)),
-    }
 }
 
 async fn no_route(uri: Uri) -> ApiError {

@@ -22,6 +22,7 @@ use hookrelay_core::ChangeEvent;
 use hookrelay_store::{model::RejectedChange, BatchOutcome, StoreError};
 use tokio_util::sync::CancellationToken;
 
+pub use hookrelay_store::describe_pg;
 pub use sink::StoreSink;
 pub use supervise::{supervise, SourceState, SourceStatus};
 
@@ -53,27 +54,47 @@ pub trait Source: Send + Sync {
         status: &SourceStatus,
         stop: &CancellationToken,
     ) -> impl Future<Output = Result<(), SourceError>> + Send;
+
+    /// Whether the source's capture is in place upstream (its setup completed, by any
+    /// process), without changing anything: a process on standby is ready only once
+    /// it is.
+    fn capture_installed(&self) -> impl Future<Output = Result<bool, SourceError>> + Send;
 }
 
 /// What a source can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("source database: {0}")]
+    #[error("source database: {}", describe_pg(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
     Setup(String),
+    /// A database error while installing capture, naming what was being set up.
+    #[error("setting up {object}: {}", describe_pg(.source))]
+    SetupStep {
+        object: String,
+        source: tokio_postgres::Error,
+    },
     #[error("change {position}: {reason}")]
     BadChange { position: String, reason: String },
 }
 
 impl SourceError {
+    pub(crate) fn setup_step(object: impl Into<String>, source: tokio_postgres::Error) -> Self {
+        SourceError::SetupStep {
+            object: object.into(),
+            source,
+        }
+    }
+
     /// Retrying may help (network, restart, lock). Setup errors (a missing table, no
     /// primary key) are retried too, but more slowly: they need a human first.
     pub fn is_transient(&self) -> bool {
         match self {
-            SourceError::Db(e) => hookrelay_store::is_transient_pg(e),
+            SourceError::Db(e) | SourceError::SetupStep { source: e, .. } => {
+                hookrelay_store::is_transient_pg(e)
+            }
             SourceError::Store(e) => e.is_transient(),
             SourceError::Setup(_) | SourceError::BadChange { .. } => false,
         }

@@ -11,14 +11,15 @@ use hookrelay_store::Store;
 use rand::Rng;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::{BatchSink, Source};
 
-/// A source's lifecycle, as `/v1/sources` and `/readyz` will show it.
+/// A source's lifecycle, as `/v1/sources` and `/readyz` show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceState {
+    /// Leading the source and setting up its capture.
     Starting,
     /// Another process holds this source's leadership lock.
     Standby,
@@ -29,11 +30,41 @@ pub enum SourceState {
     Stopped,
 }
 
+impl SourceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceState::Starting => "starting",
+            SourceState::Standby => "standby",
+            SourceState::Running => "running",
+            SourceState::Retrying => "retrying",
+            SourceState::Stopped => "stopped",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceSnapshot {
     pub state: SourceState,
+    /// On standby: the source's capture is known to be installed in the source
+    /// database (by the leading process, or an earlier run), so nothing is missed.
+    pub leader_capturing: bool,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
+}
+
+impl SourceSnapshot {
+    /// Capture has begun (DESIGN §1.3): this process captures the source, or it is on
+    /// standby and the source's capture is installed, so every change committed from
+    /// now on is journalled and read by whichever process leads. A standby whose
+    /// leader has not finished setting up is not ready: a change committed then would
+    /// be missed, whichever process's `/readyz` the client asked.
+    pub fn is_ready(&self) -> bool {
+        match self.state {
+            SourceState::Running => true,
+            SourceState::Standby => self.leader_capturing,
+            SourceState::Starting | SourceState::Retrying | SourceState::Stopped => false,
+        }
+    }
 }
 
 /// Shared, cheap-to-read status of one source.
@@ -44,6 +75,7 @@ impl Default for SourceStatus {
     fn default() -> Self {
         Self(Arc::new(Mutex::new(SourceSnapshot {
             state: SourceState::Starting,
+            leader_capturing: false,
             last_error: None,
             last_error_at: None,
         })))
@@ -61,12 +93,21 @@ impl SourceStatus {
     pub fn set_state(&self, state: SourceState) {
         if let Ok(mut g) = self.0.lock() {
             g.state = state;
+            g.leader_capturing = false;
+        }
+    }
+
+    fn set_standby(&self, leader_capturing: bool) {
+        if let Ok(mut g) = self.0.lock() {
+            g.state = SourceState::Standby;
+            g.leader_capturing = leader_capturing;
         }
     }
 
     fn set_error(&self, err: String) {
         if let Ok(mut g) = self.0.lock() {
             g.state = SourceState::Retrying;
+            g.leader_capturing = false;
             g.last_error = Some(err);
             g.last_error_at = Some(Utc::now());
         }
@@ -76,6 +117,9 @@ impl SourceStatus {
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const STANDBY_RECHECK: Duration = Duration::from_secs(2);
+/// On standby, how soon to look again while the leader's capture is not installed
+/// yet: this process's readiness waits on it.
+const STANDBY_CONFIRM: Duration = Duration::from_millis(200);
 
 /// Runs `source` until `stop`, holding its leadership lock in `store` while reading.
 pub async fn supervise<S: Source, K: BatchSink>(
@@ -92,8 +136,22 @@ pub async fn supervise<S: Source, K: BatchSink>(
             let mut lock = match store.try_lock_source(source.name()).await {
                 Ok(Some(lock)) => lock,
                 Ok(None) => {
-                    status.set_state(SourceState::Standby);
-                    if sleep_or_stop(STANDBY_RECHECK, &stop).await {
+                    let snap = status.snapshot();
+                    let was_confirmed = snap.state == SourceState::Standby && snap.leader_capturing;
+                    let confirmed = was_confirmed
+                        || match source.capture_installed().await {
+                            Ok(installed) => installed,
+                            Err(e) => {
+                                debug!(error = %e, "on standby; cannot tell yet whether capture is installed");
+                                false
+                            }
+                        };
+                    status.set_standby(confirmed);
+                    if confirmed && !was_confirmed {
+                        info!("standby: another process leads this source; its capture is installed");
+                    }
+                    let recheck = if confirmed { STANDBY_RECHECK } else { STANDBY_CONFIRM };
+                    if sleep_or_stop(recheck, &stop).await {
                         break;
                     }
                     continue;

@@ -60,27 +60,28 @@ impl StoreError {
     }
 }
 
-/// `tokio_postgres::Error` displays only "db error" for a server error; the SQLSTATE,
-/// message and detail are what an operator needs, and for I/O failures the source
-/// chain says what broke.
+/// A Postgres error as a person needs it: SQLSTATE and the server's message (plus
+/// detail and hint), or the connection-level cause chain. `tokio_postgres::Error`'s
+/// own Display says only "db error".
 pub fn describe_pg(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
-        let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        let mut out = format!("SQLSTATE {}: {}", db.code().code(), db.message());
         if let Some(detail) = db.detail() {
-            s.push_str(" (");
-            s.push_str(detail);
-            s.push(')');
+            out.push_str(&format!(" (detail: {detail})"));
         }
-        return s;
+        if let Some(hint) = db.hint() {
+            out.push_str(&format!(" (hint: {hint})"));
+        }
+        return out;
     }
-    let mut s = e.to_string();
+    let mut out = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
         src = cause.source();
     }
-    s
+    out
 }
 
 /// Connection-level failures and the SQLSTATE classes that mean "try again".

@@ -13,7 +13,7 @@ pub mod logging;
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use hookrelay_api::ApiState;
+use hookrelay_api::{ApiState, SourceReadiness, SourcesReadiness};
 use hookrelay_core::{config::SourceKind, Config};
 use hookrelay_dispatch::Dispatcher;
 use hookrelay_sources::{postgres::PostgresSource, supervise, SourceStatus, StoreSink};
@@ -76,6 +76,7 @@ impl Relay {
             insecure_no_auth: cfg.api.insecure_no_auth,
             allow_networks: cfg.dispatch.allow_networks.clone(),
             dispatch_signal: signal.clone(),
+            sources: sources_readiness(statuses.clone()),
         };
         let listener = tokio::net::TcpListener::bind(cfg.api.listen)
             .await
@@ -135,10 +136,32 @@ impl Relay {
         &self.sources
     }
 
+    /// Every source has begun capturing (what `/readyz` reports, the store aside).
+    pub fn is_ready(&self) -> bool {
+        self.sources.iter().all(|(_, s)| s.snapshot().is_ready())
+    }
+
     /// A token that stops this relay when cancelled.
     pub fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
     }
+}
+
+/// `/readyz`'s view of the sources: their live status, read on each request.
+fn sources_readiness(statuses: Vec<(String, SourceStatus)>) -> SourcesReadiness {
+    SourcesReadiness::new(move || {
+        statuses
+            .iter()
+            .map(|(name, status)| {
+                let snap = status.snapshot();
+                SourceReadiness {
+                    name: name.clone(),
+                    state: snap.state.as_str().to_owned(),
+                    ready: snap.is_ready(),
+                }
+            })
+            .collect()
+    })
 }
 
 /// Migrates the store, waiting (with capped backoff, reporting each failure) while it

@@ -7,7 +7,7 @@ use axum::{
     body::Body,
     http::{header, Method, Request, StatusCode},
 };
-use hookrelay_api::{router, ApiState};
+use hookrelay_api::{router, ApiState, SourceReadiness, SourcesReadiness};
 use hookrelay_store::Store;
 use tower::ServiceExt;
 
@@ -88,6 +88,44 @@ async fn probes_need_no_token() {
 }
 
 #[tokio::test]
+async fn readyz_is_503_naming_the_sources_not_capturing_yet() {
+    let source = |name: &str, state: &str, ready: bool| SourceReadiness {
+        name: name.to_owned(),
+        state: state.to_owned(),
+        ready,
+    };
+    let api = TestApi::with(|s| {
+        s.sources = SourcesReadiness::new(move || {
+            vec![
+                source("shop", "running", true),
+                source("legacy", "starting", false),
+                source("docs", "standby", false),
+            ]
+        })
+    })
+    .await;
+    let res = api.send(request(Method::GET, "/readyz", None)).await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        res.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+        Some(&b"application/problem+json"[..])
+    );
+    let p = res.json();
+    assert_eq!(p["status"], 503);
+    assert_eq!(
+        p["detail"],
+        "sources still setting up: legacy (starting), docs (standby)"
+    );
+    assert_eq!(
+        p["sources"],
+        serde_json::json!([
+            { "name": "legacy", "state": "starting", "ready": false },
+            { "name": "docs", "state": "standby", "ready": false },
+        ])
+    );
+}
+
+#[tokio::test]
 async fn readyz_is_503_when_the_store_is_down() {
     // Nothing listens on port 1: connections are refused at once.
     let store = Store::connect("postgres://postgres@127.0.0.1:1/none", 1).expect("url");
@@ -97,6 +135,7 @@ async fn readyz_is_503_when_the_store_is_down() {
         insecure_no_auth: false,
         allow_networks: Vec::new(),
         dispatch_signal: Arc::default(),
+        sources: Default::default(),
     });
     let res = app
         .clone()

@@ -132,6 +132,7 @@ impl TestApi {
             insecure_no_auth: false,
             allow_networks: Vec::new(),
             dispatch_signal: Arc::default(),
+            sources: Default::default(),
         };
         f(&mut state);
         let app = router(state.clone());

@@ -130,6 +130,15 @@ impl Source for PostgresSource {
         driver.abort();
         result
     }
+
+    async fn capture_installed(&self) -> Result<bool, SourceError> {
+        let (client, conn) = tokio_postgres::connect(&self.cfg.url, NoTls).await?;
+        let driver = tokio::spawn(conn);
+        let result = setup::is_installed(&client, &self.names, &self.tables).await;
+        drop(client);
+        let _ = driver.await;
+        result
+    }
 }
 
 /// One connected session of the reader.

@@ -25,11 +25,26 @@
 //! rest of its transaction: a reader about to sleep sets `idle` and then tries the
 //! exclusive lock, which only succeeds once every writer that might have seen
 //! `idle = false` has finished, so its last poll cannot miss a silent commit.
+//!
+//! Setup itself runs under ONE advisory lock, [`SETUP_LOCK_KEY`], that every source
+//! and every hookrelay process takes in the source database, whichever source it
+//! sets up: the schema, journal and capture functions are shared by all sources on
+//! that database, and `create ... if not exists` / `create or replace` are not safe
+//! against each other when run concurrently (a duplicate key in `pg_namespace`,
+//! "tuple concurrently updated"). Under the lock every step is idempotent, so any
+//! number of sources may start at once and a crash mid-setup leaves nothing the next
+//! attempt cannot finish. The lock is per session: a dropped connection releases it.
 
 use tokio_postgres::Client;
 
 use super::meta;
 use crate::SourceError;
+
+/// The advisory lock every setup takes. Negative, so it can never equal a source's
+/// writer/reader key ([`Names::lock_key`] is non-negative); advisory locks are
+/// per-database, so sources on other databases do not wait for it.
+pub(super) const SETUP_LOCK_KEY: i64 = -0x686f_6f6b_7365_7475; // "-hooksetu"
+const _: () = assert!(SETUP_LOCK_KEY < 0, "never a source's own lock key");
 
 pub(super) const SCHEMA_SQL: &str = r#"
 create schema if not exists hookrelay;
@@ -199,13 +214,15 @@ pub(super) async fn install(
     names: &Names,
     tables: &[(String, String)],
 ) -> Result<(), SourceError> {
-    // Concurrent installs (two processes starting) would race on CREATE OR REPLACE.
+    // One lock for every source and process on this database (see the module doc).
     client
-        .execute("select pg_advisory_lock($1)", &[&(names.lock_key ^ 1)])
-        .await?;
+        .execute("select pg_advisory_lock($1)", &[&SETUP_LOCK_KEY])
+        .await
+        .map_err(|e| SourceError::setup_step("the setup lock (pg_advisory_lock)", e))?;
     let result = install_locked(client, names, tables).await;
+    // If unlocking fails the session is gone, and the lock with it.
     let _ = client
-        .execute("select pg_advisory_unlock($1)", &[&(names.lock_key ^ 1)])
+        .execute("select pg_advisory_unlock($1)", &[&SETUP_LOCK_KEY])
         .await;
     result
 }
@@ -215,13 +232,16 @@ async fn install_locked(
     names: &Names,
     tables: &[(String, String)],
 ) -> Result<(), SourceError> {
-    client.batch_execute(SCHEMA_SQL).await?;
+    client.batch_execute(SCHEMA_SQL).await.map_err(|e| {
+        SourceError::setup_step("schema hookrelay (journal, readers, capture functions)", e)
+    })?;
     client
         .execute(
             "insert into hookrelay.readers (source, idle) values ($1, false) on conflict (source) do update set idle = false",
             &[&names.source],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::setup_step(format!("hookrelay.readers row for source {}", names.source), e))?;
     let all_names = names.all_trigger_names();
     let mut problems = Vec::new();
     for (schema, table) in tables {
@@ -242,12 +262,16 @@ async fn install_locked(
                   where n.nspname = $1 and c.relname = $2",
                 &[schema, table],
             )
-            .await?
+            .await
+            .map_err(|e| SourceError::setup_step(format!("looking up table {schema}.{table}"), e))?
             .get(0);
         if replident != "f" {
             client
                 .batch_execute(&format!("alter table {qualified} replica identity full"))
-                .await?;
+                .await
+                .map_err(|e| {
+                    SourceError::setup_step(format!("replica identity full on {schema}.{table}"), e)
+                })?;
         }
         let args = format!(
             "{src}, {guc}, {key}",
@@ -261,14 +285,25 @@ async fn install_locked(
                 trigger = quote_ident(&trigger),
                 when = when.replace("{table}", &qualified),
             );
-            client.batch_execute(&sql).await?;
+            client.batch_execute(&sql).await.map_err(|e| {
+                SourceError::setup_step(format!("trigger {trigger} on {schema}.{table}"), e)
+            })?;
         }
         client
             .batch_execute(&format!(
                 "drop trigger if exists {} on {qualified}",
                 quote_ident(&names.legacy_trigger)
             ))
-            .await?;
+            .await
+            .map_err(|e| {
+                SourceError::setup_step(
+                    format!(
+                        "dropping the old trigger {} on {schema}.{table}",
+                        names.legacy_trigger
+                    ),
+                    e,
+                )
+            })?;
     }
     // Tables dropped from the config stop being captured.
     let rows = client
@@ -278,7 +313,10 @@ async fn install_locked(
               where t.tgname = any ($1)",
             &[&all_names],
         )
-        .await?;
+        .await
+        .map_err(|e| {
+            SourceError::setup_step(format!("listing triggers {}_*", names.trigger_prefix), e)
+        })?;
     for r in rows {
         let (schema, table): (String, String) = (r.get(0), r.get(1));
         if !tables.iter().any(|(s, t)| *s == schema && *t == table) {
@@ -308,9 +346,40 @@ async fn remove_triggers(
                 quote_ident(schema),
                 quote_ident(table)
             ))
-            .await?;
+            .await
+            .map_err(|e| {
+                SourceError::setup_step(format!("dropping trigger {name} on {schema}.{table}"), e)
+            })?;
     }
     Ok(())
+}
+
+/// Whether this source's capture is in place in the source database: its triggers on
+/// every configured table. Read-only; a standby process asks this to know that the
+/// leader (whichever process) has begun capturing. The truncate trigger is created
+/// last, so its presence means the others are there.
+pub(super) async fn is_installed(
+    client: &Client,
+    names: &Names,
+    tables: &[(String, String)],
+) -> Result<bool, SourceError> {
+    let schemas: Vec<&str> = tables.iter().map(|(s, _)| s.as_str()).collect();
+    let relnames: Vec<&str> = tables.iter().map(|(_, t)| t.as_str()).collect();
+    let last = names.triggers()[3].0.clone();
+    let missing: i64 = client
+        .query_one(
+            "select count(*) from unnest($2::text[], $3::text[]) as w(nspname, relname)
+              where not exists (
+                select 1 from pg_trigger t
+                  join pg_class c on c.oid = t.tgrelid
+                  join pg_namespace n on n.oid = c.relnamespace
+                 where t.tgname = $1 and n.nspname = w.nspname and c.relname = w.relname)",
+            &[&last, &schemas, &relnames],
+        )
+        .await
+        .map_err(|e| SourceError::setup_step(format!("checking trigger {last}"), e))?
+        .get(0);
+    Ok(missing == 0)
 }
 
 pub(super) fn quote_ident(s: &str) -> String {

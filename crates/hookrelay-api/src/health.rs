@@ -1,0 +1,89 @@
+//! The probes: `/healthz` (the process answers) and `/readyz` (the store answers and
+//! every source captures, DESIGN §1.3).
+//!
+//! The API never calls a source: the binary hands it a [`SourcesReadiness`], a cheap
+//! read-only view of each source's live state, so this crate does not depend on
+//! `hookrelay-sources`.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::{ApiError, ApiState};
+
+/// One source as `/readyz` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceReadiness {
+    pub name: String,
+    /// The source's state as `/v1/sources` names it (`starting`, `retrying`, ...).
+    pub state: String,
+    /// Capture has begun: changes committed from now on are captured.
+    pub ready: bool,
+}
+
+/// Reads every source's readiness on demand; the default has no sources.
+#[derive(Clone)]
+pub struct SourcesReadiness(Arc<dyn Fn() -> Vec<SourceReadiness> + Send + Sync>);
+
+impl SourcesReadiness {
+    pub fn new(read: impl Fn() -> Vec<SourceReadiness> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(read))
+    }
+
+    /// The sources not capturing yet.
+    pub fn not_ready(&self) -> Vec<SourceReadiness> {
+        (self.0)().into_iter().filter(|s| !s.ready).collect()
+    }
+}
+
+impl Default for SourcesReadiness {
+    fn default() -> Self {
+        Self::new(Vec::new)
+    }
+}
+
+/// Liveness: the process answers.
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: the store answers and every source has begun capturing, so a change
+/// committed after a 200 is never missed. Otherwise 503 naming the sources still
+/// setting up (their errors are in the log and `/v1/sources`, not in this
+/// unauthenticated answer).
+pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
+    if let Err(e) = state.store.ping().await {
+        // Whatever the cause, not ready; the problem body never carries it.
+        return ApiError::Unavailable(e).into_response();
+    }
+    let waiting = state.sources.not_ready();
+    if waiting.is_empty() {
+        return Json(json!({ "status": "ready" })).into_response();
+    }
+    let named: Vec<String> = waiting
+        .iter()
+        .map(|s| format!("{} ({})", s.name, s.state))
+        .collect();
+    let body = json!({
+        "type": "urn:hookrelay:problem:sources-not-ready",
+        "title": "Sources not capturing yet",
+        "status": 503,
+        "detail": format!("sources still setting up: {}", named.join(", ")),
+        "sources": waiting,
+    });
+    let mut res = (StatusCode::SERVICE_UNAVAILABLE, body.to_string()).into_response();
+    let headers = res.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
+}
