@@ -99,15 +99,90 @@ async fn check_and_migrate_report_each_component() {
     );
     assert_eq!(code, 1);
     assert!(out.contains("FAIL  store"), "{out}");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("public.orders", "public.nokey");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "\"public.orders\"",
+        "\"public.nokey\", \"public.missing\", \"public.orders\"",
+    );
     std::fs::write(&cfg, text).unwrap();
     let (code, out, _) = hookrelay(&["check", "--config", &cfg], &[]);
     assert_eq!(code, 1);
+    // Every problem, each on its own line.
+    let fails: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("FAIL  source shop"))
+        .collect();
+    assert_eq!(fails.len(), 2, "{out}");
     assert!(
-        out.contains("FAIL  source shop") && out.contains("no primary key"),
+        fails[0].contains("public.nokey has no primary key"),
         "{out}"
     );
+    assert!(fails[1].contains("public.missing does not exist"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uninstall_refuses_while_changes_wait_then_removes_everything() {
+    let env = Env::new().await;
+    let dir = std::env::temp_dir().join(format!("hookrelay-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg_file = env.config_toml_file(&dir);
+    let cfg_file = cfg_file.to_str().unwrap().to_owned();
+    let relay = start_relay(env.config()).await;
+    relay.shutdown().await;
+    let db = env.source.connect().await;
+    // Committed while hookrelay is stopped: journalled, not yet in the store.
+    db.batch_execute("insert into orders (id, status) values (1, 'waiting')")
+        .await
+        .unwrap();
+
+    let (code, out, err) = hookrelay(
+        &["uninstall", "--config", &cfg_file, "--source", "shop"],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("1 journalled change(s)") && err.contains("--force"),
+        "{err}"
+    );
+    let triggers = || async {
+        db.query_one(
+            "select count(*) from pg_trigger where tgname like 'hookrelay%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    assert_eq!(triggers().await, 4, "nothing removed while changes wait");
+
+    let (code, out, err) = hookrelay(
+        &[
+            "uninstall",
+            "--config",
+            &cfg_file,
+            "--source",
+            "shop",
+            "--force",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("removed triggers from public.orders"), "{out}");
+    assert!(out.contains("discarded 1 undelivered"), "{out}");
+    assert!(out.contains("dropped schema hookrelay"), "{out}");
+    assert_eq!(triggers().await, 0);
+    let schema: bool = db
+        .query_one(
+            "select exists (select 1 from pg_namespace where nspname = 'hookrelay')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!schema);
+    // The table works as before, without hookrelay.
+    db.batch_execute("insert into orders (id, status) values (2, 'plain')")
+        .await
+        .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

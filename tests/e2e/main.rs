@@ -12,3 +12,5 @@ mod outside_bytes;
 mod pipeline;
 mod readiness;
 mod scale_out;
+mod tables;
+mod values;

@@ -251,7 +251,7 @@ mod tests {
     fn lists() {
         assert!(event_types(&["orders.*".into(), "*.delete".into()]).is_ok());
         assert_eq!(
-            field_of(event_types(&["orders.*".into(), "a;b".into()]).unwrap_err()),
+            field_of(event_types(&["orders.*".into(), "a\nb".into()]).unwrap_err()),
             "event_types[1]"
         );
         assert_eq!(field_of(event_types(&[]).unwrap_err()), "event_types");

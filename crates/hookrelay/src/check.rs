@@ -25,6 +25,7 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
         }
     }
     for src in &cfg.sources {
+        // Every problem of a source, one line each, not only the first.
         let result = match src.kind {
             SourceKind::Postgres => match PostgresSource::new(src.clone()) {
                 Ok(s) => s.check().await,
@@ -36,7 +37,15 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
             ))),
         };
         match result {
-            Ok(()) => println!("ok    source {} ({} table(s))", src.name, src.tables.len()),
+            Ok(problems) if problems.is_empty() => {
+                println!("ok    source {} ({} table(s))", src.name, src.tables.len())
+            }
+            Ok(problems) => {
+                failed += 1;
+                for p in problems {
+                    println!("FAIL  source {}: {p}", src.name);
+                }
+            }
             Err(e) => {
                 failed += 1;
                 println!("FAIL  source {}: {e}", src.name);

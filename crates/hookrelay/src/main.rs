@@ -1,4 +1,4 @@
-//! `hookrelay run | migrate | check`.
+//! `hookrelay run | migrate | check | uninstall`.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -29,6 +29,16 @@ enum Command {
     Migrate,
     /// Validate the config and check that the store and every source are reachable.
     Check,
+    /// Remove what hookrelay installed in a Postgres source database (triggers,
+    /// journal, functions). Stop hookrelay first, or remove the source from its config.
+    Uninstall {
+        /// The source's name in the config.
+        #[arg(long)]
+        source: String,
+        /// Also discard journalled changes that were never delivered to the store.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +69,7 @@ fn main() -> ExitCode {
             Command::Run => run(cfg).await,
             Command::Migrate => migrate(cfg).await,
             Command::Check => hookrelay::check::check(&cfg).await,
+            Command::Uninstall { source, force } => uninstall(&cfg, &source, force).await,
         }
     });
     // Blocking work still queued (a DNS lookup to a dead resolver) must not keep the
@@ -98,6 +109,31 @@ async fn migrate(cfg: Config) -> anyhow::Result<()> {
     } else {
         println!("applied: {}", applied.join(", "));
     }
+    Ok(())
+}
+
+async fn uninstall(cfg: &Config, source: &str, force: bool) -> anyhow::Result<()> {
+    let Some(src) = cfg.sources.iter().find(|s| s.name == source) else {
+        anyhow::bail!("no source named {source:?} in the config");
+    };
+    if src.kind != hookrelay_core::config::SourceKind::Postgres {
+        anyhow::bail!(
+            "source {source} is a {} source; only postgres sources install anything",
+            src.kind.as_str()
+        );
+    }
+    let pg = hookrelay_sources::postgres::PostgresSource::new(src.clone())?;
+    let done = pg.uninstall(force).await?;
+    for table in &done.tables {
+        println!("removed triggers from {table}");
+    }
+    if done.discarded > 0 {
+        println!("discarded {} undelivered journal row(s)", done.discarded);
+    }
+    if done.schema_dropped {
+        println!("dropped schema hookrelay (no other source uses this database)");
+    }
+    println!("source {source} uninstalled");
     Ok(())
 }
 

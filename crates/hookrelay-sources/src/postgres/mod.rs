@@ -37,6 +37,7 @@ use crate::{BatchSink, Source, SourceError, SourceStatus};
 use hookrelay_store::model::RejectedChange;
 use journal::EventBuilder;
 use setup::Names;
+pub use setup::Uninstalled;
 
 /// While busy, how long to wait after a poll that found `n` rows, fewer than a batch,
 /// so the next read gets a fuller one: briefly while rows trickle in (each
@@ -85,17 +86,29 @@ impl PostgresSource {
 }
 
 impl PostgresSource {
-    /// Connects and checks every table exists with a primary key, changing nothing.
-    pub async fn check(&self) -> Result<(), SourceError> {
+    /// Connects and lists every problem that would keep a configured table from
+    /// being captured (missing, not a table, no primary key), changing nothing.
+    pub async fn check(&self) -> Result<Vec<String>, SourceError> {
         let (client, conn) = tokio_postgres::connect(&self.cfg.url, NoTls).await?;
         let driver = tokio::spawn(conn);
         let result = meta::problems(&client, &self.tables).await;
         drop(client);
         let _ = driver.await;
-        match result? {
-            problems if problems.is_empty() => Ok(()),
-            problems => Err(SourceError::Setup(problems.join("; "))),
-        }
+        result
+    }
+}
+
+impl PostgresSource {
+    /// Removes this source's triggers and journal from the source database (see
+    /// `setup::uninstall`); hookrelay must not be running this source meanwhile, or
+    /// it installs them again.
+    pub async fn uninstall(&self, force: bool) -> Result<Uninstalled, SourceError> {
+        let (client, conn) = tokio_postgres::connect(&self.cfg.url, NoTls).await?;
+        let driver = tokio::spawn(conn);
+        let result = setup::uninstall(&client, &self.names, force).await;
+        drop(client);
+        let _ = driver.await;
+        result
     }
 }
 

@@ -382,6 +382,114 @@ pub(super) async fn is_installed(
     Ok(missing == 0)
 }
 
+/// What `hookrelay uninstall` removed.
+#[derive(Debug, Default)]
+pub struct Uninstalled {
+    /// Tables whose triggers were dropped.
+    pub tables: Vec<String>,
+    /// Journal rows of this source that were never delivered and are now gone
+    /// (only with `force`).
+    pub discarded: i64,
+    /// No other source used the database, so the schema `hookrelay` went too.
+    pub schema_dropped: bool,
+}
+
+/// Removes what this source installed: its triggers, its reader row and (with
+/// `force`) its undelivered journal rows; then the shared schema, journal and
+/// functions once no source uses them. Refuses while journal rows wait, unless
+/// forced, since they are changes nobody has been sent yet.
+pub(super) async fn uninstall(
+    client: &Client,
+    names: &Names,
+    force: bool,
+) -> Result<Uninstalled, SourceError> {
+    client
+        .execute("select pg_advisory_lock($1)", &[&SETUP_LOCK_KEY])
+        .await
+        .map_err(|e| SourceError::setup_step("the setup lock (pg_advisory_lock)", e))?;
+    let result = uninstall_locked(client, names, force).await;
+    let _ = client
+        .execute("select pg_advisory_unlock($1)", &[&SETUP_LOCK_KEY])
+        .await;
+    result
+}
+
+async fn uninstall_locked(
+    client: &Client,
+    names: &Names,
+    force: bool,
+) -> Result<Uninstalled, SourceError> {
+    let mut done = Uninstalled::default();
+    let installed: bool = client
+        .query_one(
+            "select exists (select 1 from pg_namespace where nspname = 'hookrelay')",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !installed {
+        return Ok(done);
+    }
+    let waiting: i64 = client
+        .query_one(
+            "select count(*) from hookrelay.journal where source = $1",
+            &[&names.source],
+        )
+        .await?
+        .get(0);
+    if waiting > 0 && !force {
+        return Err(SourceError::Setup(format!(
+            "source {} has {waiting} journalled change(s) not yet delivered to the store; \
+             run hookrelay until they drain, or pass --force to discard them",
+            names.source
+        )));
+    }
+    let all_names = names.all_trigger_names();
+    let rows = client
+        .query(
+            "select distinct n.nspname, c.relname from pg_trigger t
+               join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
+              where t.tgname = any ($1)",
+            &[&all_names],
+        )
+        .await?;
+    for r in rows {
+        let (schema, table): (String, String) = (r.get(0), r.get(1));
+        remove_triggers(client, &all_names, &schema, &table).await?;
+        done.tables.push(format!("{schema}.{table}"));
+    }
+    done.discarded = client
+        .execute(
+            "delete from hookrelay.journal where source = $1",
+            &[&names.source],
+        )
+        .await? as i64;
+    client
+        .execute(
+            "delete from hookrelay.readers where source = $1",
+            &[&names.source],
+        )
+        .await?;
+    // Other sources on this database keep the shared objects.
+    let others: i64 = client
+        .query_one(
+            "select (select count(*) from hookrelay.readers)
+                  + (select count(*) from pg_trigger t join pg_proc p on p.oid = t.tgfoid
+                       join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'hookrelay')",
+            &[],
+        )
+        .await?
+        .get(0);
+    if others == 0 {
+        client
+            .batch_execute("drop schema hookrelay cascade")
+            .await
+            .map_err(|e| SourceError::setup_step("dropping schema hookrelay", e))?;
+        done.schema_dropped = true;
+    }
+    Ok(done)
+}
+
 pub(super) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
