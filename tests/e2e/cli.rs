@@ -24,6 +24,16 @@ fn hookrelay(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
 }
 
 #[test]
+fn no_config_at_all_says_so() {
+    let (code, _, err) = hookrelay(&["check"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no config file given") && err.contains("--config"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_config_is_refused_naming_the_key() {
     let dir = std::env::temp_dir().join(format!("hookrelay-cli-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -19,6 +19,9 @@ pub enum ConfigError {
     File { path: String, reason: String },
     #[error("config key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+    /// Neither a file nor `HOOKRELAY_<SECTION>__<KEY>` variables.
+    #[error("no config file given: pass --config FILE or set HOOKRELAY_CONFIG (deploy/hookrelay.toml is a complete example)")]
+    NoConfig,
 }
 
 impl ConfigError {
@@ -268,6 +271,8 @@ impl Config {
                 });
             }
             fig = fig.merge(Toml::file_exact(path));
+        } else if !std::env::vars().any(|(k, _)| k.starts_with("HOOKRELAY_") && k.contains("__")) {
+            return Err(ConfigError::NoConfig);
         }
         fig = fig.merge(
             Env::prefixed("HOOKRELAY_")

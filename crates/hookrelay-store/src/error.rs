@@ -7,7 +7,7 @@ pub enum StoreError {
     Setup(String),
     #[error("store database: {}", describe_pg(.0))]
     Db(#[from] tokio_postgres::Error),
-    #[error("store pool: {0}")]
+    #[error("store pool: {}", describe_pool(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("store migration: {0}")]
     Migration(#[from] refinery::Error),
@@ -82,6 +82,15 @@ pub fn describe_pg(e: &tokio_postgres::Error) -> String {
         src = cause.source();
     }
     out
+}
+
+/// The pool wraps the connection's own error, whose cause is what a person needs
+/// (refused, no such database, authentication failed).
+fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(pg) => describe_pg(pg),
+        other => other.to_string(),
+    }
 }
 
 /// Connection-level failures and the SQLSTATE classes that mean "try again".

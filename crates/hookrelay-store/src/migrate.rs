@@ -26,8 +26,11 @@ impl Store {
         client
             .execute("select pg_advisory_lock($1)", &[&MIGRATE_LOCK])
             .await?;
+        // "schema already exists, skipping" and the like are not news on every start.
         client
-            .batch_execute("create schema if not exists hookrelay")
+            .batch_execute(
+                "set client_min_messages = warning; create schema if not exists hookrelay",
+            )
             .await?;
         let mut runner = embedded::migrations::runner();
         runner.set_migration_table_name("hookrelay.schema_history");

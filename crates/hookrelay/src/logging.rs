@@ -14,7 +14,12 @@ pub fn init(cfg: &LogConfig) -> anyhow::Result<()> {
             )
         })?,
     };
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes only where a person reads them, not in files or journald.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let result = match cfg.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
