@@ -196,3 +196,33 @@ async fn uninstall_refuses_while_changes_wait_then_removes_everything() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn demo_runs_the_whole_tour_and_verifies_every_event() {
+    let out = Command::new(BIN)
+        .args(["demo", "--events", "50", "--exit-after"])
+        .env_remove("HOOKRELAY_CONFIG")
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        )
+        .output()
+        .expect("run hookrelay demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("50/50 events delivered and verified"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 retried after a refused attempt"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("per-key order kept"), "{stdout}");
+    assert!(
+        stdout.contains("arrived again with the same webhook-id"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("did NOT verify"), "{stdout}");
+}

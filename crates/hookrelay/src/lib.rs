@@ -8,6 +8,7 @@
 //! ```
 
 pub mod check;
+pub mod demo;
 pub mod logging;
 
 use std::{net::SocketAddr, sync::Arc};

@@ -1,4 +1,4 @@
-//! `hookrelay run | migrate | check | uninstall`.
+//! `hookrelay run | migrate | check | demo | uninstall`.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -29,6 +29,23 @@ enum Command {
     Migrate,
     /// Validate the config and check that the store and every source are reachable.
     Check,
+    /// A self-contained tour on a local PostgreSQL: scratch databases, a built-in
+    /// receiver that verifies every signature, a stream of changes, a retry, a replay.
+    Demo {
+        /// A PostgreSQL server to create scratch databases on.
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        database_url: String,
+        /// Changes to write.
+        #[arg(long, default_value_t = 30)]
+        events: usize,
+        /// Exit once the tour is done instead of serving until Ctrl-C.
+        #[arg(long)]
+        exit_after: bool,
+    },
     /// Remove what hookrelay installed in a Postgres source database (triggers,
     /// journal, functions). Stop hookrelay first, or remove the source from its config.
     Uninstall {
@@ -43,14 +60,26 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match Config::load(cli.config.as_deref()) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("hookrelay: invalid configuration: {e}");
-            return ExitCode::from(2);
+    // The demo makes its own config; every other command reads one.
+    let cfg = if matches!(cli.command, Command::Demo { .. }) {
+        None
+    } else {
+        match Config::load(cli.config.as_deref()) {
+            Ok(cfg) => Some(cfg),
+            Err(e) => {
+                eprintln!("hookrelay: invalid configuration: {e}");
+                return ExitCode::from(2);
+            }
         }
     };
-    if let Err(e) = logging::init(&cfg.log) {
+    let log = cfg.as_ref().map(|c| c.log.clone()).unwrap_or_else(|| {
+        hookrelay_core::config::LogConfig {
+            // The demo prints its own story; the pool's reconnect chatter is noise there.
+            level: "warn,deadpool=error".into(),
+            ..Default::default()
+        }
+    });
+    if let Err(e) = logging::init(&log) {
         eprintln!("hookrelay: {e:#}");
         return ExitCode::from(2);
     }
@@ -65,11 +94,29 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        match cli.command {
-            Command::Run => run(cfg).await,
-            Command::Migrate => migrate(cfg).await,
-            Command::Check => hookrelay::check::check(&cfg).await,
-            Command::Uninstall { source, force } => uninstall(&cfg, &source, force).await,
+        match (cli.command, cfg) {
+            (
+                Command::Demo {
+                    database_url,
+                    events,
+                    exit_after,
+                },
+                _,
+            ) => {
+                hookrelay::demo::demo(hookrelay::demo::DemoOptions {
+                    database_url,
+                    events,
+                    exit_after,
+                })
+                .await
+            }
+            (_, None) => Err(anyhow::anyhow!("no configuration")),
+            (Command::Run, Some(cfg)) => run(cfg).await,
+            (Command::Migrate, Some(cfg)) => migrate(cfg).await,
+            (Command::Check, Some(cfg)) => hookrelay::check::check(&cfg).await,
+            (Command::Uninstall { source, force }, Some(cfg)) => {
+                uninstall(&cfg, &source, force).await
+            }
         }
     });
     // Blocking work still queued (a DNS lookup to a dead resolver) must not keep the
