@@ -136,7 +136,7 @@ async fn readyz_is_503_naming_a_source_that_cannot_finish_setup() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(
         body["sources"],
-        json!([{ "name": "broken", "state": "retrying", "ready": false }]),
+        json!([{ "name": "broken", "state": "error", "ready": false }]),
         "{body}"
     );
     let detail = body["detail"].as_str().unwrap_or_default();

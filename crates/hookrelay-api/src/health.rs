@@ -18,14 +18,27 @@ use serde_json::{json, Value};
 
 use crate::{ApiError, ApiState};
 
-/// One source as `/readyz` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One source's live state in this process, as `/readyz` and `/v1/sources` use it.
+/// `/readyz` (unauthenticated) shows only the first three fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SourceReadiness {
     pub name: String,
-    /// The source's state as `/v1/sources` names it (`starting`, `retrying`, ...).
+    /// `running`, `connecting`, `standby`, `error` (DESIGN §1.5), or `stopped`.
     pub state: String,
     /// Capture has begun: changes committed from now on are captured.
     pub ready: bool,
+    #[serde(skip)]
+    pub kind: String,
+    #[serde(skip)]
+    pub errors: u64,
+    #[serde(skip)]
+    pub events_captured: u64,
+    #[serde(skip)]
+    pub last_event_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(skip)]
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    pub last_error_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Reads every source's readiness on demand; the default has no sources.
@@ -35,6 +48,11 @@ pub struct SourcesReadiness(Arc<dyn Fn() -> Vec<SourceReadiness> + Send + Sync>)
 impl SourcesReadiness {
     pub fn new(read: impl Fn() -> Vec<SourceReadiness> + Send + Sync + 'static) -> Self {
         Self(Arc::new(read))
+    }
+
+    /// Every source, in config order.
+    pub fn all(&self) -> Vec<SourceReadiness> {
+        (self.0)()
     }
 
     /// The sources not capturing yet.

@@ -20,6 +20,7 @@ mod events;
 mod extract;
 mod health;
 mod params;
+mod sources;
 mod subscriptions;
 pub mod validate;
 
@@ -90,6 +91,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/deliveries/{id}", get(deliveries::get))
         .route("/deliveries/{id}/replay", post(deliveries::replay_one))
         .route("/replay", post(deliveries::replay_bulk))
+        .route("/sources", get(sources::list))
+        .route("/sources/{name}", get(sources::get))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use hookrelay_core::ChangeEvent;
 use hookrelay_store::{model::RejectedChange, BatchOutcome, DispatchSignal, Store, StoreError};
 
-use crate::BatchSink;
+use crate::{BatchSink, SourceStatus};
 
 /// Commits a source's batches to the store and wakes the local dispatcher when they
 /// created deliveries.
@@ -12,6 +12,7 @@ pub struct StoreSink {
     store: Store,
     source: String,
     signal: Arc<DispatchSignal>,
+    status: Option<SourceStatus>,
 }
 
 impl StoreSink {
@@ -20,7 +21,14 @@ impl StoreSink {
             store,
             source: source.into(),
             signal,
+            status: None,
         }
+    }
+
+    /// Counts committed events in `status` (for `/v1/sources` and metrics).
+    pub fn reporting_to(mut self, status: SourceStatus) -> Self {
+        self.status = Some(status);
+        self
     }
 }
 
@@ -29,6 +37,9 @@ impl BatchSink for StoreSink {
         let outcome = self.store.commit_batch(&self.source, events, upto).await?;
         if let Some(first) = outcome.first_delivery_id {
             self.signal.due_from(first);
+        }
+        if let Some(status) = &self.status {
+            status.note_batch(outcome.events, events.last().map(|e| e.committed_at));
         }
         Ok(outcome)
     }

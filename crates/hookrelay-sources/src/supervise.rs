@@ -31,12 +31,14 @@ pub enum SourceState {
 }
 
 impl SourceState {
+    /// The contract's name for the state (DESIGN §1.5): `connecting` while setting
+    /// up, `error` while waiting to retry after a failure.
     pub fn as_str(self) -> &'static str {
         match self {
-            SourceState::Starting => "starting",
+            SourceState::Starting => "connecting",
             SourceState::Standby => "standby",
             SourceState::Running => "running",
-            SourceState::Retrying => "retrying",
+            SourceState::Retrying => "error",
             SourceState::Stopped => "stopped",
         }
     }
@@ -50,6 +52,12 @@ pub struct SourceSnapshot {
     pub leader_capturing: bool,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
+    /// Failures since start (each one retried).
+    pub errors: u64,
+    /// New events this process committed for the source since start.
+    pub events_captured: u64,
+    /// `committed_at` of the newest of them.
+    pub last_event_at: Option<DateTime<Utc>>,
 }
 
 impl SourceSnapshot {
@@ -78,6 +86,9 @@ impl Default for SourceStatus {
             leader_capturing: false,
             last_error: None,
             last_error_at: None,
+            errors: 0,
+            events_captured: 0,
+            last_event_at: None,
         })))
     }
 }
@@ -110,6 +121,17 @@ impl SourceStatus {
             g.leader_capturing = false;
             g.last_error = Some(err);
             g.last_error_at = Some(Utc::now());
+            g.errors += 1;
+        }
+    }
+
+    /// A batch committed `events` new events, the newest committed at `last`.
+    pub fn note_batch(&self, events: u64, last: Option<DateTime<Utc>>) {
+        if let Ok(mut g) = self.0.lock() {
+            g.events_captured += events;
+            if last.is_some() {
+                g.last_event_at = last;
+            }
         }
     }
 }

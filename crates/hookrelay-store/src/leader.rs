@@ -47,10 +47,40 @@ impl Store {
             .await?
             .get(0);
         if got {
+            // Names the leader for `/v1/sources` in any process (see `leaders`).
+            let name = format!("hookrelay leader {}", crate::process_name());
+            client
+                .execute("select set_config('application_name', $1, false)", &[&name])
+                .await?;
             Ok(Some(SourceLock { client, conn }))
         } else {
             conn.abort();
             Ok(None)
         }
+    }
+}
+
+/// Who holds each source's lock right now, from the store's lock table: the leading
+/// process's name (`<host>-<pid>`) and since when its lock connection exists.
+const LEADERS: &str = "
+select w.source, substr(a.application_name, length('hookrelay leader ') + 1), a.backend_start
+  from unnest($1::text[]) as w(source)
+  cross join lateral (select hashtextextended('hookrelay.source:' || w.source, 0) as k) key
+  join pg_locks l on l.locktype = 'advisory' and l.granted and l.objsubid = 1
+   and l.classid = ((key.k >> 32) & 4294967295)::oid
+   and l.objid = (key.k & 4294967295)::oid
+  join pg_stat_activity a on a.pid = l.pid";
+
+impl Store {
+    /// The current leader of each of `sources` that has one: (source, process, since).
+    pub async fn leaders(
+        &self,
+        sources: &[String],
+    ) -> Result<Vec<(String, String, chrono::DateTime<chrono::Utc>)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client.query(LEADERS, &[&sources]).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
     }
 }

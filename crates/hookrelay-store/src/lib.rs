@@ -83,6 +83,17 @@ fn with_options(mut pg: tokio_postgres::Config, extra: &str) -> tokio_postgres::
     pg
 }
 
+/// This process as other processes see it: `<host>-<pid>`; names lease owners and
+/// source leaders.
+pub fn process_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "hookrelay".into());
+    format!("{host}-{}", std::process::id())
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").finish_non_exhaustive()

@@ -49,7 +49,8 @@ impl Relay {
         for src in &cfg.sources {
             let status = SourceStatus::default();
             statuses.push((src.name.clone(), status.clone()));
-            let sink = StoreSink::new(store.clone(), &src.name, signal.clone());
+            let sink = StoreSink::new(store.clone(), &src.name, signal.clone())
+                .reporting_to(status.clone());
             match src.kind {
                 SourceKind::Postgres => {
                     let source = PostgresSource::new(src.clone()).with_context(|| format!("source {}", src.name))?;
@@ -63,7 +64,7 @@ impl Relay {
             }
         }
 
-        let owner = format!("{}-{}", hostname(), std::process::id());
+        let owner = hookrelay_store::process_name();
         let dispatcher =
             Dispatcher::new(store.clone(), cfg.dispatch.clone(), owner, signal.clone())?;
         tasks.spawn(dispatcher.run(stop.clone()));
@@ -77,7 +78,15 @@ impl Relay {
             insecure_no_auth: cfg.api.insecure_no_auth,
             allow_networks: cfg.dispatch.allow_networks.clone(),
             dispatch_signal: signal.clone(),
-            sources: sources_readiness(statuses.clone()),
+            sources: sources_readiness(
+                cfg.sources
+                    .iter()
+                    .zip(&statuses)
+                    .map(|(src, (name, status))| {
+                        (name.clone(), src.kind.as_str().to_owned(), status.clone())
+                    })
+                    .collect(),
+            ),
         };
         let listener = tokio::net::TcpListener::bind(cfg.api.listen)
             .await
@@ -149,16 +158,22 @@ impl Relay {
 }
 
 /// `/readyz`'s view of the sources: their live status, read on each request.
-fn sources_readiness(statuses: Vec<(String, SourceStatus)>) -> SourcesReadiness {
+fn sources_readiness(statuses: Vec<(String, String, SourceStatus)>) -> SourcesReadiness {
     SourcesReadiness::new(move || {
         statuses
             .iter()
-            .map(|(name, status)| {
+            .map(|(name, kind, status)| {
                 let snap = status.snapshot();
                 SourceReadiness {
                     name: name.clone(),
                     state: snap.state.as_str().to_owned(),
                     ready: snap.is_ready(),
+                    kind: kind.clone(),
+                    errors: snap.errors,
+                    events_captured: snap.events_captured,
+                    last_event_at: snap.last_event_at,
+                    last_error: snap.last_error,
+                    last_error_at: snap.last_error_at,
                 }
             })
             .collect()
@@ -182,12 +197,4 @@ async fn migrate_when_reachable(store: &Store) -> anyhow::Result<Vec<String>> {
             Err(e) => return Err(anyhow::Error::new(e).context("migrating the store")),
         }
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "hookrelay".into())
 }

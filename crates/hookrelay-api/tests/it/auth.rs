@@ -40,7 +40,12 @@ async fn v1_routes_need_a_valid_token() {
         ),
         ("good token", Some(good.as_str()), StatusCode::OK),
     ];
-    for path in ["/v1/subscriptions", "/v1/deliveries", "/v1/events"] {
+    for path in [
+        "/v1/subscriptions",
+        "/v1/deliveries",
+        "/v1/events",
+        "/v1/sources",
+    ] {
         for (case, auth, want) in cases {
             let res = api.send(request(Method::GET, path, auth)).await;
             if want == StatusCode::UNAUTHORIZED {
@@ -93,12 +98,14 @@ async fn readyz_is_503_naming_the_sources_not_capturing_yet() {
         name: name.to_owned(),
         state: state.to_owned(),
         ready,
+        last_error: Some("secret cause".into()),
+        ..Default::default()
     };
     let api = TestApi::with(|s| {
         s.sources = SourcesReadiness::new(move || {
             vec![
                 source("shop", "running", true),
-                source("legacy", "starting", false),
+                source("legacy", "connecting", false),
                 source("docs", "standby", false),
             ]
         })
@@ -114,12 +121,12 @@ async fn readyz_is_503_naming_the_sources_not_capturing_yet() {
     assert_eq!(p["status"], 503);
     assert_eq!(
         p["detail"],
-        "sources still setting up: legacy (starting), docs (standby)"
+        "sources still setting up: legacy (connecting), docs (standby)"
     );
     assert_eq!(
         p["sources"],
         serde_json::json!([
-            { "name": "legacy", "state": "starting", "ready": false },
+            { "name": "legacy", "state": "connecting", "ready": false },
             { "name": "docs", "state": "standby", "ready": false },
         ])
     );

@@ -1,0 +1,119 @@
+//! `/v1/sources`: each configured source as an operator needs it (DESIGN §1.5):
+//! what it is, its state in this process, who leads it, where it is, how far behind.
+//!
+//! ```text
+//!  this process's live status (state, errors, events) ─┐
+//!  store: checkpoint (position, newest event time)      ├─▶ one view per source
+//!  store: lock table (which process leads, since when) ─┘
+//! ```
+
+use axum::{extract::State, Json};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::{error::ApiError, extract::PathId, health::SourceReadiness, ApiState};
+
+#[derive(Debug, Serialize)]
+pub struct Leader {
+    /// `<host>-<pid>` of the process reading the source.
+    pub process: String,
+    pub since: DateTime<Utc>,
+    /// The process answering this request is the leader.
+    pub is_this_process: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceView {
+    pub name: String,
+    pub kind: String,
+    /// `running`, `connecting`, `standby` (another process leads), `error`, `stopped`.
+    pub state: String,
+    /// Capture has begun (what `/readyz` waits for).
+    pub ready: bool,
+    pub leader: Option<Leader>,
+    /// The source position of the last committed batch (opaque, per kind).
+    pub position: Option<String>,
+    /// `committed_at` of the newest change the store holds for this source.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// Seconds from that change to now: how stale the newest captured change is.
+    pub lag_seconds: Option<f64>,
+    /// New events this process committed for the source since it started.
+    pub events_captured: u64,
+    /// Failures this process met reading the source since it started.
+    pub errors: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceList {
+    data: Vec<SourceView>,
+}
+
+pub async fn list(State(state): State<ApiState>) -> Result<Json<SourceList>, ApiError> {
+    let data = views(&state, state.sources.all()).await?;
+    Ok(Json(SourceList { data }))
+}
+
+pub async fn get(
+    State(state): State<ApiState>,
+    PathId(name): PathId,
+) -> Result<Json<SourceView>, ApiError> {
+    let wanted: Vec<SourceReadiness> = state
+        .sources
+        .all()
+        .into_iter()
+        .filter(|s| s.name == name)
+        .collect();
+    if wanted.is_empty() {
+        return Err(ApiError::NotFound {
+            what: "source",
+            id: name,
+        });
+    }
+    let mut views = views(&state, wanted).await?;
+    views.pop().map(Json).ok_or(ApiError::NotFound {
+        what: "source",
+        id: name,
+    })
+}
+
+async fn views(state: &ApiState, live: Vec<SourceReadiness>) -> Result<Vec<SourceView>, ApiError> {
+    let names: Vec<String> = live.iter().map(|s| s.name.clone()).collect();
+    let leaders = state.store.leaders(&names).await?;
+    let me = hookrelay_store::process_name();
+    let now = Utc::now();
+    let mut out = Vec::with_capacity(live.len());
+    for s in live {
+        let checkpoint = state.store.load_checkpoint(&s.name).await?;
+        let last_event_at = checkpoint
+            .as_ref()
+            .and_then(|c| c.last_event_at)
+            .or(s.last_event_at);
+        let leader =
+            leaders
+                .iter()
+                .find(|(source, _, _)| *source == s.name)
+                .map(|(_, process, since)| Leader {
+                    is_this_process: *process == me,
+                    process: process.clone(),
+                    since: *since,
+                });
+        out.push(SourceView {
+            lag_seconds: last_event_at
+                .map(|t| ((now - t).num_milliseconds().max(0) as f64) / 1000.0),
+            position: checkpoint.map(|c| c.position),
+            last_event_at,
+            leader,
+            name: s.name,
+            kind: s.kind,
+            state: s.state,
+            ready: s.ready,
+            events_captured: s.events_captured,
+            errors: s.errors,
+            last_error: s.last_error,
+            last_error_at: s.last_error_at,
+        });
+    }
+    Ok(out)
+}
