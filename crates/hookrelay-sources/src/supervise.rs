@@ -50,6 +50,10 @@ pub struct SourceSnapshot {
     pub leader_capturing: bool,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
+    /// Something upstream an operator should know that is not an event and not a
+    /// failure (a watched collection dropped or renamed, a stream invalidated).
+    pub last_notice: Option<String>,
+    pub last_notice_at: Option<DateTime<Utc>>,
 }
 
 impl SourceSnapshot {
@@ -78,6 +82,8 @@ impl Default for SourceStatus {
             leader_capturing: false,
             last_error: None,
             last_error_at: None,
+            last_notice: None,
+            last_notice_at: None,
         })))
     }
 }
@@ -94,6 +100,14 @@ impl SourceStatus {
         if let Ok(mut g) = self.0.lock() {
             g.state = state;
             g.leader_capturing = false;
+        }
+    }
+
+    /// Records an upstream happening for `/v1/sources` without changing the state.
+    pub fn notice(&self, what: String) {
+        if let Ok(mut g) = self.0.lock() {
+            g.last_notice = Some(what);
+            g.last_notice_at = Some(Utc::now());
         }
     }
 
