@@ -25,17 +25,31 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
         }
     }
     for src in &cfg.sources {
+        let mut notes = Vec::new();
         let result = match src.kind {
             SourceKind::Postgres => match PostgresSource::new(src.clone()) {
                 Ok(s) => s.check().await,
                 Err(e) => Err(e),
             },
+            SourceKind::Mongodb => hookrelay_sources::mongodb::check(src)
+                .await
+                .map(|n| notes = n),
             other => Err(hookrelay_sources::SourceError::Setup(format!(
                 "{} sources are not supported by this version yet",
                 other.as_str()
             ))),
         };
         match result {
+            Ok(()) if src.kind == SourceKind::Mongodb => {
+                println!(
+                    "ok    source {} ({} collection pattern(s))",
+                    src.name,
+                    src.collections.len()
+                );
+                for note in notes {
+                    println!("note  source {}: {note}", src.name);
+                }
+            }
             Ok(()) => println!("ok    source {} ({} table(s))", src.name, src.tables.len()),
             Err(e) => {
                 failed += 1;

@@ -120,12 +120,15 @@ impl MongoSource {
             None => watch.await,
         }
     }
+}
 
-    /// Lists what `hookrelay check` should tell: `Err` for what stops capture,
-    /// `Ok(notes)` for what merely limits it (pre-images off: `before` is null).
-    pub async fn check(&self) -> Result<Vec<String>, SourceError> {
-        check::check(&self.cfg, &self.scope).await
-    }
+/// What `hookrelay check` reports for a mongodb source: `Err` for what stops capture
+/// (a standalone server, missing privileges), `Ok(notes)` for what merely limits it
+/// (pre-images off: `before` will be null).
+pub async fn check(cfg: &SourceConfig) -> Result<Vec<String>, SourceError> {
+    let scope = Scope::parse(&cfg.collections)
+        .map_err(|e| SourceError::Setup(format!("collections: {e}")))?;
+    check::check(cfg, &scope).await
 }
 
 impl Source for MongoSource {
