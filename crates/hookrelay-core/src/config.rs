@@ -469,6 +469,17 @@ impl Config {
                             "is empty: list at least one \"db.collection\"",
                         ));
                     }
+                    for (j, c) in s.collections.iter().enumerate() {
+                        let ok = c
+                            .split_once('.')
+                            .is_some_and(|(d, n)| !d.is_empty() && !n.is_empty());
+                        if !ok {
+                            return Err(ConfigError::invalid(
+                                format!("sources[{i}].collections[{j}]"),
+                                format!("{c:?} is not of the form \"db.collection\" or \"db.*\""),
+                            ));
+                        }
+                    }
                 }
             }
             if s.server_id.is_some() && s.kind != SourceKind::Mysql {
@@ -674,6 +685,7 @@ tables = ["public.orders"]
             (&format!("{GOOD}\n[[sources]]\nname = \"shop\"\nkind = \"postgres\"\nurl = \"postgres://x\"\ntables = [\"a.b\"]"), "sources[1].name", "used by another"),
             ("[store\nurl=", "(top level)", "TOML"),
             (&format!("{GOOD}\n[log]\nformat = \"xml\""), "log.format", "xml"),
+            (&GOOD.replace("kind = \"postgres\"", "kind = \"mongodb\"").replace("postgres@127.0.0.1:5432/shop", "x").replace("postgres://x", "mongodb://127.0.0.1:27017/?replicaSet=rs0").replace("tables = [\"public.orders\"]", "collections = [\"orders\"]"), "sources[0].collections[0]", "db.collection"),
             (&GOOD.replace("tables = [", "server_id = 7\ntables = ["), "sources[0].server_id", "only for kind"),
             (&MYSQL.replace("server_id = 4242", "server_id = 0"), "sources[0].server_id", "0 is not"),
             (&MYSQL.replace("server_id = 4242", "server_id = -1"), "sources[0].server_id", "-1"),
