@@ -7,6 +7,7 @@ mod claims;
 mod cli;
 mod delivery;
 mod faults;
+mod mongo;
 mod operator;
 mod ordering;
 mod outside_bytes;

@@ -58,6 +58,10 @@ pub struct SourceSnapshot {
     pub events_captured: u64,
     /// `committed_at` of the newest of them.
     pub last_event_at: Option<DateTime<Utc>>,
+    /// Something upstream an operator should know that is not an event and not a
+    /// failure (a watched collection dropped or renamed, a stream invalidated).
+    pub last_notice: Option<String>,
+    pub last_notice_at: Option<DateTime<Utc>>,
 }
 
 impl SourceSnapshot {
@@ -89,6 +93,8 @@ impl Default for SourceStatus {
             errors: 0,
             events_captured: 0,
             last_event_at: None,
+            last_notice: None,
+            last_notice_at: None,
         })))
     }
 }
@@ -105,6 +111,14 @@ impl SourceStatus {
         if let Ok(mut g) = self.0.lock() {
             g.state = state;
             g.leader_capturing = false;
+        }
+    }
+
+    /// Records an upstream happening for `/v1/sources` without changing the state.
+    pub fn notice(&self, what: String) {
+        if let Ok(mut g) = self.0.lock() {
+            g.last_notice = Some(what);
+            g.last_notice_at = Some(Utc::now());
         }
     }
 

@@ -25,12 +25,18 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
         }
     }
     for src in &cfg.sources {
-        // Every problem of a source, one line each, not only the first.
+        // Every problem of a source, one line each, not only the first; notes are
+        // worth knowing but not failures.
+        let mut notes = Vec::new();
         let result = match src.kind {
             SourceKind::Postgres => match PostgresSource::new(src.clone()) {
                 Ok(s) => s.check().await,
                 Err(e) => Err(e),
             },
+            SourceKind::Mongodb => hookrelay_sources::mongodb::check(src).await.map(|n| {
+                notes = n;
+                Vec::new()
+            }),
             other => Err(hookrelay_sources::SourceError::Setup(format!(
                 "{} sources are not supported by this version yet",
                 other.as_str()
@@ -38,7 +44,16 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
         };
         match result {
             Ok(problems) if problems.is_empty() => {
-                println!("ok    source {} ({} table(s))", src.name, src.tables.len())
+                let what = match src.kind {
+                    SourceKind::Mongodb => {
+                        format!("{} collection pattern(s)", src.collections.len())
+                    }
+                    _ => format!("{} table(s)", src.tables.len()),
+                };
+                println!("ok    source {} ({what})", src.name);
+                for note in notes {
+                    println!("note  source {}: {note}", src.name);
+                }
             }
             Ok(problems) => {
                 failed += 1;

@@ -17,7 +17,9 @@ use anyhow::Context;
 use hookrelay_api::{ApiState, SourceReadiness, SourcesReadiness};
 use hookrelay_core::{config::SourceKind, Config};
 use hookrelay_dispatch::Dispatcher;
-use hookrelay_sources::{postgres::PostgresSource, supervise, SourceStatus, StoreSink};
+use hookrelay_sources::{
+    mongodb::MongoSource, postgres::PostgresSource, supervise, SourceStatus, StoreSink,
+};
 use hookrelay_store::{DispatchSignal, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +56,10 @@ impl Relay {
             match src.kind {
                 SourceKind::Postgres => {
                     let source = PostgresSource::new(src.clone()).with_context(|| format!("source {}", src.name))?;
+                    tasks.spawn(supervise(source, store.clone(), sink, status, stop.clone()));
+                }
+                SourceKind::Mongodb => {
+                    let source = MongoSource::new(src.clone(), store.clone()).with_context(|| format!("source {}", src.name))?;
                     tasks.spawn(supervise(source, store.clone(), sink, status, stop.clone()));
                 }
                 kind => anyhow::bail!(

@@ -1,0 +1,414 @@
+//! The MongoDB source: a change stream over the watched collections, checkpointed by
+//! resume token in the store.
+//!
+//! ```text
+//!   store checkpoint ──start_after──▶ aggregate [$changeStream, $match watched ns]
+//!   (none: open from now, commit        │
+//!    its resume token first)            ▼
+//!                      ┌──────── getMore ◀──────────────────────────────┐
+//!                      ▼                                                │
+//!   events buffered? ──yes──▶ build events into the batch ──────────────┤
+//!        │ no (a getMore is on the wire)                                │
+//!        ▼                                                              │
+//!   BatchSink::commit(batch, upto = last event's token)  ── store txn ──┘
+//!        (events + deliveries + checkpoint, one transaction)
+//!   invalidate ─▶ commit, reopen with start_after(its token)
+//! ```
+//!
+//! Acknowledging here is the checkpoint itself: the resume token is written in the
+//! same store transaction as the events read up to it, and nothing is told to the
+//! server. A crash before that commit leaves the old checkpoint: the next run starts
+//! after it and reads those changes again, and since an event id is derived from the
+//! source name and the change's resume token, they are the same events and dedupe in
+//! the store. A crash after the commit resumes after the last stored event.
+//!
+//! A quiet stream still moves its checkpoint to the server's post-batch resume token
+//! now and then, so a long lull on the watched collections while the oplog rolls over
+//! does not strand the stored token outside the oplog. When it is outside anyway
+//! (ChangeStreamHistoryLost), `on_history_lost` decides: `fail` stays in error (the
+//! supervisor retries with backoff, so an operator sees it and nothing spins), and
+//! `restart_from_now` logs the gap and captures from the server's current point.
+//!
+//! The stream always reopens with `startAfter`, which, unlike `resumeAfter`, also
+//! accepts the token of an `invalidate` (a dropped or renamed watched collection or
+//! database); on any other token the two are the same.
+
+mod change;
+mod check;
+mod error;
+mod scope;
+pub mod value;
+
+use std::{
+    future::Future,
+    pin::pin,
+    task::Poll,
+    time::{Duration, Instant},
+};
+
+use ::mongodb::{
+    bson::Document,
+    change_stream::{
+        event::{ChangeStreamEvent, OperationType, ResumeToken},
+        ChangeStream,
+    },
+    options::{ClientOptions, FullDocumentBeforeChangeType, FullDocumentType},
+    Client,
+};
+use chrono::Utc;
+use hookrelay_core::{
+    config::{OnHistoryLost, SourceConfig},
+    ChangeEvent,
+};
+use hookrelay_store::{model::RejectedChange, Store};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::{BatchSink, Source, SourceError, SourceState, SourceStatus};
+use change::{parse_token, token_text, TxnCounter};
+use scope::{Scope, Target};
+
+/// How often a quiet stream moves its checkpoint to the server's latest token.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(10);
+
+type Stream = ChangeStream<ChangeStreamEvent<Document>>;
+
+pub struct MongoSource {
+    cfg: SourceConfig,
+    scope: Scope,
+    store: Store,
+}
+
+impl MongoSource {
+    pub fn new(cfg: SourceConfig, store: Store) -> Result<Self, SourceError> {
+        let scope = Scope::parse(&cfg.collections)
+            .map_err(|e| SourceError::Setup(format!("source {} collections: {e}", cfg.name)))?;
+        Ok(Self { cfg, scope, store })
+    }
+
+    async fn client(&self) -> Result<Client, SourceError> {
+        let mut opts = ClientOptions::parse(&self.cfg.url).await?;
+        opts.app_name = Some(format!("hookrelay:{}", self.cfg.name));
+        Ok(Client::with_options(opts)?)
+    }
+
+    /// Opens the stream after `token`, or from the server's current point.
+    async fn open(
+        &self,
+        client: &Client,
+        token: Option<ResumeToken>,
+    ) -> Result<Stream, ::mongodb::error::Error> {
+        let (database, collection);
+        let watch = match self.scope.target() {
+            Target::Collection { db, coll } => {
+                collection = client.database(&db).collection::<Document>(&coll);
+                collection.watch()
+            }
+            Target::Database(db) => {
+                database = client.database(&db);
+                database.watch()
+            }
+            Target::Cluster => client.watch(),
+        };
+        let watch = watch
+            .pipeline(self.scope.pipeline())
+            .full_document(FullDocumentType::UpdateLookup)
+            .full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable)
+            .max_await_time(self.cfg.poll_interval);
+        match token {
+            Some(token) => watch.start_after(token).await,
+            None => watch.await,
+        }
+    }
+}
+
+/// What `hookrelay check` reports for a mongodb source: `Err` for what stops capture
+/// (a standalone server, missing privileges), `Ok(notes)` for what merely limits it
+/// (pre-images off: `before` will be null).
+pub async fn check(cfg: &SourceConfig) -> Result<Vec<String>, SourceError> {
+    let scope = Scope::parse(&cfg.collections)
+        .map_err(|e| SourceError::Setup(format!("collections: {e}")))?;
+    check::check(cfg, &scope).await
+}
+
+impl Source for MongoSource {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    async fn run<S: BatchSink>(
+        &self,
+        sink: &S,
+        status: &SourceStatus,
+        stop: &CancellationToken,
+    ) -> Result<(), SourceError> {
+        let client = self.client().await?;
+        let result = Reader::new(self, &client).run(sink, status, stop).await;
+        client.shutdown().await;
+        result
+    }
+
+    /// The resume point is taken once a checkpoint exists: it is written before the
+    /// first run reports "capturing".
+    async fn capture_installed(&self) -> Result<bool, SourceError> {
+        Ok(self.store.load_checkpoint(&self.cfg.name).await?.is_some())
+    }
+}
+
+/// One connected session of the reader.
+struct Reader<'a> {
+    src: &'a MongoSource,
+    client: &'a Client,
+    txns: TxnCounter,
+    batch: Vec<ChangeEvent>,
+    /// The token of the last change in `batch`.
+    batch_upto: Option<String>,
+    /// The checkpoint as last committed, and when.
+    committed: Option<String>,
+    committed_at: Instant,
+}
+
+impl<'a> Reader<'a> {
+    fn new(src: &'a MongoSource, client: &'a Client) -> Self {
+        Self {
+            src,
+            client,
+            txns: TxnCounter::default(),
+            batch: Vec::new(),
+            batch_upto: None,
+            committed: None,
+            committed_at: Instant::now(),
+        }
+    }
+
+    async fn run<S: BatchSink>(
+        mut self,
+        sink: &S,
+        status: &SourceStatus,
+        stop: &CancellationToken,
+    ) -> Result<(), SourceError> {
+        let name = &self.src.cfg.name;
+        let stored = self.src.store.load_checkpoint(name).await?;
+        let resume = stored
+            .as_ref()
+            .map(|c| parse_token(&c.position))
+            .transpose()?;
+        self.committed = stored.map(|c| c.position);
+        let opened = cancellable(self.src.open(self.client, resume.clone()), stop).await;
+        let mut stream = match opened {
+            None => return Ok(()),
+            Some(Ok(s)) => s,
+            Some(Err(e)) if error::is_history_lost(&e) => {
+                let lost_at = self.committed.clone().unwrap_or_default();
+                match self.src.cfg.on_history_lost {
+                    OnHistoryLost::Fail => {
+                        error!(checkpoint = %lost_at, "the stored resume token is no longer in the oplog: changes since then are lost; set on_history_lost = \"restart_from_now\" to capture from now on");
+                        return Err(SourceError::HistoryLost(format!(
+                            "resume token {lost_at} is no longer in the oplog ({e}); on_history_lost = \"fail\""
+                        )));
+                    }
+                    OnHistoryLost::RestartFromNow => {
+                        error!(checkpoint = %lost_at, "the stored resume token is no longer in the oplog: changes since then are LOST; restarting from now (on_history_lost = \"restart_from_now\")");
+                        status.notice(format!(
+                            "history lost after {lost_at}; restarted from now at {}",
+                            Utc::now().to_rfc3339()
+                        ));
+                        self.committed = None;
+                        match cancellable(self.src.open(self.client, None), stop).await {
+                            None => return Ok(()),
+                            Some(r) => r?,
+                        }
+                    }
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+        };
+        if self.committed.is_none() {
+            // Take the resume point durably before reporting "capturing": a crash
+            // right after must not restart from a later "now".
+            let token = stream.resume_token().ok_or_else(|| {
+                SourceError::Setup("the server gave no resume token (MongoDB 4.2+ needed)".into())
+            })?;
+            self.checkpoint(sink, token_text(&token)?).await?;
+        }
+        info!(collections = ?self.src.cfg.collections, "capturing");
+        status.set_state(SourceState::Running);
+
+        loop {
+            let step = {
+                let mut next = pin!(stream.next_if_any());
+                match poll_once(&mut next).await {
+                    Some(r) => r,
+                    None => {
+                        // Nothing buffered: a getMore is on the wire. Commit what has
+                        // been read meanwhile, then wait for it (never dropping it
+                        // mid-flight, which could skip the batch it brings).
+                        self.flush(sink).await?;
+                        match cancellable(next, stop).await {
+                            None => return Ok(()),
+                            Some(r) => r,
+                        }
+                    }
+                }
+            };
+            match step? {
+                Some(ev) => {
+                    if let Some(token) = self.handle(sink, status, ev).await? {
+                        // Invalidated: the stream is closed; continue after it.
+                        self.flush(sink).await?;
+                        self.checkpoint(sink, token_text(&token)?).await?;
+                        stream = match cancellable(self.src.open(self.client, Some(token)), stop)
+                            .await
+                        {
+                            None => return Ok(()),
+                            Some(r) => r?,
+                        };
+                        info!("change stream reopened after the invalidate");
+                    } else if self.batch.len() >= self.src.cfg.batch_size {
+                        self.flush(sink).await?;
+                    }
+                }
+                None => {
+                    // An empty getMore: all caught up.
+                    self.flush(sink).await?;
+                    if self.committed_at.elapsed() >= IDLE_CHECKPOINT {
+                        if let Some(token) = stream.resume_token() {
+                            let text = token_text(&token)?;
+                            if self.committed.as_deref() != Some(text.as_str()) {
+                                self.checkpoint(sink, text).await?;
+                            }
+                        }
+                    }
+                }
+            }
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Adds an insert/update/replace/delete to the batch; logs what is not an event.
+    /// Returns the token to reopen after when the stream was invalidated.
+    async fn handle<S: BatchSink>(
+        &mut self,
+        sink: &S,
+        status: &SourceStatus,
+        ev: ChangeStreamEvent<Document>,
+    ) -> Result<Option<ResumeToken>, SourceError> {
+        let ns = ev
+            .ns
+            .as_ref()
+            .map(|n| format!("{}.{}", n.db, n.coll.as_deref().unwrap_or("*")));
+        match &ev.operation_type {
+            OperationType::Insert
+            | OperationType::Update
+            | OperationType::Replace
+            | OperationType::Delete => {
+                let watched = ev.ns.as_ref().is_some_and(|n| {
+                    self.src
+                        .scope
+                        .watches(&n.db, n.coll.as_deref().unwrap_or_default())
+                });
+                if !watched {
+                    return Ok(None);
+                }
+                match change::build(&self.src.cfg.name, &ev, &mut self.txns, Utc::now()) {
+                    Ok(Some(event)) => {
+                        self.batch.push(event);
+                        self.batch_upto = Some(token_text(&ev.id)?);
+                    }
+                    Ok(None) => {}
+                    // One change that cannot become an event is set aside, not
+                    // retried forever in front of every change behind it.
+                    Err(SourceError::BadChange { position, reason }) => {
+                        error!(%position, %reason, "a change cannot become an event; set aside in hookrelay.rejected_changes");
+                        sink.reject(&RejectedChange {
+                            source: self.src.cfg.name.clone(),
+                            position: position.clone(),
+                            reason,
+                            raw: format!("{ev:?}"),
+                        })
+                        .await?;
+                        self.batch_upto = Some(position);
+                    }
+                    Err(e) => return Err(e),
+                }
+                Ok(None)
+            }
+            OperationType::Drop | OperationType::Rename | OperationType::DropDatabase => {
+                let db_watched = ev
+                    .ns
+                    .as_ref()
+                    .is_some_and(|n| self.src.scope.watches_db(&n.db));
+                if db_watched {
+                    let to = ev
+                        .to
+                        .as_ref()
+                        .map(|t| format!(" to {}.{}", t.db, t.coll.as_deref().unwrap_or("")))
+                        .unwrap_or_default();
+                    let what = format!("{:?} of {}{to}", ev.operation_type, ns.unwrap_or_default())
+                        .to_lowercase();
+                    warn!(event = %what, "watched namespace changed; not an event");
+                    status.notice(what);
+                }
+                Ok(None)
+            }
+            OperationType::Invalidate => {
+                warn!("change stream invalidated (watched collection or database dropped or renamed); reopening after it");
+                status.notice("change stream invalidated; reopened after it".into());
+                Ok(Some(ev.id))
+            }
+            other => {
+                debug!(op = ?other, "change stream event ignored");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Commits the batch and its checkpoint in one store transaction.
+    async fn flush<S: BatchSink>(&mut self, sink: &S) -> Result<(), SourceError> {
+        let Some(upto) = self.batch_upto.take() else {
+            return Ok(());
+        };
+        let events = std::mem::take(&mut self.batch);
+        let outcome = sink.commit(&events, &upto).await?;
+        debug!(
+            read = events.len(),
+            new_events = outcome.events,
+            deliveries = outcome.deliveries,
+            "batch committed"
+        );
+        self.committed = Some(upto);
+        self.committed_at = Instant::now();
+        Ok(())
+    }
+
+    /// Moves the checkpoint without events.
+    async fn checkpoint<S: BatchSink>(
+        &mut self,
+        sink: &S,
+        token: String,
+    ) -> Result<(), SourceError> {
+        sink.commit(&[], &token).await?;
+        self.committed = Some(token);
+        self.committed_at = Instant::now();
+        Ok(())
+    }
+}
+
+/// Polls `fut` once: its output if ready now, else `None` (it stays pending).
+async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *fut).poll(cx) {
+        Poll::Ready(v) => Poll::Ready(Some(v)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
+/// `fut`'s output, or `None` once `stop` fires.
+async fn cancellable<F: Future>(fut: F, stop: &CancellationToken) -> Option<F::Output> {
+    tokio::select! {
+        r = fut => Some(r),
+        _ = stop.cancelled() => None,
+    }
+}

@@ -1,0 +1,150 @@
+//! Which namespaces a source watches (`collections = ["app.orders", "crm.*"]`), the
+//! narrowest change stream that covers them, and the `$match` stage that keeps the
+//! server from sending the rest.
+//!
+//! The narrowest stream needs the fewest privileges: one collection → a collection
+//! stream; one database → a database stream; several databases → a cluster stream.
+
+use ::mongodb::bson::{doc, Bson, Document};
+
+/// One `collections` entry: a database and a collection, or every collection in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Pattern {
+    pub db: String,
+    /// `None` for `db.*`.
+    pub coll: Option<String>,
+}
+
+/// The change stream to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Target {
+    Collection { db: String, coll: String },
+    Database(String),
+    Cluster,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Scope {
+    pub patterns: Vec<Pattern>,
+}
+
+impl Scope {
+    /// Parses `db.collection` / `db.*` (database names hold no dot; collection names
+    /// may).
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        let mut patterns = Vec::with_capacity(entries.len());
+        for e in entries {
+            let (db, coll) = e
+                .split_once('.')
+                .filter(|(d, c)| !d.is_empty() && !c.is_empty())
+                .ok_or_else(|| format!("{e:?} is not of the form \"db.collection\" or \"db.*\""))?;
+            patterns.push(Pattern {
+                db: db.to_owned(),
+                coll: (coll != "*").then(|| coll.to_owned()),
+            });
+        }
+        if patterns.is_empty() {
+            return Err("no collections listed".into());
+        }
+        Ok(Self { patterns })
+    }
+
+    pub fn target(&self) -> Target {
+        let first = &self.patterns[0];
+        if self.patterns.iter().any(|p| p.db != first.db) {
+            return Target::Cluster;
+        }
+        match (&first.coll, self.patterns.len()) {
+            (Some(coll), 1) => Target::Collection {
+                db: first.db.clone(),
+                coll: coll.clone(),
+            },
+            _ => Target::Database(first.db.clone()),
+        }
+    }
+
+    /// Whether changes to `db.coll` become events.
+    pub fn watches(&self, db: &str, coll: &str) -> bool {
+        self.patterns
+            .iter()
+            .any(|p| p.db == db && p.coll.as_deref().is_none_or(|c| c == coll))
+    }
+
+    pub fn watches_db(&self, db: &str) -> bool {
+        self.patterns.iter().any(|p| p.db == db)
+    }
+
+    /// `[{$match: {$or: [...]}}]`: the watched namespaces, plus the events without a
+    /// collection that still concern them (`invalidate`, `dropDatabase`).
+    pub fn pipeline(&self) -> Vec<Document> {
+        let mut or: Vec<Bson> = Vec::new();
+        let mut dbs: Vec<&str> = Vec::new();
+        for p in &self.patterns {
+            if !dbs.contains(&p.db.as_str()) {
+                dbs.push(&p.db);
+            }
+        }
+        for db in dbs {
+            let of_db: Vec<&Pattern> = self.patterns.iter().filter(|p| p.db == db).collect();
+            if of_db.iter().any(|p| p.coll.is_none()) {
+                or.push(Bson::Document(doc! { "ns.db": db }));
+            } else {
+                let colls: Vec<Bson> = of_db
+                    .iter()
+                    .filter_map(|p| p.coll.clone().map(Bson::String))
+                    .collect();
+                or.push(Bson::Document(
+                    doc! { "ns.db": db, "ns.coll": { "$in": colls } },
+                ));
+            }
+        }
+        or.push(Bson::Document(
+            doc! { "operationType": { "$in": ["invalidate", "dropDatabase"] } },
+        ));
+        vec![doc! { "$match": { "$or": or } }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(e: &[&str]) -> Scope {
+        Scope::parse(&e.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn narrowest_stream() {
+        assert_eq!(
+            scope(&["app.orders"]).target(),
+            Target::Collection {
+                db: "app".into(),
+                coll: "orders".into()
+            }
+        );
+        assert_eq!(
+            scope(&["app.orders", "app.users"]).target(),
+            Target::Database("app".into())
+        );
+        assert_eq!(scope(&["app.*"]).target(), Target::Database("app".into()));
+        assert_eq!(scope(&["app.orders", "crm.*"]).target(), Target::Cluster);
+    }
+
+    #[test]
+    fn patterns() {
+        let s = scope(&["app.orders", "crm.*", "app.a.b"]);
+        assert!(s.watches("app", "orders") && s.watches("crm", "x") && s.watches("app", "a.b"));
+        assert!(!s.watches("app", "users") && !s.watches("other", "orders"));
+        for bad in ["orders", ".x", "app.", ""] {
+            assert!(Scope::parse(&[bad.to_string()]).is_err(), "{bad}");
+        }
+        assert_eq!(
+            s.pipeline(),
+            vec![doc! { "$match": { "$or": [
+                { "ns.db": "app", "ns.coll": { "$in": ["orders", "a.b"] } },
+                { "ns.db": "crm" },
+                { "operationType": { "$in": ["invalidate", "dropDatabase"] } },
+            ] } }]
+        );
+    }
+}

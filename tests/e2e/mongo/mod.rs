@@ -1,0 +1,466 @@
+//! MongoDB sources end to end: the real `mongodb` driver and hookrelay's reader over
+//! TCP against the wire-protocol server in `server.rs`, a real store, and webhooks at
+//! a real HTTP receiver.
+
+mod server;
+
+use std::time::Duration;
+
+use hookrelay::Relay;
+use hookrelay_core::Config;
+use mongodb::{
+    bson::{doc, Binary, Bson, Decimal128, Document},
+    Client, Collection,
+};
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use server::MongoServer;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A store database, a MongoDB test server and a relay config watching `app.orders`.
+struct MongoEnv {
+    store: TestDb,
+    server: MongoServer,
+}
+
+impl MongoEnv {
+    async fn new() -> Self {
+        init_logs();
+        Self {
+            store: TestDb::new("store").await,
+            server: MongoServer::start().await,
+        }
+    }
+
+    fn config(&self, extra: &str) -> Config {
+        let text = format!(
+            r#"
+[store]
+url = "{store}"
+pool_size = 4
+[api]
+listen = "127.0.0.1:0"
+tokens = ["{TOKEN}"]
+[dispatch]
+workers = 8
+timeout = "3s"
+backoff = {{ initial = "50ms", max = "400ms", multiplier = 2.0 }}
+allow_networks = ["127.0.0.0/8"]
+poll_interval = "100ms"
+[[sources]]
+name = "docs"
+kind = "mongodb"
+url = "{url}"
+collections = ["app.orders"]
+poll_interval = "300ms"
+{extra}
+"#,
+            store = self.store.url(),
+            url = self.server.url(),
+        );
+        Config::from_toml(&text).expect("test config")
+    }
+
+    async fn orders(&self) -> Collection<Document> {
+        let client = Client::with_uri_str(self.server.url())
+            .await
+            .expect("driver");
+        client.database("app").collection("orders")
+    }
+
+    /// A relay on this env, a receiver, and a subscription to `orders.*` there.
+    async fn relay(&self, extra: &str, rx: &TestReceiver) -> Relay {
+        let relay = start_relay(self.config(extra)).await;
+        let api = Api::new(relay.api_addr);
+        let (status, subs) = api
+            .call(reqwest::Method::GET, "/v1/subscriptions", None)
+            .await;
+        assert_eq!(status, 200);
+        let listed = subs["data"]
+            .as_array()
+            .or(subs.as_array())
+            .map_or(0, Vec::len);
+        if listed == 0 {
+            api.subscribe(&rx.url, json!({})).await;
+        }
+        relay
+    }
+
+    async fn checkpoint(&self) -> Option<String> {
+        let db = self.store.connect().await;
+        db.query_opt(
+            "select position from hookrelay.checkpoints where source = 'docs'",
+            &[],
+        )
+        .await
+        .expect("checkpoint")
+        .map(|r| r.get(0))
+    }
+}
+
+/// Event bodies in change-stream order: per-key ordering lets different documents'
+/// webhooks arrive in any order, and the test server's tokens sort as its oplog does.
+fn bodies(got: &[Received]) -> Vec<Value> {
+    let mut b: Vec<Value> = got.iter().map(Received::json).collect();
+    b.sort_by_key(|e| {
+        e["source"]["position"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_update_replace_delete_and_a_transaction_arrive_as_events() {
+    let env = MongoEnv::new().await;
+    env.server.enable_pre_images("app", "orders");
+    let rx = TestReceiver::start().await;
+    let relay = env.relay("", &rx).await;
+    let orders = env.orders().await;
+    let total: Decimal128 = "19.99".parse().unwrap();
+    orders
+        .insert_one(doc! { "_id": 1, "status": "new", "total": total })
+        .await
+        .unwrap();
+    orders
+        .update_one(doc! { "_id": 1 }, doc! { "$set": { "status": "paid" } })
+        .await
+        .unwrap();
+    orders
+        .replace_one(doc! { "_id": 1 }, doc! { "status": "shipped" })
+        .await
+        .unwrap();
+    orders.delete_one(doc! { "_id": 1 }).await.unwrap();
+    // Not watched: never an event.
+    orders
+        .client()
+        .database("app")
+        .collection::<Document>("users")
+        .insert_one(doc! { "_id": 9 })
+        .await
+        .unwrap();
+    let client = orders.client().clone();
+    let mut session = client.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    orders
+        .insert_one(doc! { "_id": 2, "status": "new" })
+        .session(&mut session)
+        .await
+        .unwrap();
+    orders
+        .insert_one(doc! { "_id": 3, "status": "new" })
+        .session(&mut session)
+        .await
+        .unwrap();
+    session.commit_transaction().await.unwrap();
+
+    let got = bodies(&rx.wait_delivered(6, WAIT).await);
+    let ops: Vec<(&str, &str)> = got
+        .iter()
+        .map(|b| (b["type"].as_str().unwrap(), b["op"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("orders.insert", "insert"),
+            ("orders.update", "update"),
+            ("orders.update", "update"),
+            ("orders.delete", "delete"),
+            ("orders.insert", "insert"),
+            ("orders.insert", "insert"),
+        ]
+    );
+    let (ins, upd, rep, del) = (&got[0], &got[1], &got[2], &got[3]);
+    assert_eq!(ins["key"], json!({ "_id": 1 }));
+    assert_eq!(ins["before"], Value::Null);
+    assert_eq!(
+        ins["after"],
+        json!({ "_id": 1, "status": "new", "total": "19.99" })
+    );
+    assert_eq!(ins["source"]["kind"], "mongodb");
+    assert_eq!(ins["source"]["schema"], "app");
+    assert_eq!(ins["source"]["database"], "app");
+    assert_eq!(ins["source"]["table"], "orders");
+    assert_eq!(
+        ins["source"]["position"].as_str().unwrap(),
+        MongoServer::token_of_json(1),
+        "position is the resume token"
+    );
+    assert_eq!(upd["before"]["status"], "new", "pre-image");
+    assert_eq!(upd["after"]["status"], "paid", "updateLookup");
+    assert_eq!(rep["before"]["status"], "paid");
+    assert_eq!(
+        rep["after"],
+        json!({ "_id": 1, "status": "shipped" }),
+        "replace: the whole document"
+    );
+    assert_eq!(del["before"]["status"], "shipped");
+    assert_eq!(del["after"], Value::Null);
+    assert_eq!(del["key"], json!({ "_id": 1 }));
+    // Single writes are their own transaction, named by cluster time.
+    let single: Vec<&Value> = got[..4].iter().map(|b| &b["txn"]).collect();
+    for t in &single {
+        assert_eq!(t["seq"], 0);
+    }
+    let distinct: std::collections::HashSet<_> =
+        single.iter().map(|t| t["id"].to_string()).collect();
+    assert_eq!(distinct.len(), 4, "{single:?}");
+    // The transaction's two inserts: one lsid:txnNumber id, seq 0 and 1.
+    let (t2, t3) = (&got[4]["txn"], &got[5]["txn"]);
+    assert_eq!(t2["id"], t3["id"]);
+    assert!(t2["id"].as_str().unwrap().contains(':'), "{t2}");
+    assert_eq!((t2["seq"].as_u64(), t3["seq"].as_u64()), (Some(0), Some(1)));
+    // Nothing from app.users, even later.
+    assert!(rx
+        .delivered()
+        .iter()
+        .all(|r| r.json()["source"]["table"] == "orders"));
+    // The reader asked for what the contract needs.
+    let stage = &env.server.change_stream_stages()[0];
+    assert_eq!(stage.get_str("fullDocument"), Ok("updateLookup"));
+    assert_eq!(
+        stage.get_str("fullDocumentBeforeChange"),
+        Ok("whenAvailable")
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_after_the_stored_token_with_nothing_lost_or_repeated() {
+    let env = MongoEnv::new().await;
+    let rx = TestReceiver::start().await;
+    let relay = env.relay("", &rx).await;
+    let orders = env.orders().await;
+    for id in 1..=2 {
+        orders.insert_one(doc! { "_id": id }).await.unwrap();
+    }
+    let first = bodies(&rx.wait_delivered(2, WAIT).await);
+    relay.shutdown().await;
+    let stored = env.checkpoint().await.expect("a checkpoint");
+    assert_eq!(
+        stored,
+        first[1]["source"]["position"].as_str().unwrap(),
+        "checkpoint = last event's token"
+    );
+
+    // Committed while hookrelay is down.
+    for id in 3..=4 {
+        orders.insert_one(doc! { "_id": id }).await.unwrap();
+    }
+    orders.delete_one(doc! { "_id": 1 }).await.unwrap();
+    // The primary steps down as the reader reopens: retried, nothing lost.
+    env.server.fail_next_aggregates(10107, 1);
+
+    let relay = env.relay("", &rx).await;
+    let all = rx.wait_delivered(5, WAIT).await;
+    let stages = env.server.change_stream_stages();
+    let resumed = stages
+        .last()
+        .unwrap()
+        .get_document("startAfter")
+        .expect("reopened after a token");
+    assert_eq!(
+        serde_json::to_string(&Bson::Document(resumed.clone()).into_relaxed_extjson()).unwrap(),
+        stored,
+        "the restarted reader resumed from the stored token"
+    );
+    let keys: Vec<Value> = bodies(&all)
+        .iter()
+        .map(|b| json!([b["op"], b["key"]["_id"]]))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            json!(["insert", 1]),
+            json!(["insert", 2]),
+            json!(["insert", 3]),
+            json!(["insert", 4]),
+            json!(["delete", 1])
+        ]
+    );
+    let ids: std::collections::HashSet<_> = all.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids.len(), all.len(), "each event delivered once");
+    assert_eq!(
+        all[..2].iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        first
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_lost_fails_by_default_and_restarts_from_now_when_asked() {
+    let env = MongoEnv::new().await;
+    let rx = TestReceiver::start().await;
+    let relay = env.relay("", &rx).await;
+    let orders = env.orders().await;
+    orders.insert_one(doc! { "_id": 1 }).await.unwrap();
+    rx.wait_delivered(1, WAIT).await;
+    relay.shutdown().await;
+    orders.insert_one(doc! { "_id": 2 }).await.unwrap(); // lost with the oplog
+    env.server.truncate_history();
+
+    // fail (the default): an error state, retried with backoff, never ready.
+    let relay = Relay::start(env.config("")).await.expect("relay starts");
+    let err = eventually("the history-lost error", WAIT, || {
+        let snap = relay.sources()[0].1.snapshot();
+        async move { snap.last_error.filter(|e| e.contains("history lost")) }
+    })
+    .await;
+    assert!(err.contains("no longer in the oplog"), "{err}");
+    assert!(!relay.is_ready());
+    let attempts = env.server.change_stream_stages().len();
+    relay.shutdown().await;
+    assert!(attempts <= 4, "no tight loop: {attempts} aggregates");
+
+    // restart_from_now: captures from now; the lost change never arrives.
+    let relay = env
+        .relay("on_history_lost = \"restart_from_now\"", &rx)
+        .await;
+    let notice = relay.sources()[0]
+        .1
+        .snapshot()
+        .last_notice
+        .unwrap_or_default();
+    assert!(notice.contains("history lost"), "{notice}");
+    assert!(env
+        .server
+        .change_stream_stages()
+        .last()
+        .unwrap()
+        .get("startAfter")
+        .is_none());
+    orders.insert_one(doc! { "_id": 3 }).await.unwrap();
+    let got = bodies(&rx.wait_delivered(2, WAIT).await);
+    assert_eq!(got[1]["key"], json!({ "_id": 3 }));
+    assert!(got.iter().all(|b| b["key"] != json!({ "_id": 2 })));
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_collection_is_reported_and_capture_goes_on_after_the_invalidate() {
+    let env = MongoEnv::new().await;
+    let rx = TestReceiver::start().await;
+    let relay = env.relay("", &rx).await;
+    let orders = env.orders().await;
+    orders.insert_one(doc! { "_id": 1 }).await.unwrap();
+    rx.wait_delivered(1, WAIT).await;
+    env.server.drop_collection("app", "orders");
+    eventually("the reader to reopen after the invalidate", WAIT, || {
+        let stages = env.server.change_stream_stages();
+        async move { (stages.len() >= 2).then_some(()) }
+    })
+    .await;
+    let reopened = env.server.change_stream_stages()[1].clone();
+    let token = reopened
+        .get_document("startAfter")
+        .expect("startAfter the invalidate");
+    assert!(
+        token.get_str("_data").unwrap().ends_with("01"),
+        "the invalidate's token: {token}"
+    );
+    let notice = relay.sources()[0]
+        .1
+        .snapshot()
+        .last_notice
+        .unwrap_or_default();
+    assert!(
+        notice.contains("invalidated") || notice.contains("drop"),
+        "{notice}"
+    );
+    orders.insert_one(doc! { "_id": 2 }).await.unwrap();
+    let got = bodies(&rx.wait_delivered(2, WAIT).await);
+    assert_eq!(got.len(), 2, "the drop is not an event");
+    assert_eq!(got[1]["key"], json!({ "_id": 2 }));
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bson_values_arrive_as_the_golden_json() {
+    let env = MongoEnv::new().await;
+    let rx = TestReceiver::start().await;
+    let relay = env.relay("", &rx).await;
+    let orders = env.orders().await;
+    let uuid = hex_bytes("0123456789abcdef0123456789abcdef");
+    let value = doc! {
+        "_id": mongodb::bson::oid::ObjectId::parse_str("5f43a1b2c3d4e5f60718293a").unwrap(),
+        "z": 1,
+        "big": 9_007_199_254_740_993_i64,
+        "small": -9_007_199_254_740_992_i64,
+        "price": "1.5E+3".parse::<Decimal128>().unwrap(),
+        "tiny": "-1.23E-7".parse::<Decimal128>().unwrap(),
+        "ratio": 0.1,
+        "nan": f64::NAN,
+        "inf": f64::NEG_INFINITY,
+        "at": mongodb::bson::DateTime::from_millis(1_795_377_662_000),
+        "bytes": Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: b"hi\x00\xff".to_vec() },
+        "uuid": Binary { subtype: mongodb::bson::spec::BinarySubtype::Uuid, bytes: uuid },
+        "ts": mongodb::bson::Timestamp { time: 7, increment: 9 },
+        "re": mongodb::bson::Regex { pattern: "^a".into(), options: "mi".into() },
+        "min": Bson::MinKey,
+        "max": Bson::MaxKey,
+        "code": Bson::JavaScriptCode("f()".into()),
+        "nested": { "b": [1, { "c": Bson::Null }, "x\u{0}y"], "a": true },
+    };
+    orders.insert_one(value).await.unwrap();
+    let got = rx.wait_delivered(1, WAIT).await;
+    let body = std::str::from_utf8(&got[0].body).unwrap();
+    let golden = concat!(
+        r#""after":{"_id":"5f43a1b2c3d4e5f60718293a","z":1,"big":"9007199254740993","#,
+        r#""small":-9007199254740992,"price":"1500","tiny":"-0.000000123","ratio":0.1,"#,
+        r#""nan":"NaN","inf":"-Infinity","at":"2026-11-22T20:01:02.000Z","bytes":"aGkA/w==","#,
+        r#""uuid":"01234567-89ab-cdef-0123-456789abcdef","ts":{"$timestamp":{"t":7,"i":9}},"#,
+        r#""re":{"$regularExpression":{"pattern":"^a","options":"im"}},"min":{"$minKey":1},"#,
+        r#""max":{"$maxKey":1},"code":{"$code":"f()"},"#,
+        r#""nested":{"b":[1,{"c":null},"x\u0000y"],"a":true}}"#,
+    );
+    assert!(body.contains(golden), "body {body}\nwants {golden}");
+    assert!(
+        body.contains(r#""key":{"_id":"5f43a1b2c3d4e5f60718293a"}"#),
+        "{body}"
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_standalone_and_collections_without_pre_images() {
+    let env = MongoEnv::new().await;
+    let cfg = env.config("");
+    let orders = env.orders().await;
+    orders.insert_one(doc! { "_id": 1 }).await.unwrap();
+    let notes = hookrelay_sources::mongodb::check(&cfg.sources[0])
+        .await
+        .expect("usable");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("pre-images are off for app.orders")),
+        "{notes:?}"
+    );
+    env.server.enable_pre_images("app", "orders");
+    let notes = hookrelay_sources::mongodb::check(&cfg.sources[0])
+        .await
+        .expect("usable");
+    assert!(notes.is_empty(), "{notes:?}");
+
+    let standalone = MongoServer::standalone().await;
+    let mut src = cfg.sources[0].clone();
+    src.url = standalone.url();
+    let err = hookrelay_sources::mongodb::check(&src)
+        .await
+        .expect_err("standalone")
+        .to_string();
+    assert!(err.contains("standalone"), "{err}");
+}
+
+fn hex_bytes(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
