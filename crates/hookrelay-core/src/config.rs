@@ -172,6 +172,26 @@ pub struct SourceConfig {
     /// Changes per store transaction.
     #[serde(default = "defaults::batch_size")]
     pub batch_size: usize,
+    /// mysql: the replica id hookrelay registers with; two readers with one id kick
+    /// each other off, so the default is derived from the source name (stable across
+    /// restarts, distinct per source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<u32>,
+    /// mysql, mongodb: what to do when the stored position is no longer available
+    /// upstream (binlogs purged). `fail` keeps the source in error until a human acts.
+    #[serde(default)]
+    pub on_history_lost: OnHistoryLost,
+}
+
+/// What a source does when its checkpoint points at history the server no longer has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnHistoryLost {
+    /// Stay in error (changes were lost; an operator decides).
+    #[default]
+    Fail,
+    /// Log loudly and capture from the server's current position.
+    RestartFromNow,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -436,6 +456,24 @@ impl Config {
                     }
                 }
             }
+            if s.server_id.is_some() && s.kind != SourceKind::Mysql {
+                return Err(ConfigError::invalid(
+                    key("server_id"),
+                    "is only for kind = \"mysql\"",
+                ));
+            }
+            if s.server_id == Some(0) {
+                return Err(ConfigError::invalid(
+                    key("server_id"),
+                    "0 is not a valid replica server id (use 1..=4294967295)",
+                ));
+            }
+            if s.on_history_lost != OnHistoryLost::Fail && s.kind == SourceKind::Postgres {
+                return Err(ConfigError::invalid(
+                    key("on_history_lost"),
+                    "is only for kind = \"mysql\" or \"mongodb\"",
+                ));
+            }
             let scheme_ok = match s.kind {
                 SourceKind::Postgres => {
                     s.url.starts_with("postgres://") || s.url.starts_with("postgresql://")
@@ -594,6 +632,11 @@ tables = ["public.orders"]
             (&format!("{GOOD}\n[[sources]]\nname = \"shop\"\nkind = \"postgres\"\nurl = \"postgres://x\"\ntables = [\"a.b\"]"), "sources[1].name", "used by another"),
             ("[store\nurl=", "(top level)", "TOML"),
             (&format!("{GOOD}\n[log]\nformat = \"xml\""), "log.format", "xml"),
+            (&GOOD.replace("tables = [", "server_id = 7\ntables = ["), "sources[0].server_id", "only for kind"),
+            (&MYSQL.replace("server_id = 4242", "server_id = 0"), "sources[0].server_id", "0 is not"),
+            (&MYSQL.replace("server_id = 4242", "server_id = -1"), "sources[0].server_id", "-1"),
+            (&MYSQL.replace("\"fail\"", "\"skip\""), "sources[0].on_history_lost", "skip"),
+            (&GOOD.replace("tables = [", "on_history_lost = \"restart_from_now\"\ntables = ["), "sources[0].on_history_lost", "only for kind"),
         ];
         for (text, key, why) in cases {
             let err = Config::from_toml(text).expect_err(text).to_string();
@@ -603,6 +646,38 @@ tables = ["public.orders"]
             );
             assert!(err.contains(why), "expected {why:?} in: {err}");
         }
+    }
+
+    const MYSQL: &str = r#"
+[store]
+url = "postgres://postgres@127.0.0.1:5432/hookrelay"
+[api]
+tokens = ["change-me-please"]
+[[sources]]
+name = "legacy"
+kind = "mysql"
+url = "mysql://cdc:pw@127.0.0.1:3306/shop"
+tables = ["shop.orders"]
+server_id = 4242
+on_history_lost = "fail"
+"#;
+
+    #[test]
+    fn mysql_source_keys() {
+        let cfg = Config::from_toml(MYSQL).unwrap();
+        assert_eq!(cfg.sources[0].server_id, Some(4242));
+        assert_eq!(cfg.sources[0].on_history_lost, OnHistoryLost::Fail);
+        let cfg = Config::from_toml(
+            &MYSQL
+                .replace("server_id = 4242\n", "")
+                .replace("\"fail\"", "\"restart_from_now\""),
+        )
+        .unwrap();
+        assert_eq!(cfg.sources[0].server_id, None);
+        assert_eq!(
+            cfg.sources[0].on_history_lost,
+            OnHistoryLost::RestartFromNow
+        );
     }
 
     #[test]
