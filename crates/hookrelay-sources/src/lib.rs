@@ -12,6 +12,7 @@
 //! dedupes in the store. [`supervise`] adds what all sources share: leadership (one
 //! reader per source across processes) and reconnecting with backoff.
 
+pub mod mysql;
 pub mod postgres;
 mod sink;
 mod supervise;
@@ -59,6 +60,13 @@ pub enum SourceError {
     Setup(String),
     #[error("change {position}: {reason}")]
     BadChange { position: String, reason: String },
+    /// A source database's own error, classified once by that database's module.
+    #[error("source database: {message}")]
+    Database { message: String, transient: bool },
+    /// The stored position is gone upstream (binlogs purged): changes were lost, and
+    /// only the operator can choose to go on (`on_history_lost`).
+    #[error("history lost: {0}")]
+    HistoryLost(String),
 }
 
 impl SourceError {
@@ -68,7 +76,10 @@ impl SourceError {
         match self {
             SourceError::Db(e) => hookrelay_store::is_transient_pg(e),
             SourceError::Store(e) => e.is_transient(),
-            SourceError::Setup(_) | SourceError::BadChange { .. } => false,
+            SourceError::Database { transient, .. } => *transient,
+            SourceError::Setup(_) | SourceError::BadChange { .. } | SourceError::HistoryLost(_) => {
+                false
+            }
         }
     }
 }

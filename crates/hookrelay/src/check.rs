@@ -5,7 +5,7 @@ use hookrelay_core::{
     config::{redact_url, SourceKind},
     Config,
 };
-use hookrelay_sources::postgres::PostgresSource;
+use hookrelay_sources::{mysql::MysqlSource, postgres::PostgresSource};
 use hookrelay_store::Store;
 
 pub async fn check(cfg: &Config) -> anyhow::Result<()> {
@@ -30,6 +30,7 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
                 Ok(s) => s.check().await,
                 Err(e) => Err(e),
             },
+            SourceKind::Mysql => MysqlSource::check(src).await,
             other => Err(hookrelay_sources::SourceError::Setup(format!(
                 "{} sources are not supported by this version yet",
                 other.as_str()

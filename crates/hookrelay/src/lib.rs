@@ -16,7 +16,9 @@ use anyhow::Context;
 use hookrelay_api::ApiState;
 use hookrelay_core::{config::SourceKind, Config};
 use hookrelay_dispatch::Dispatcher;
-use hookrelay_sources::{postgres::PostgresSource, supervise, SourceStatus, StoreSink};
+use hookrelay_sources::{
+    mysql::MysqlSource, postgres::PostgresSource, supervise, SourceStatus, StoreSink,
+};
 use hookrelay_store::{DispatchSignal, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +53,11 @@ impl Relay {
             match src.kind {
                 SourceKind::Postgres => {
                     let source = PostgresSource::new(src.clone()).with_context(|| format!("source {}", src.name))?;
+                    tasks.spawn(supervise(source, store.clone(), sink, status, stop.clone()));
+                }
+                SourceKind::Mysql => {
+                    let source = MysqlSource::new(src.clone(), store.clone())
+                        .with_context(|| format!("source {}", src.name))?;
                     tasks.spawn(supervise(source, store.clone(), sink, status, stop.clone()));
                 }
                 kind => anyhow::bail!(
