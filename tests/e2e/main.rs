@@ -1,5 +1,6 @@
-//! End-to-end tests: a real PostgreSQL (source and store), hookrelay in-process or as
-//! a child process, and real HTTP receivers on 127.0.0.1.
+//! End-to-end tests: a real PostgreSQL (source and store), a throwaway MariaDB with its
+//! binlog on (mysql sources), hookrelay in-process or as a child process, and real
+//! HTTP receivers on 127.0.0.1.
 
 mod harness;
 
@@ -7,6 +8,7 @@ mod claims;
 mod cli;
 mod delivery;
 mod faults;
+mod mysql;
 mod ordering;
 mod pipeline;
 mod scale_out;
