@@ -460,3 +460,53 @@ async fn server_crash_loses_nothing() {
     assert_eq!(keys, (1..=100).collect());
     relay.shutdown().await;
 }
+
+/// ALTER TABLE while running and while stopped: each row is labelled by the columns
+/// it was written with (the table map's FULL metadata), never by today's schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_table_mid_stream_and_while_down_labels_rows_by_their_own_columns() {
+    let my = shop().await;
+    create_tables(&my).await;
+    let store = TestDb::new("store").await;
+    let cfg = mysql_config(&store.url(), &my.url("shop"), &["shop.orders"], "");
+    let relay = start_relay(cfg.clone()).await;
+    let api = Api::new(relay.api_addr);
+    let rx = TestReceiver::start().await;
+    api.subscribe(&rx.url, json!({})).await;
+    let mut c = my.connect("shop").await;
+    exec(&mut c, "INSERT INTO orders VALUES (1, 'a', 1)").await;
+    exec(
+        &mut c,
+        "ALTER TABLE orders ADD COLUMN note VARCHAR(10) NULL AFTER id",
+    )
+    .await;
+    exec(&mut c, "INSERT INTO orders VALUES (2, 'n2', 'b', 2)").await;
+    rx.wait_delivered(2, WAIT).await;
+    relay.shutdown().await;
+
+    exec(&mut c, "INSERT INTO orders VALUES (3, 'n3', 'c', 3)").await;
+    exec(
+        &mut c,
+        "ALTER TABLE orders DROP COLUMN status, CHANGE total amount DECIMAL(12,3) NOT NULL",
+    )
+    .await;
+    exec(&mut c, "INSERT INTO orders VALUES (4, 'n4', 4.5)").await;
+    let relay = start_relay(cfg).await;
+    let got = rx.wait_delivered(4, WAIT).await;
+    let bodies = bodies_of(&got);
+    let after = |id: i64| find(&bodies, "orders.insert", id)["after"].clone();
+    assert_eq!(after(1), json!({ "id": 1, "status": "a", "total": "1.00" }));
+    assert_eq!(
+        after(2),
+        json!({ "id": 2, "note": "n2", "status": "b", "total": "2.00" })
+    );
+    assert_eq!(
+        after(3),
+        json!({ "id": 3, "note": "n3", "status": "c", "total": "3.00" })
+    );
+    assert_eq!(
+        after(4),
+        json!({ "id": 4, "note": "n4", "amount": "4.500" })
+    );
+    relay.shutdown().await;
+}
