@@ -1,6 +1,8 @@
 //! MySQL/MariaDB sources end to end (issue 9): a throwaway MariaDB with its binlog on,
 //! hookrelay in-process, a real HTTP receiver.
 
+#[cfg(feature = "failpoints")]
+mod chunks;
 mod mariadb;
 mod pipeline;
 mod values;

@@ -393,6 +393,11 @@ impl<'a, S: BatchSink> Reader<'a, S> {
                 let mut events = std::mem::take(&mut self.done);
                 events.append(&mut self.open);
                 self.commit(events, self.boundary.clone()).await?;
+                // Fault suite: die between two chunks of one large group.
+                fail::fail_point!("mysql.after_chunk", |_| Err(SourceError::Database {
+                    message: "failpoint mysql.after_chunk".into(),
+                    transient: true,
+                }));
             }
         }
         Ok(())
