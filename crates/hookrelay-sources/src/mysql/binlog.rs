@@ -71,15 +71,15 @@ struct Mapped {
 }
 
 pub(super) struct Reader<'a, S> {
-    pub source: &'a str,
-    pub sink: &'a S,
-    pub batch_size: usize,
-    pub watched: &'a HashSet<(String, String)>,
+    source: &'a str,
+    sink: &'a S,
+    batch_size: usize,
+    watched: &'a HashSet<(String, String)>,
     /// For schema look-ups while the other connection streams.
-    pub meta_conn: Conn,
-    pub charsets: HashMap<u16, Charset>,
+    meta_conn: Conn,
+    charsets: HashMap<u16, Charset>,
     /// Last committed checkpoint.
-    pub saved: BinlogPosition,
+    saved: BinlogPosition,
     boundary: BinlogPosition,
     file: String,
     last_save: Instant,
@@ -240,6 +240,8 @@ impl<'a, S: BatchSink> Reader<'a, S> {
                 } else if verb == "COMMIT" || verb == "ROLLBACK" || verb.starts_with("XA ") {
                     // A ROLLBACK in the binlog follows changes to non-transactional
                     // tables, which did happen: they are kept like a COMMIT's.
+                    // Known gap: an XA transaction's rows are logged at XA END/PREPARE
+                    // and are sent from there, before its XA COMMIT or XA ROLLBACK.
                     self.close_group(log_pos).await?;
                 } else {
                     // DDL (or another statement): table maps after it describe the new
