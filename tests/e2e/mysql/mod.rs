@@ -3,6 +3,7 @@
 
 #[cfg(feature = "failpoints")]
 mod chunks;
+mod kills;
 mod mariadb;
 mod pipeline;
 mod values;
