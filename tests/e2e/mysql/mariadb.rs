@@ -43,6 +43,13 @@ impl MariaDbInstance {
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir_all(&dir).expect("mariadb dir");
+        // Owned from here on, so a failed bootstrap still removes the directory.
+        let mut inst = Self {
+            dir: dir.clone(),
+            port: crate::harness::free_port(),
+            child: None,
+            args: Vec::new(),
+        };
         let data = dir.join("data");
         // A bootstrap racing another one on a loaded machine has been seen to fail
         // once (1051 on mysql.tmp_user_sys); a second try on a fresh datadir works.
@@ -69,7 +76,7 @@ impl MariaDbInstance {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let port = crate::harness::free_port();
+        let port = inst.port;
         let mut args = vec![
             "--no-defaults".to_owned(),
             format!("--datadir={}", data.display()),
@@ -100,12 +107,7 @@ impl MariaDbInstance {
                 "--binlog-row-image=MINIMAL".into(),
             ]),
         }
-        let mut inst = Self {
-            dir,
-            port,
-            child: None,
-            args,
-        };
+        inst.args = args;
         inst.spawn().await;
         inst
     }
