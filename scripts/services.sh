@@ -30,6 +30,19 @@ ensure_postgres() {
   return 1
 }
 
+# The MariaDB server binaries the mysql tests start throwaway servers from (their
+# own datadir and port, binlog on); the machine's own MariaDB service is not used.
+ensure_mariadb_binaries() {
+  if command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ]; then
+    if command -v mariadb-install-db >/dev/null; then return 0; fi
+  fi
+  echo "scripts/services.sh: mariadbd or mariadb-install-db is missing (the mysql source tests need them); installing mariadb-server" >&2
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null; }; then
+    echo "could not install mariadb-server: install it by hand (apt-get install mariadb-server) and run again" >&2
+    return 1
+  fi
+}
+
 # psql against a database, quietly, stopping on the first error.
 sql() {
   local db=$1

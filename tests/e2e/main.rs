@@ -1,5 +1,6 @@
-//! End-to-end tests: a real PostgreSQL (source and store), hookrelay in-process or as
-//! a child process, and real HTTP receivers on 127.0.0.1.
+//! End-to-end tests: a real PostgreSQL (source and store), a throwaway MariaDB with its
+//! binlog on (mysql sources), hookrelay in-process or as a child process, and real
+//! HTTP receivers on 127.0.0.1.
 
 mod harness;
 
@@ -8,6 +9,7 @@ mod cli;
 mod delivery;
 mod faults;
 mod mongo;
+mod mysql;
 mod operator;
 mod ordering;
 mod outside_bytes;

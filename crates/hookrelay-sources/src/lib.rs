@@ -13,6 +13,7 @@
 //! reader per source across processes) and reconnecting with backoff.
 
 pub mod mongodb;
+pub mod mysql;
 pub mod postgres;
 mod sink;
 mod supervise;
@@ -82,8 +83,8 @@ pub enum SourceError {
     /// A source database's own error, classified once by that database's module.
     #[error("source database: {message}")]
     Database { message: String, transient: bool },
-    /// The stored position is gone upstream (oplog rolled over): changes were lost,
-    /// and only the operator can choose to go on (`on_history_lost`).
+    /// The stored position is gone upstream (oplog rolled over, binlogs purged):
+    /// changes were lost, and only the operator can choose to go on (`on_history_lost`).
     #[error("history lost: {0}")]
     HistoryLost(String),
 }

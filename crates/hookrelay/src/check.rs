@@ -5,7 +5,7 @@ use hookrelay_core::{
     config::{redact_url, SourceKind},
     Config,
 };
-use hookrelay_sources::postgres::PostgresSource;
+use hookrelay_sources::{mysql::MysqlSource, postgres::PostgresSource};
 use hookrelay_store::Store;
 
 pub async fn check(cfg: &Config) -> anyhow::Result<()> {
@@ -37,10 +37,7 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
                 notes = n;
                 Vec::new()
             }),
-            other => Err(hookrelay_sources::SourceError::Setup(format!(
-                "{} sources are not supported by this version yet",
-                other.as_str()
-            ))),
+            SourceKind::Mysql => MysqlSource::check(src).await,
         };
         match result {
             Ok(problems) if problems.is_empty() => {

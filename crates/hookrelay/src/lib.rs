@@ -18,7 +18,8 @@ use hookrelay_api::{ApiState, SourceReadiness, SourcesReadiness};
 use hookrelay_core::{config::SourceKind, Config};
 use hookrelay_dispatch::Dispatcher;
 use hookrelay_sources::{
-    mongodb::MongoSource, postgres::PostgresSource, supervise, SourceStatus, StoreSink,
+    mongodb::MongoSource, mysql::MysqlSource, postgres::PostgresSource, supervise, SourceStatus,
+    StoreSink,
 };
 use hookrelay_store::{DispatchSignal, Store};
 use tokio::task::JoinSet;
@@ -55,18 +56,20 @@ impl Relay {
                 .reporting_to(status.clone());
             match src.kind {
                 SourceKind::Postgres => {
-                    let source = PostgresSource::new(src.clone()).with_context(|| format!("source {}", src.name))?;
+                    let source = PostgresSource::new(src.clone())
+                        .with_context(|| format!("source {}", src.name))?;
                     tasks.spawn(supervise(source, store.clone(), sink, status, stop.clone()));
                 }
                 SourceKind::Mongodb => {
-                    let source = MongoSource::new(src.clone(), store.clone()).with_context(|| format!("source {}", src.name))?;
+                    let source = MongoSource::new(src.clone(), store.clone())
+                        .with_context(|| format!("source {}", src.name))?;
                     tasks.spawn(supervise(source, store.clone(), sink, status, stop.clone()));
                 }
-                kind => anyhow::bail!(
-                    "config key `sources[{}].kind`: {:?} sources are not supported by this version yet",
-                    cfg.sources.iter().position(|s| s.name == src.name).unwrap_or(0),
-                    kind.as_str()
-                ),
+                SourceKind::Mysql => {
+                    let source = MysqlSource::new(src.clone(), store.clone())
+                        .with_context(|| format!("source {}", src.name))?;
+                    tasks.spawn(supervise(source, store.clone(), sink, status, stop.clone()));
+                }
             }
         }
 

@@ -1,0 +1,213 @@
+//! The MySQL/MariaDB source: hookrelay reads the binlog as a replica does (its own
+//! `server_id`), turns row events of the watched tables into events, and keeps its
+//! binlog position as the source's checkpoint in the store.
+//!
+//! ```text
+//!  server binlog ──COM_BINLOG_DUMP from checkpoint──▶ Reader (binlog.rs)
+//!     GTID/BEGIN, TABLE_MAP, ROWS…, XID ──▶ events of each group (table.rs, value.rs)
+//!                                             │ BatchSink::commit(events, boundary)
+//!                                             ▼
+//!                         store: events + deliveries + checkpoint, one transaction
+//! ```
+//!
+//! Acknowledgement: a replica acknowledges nothing to the server; the checkpoint
+//! *is* the acknowledgement, and it is written only in the store transaction that
+//! holds the events read up to it, and only at a group's end (XID, COMMIT, a
+//! standalone DDL, or a file's start). What a crash leaves behind:
+//! - before a commit: the store has the previous checkpoint; the groups after it are
+//!   read again from the binlog (the server keeps them until they are purged).
+//! - during a large group committed in chunks: the chunks are stored, the
+//!   checkpoint still points before the group; the whole group is read again and
+//!   the chunks' events dedupe on their ids (file + event offset + row index).
+//! - after a commit: nothing to redo.
+//!
+//! A new source starts at the server's current position (`SHOW MASTER STATUS`),
+//! committed as its first checkpoint before it reports "capturing". A checkpoint
+//! whose binlog file was purged is an error (`on_history_lost = "fail"`), or, if
+//! the operator chose `restart_from_now`, a loud warning and a jump to now.
+//!
+//! `committed_at` is MySQL 8's `original_commit_timestamp` when the GTID event has
+//! one, else the group's first event time (MariaDB: whole seconds).
+
+mod binlog;
+mod error;
+mod position;
+mod setup;
+mod table;
+mod value;
+
+use std::collections::HashSet;
+
+use hookrelay_core::config::{split_qualified, OnHistoryLost, SourceConfig};
+use hookrelay_store::Store;
+use mysql_async::{prelude::Queryable, BinlogStreamRequest, Conn, Opts};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{BatchSink, Source, SourceError, SourceState, SourceStatus};
+pub use position::BinlogPosition;
+pub use setup::default_server_id;
+
+pub struct MysqlSource {
+    cfg: SourceConfig,
+    store: Store,
+    opts: Opts,
+    tables: Vec<(String, String)>,
+    watched: HashSet<(String, String)>,
+    server_id: u32,
+}
+
+impl MysqlSource {
+    /// `store` is where the checkpoint is read back from on start.
+    pub fn new(cfg: SourceConfig, store: Store) -> Result<Self, SourceError> {
+        let url = match cfg.url.strip_prefix("mariadb://") {
+            Some(rest) => format!("mysql://{rest}"),
+            None => cfg.url.clone(),
+        };
+        let opts = Opts::from_url(&url)
+            .map_err(|e| SourceError::Setup(format!("source {} url: {e}", cfg.name)))?;
+        let tables: Vec<(String, String)> = cfg
+            .tables
+            .iter()
+            .map(|t| {
+                split_qualified(t)
+                    .map(|(s, t)| (s.to_owned(), t.to_owned()))
+                    .ok_or_else(|| SourceError::Setup(format!("table {t:?} is not database.table")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            server_id: cfg
+                .server_id
+                .unwrap_or_else(|| default_server_id(&cfg.name)),
+            watched: tables.iter().cloned().collect(),
+            tables,
+            opts,
+            store,
+            cfg,
+        })
+    }
+
+    /// The replica id this source registers with.
+    pub fn server_id(&self) -> u32 {
+        self.server_id
+    }
+
+    /// Every missing prerequisite, each with the statement that fixes it (empty when
+    /// the server is ready); an error only when it cannot be asked at all.
+    pub async fn check(cfg: &SourceConfig) -> Result<Vec<String>, SourceError> {
+        let url = cfg.url.replacen("mariadb://", "mysql://", 1);
+        let opts = Opts::from_url(&url).map_err(|e| SourceError::Setup(format!("url: {e}")))?;
+        let tables: Vec<(String, String)> = cfg
+            .tables
+            .iter()
+            .filter_map(|t| split_qualified(t).map(|(s, t)| (s.to_owned(), t.to_owned())))
+            .collect();
+        let mut conn = Conn::new(opts).await?;
+        let problems = setup::problems(&mut conn, &tables).await;
+        let _ = conn.disconnect().await;
+        problems
+    }
+
+    /// The checkpoint to resume from, or the server's current position committed as
+    /// the first one; handles purged history per `on_history_lost`.
+    async fn start_position<S: BatchSink>(
+        &self,
+        conn: &mut Conn,
+        sink: &S,
+    ) -> Result<BinlogPosition, SourceError> {
+        let stored = self.store.load_checkpoint(&self.cfg.name).await?;
+        let resume = match stored {
+            Some(cp) => Some(BinlogPosition::parse(&cp.position).ok_or_else(|| {
+                SourceError::Setup(format!(
+                    "stored checkpoint {:?} is not a binlog position (was this source another kind before?)",
+                    cp.position
+                ))
+            })?),
+            None => None,
+        };
+        if let Some(pos) = resume {
+            if setup::binlog_files(conn).await?.contains(&pos.file) {
+                return Ok(pos);
+            }
+            let lost = format!(
+                "binlog {} (checkpoint {pos}) is no longer on the server: changes after it were purged unread",
+                pos.file
+            );
+            match self.cfg.on_history_lost {
+                OnHistoryLost::Fail => {
+                    return Err(SourceError::HistoryLost(format!(
+                        "{lost}; set on_history_lost = \"restart_from_now\" to capture from now on"
+                    )))
+                }
+                OnHistoryLost::RestartFromNow => {
+                    warn!(%lost, "history lost; restarting from the current position (on_history_lost = restart_from_now)");
+                }
+            }
+        }
+        let now = setup::current_position(conn).await?;
+        sink.commit(&[], &now.to_string()).await?;
+        Ok(now)
+    }
+}
+
+fn refuse_unless_ready(problems: Vec<String>) -> Result<(), SourceError> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(SourceError::Setup(format!(
+        "{} problem(s):\n      - {}",
+        problems.len(),
+        problems.join("\n      - ")
+    )))
+}
+
+impl Source for MysqlSource {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// A new source commits the server's position as its first checkpoint before it
+    /// reports capturing, so a stored checkpoint means capture has begun.
+    async fn capture_installed(&self) -> Result<bool, SourceError> {
+        Ok(self.store.load_checkpoint(&self.cfg.name).await?.is_some())
+    }
+
+    async fn run<S: BatchSink>(
+        &self,
+        sink: &S,
+        status: &SourceStatus,
+        stop: &CancellationToken,
+    ) -> Result<(), SourceError> {
+        let mut meta = Conn::new(self.opts.clone()).await?;
+        refuse_unless_ready(setup::problems(&mut meta, &self.tables).await?)?;
+        let charsets = setup::charsets(&mut meta).await?;
+        let start = self.start_position(&mut meta, sink).await?;
+
+        let mut conn = Conn::new(self.opts.clone()).await?;
+        // MariaDB sends its GTID events (not a BEGIN query) only to replicas that say
+        // they understand them; the heartbeat lets a silent, dead connection be told
+        // from an idle server.
+        conn.query_drop(format!(
+            "SET @mariadb_slave_capability = 4, @master_heartbeat_period = {}",
+            binlog::HEARTBEAT.as_nanos()
+        ))
+        .await?;
+        let request = BinlogStreamRequest::new(self.server_id)
+            .with_filename(start.file.as_bytes())
+            .with_pos(start.offset);
+        let stream = conn.get_binlog_stream(request).await?;
+        info!(tables = ?self.cfg.tables, server_id = self.server_id, from = %start, "capturing");
+        status.set_state(SourceState::Running);
+        binlog::Reader::new(
+            &self.cfg.name,
+            sink,
+            self.cfg.batch_size,
+            &self.watched,
+            meta,
+            charsets,
+            start,
+        )
+        .run(stream, stop)
+        .await
+    }
+}
