@@ -69,3 +69,109 @@ async fn sources_show_running_standby_and_error() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// The value of the sample `name{labels}` in Prometheus text, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_known_workload() {
+    let env = Env::new().await;
+    let mut cfg = env.config();
+    cfg.dispatch.max_attempts = 100; // the failing endpoint stays `retrying`
+    let relay = start_relay(cfg).await;
+    let api = Api::new(relay.api_addr);
+    let ok = TestReceiver::start().await;
+    let ok_sub = api.subscribe(&ok.url, serde_json::json!({})).await;
+    let bad = TestReceiver::scripted(std::sync::Arc::new(|_, _| Reply::status(500))).await;
+    let bad_sub = api.subscribe(&bad.url, serde_json::json!({})).await;
+    let (ok_id, bad_id) = (
+        ok_sub["id"].as_str().unwrap(),
+        bad_sub["id"].as_str().unwrap(),
+    );
+    env.source
+        .connect()
+        .await
+        .batch_execute(
+            "insert into orders (id, status) select g, 'new' from generate_series(1, 3) g",
+        )
+        .await
+        .unwrap();
+    ok.wait_delivered(3, WAIT).await;
+    bad.wait_for("two attempts of each failing delivery", WAIT, |r| {
+        r.len() >= 6
+    })
+    .await;
+
+    let url = format!("{}/metrics", api.base);
+    let text = eventually("the counts in /metrics", WAIT, || async {
+        let resp = reqwest::get(&url).await.ok()?; // no token needed
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.ok()?;
+        let done = sample(&text, &format!(
+            "hookrelay_delivery_attempts_total{{subscription_id=\"{ok_id}\",outcome=\"succeeded\"}}"
+        )) == Some(3.0)
+            && sample(&text, &format!(
+                "hookrelay_delivery_attempts_total{{subscription_id=\"{bad_id}\",outcome=\"retrying\"}}"
+            ))
+            .is_some_and(|n| n >= 6.0);
+        done.then_some(text)
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &text,
+            "hookrelay_events_captured_total{source=\"shop\",kind=\"postgres\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "hookrelay_source_ready{source=\"shop\",kind=\"postgres\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                "hookrelay_backlog_deliveries{{subscription_id=\"{bad_id}\",status=\"retrying\"}}"
+            )
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                "hookrelay_backlog_deliveries{{subscription_id=\"{ok_id}\",status=\"pending\"}}"
+            )
+        ),
+        None,
+        "nothing open for the healthy endpoint"
+    );
+    assert!(
+        sample(&text, "hookrelay_attempt_duration_seconds_count").is_some_and(|n| n >= 9.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "hookrelay_source_lag_seconds{source=\"shop\"}").is_some(),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "hookrelay_store_connections{state=\"idle\"}").is_some(),
+        "{text}"
+    );
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics text ends with # EOF"
+    );
+    relay.shutdown().await;
+}

@@ -19,6 +19,7 @@ mod error;
 mod events;
 mod extract;
 mod health;
+mod metrics;
 mod params;
 mod sources;
 mod subscriptions;
@@ -56,6 +57,8 @@ pub struct ApiState {
     pub dispatch_signal: Arc<hookrelay_store::DispatchSignal>,
     /// Each source's readiness, for `/readyz` (read-only; the API never calls a source).
     pub sources: SourcesReadiness,
+    /// The dispatcher's live counters, read by `/metrics` (never written here).
+    pub dispatch_stats: Arc<hookrelay_core::stats::DispatchStats>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -101,6 +104,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .nest("/v1", v1)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

@@ -10,6 +10,7 @@ pub mod event;
 pub mod filter;
 pub mod network;
 pub mod signature;
+pub mod stats;
 
 pub use config::{Config, ConfigError};
 pub use event::{ChangeEvent, Op};

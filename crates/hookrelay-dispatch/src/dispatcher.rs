@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hookrelay_core::config::DispatchConfig;
+use hookrelay_core::{
+    config::DispatchConfig,
+    stats::{AttemptOutcome, DispatchStats},
+};
 use hookrelay_store::{
     ClaimProgress, ClaimRoom, ClaimedDelivery, DispatchSignal, OutcomeStatus, Store,
 };
@@ -18,7 +21,7 @@ use tracing::{info, warn, Instrument};
 use crate::{
     breaker::{Admission, Breakers},
     client::build_client,
-    recorder::{Recorder, RecorderErrors},
+    recorder::Recorder,
     send, ClientError,
 };
 
@@ -186,7 +189,7 @@ pub struct Dispatcher {
     client: reqwest::Client,
     owner: String,
     signal: Arc<DispatchSignal>,
-    errors: Arc<RecorderErrors>,
+    stats: Arc<DispatchStats>,
 }
 
 impl Dispatcher {
@@ -204,7 +207,7 @@ impl Dispatcher {
             client,
             owner,
             signal,
-            errors: Arc::default(),
+            stats: Arc::default(),
         })
     }
 
@@ -227,7 +230,7 @@ impl Dispatcher {
                 owner: self.owner.clone(),
                 signal: self.signal.clone(),
                 key_blocked: key_blocked.clone(),
-                errors: self.errors.clone(),
+                stats: self.stats.clone(),
             }
             .run(rx, abandon.clone()),
         );
@@ -347,9 +350,9 @@ impl Dispatcher {
         info!("dispatcher stopped");
     }
 
-    /// Counts of outcome-recording trouble (for logs and metrics).
-    pub fn recorder_errors(&self) -> Arc<RecorderErrors> {
-        self.errors.clone()
+    /// The live counters `/metrics` reads.
+    pub fn stats(&self) -> Arc<DispatchStats> {
+        self.stats.clone()
     }
 
     /// Until something may be due: a signal, the poll interval, or `stop`.
@@ -393,6 +396,7 @@ impl Dispatcher {
         let load = load.clone();
         let signal = self.signal.clone();
         let senders = senders.clone();
+        let stats = self.stats.clone();
         // Past this, the lease may run out mid-attempt and another process could
         // claim the delivery while we send: leave it to that process instead.
         let send_by = self.cfg.timeout * PREFETCH as u32;
@@ -405,7 +409,16 @@ impl Dispatcher {
                         _ => None,
                     };
                 if permits.is_some() && claimed_at.elapsed() <= send_by {
+                    stats.started();
                     let outcome = send::attempt(&client, &cfg, d).await;
+                    stats.finished();
+                    let kind = match outcome.status {
+                        OutcomeStatus::Succeeded => AttemptOutcome::Succeeded,
+                        OutcomeStatus::Retry { .. } => AttemptOutcome::Retrying,
+                        OutcomeStatus::Failed => AttemptOutcome::Failed,
+                        OutcomeStatus::Gone => AttemptOutcome::Gone,
+                    };
+                    stats.attempt(&sub, kind, Duration::from_millis(outcome.duration_ms.max(0) as u64));
                     let succeeded = matches!(outcome.status, OutcomeStatus::Succeeded | OutcomeStatus::Gone);
                     tracing::debug!(status = ?outcome.status, code = ?outcome.status_code, ms = outcome.duration_ms, "attempt finished");
                     if let Some(err) = &outcome.error {

@@ -22,4 +22,3 @@ mod send;
 pub use classify::{classify, Verdict};
 pub use client::{build_client, ClientError};
 pub use dispatcher::Dispatcher;
-pub use recorder::RecorderErrors;

@@ -17,12 +17,13 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
     time::Duration,
 };
 
+use hookrelay_core::stats::DispatchStats;
 use hookrelay_store::{DispatchSignal, Outcome, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -34,23 +35,13 @@ const MAX_BATCH: usize = 512;
 /// Longest wait between attempts to write a batch while the store is unreachable.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
-/// Counts of what went wrong while recording, for logs and metrics.
-#[derive(Debug, Default)]
-pub struct RecorderErrors {
-    /// Writes that failed and were retried (the store was unreachable).
-    pub transient: AtomicU64,
-    /// Outcomes the store refused as they were (recorded without their details).
-    pub refused: AtomicU64,
-    /// Outcomes that could not be recorded at all (left to lease expiry).
-    pub dropped: AtomicU64,
-}
-
 pub(crate) struct Recorder {
     pub store: Store,
     pub owner: String,
     pub signal: Arc<DispatchSignal>,
     pub key_blocked: Arc<AtomicBool>,
-    pub errors: Arc<RecorderErrors>,
+    /// Counts of what went wrong while recording, for `/metrics`.
+    pub stats: Arc<DispatchStats>,
 }
 
 /// Why a write stopped without being done.
@@ -138,7 +129,7 @@ impl Recorder {
         refused: &StoreError,
         abandon: &CancellationToken,
     ) -> bool {
-        self.errors.refused.fetch_add(1, Ordering::Relaxed);
+        self.stats.recorder_refused.fetch_add(1, Ordering::Relaxed);
         let note = format!(
             "hookrelay could not store this attempt's details ({}); the response body and error were dropped",
             refused.sqlstate().unwrap_or("store error")
@@ -162,7 +153,7 @@ impl Recorder {
                 false
             }
             Err(Stopped::Refused(e)) => {
-                self.errors.dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats.recorder_dropped.fetch_add(1, Ordering::Relaxed);
                 error!(
                     delivery_id = outcome.delivery_id,
                     subscription_id = %outcome.subscription_id,
@@ -190,7 +181,7 @@ impl Recorder {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_bad_data() => return Err(Stopped::Refused(e)),
                 Err(e) => {
-                    self.errors.transient.fetch_add(1, Ordering::Relaxed);
+                    self.stats.recorder_retries.fetch_add(1, Ordering::Relaxed);
                     warn!(
                         error = %e,
                         outcomes = part.len(),

@@ -76,6 +76,7 @@ impl Relay {
         let owner = hookrelay_store::process_name();
         let dispatcher =
             Dispatcher::new(store.clone(), cfg.dispatch.clone(), owner, signal.clone())?;
+        let dispatch_stats = dispatcher.stats();
         tasks.spawn(dispatcher.run(stop.clone()));
 
         if cfg.api.insecure_no_auth {
@@ -96,6 +97,7 @@ impl Relay {
                     })
                     .collect(),
             ),
+            dispatch_stats,
         };
         let listener = tokio::net::TcpListener::bind(cfg.api.listen)
             .await

@@ -133,6 +133,7 @@ impl TestApi {
             allow_networks: Vec::new(),
             dispatch_signal: Arc::default(),
             sources: Default::default(),
+            dispatch_stats: Arc::default(),
         };
         f(&mut state);
         let app = router(state.clone());

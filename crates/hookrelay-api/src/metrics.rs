@@ -1,0 +1,173 @@
+//! `GET /metrics`: Prometheus text (OpenMetrics), built at scrape time from what the
+//! process counts and what the store holds.
+//!
+//! ```text
+//!  dispatcher's live counters (attempts, latency, in flight, recorder) ─┐
+//!  sources' live status (events captured, errors, ready)                ├─▶ one registry
+//!  store aggregates (open backlog per subscription, newest event age)  ─┘   per scrape
+//! ```
+//! Counters count since this process started, as Prometheus expects; gauges are read
+//! fresh. No secret or header value is ever a label.
+
+use axum::{
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response},
+};
+use chrono::Utc;
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::{ApiError, ApiState};
+
+type Labels = Vec<(String, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let mut reg = Registry::default();
+
+    let captured = Family::<Labels, Counter>::default();
+    let source_errors = Family::<Labels, Counter>::default();
+    let source_ready = Family::<Labels, Gauge>::default();
+    for s in state.sources.all() {
+        let l = labels(&[("source", &s.name), ("kind", &s.kind)]);
+        captured.get_or_create(&l).inc_by(s.events_captured);
+        source_errors.get_or_create(&l).inc_by(s.errors);
+        source_ready.get_or_create(&l).set(i64::from(s.ready));
+    }
+    reg.register(
+        "hookrelay_events_captured",
+        "New events committed to the store, per source",
+        captured,
+    );
+    reg.register(
+        "hookrelay_source_errors",
+        "Source failures (each retried), per source",
+        source_errors,
+    );
+    reg.register(
+        "hookrelay_source_ready",
+        "1 while the source captures (or its leader does)",
+        source_ready,
+    );
+
+    let lag = Family::<Labels, FloatGauge>::default();
+    let now = Utc::now();
+    for (source, at) in state.store.last_event_times().await? {
+        let secs = (now - at).num_milliseconds().max(0) as f64 / 1000.0;
+        lag.get_or_create(&labels(&[("source", &source)])).set(secs);
+    }
+    reg.register(
+        "hookrelay_source_lag_seconds",
+        "Seconds since the newest stored event of each source was committed",
+        lag,
+    );
+
+    let stats = &state.dispatch_stats;
+    let attempts = Family::<Labels, Counter>::default();
+    for (sub, outcome, n) in stats.attempts() {
+        attempts
+            .get_or_create(&labels(&[
+                ("subscription_id", &sub),
+                ("outcome", outcome.as_str()),
+            ]))
+            .inc_by(n);
+    }
+    reg.register(
+        "hookrelay_delivery_attempts",
+        "Delivery attempts by subscription and what they led to (succeeded, retrying, failed, gone)",
+        attempts,
+    );
+    reg.register(
+        "hookrelay_attempt_duration_seconds",
+        "Time from sending a webhook to the end of its answer",
+        stats.latency(),
+    );
+    let in_flight = Gauge::<i64>::default();
+    in_flight.set(stats.in_flight());
+    reg.register(
+        "hookrelay_dispatch_in_flight",
+        "Webhooks being sent right now",
+        in_flight,
+    );
+    let recorder = Family::<Labels, Counter>::default();
+    for (kind, n) in [
+        ("retried", &stats.recorder_retries),
+        ("refused", &stats.recorder_refused),
+        ("dropped", &stats.recorder_dropped),
+    ] {
+        recorder
+            .get_or_create(&labels(&[("kind", kind)]))
+            .inc_by(n.load(Ordering::Relaxed));
+    }
+    reg.register(
+        "hookrelay_recorder_errors",
+        "Outcome writes retried (store unreachable), refused (recorded without details) or dropped (left to lease expiry)",
+        recorder,
+    );
+
+    let backlog = Family::<Labels, Gauge>::default();
+    let oldest = Family::<Labels, FloatGauge>::default();
+    for b in state.store.backlog().await? {
+        backlog
+            .get_or_create(&labels(&[
+                ("subscription_id", &b.subscription_id),
+                ("status", "pending"),
+            ]))
+            .set(b.pending);
+        backlog
+            .get_or_create(&labels(&[
+                ("subscription_id", &b.subscription_id),
+                ("status", "retrying"),
+            ]))
+            .set(b.retrying);
+        oldest
+            .get_or_create(&labels(&[("subscription_id", &b.subscription_id)]))
+            .set(b.oldest_seconds);
+    }
+    reg.register(
+        "hookrelay_backlog_deliveries",
+        "Open deliveries per subscription and status",
+        backlog,
+    );
+    reg.register(
+        "hookrelay_oldest_open_delivery_age_seconds",
+        "Age of each subscription's oldest open delivery",
+        oldest,
+    );
+
+    let (open, idle) = state.store.pool_connections();
+    let pool = Family::<Labels, Gauge>::default();
+    pool.get_or_create(&labels(&[("state", "in_use")]))
+        .set(open.saturating_sub(idle) as i64);
+    pool.get_or_create(&labels(&[("state", "idle")]))
+        .set(idle as i64);
+    reg.register(
+        "hookrelay_store_connections",
+        "Store connections by state",
+        pool,
+    );
+
+    let mut body = String::new();
+    encode(&mut body, &reg)
+        .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}").into()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}
