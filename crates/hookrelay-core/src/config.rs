@@ -12,6 +12,11 @@ use figment::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::sealing::{MasterKey, Secrets};
+
+/// The environment variable holding the master key that seals secrets at rest.
+pub const MASTER_KEY_ENV: &str = "HOOKRELAY_MASTER_KEY";
+
 /// A refused configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -52,6 +57,13 @@ pub struct StoreConfig {
     /// Connections in the store pool.
     #[serde(default = "defaults::pool_size")]
     pub pool_size: usize,
+    /// Keep endpoint secrets and header values in plaintext when no
+    /// `HOOKRELAY_MASTER_KEY` is set (development only; warns at start).
+    #[serde(default)]
+    pub insecure_plaintext_secrets: bool,
+    /// From `HOOKRELAY_MASTER_KEY` (environment only, never a file or a log line).
+    #[serde(skip)]
+    pub master_key: Option<MasterKey>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -254,7 +266,7 @@ mod defaults {
 }
 
 /// Environment variables read directly, not as config keys.
-const ENV_NOT_KEYS: [&str; 2] = ["config", "master_key"];
+const ENV_NOT_KEYS: [&str; 3] = ["config", "master_key", "new_master_key"];
 
 impl Config {
     /// File (if any), then `HOOKRELAY_…` env overrides, then validation.
@@ -274,7 +286,27 @@ impl Config {
                 .filter(|k| !ENV_NOT_KEYS.contains(&k.as_str().to_ascii_lowercase().as_str()))
                 .split("__"),
         );
-        Self::from_figment(fig)
+        let mut cfg = Self::from_figment(fig)?;
+        cfg.store.master_key = master_key_from_env(MASTER_KEY_ENV)?;
+        Ok(cfg)
+    }
+
+    /// How the store keeps secrets: sealed under the master key, or in plaintext only
+    /// when there is no key and `store.insecure_plaintext_secrets` allows it.
+    pub fn secrets(&self) -> Result<Secrets, ConfigError> {
+        match (
+            &self.store.master_key,
+            self.store.insecure_plaintext_secrets,
+        ) {
+            (Some(key), _) => Ok(Secrets::Sealed(key.clone())),
+            (None, true) => Ok(Secrets::Plaintext),
+            (None, false) => Err(ConfigError::invalid(
+                MASTER_KEY_ENV,
+                "is not set: endpoint secrets are encrypted at rest under it (base64 of 32 \
+                 random bytes, e.g. `openssl rand -base64 32`); for local development only, \
+                 store.insecure_plaintext_secrets = true keeps them in plaintext",
+            )),
+        }
     }
 
     /// Parses TOML text (no environment), for tests and `check`.
@@ -480,6 +512,18 @@ impl Config {
     }
 }
 
+/// The master key in environment variable `name`, if set. An invalid one is refused
+/// with the variable named and its value never shown.
+pub fn master_key_from_env(name: &str) -> Result<Option<MasterKey>, ConfigError> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::invalid(name, "is not base64")),
+        Ok(text) => MasterKey::from_base64(&text)
+            .map(Some)
+            .map_err(|e| ConfigError::invalid(name, e.to_string())),
+    }
+}
+
 /// Source names: 1 to 48 characters of `[a-z0-9_-]`.
 pub fn is_source_name(name: &str) -> bool {
     !name.is_empty()
@@ -645,6 +689,19 @@ tables = ["public.orders"]
             );
             assert!(err.contains(why), "expected {why:?} in: {err}");
         }
+    }
+
+    #[test]
+    fn secrets_need_a_key_unless_plaintext_is_allowed() {
+        let mut cfg = Config::from_toml(GOOD).unwrap();
+        let err = cfg.secrets().unwrap_err().to_string();
+        assert!(err.contains("`HOOKRELAY_MASTER_KEY`"), "{err}");
+        cfg.store.insecure_plaintext_secrets = true;
+        assert!(cfg.secrets().unwrap().key().is_none());
+        cfg.store.master_key = Some(MasterKey::from_bytes([1; 32]));
+        assert!(cfg.secrets().unwrap().key().is_some(), "a key wins");
+        // The key never appears in the serialized config (files written for tests).
+        assert!(!serde_json::to_string(&cfg).unwrap().contains("master_key"));
     }
 
     #[test]

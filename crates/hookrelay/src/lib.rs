@@ -35,10 +35,32 @@ pub struct Relay {
 impl Relay {
     /// Migrates the store, then starts sources, dispatcher and API.
     pub async fn start(cfg: Config) -> anyhow::Result<Self> {
-        let store = Store::connect(&cfg.store.url, cfg.store.pool_size).context("store")?;
+        let secrets = cfg.secrets()?;
+        match secrets.key() {
+            Some(key) => info!(master_key = key.id(), "endpoint secrets are encrypted at rest"),
+            None => tracing::warn!(
+                "ENDPOINT SECRETS AND HEADER VALUES ARE STORED IN PLAINTEXT \
+                 (store.insecure_plaintext_secrets = true, no HOOKRELAY_MASTER_KEY); development only"
+            ),
+        }
+        let store = Store::connect(&cfg.store.url, cfg.store.pool_size)
+            .context("store")?
+            .with_secrets(secrets);
         let applied = migrate_when_reachable(&store).await?;
         if !applied.is_empty() {
             info!(migrations = ?applied, "store migrated");
+        }
+        // Before anything is sent: plaintext rows are sealed, and a key that does not
+        // open what is stored stops start-up here.
+        let sealed = store
+            .seal_plaintext_secrets()
+            .await
+            .context("checking stored secrets against HOOKRELAY_MASTER_KEY")?;
+        if sealed.rewritten > 0 {
+            info!(
+                subscriptions = sealed.rewritten,
+                "sealed secrets stored in plaintext"
+            );
         }
         let stop = CancellationToken::new();
         let signal = Arc::new(DispatchSignal::default());

@@ -5,5 +5,6 @@ mod auth;
 mod deliveries;
 mod events;
 mod harness;
+mod secrets;
 mod subscriptions;
 mod validation;
