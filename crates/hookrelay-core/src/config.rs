@@ -108,6 +108,10 @@ pub struct DispatchConfig {
     /// CIDRs exempt from the private-address block on endpoint URLs.
     #[serde(default)]
     pub allow_networks: Vec<IpNet>,
+    /// Outbound proxy (`http://host:port`); empty = none. Environment proxies
+    /// (`HTTP_PROXY`, …) are always ignored.
+    #[serde(default)]
+    pub proxy: String,
     /// How often the dispatcher looks for due retries when nothing wakes it sooner.
     #[serde(default = "defaults::dispatch_poll", with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -126,6 +130,7 @@ impl Default for DispatchConfig {
             max_attempts: defaults::max_attempts(),
             backoff: BackoffConfig::default(),
             allow_networks: Vec::new(),
+            proxy: String::new(),
             poll_interval: defaults::dispatch_poll(),
             shutdown_grace: defaults::shutdown_grace(),
         }
@@ -411,6 +416,15 @@ impl Config {
                 ),
             ));
         }
+        if !d.proxy.is_empty() && !is_proxy_url(&d.proxy) {
+            return Err(ConfigError::invalid(
+                "dispatch.proxy",
+                format!(
+                    "{:?} must be an http:// or https:// URL with a host (or \"\" for none)",
+                    redact_url(&d.proxy)
+                ),
+            ));
+        }
         if d.poll_interval.is_zero() {
             return Err(ConfigError::invalid(
                 "dispatch.poll_interval",
@@ -522,6 +536,19 @@ pub fn master_key_from_env(name: &str) -> Result<Option<MasterKey>, ConfigError>
             .map(Some)
             .map_err(|e| ConfigError::invalid(name, e.to_string())),
     }
+}
+
+/// `http(s)://[user:pass@]host[:port][/]`, nothing else.
+fn is_proxy_url(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && !authority.contains(['/', '?', '#'])
+        && !text.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 /// Source names: 1 to 48 characters of `[a-z0-9_-]`.
@@ -672,6 +699,8 @@ tables = ["public.orders"]
             (&format!("{GOOD}\n[dispatch]\nbackoff = {{ initial = \"2h\" }}"), "dispatch.backoff.initial", "longer than"),
             (&format!("{GOOD}\n[dispatch]\nallow_networks = [\"10.0.0.0/33\"]"), "dispatch.allow_networks[0]", "10.0.0.0/33"),
             (&format!("{GOOD}\n[dispatch]\nwokers = 3"), "dispatch.wokers", "unknown field"),
+            (&format!("{GOOD}\n[dispatch]\nproxy = \"socks5://u:pw@p:1080\""), "dispatch.proxy", "u:***@p"),
+            (&format!("{GOOD}\n[dispatch]\nproxy = \"http://p:3128/path\""), "dispatch.proxy", "http://"),
             (&GOOD.replace("name = \"shop\"", "name = \"Shop!\""), "sources[0].name", "Shop!"),
             (&GOOD.replace("kind = \"postgres\"", "kind = \"oracle\""), "sources[0].kind", "oracle"),
             (&GOOD.replace("public.orders", "orders"), "sources[0].tables[0]", "schema.table"),

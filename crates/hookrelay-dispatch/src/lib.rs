@@ -20,6 +20,7 @@ mod recorder;
 mod send;
 
 pub use classify::{classify, Verdict};
-pub use client::{build_client, ClientError};
+pub use client::{build_client, check_target, ClientError};
 pub use dispatcher::Dispatcher;
 pub use recorder::RecorderErrors;
+pub use send::attempt;
