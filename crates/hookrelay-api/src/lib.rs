@@ -20,6 +20,7 @@ mod events;
 mod extract;
 mod health;
 mod params;
+mod serve;
 mod subscriptions;
 pub mod validate;
 
@@ -36,6 +37,7 @@ use hookrelay_store::Store;
 
 pub use error::ApiError;
 pub use health::{SourceReadiness, SourcesReadiness};
+pub use serve::{serve, ConnectionGauge, ServeLimits};
 
 /// Largest request body accepted; subscriptions and replay requests are tiny.
 const MAX_BODY: usize = 256 * 1024;

@@ -76,6 +76,16 @@ pub struct ApiConfig {
     /// Serve the admin API without tokens (development only; warns at start).
     #[serde(default)]
     pub insecure_no_auth: bool,
+    /// A request's headers must arrive within this, counted from the connection's
+    /// start or the previous response (so it is also the keep-alive idle limit).
+    #[serde(default = "defaults::header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed.
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Open connections at most; more wait in the listen backlog.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for ApiConfig {
@@ -84,6 +94,9 @@ impl Default for ApiConfig {
             listen: defaults::listen(),
             tokens: Vec::new(),
             insecure_no_auth: false,
+            header_read_timeout: defaults::header_read_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            max_connections: defaults::max_connections(),
         }
     }
 }
@@ -232,6 +245,15 @@ mod defaults {
     pub fn listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 8080))
     }
+    pub fn header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_connections() -> usize {
+        1024
+    }
     pub fn workers() -> usize {
         64
     }
@@ -374,6 +396,25 @@ impl Config {
             return Err(ConfigError::invalid(
                 format!("api.tokens[{i}]"),
                 "must be at least 8 characters",
+            ));
+        }
+        let api = &self.api;
+        if api.header_read_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "api.header_read_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if api.idle_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "api.idle_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if api.max_connections == 0 || api.max_connections > 100_000 {
+            return Err(ConfigError::invalid(
+                "api.max_connections",
+                format!("{} is outside 1..=100000", api.max_connections),
             ));
         }
         let d = &self.dispatch;

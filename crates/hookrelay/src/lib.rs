@@ -13,7 +13,7 @@ pub mod logging;
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use hookrelay_api::{ApiState, SourceReadiness, SourcesReadiness};
+use hookrelay_api::{ApiState, ConnectionGauge, ServeLimits, SourceReadiness, SourcesReadiness};
 use hookrelay_core::{config::SourceKind, Config};
 use hookrelay_dispatch::Dispatcher;
 use hookrelay_sources::{postgres::PostgresSource, supervise, SourceStatus, StoreSink};
@@ -110,13 +110,21 @@ impl Relay {
             })?;
         let api_addr = listener.local_addr()?;
         let api_stop = stop.clone();
+        let limits = ServeLimits {
+            header_read_timeout: cfg.api.header_read_timeout,
+            idle_timeout: cfg.api.idle_timeout,
+            max_connections: cfg.api.max_connections,
+        };
         tasks.spawn(async move {
             let app = hookrelay_api::router(state);
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { api_stop.cancelled().await });
-            if let Err(e) = served.await {
-                tracing::error!(error = %e, "admin API server failed");
-            }
+            hookrelay_api::serve(
+                listener,
+                app,
+                limits,
+                ConnectionGauge::default(),
+                async move { api_stop.cancelled().await },
+            )
+            .await;
         });
         info!(%api_addr, sources = cfg.sources.len(), "hookrelay running");
         Ok(Self {

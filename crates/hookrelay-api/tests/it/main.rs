@@ -6,5 +6,6 @@ mod deliveries;
 mod events;
 mod harness;
 mod secrets;
+mod slowloris;
 mod subscriptions;
 mod validation;
