@@ -7,6 +7,7 @@ mod claims;
 mod cli;
 mod delivery;
 mod faults;
+mod leaks;
 mod ordering;
 mod outside_bytes;
 mod pipeline;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  request ─▶ /healthz, /readyz (store + sources ready)  (no auth)
-//!          └▶ /v1/* ─▶ auth (bearer) ─▶ extract (JSON/query/path, 400 names the field)
+//!          └▶ /v1/* ─▶ auth (bearer, before routing) ─▶ extract (JSON/query/path, 400 names the field)
 //!                                    ─▶ validate (422 names the field)
 //!                                    ─▶ store function ─▶ JSON  |  ApiError ─▶ problem+json
 //! ```
@@ -92,17 +92,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/deliveries/{id}", get(deliveries::get))
         .route("/deliveries/{id}/replay", post(deliveries::replay_one))
         .route("/replay", post(deliveries::replay_bulk))
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
+        .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .nest("/v1", v1)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        // Outermost but the body limit: authentication happens before routing.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

@@ -348,6 +348,17 @@ impl Config {
                 .next()
                 .expect("figment errors are never empty");
             let key = display_path(&e.path);
+            if is_secret_key(&key) {
+                // The kind's text quotes the value (`found string "…"`): say only
+                // what was expected.
+                let reason = match &e.kind {
+                    figment::error::Kind::InvalidType(_, expected) => {
+                        format!("invalid type: expected {expected} (value not shown)")
+                    }
+                    _ => "invalid value (not shown)".to_owned(),
+                };
+                return ConfigError::invalid(key, reason);
+            }
             let mut reason = match &e.kind {
                 figment::error::Kind::Message(m) if key == TOP_LEVEL => {
                     format!("not valid TOML: {m}")
@@ -384,6 +395,16 @@ impl Config {
             return Err(ConfigError::invalid(
                 "store.pool_size",
                 format!("{} is below the minimum of 2", self.store.pool_size),
+            ));
+        }
+        if self.api.insecure_no_auth && !self.api.listen.ip().is_loopback() {
+            return Err(ConfigError::invalid(
+                "api.insecure_no_auth",
+                format!(
+                    "is only allowed with a loopback api.listen address, not {}: \
+                     anyone who can reach it could change subscriptions",
+                    self.api.listen
+                ),
             ));
         }
         if self.api.tokens.is_empty() && !self.api.insecure_no_auth {
@@ -639,9 +660,14 @@ fn find_value(fig: &Figment, path: &[String]) -> Option<figment::value::Value> {
     Some(value)
 }
 
+/// Keys whose values are secrets: never echoed in an error.
+fn is_secret_key(key: &str) -> bool {
+    key == "api.tokens" || key.starts_with("api.tokens[")
+}
+
 fn show_value(value: &figment::value::Value) -> String {
     match value {
-        figment::value::Value::String(_, s) => format!("{s:?}"),
+        figment::value::Value::String(_, s) => format!("{:?}", redact_url(s)),
         other => serde_json::to_string(other).unwrap_or_else(|_| "?".into()),
     }
 }
@@ -749,6 +775,7 @@ tables = ["public.orders"]
             (&GOOD.replace("url = \"postgres://postgres@127.0.0.1:5432/shop\"", "url = \"mysql://u:pw@h/db\""), "sources[0].url", "u:***@h"),
             (&format!("{GOOD}\n[[sources]]\nname = \"shop\"\nkind = \"postgres\"\nurl = \"postgres://x\"\ntables = [\"a.b\"]"), "sources[1].name", "used by another"),
             ("[store\nurl=", "(top level)", "TOML"),
+            ("[store]\nurl = \"postgres://x\"\n[api]\ninsecure_no_auth = true\nlisten = \"0.0.0.0:8080\"", "api.insecure_no_auth", "loopback"),
             (&format!("{GOOD}\n[log]\nformat = \"xml\""), "log.format", "xml"),
         ];
         for (text, key, why) in cases {
@@ -759,6 +786,29 @@ tables = ["public.orders"]
             );
             assert!(err.contains(why), "expected {why:?} in: {err}");
         }
+    }
+
+    /// A token given with the wrong type is refused without being echoed.
+    #[test]
+    fn token_values_are_never_printed() {
+        for text in [
+            "[store]\nurl = \"postgres://x\"\n[api]\ntokens = \"sekrit-token-value\"",
+            "[store]\nurl = \"postgres://x\"\n[api]\ntokens = [\"sekrit-token-value\", 42]",
+            "[store]\nurl = \"postgres://x\"\n[api]\ntokens = [[\"sekrit-token-value\"]]",
+        ] {
+            let err = Config::from_toml(text).expect_err(text).to_string();
+            assert!(err.contains("`api.tokens"), "{err}");
+            assert!(!err.contains("sekrit"), "{err}");
+        }
+        let err = Config::from_toml(&format!("{GOOD}\n[dispatch]\nproxy = 5"))
+            .expect_err("proxy type")
+            .to_string();
+        assert!(err.contains("dispatch.proxy"), "{err}");
+        assert!(Config::from_toml("[store]\nurl = \"postgres://x\"\n[api]\ninsecure_no_auth = true\nlisten = \"127.0.0.1:1\"").is_ok());
+        assert!(Config::from_toml(
+            "[store]\nurl = \"postgres://x\"\n[api]\ninsecure_no_auth = true\nlisten = \"[::1]:1\""
+        )
+        .is_ok());
     }
 
     #[test]
