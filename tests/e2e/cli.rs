@@ -11,6 +11,7 @@ fn hookrelay(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("HOOKRELAY_CONFIG")
+        .env("HOOKRELAY_MASTER_KEY", TEST_MASTER_KEY)
         .env("RUST_LOG", "warn");
     for (k, v) in envs {
         cmd.env(k, v);
@@ -225,4 +226,58 @@ fn demo_runs_the_whole_tour_and_verifies_every_event() {
         "{stdout}"
     );
     assert!(!stdout.contains("did NOT verify"), "{stdout}");
+}
+
+/// `run` without a valid master key never starts; its value is never printed; and
+/// `rotate-master-key` re-seals the store under the key in HOOKRELAY_NEW_MASTER_KEY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_key_is_required_and_rotates() {
+    let env = Env::new().await;
+    let dir = std::env::temp_dir().join(format!("hookrelay-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = env.config_toml_file(&dir);
+    let cfg = cfg.to_str().unwrap().to_owned();
+    let five_bytes = "AAECAwQ=";
+    // (what, key or None for unset, text the error must contain)
+    let cases: &[(&str, Option<&str>, &str)] = &[
+        ("unset", None, "HOOKRELAY_MASTER_KEY`: is not set"),
+        ("empty", Some(""), "is empty"),
+        ("not base64", Some("not-base64!!"), "is not base64"),
+        ("5 bytes", Some(five_bytes), "got 5"),
+    ];
+    for (what, key, needle) in cases {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--config", &cfg])
+            .env_remove("HOOKRELAY_MASTER_KEY")
+            .env("RUST_LOG", "warn");
+        if let Some(key) = key {
+            cmd.env("HOOKRELAY_MASTER_KEY", key);
+        }
+        let out = cmd.output().expect("run hookrelay");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{what}: {err}");
+        assert!(err.contains(needle), "{what}: expected {needle:?} in {err}");
+        assert!(err.contains("HOOKRELAY_MASTER_KEY"), "{what}: {err}");
+        if let Some(key) = key.filter(|k| k.len() > 3) {
+            assert!(!err.contains(key), "{what}: the value was printed: {err}");
+        }
+    }
+
+    let (code, out, err) = hookrelay(&["migrate", "--config", &cfg], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = hookrelay(&["rotate-master-key", "--config", &cfg], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("HOOKRELAY_NEW_MASTER_KEY is not set"), "{err}");
+    let new = hookrelay_core::sealing::MasterKey::generate_base64();
+    let new_id = hookrelay_core::sealing::MasterKey::from_base64(&new)
+        .unwrap()
+        .id()
+        .to_owned();
+    let (code, out, err) = hookrelay(
+        &["rotate-master-key", "--config", &cfg],
+        &[("HOOKRELAY_NEW_MASTER_KEY", &new)],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&new_id) && !out.contains(&new), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

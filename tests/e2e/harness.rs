@@ -23,6 +23,9 @@ use tokio_postgres::NoTls;
 
 pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
 pub const TOKEN: &str = "e2e-admin-token";
+/// The master key every e2e relay runs with (base64 of 32 bytes), so the suite
+/// exercises sealed secrets; a spawned binary gets it as `HOOKRELAY_MASTER_KEY`.
+pub const TEST_MASTER_KEY: &str = "aG9va3JlbGF5LWUyZS10ZXN0LW1hc3Rlci1rZXktMzI=";
 
 /// Installs a test logger once when `RUST_LOG` is set.
 pub fn init_logs() {
@@ -165,7 +168,17 @@ poll_interval = "200ms"
 batch_size = 500
 "#
     );
-    Config::from_toml(&text).expect("test config")
+    with_test_master_key(Config::from_toml(&text).expect("test config"))
+}
+
+/// `cfg` sealing secrets under [`TEST_MASTER_KEY`], as `run` requires; a binary started
+/// from a file written with [`write_config`] needs `HOOKRELAY_MASTER_KEY` set instead
+/// (the key is never written into a file).
+pub fn with_test_master_key(mut cfg: Config) -> Config {
+    cfg.store.master_key = Some(
+        hookrelay_core::sealing::MasterKey::from_base64(TEST_MASTER_KEY).expect("test master key"),
+    );
+    cfg
 }
 
 fn toml_of(cfg: &Config) -> String {

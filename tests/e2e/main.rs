@@ -8,6 +8,7 @@ mod claims;
 mod cli;
 mod delivery;
 mod faults;
+mod leaks;
 mod mongo;
 mod mysql;
 mod operator;

@@ -249,6 +249,7 @@ async fn run_logs_capturing_once_per_source() {
     let log_path = dir.join("stderr.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
         .args(["run", "--config", config.to_str().unwrap()])
+        .env("HOOKRELAY_MASTER_KEY", TEST_MASTER_KEY)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())

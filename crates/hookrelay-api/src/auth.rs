@@ -15,14 +15,23 @@ use subtle::ConstantTimeEq;
 
 use crate::{error::ApiError, ApiState};
 
-/// Middleware: lets the request through with a valid token (or with auth switched
-/// off), answers 401 otherwise.
+/// Middleware over the whole app: a request for `/v1` or anything under it needs a
+/// valid token (unless auth is switched off) before routing, so an unknown `/v1/…`
+/// path answers 401 like a known one and the routes cannot be discovered without a
+/// token. Other paths (probes, 404s) pass.
 pub async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    if state.insecure_no_auth || is_authorized(req.headers(), &state.tokens) {
+    if !is_v1(req.uri().path())
+        || state.insecure_no_auth
+        || is_authorized(req.headers(), &state.tokens)
+    {
         next.run(req).await
     } else {
         ApiError::Unauthorized.into_response()
     }
+}
+
+fn is_v1(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
 }
 
 fn is_authorized(headers: &HeaderMap, tokens: &[String]) -> bool {
@@ -50,6 +59,21 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
+
+    #[test]
+    fn v1_paths() {
+        for (path, want) in [
+            ("/v1", true),
+            ("/v1/", true),
+            ("/v1/nope", true),
+            ("/v1/subscriptions", true),
+            ("/v10/x", false),
+            ("/healthz", false),
+            ("/", false),
+        ] {
+            assert_eq!(is_v1(path), want, "{path}");
+        }
+    }
 
     #[test]
     fn tokens_are_checked() {

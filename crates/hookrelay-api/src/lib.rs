@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  request ─▶ /healthz, /readyz (store + sources ready)  (no auth)
-//!          └▶ /v1/* ─▶ auth (bearer) ─▶ extract (JSON/query/path, 400 names the field)
+//!          └▶ /v1/* ─▶ auth (bearer, before routing) ─▶ extract (JSON/query/path, 400 names the field)
 //!                                    ─▶ validate (422 names the field)
 //!                                    ─▶ store function ─▶ JSON  |  ApiError ─▶ problem+json
 //! ```
@@ -21,6 +21,7 @@ mod extract;
 mod health;
 mod metrics;
 mod params;
+mod serve;
 mod sources;
 mod subscriptions;
 pub mod validate;
@@ -38,6 +39,7 @@ use hookrelay_store::Store;
 
 pub use error::ApiError;
 pub use health::{SourceReadiness, SourcesReadiness};
+pub use serve::{serve, ConnectionGauge, ServeLimits};
 
 /// Largest request body accepted; subscriptions and replay requests are tiny.
 const MAX_BODY: usize = 256 * 1024;
@@ -96,11 +98,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/replay", post(deliveries::replay_bulk))
         .route("/sources", get(sources::list))
         .route("/sources/{name}", get(sources::get))
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
+        .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -108,6 +106,11 @@ pub fn router(state: ApiState) -> Router {
         .nest("/v1", v1)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        // Outermost but the body limit: authentication happens before routing.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

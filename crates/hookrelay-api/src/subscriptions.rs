@@ -93,7 +93,7 @@ pub async fn create(
     State(state): State<ApiState>,
     ApiJson(body): ApiJson<CreateSubscription>,
 ) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
-    validate::url(&body.url, &state.allow_networks)?;
+    let url = validate::url(&body.url, &state.allow_networks)?;
     if let Some(types) = &body.event_types {
         validate::event_types(types)?;
     }
@@ -116,7 +116,7 @@ pub async fn create(
         None => SigningKey::generate_secret(),
     };
     let new = NewSubscription {
-        url: body.url,
+        url,
         description,
         event_types: body.event_types,
         sources: body.sources,
@@ -157,10 +157,9 @@ pub async fn update(
     PathId(id): PathId,
     ApiJson(body): ApiJson<PatchSubscription>,
 ) -> Result<Json<Subscription>, ApiError> {
-    let url = not_null("url", body.url)?;
-    if let Some(url) = &url {
-        validate::url(url, &state.allow_networks)?;
-    }
+    let url = not_null("url", body.url)?
+        .map(|u| validate::url(&u, &state.allow_networks))
+        .transpose()?;
     if let Some(Some(types)) = &body.event_types {
         validate::event_types(types)?;
     }

@@ -19,8 +19,16 @@ pub const MAX_URL: usize = 4096;
 /// Most entries in `event_types`, `sources` or `headers`.
 pub const MAX_LIST: usize = 100;
 
-/// Headers hookrelay sets itself; a subscription may not override them.
-pub const RESERVED_HEADERS: [&str; 7] = [
+/// Longest custom header value, in bytes, and most bytes of names and values together.
+pub const MAX_HEADER_VALUE: usize = 4096;
+pub const MAX_HEADERS_TOTAL: usize = 16 * 1024;
+/// Most custom headers on one subscription.
+pub const MAX_HEADERS: usize = 32;
+
+/// Headers hookrelay sets itself, and hop-by-hop or framing headers whose meaning
+/// belongs to the connection, not to the subscription (a `transfer-encoding` sent on a
+/// body that is not so encoded breaks the request): a subscription may set none.
+pub const RESERVED_HEADERS: [&str; 15] = [
     "webhook-id",
     "webhook-timestamp",
     "webhook-signature",
@@ -28,16 +36,33 @@ pub const RESERVED_HEADERS: [&str; 7] = [
     "content-length",
     "user-agent",
     "host",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "keep-alive",
+    "content-encoding",
 ];
 
 /// An absolute http(s) URL with a host; an IP-literal or `localhost` host must be
 /// public or inside `allow`, by the same rule (`hookrelay_core::network`) the
 /// dispatcher applies to resolved addresses, so the API never accepts an endpoint
-/// the dispatcher would refuse.
-pub fn url(raw: &str, allow: &[IpNet]) -> Result<(), ApiError> {
+/// the dispatcher would refuse. Returns the URL as parsed and normalised
+/// (`http://0x7f.1/` becomes `http://127.0.0.1/`), which is what is stored, shown and
+/// called, so what the API checked is what is sent. Control characters (which the
+/// parser would silently drop), port 0 and `user:password@` are refused: credentials
+/// belong in a header, which is encrypted at rest.
+pub fn url(raw: &str, allow: &[IpNet]) -> Result<String, ApiError> {
     let bad = |why: String| ApiError::unprocessable("url", why);
     if raw.len() > MAX_URL {
         return Err(bad(format!("must be at most {MAX_URL} bytes")));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(bad(
+            "must not contain control characters (CR, LF, tab, …)".into()
+        ));
     }
     let parsed =
         Url::parse(raw).map_err(|e| bad(format!("must be an absolute http(s) URL ({e})")))?;
@@ -46,6 +71,16 @@ pub fn url(raw: &str, allow: &[IpNet]) -> Result<(), ApiError> {
             "scheme must be http or https, not {:?}",
             parsed.scheme()
         )));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad(
+            "must not carry a user name or password; send credentials in a custom header \
+             (headers are encrypted at rest)"
+                .into(),
+        ));
+    }
+    if parsed.port() == Some(0) {
+        return Err(bad("port 0 is not a port an endpoint can listen on".into()));
     }
     let candidates: Vec<std::net::IpAddr> = match parsed.host() {
         None => return Err(bad("must have a host".to_owned())),
@@ -57,10 +92,10 @@ pub fn url(raw: &str, allow: &[IpNet]) -> Result<(), ApiError> {
             std::net::Ipv6Addr::LOCALHOST.into(),
         ],
         // Other names resolve when the dispatcher connects, and are checked there.
-        Some(Host::Domain(_)) => return Ok(()),
+        Some(Host::Domain(_)) => return Ok(parsed.into()),
     };
     if candidates.iter().any(|ip| network::is_allowed(*ip, allow)) {
-        Ok(())
+        Ok(parsed.into())
     } else {
         Err(bad(format!(
             "points at a non-public address ({}); endpoints on private, loopback or \
@@ -123,13 +158,22 @@ fn list_size(field: &str, n: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Custom headers: valid names and values, none that hookrelay sets itself, no name
-/// twice in different case.
+/// Custom headers: valid names and values, none that hookrelay sets itself or that
+/// belong to the connection (hop-by-hop, framing, `proxy-*`), no name twice in
+/// different case, and at most [`MAX_HEADERS`] of them, [`MAX_HEADER_VALUE`] bytes a
+/// value and [`MAX_HEADERS_TOTAL`] in all.
 pub fn headers(headers: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    if headers.len() > MAX_LIST {
+    if headers.len() > MAX_HEADERS {
         return Err(ApiError::unprocessable(
             "headers",
-            format!("must have at most {MAX_LIST} entries"),
+            format!("must have at most {MAX_HEADERS} entries"),
+        ));
+    }
+    let total: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_HEADERS_TOTAL {
+        return Err(ApiError::unprocessable(
+            "headers",
+            format!("names and values must be at most {MAX_HEADERS_TOTAL} bytes in all"),
         ));
     }
     let mut seen = BTreeSet::new();
@@ -137,16 +181,22 @@ pub fn headers(headers: &BTreeMap<String, String>) -> Result<(), ApiError> {
         let field = format!("headers.{name}");
         let parsed = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| ApiError::unprocessable(&field, "is not a valid HTTP header name"))?;
-        if RESERVED_HEADERS.contains(&parsed.as_str()) {
+        if RESERVED_HEADERS.contains(&parsed.as_str()) || parsed.as_str().starts_with("proxy-") {
             return Err(ApiError::unprocessable(
                 &field,
-                "is set by hookrelay and cannot be overridden",
+                "is set by hookrelay or by the connection and cannot be set by a subscription",
             ));
         }
         if !seen.insert(parsed.as_str().to_owned()) {
             return Err(ApiError::unprocessable(
                 &field,
                 "is given twice (header names are case-insensitive)",
+            ));
+        }
+        if value.len() > MAX_HEADER_VALUE {
+            return Err(ApiError::unprocessable(
+                &field,
+                format!("value must be at most {MAX_HEADER_VALUE} bytes"),
             ));
         }
         HeaderValue::from_str(value).map_err(|_| {
@@ -199,36 +249,70 @@ mod tests {
     #[test]
     fn urls() {
         let allow: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
-        let cases = [
-            ("https://example.com/hook", &[][..], true),
-            ("http://example.com:8080/x?y=1", &[], true),
-            ("ftp://example.com/", &[], false),
-            ("example.com/hook", &[], false),
-            ("http://", &[], false),
-            ("mailto:a@example.com", &[], false),
-            ("http://127.0.0.1:9000/", &[], false),
-            ("http://127.0.0.1:9000/", &allow, true),
-            ("http://localhost/", &[], false),
-            ("http://LOCALHOST./", &allow, true),
-            ("http://app.localhost/", &[], false),
-            ("http://0x7f.1/", &[], false),
-            ("http://[::1]/", &allow, false),
-            ("http://[::ffff:7f00:1]/", &[], false),
-            ("http://10.0.0.8/", &allow, false),
-            ("http://169.254.169.254/latest", &[], false),
-            ("http://93.184.216.34/", &[], true),
+        // (input, allow, Ok(stored form) or Err(words of the reason))
+        let cases: &[(&str, &[IpNet], Result<&str, &str>)] = &[
+            (
+                "https://example.com/hook",
+                &[],
+                Ok("https://example.com/hook"),
+            ),
+            (
+                "http://example.com:8080/x?y=1",
+                &[],
+                Ok("http://example.com:8080/x?y=1"),
+            ),
+            (
+                "HTTPS://Example.COM:443/a/../b",
+                &[],
+                Ok("https://example.com/b"),
+            ),
+            ("http://example.com", &[], Ok("http://example.com/")),
+            ("http://93.184.216.34/", &[], Ok("http://93.184.216.34/")),
+            (
+                "http://127.0.0.1:9000/",
+                &allow,
+                Ok("http://127.0.0.1:9000/"),
+            ),
+            ("http://LOCALHOST./", &allow, Ok("http://localhost./")),
+            ("http://0x7f.1/", &allow, Ok("http://127.0.0.1/")),
+            ("http://2130706433/", &allow, Ok("http://127.0.0.1/")),
+            ("ftp://example.com/", &[], Err("scheme")),
+            ("example.com/hook", &[], Err("absolute")),
+            ("http://", &[], Err("absolute")),
+            ("mailto:a@example.com", &[], Err("scheme")),
+            ("http://127.0.0.1:9000/", &[], Err("non-public")),
+            ("http://localhost/", &[], Err("non-public")),
+            ("http://app.localhost/", &[], Err("non-public")),
+            ("http://0x7f.1/", &[], Err("non-public")),
+            ("http://2130706433/", &[], Err("non-public")),
+            ("http://[::1]/", &allow, Err("non-public")),
+            ("http://[::ffff:7f00:1]/", &[], Err("non-public")),
+            ("http://10.0.0.8/", &allow, Err("non-public")),
+            ("http://169.254.169.254/latest", &[], Err("non-public")),
+            ("http://example.com/a\r\nX-Injected: 1", &[], Err("control")),
+            ("http://exa\tmple.com/", &[], Err("control")),
+            ("http://example.com/\u{7f}", &[], Err("control")),
+            ("http://example.com:0/", &[], Err("port 0")),
+            ("http://user:pw@example.com/", &[], Err("password")),
+            ("http://user@example.com/", &[], Err("user name")),
+            ("http://:pw@example.com/", &[], Err("password")),
         ];
-        for (raw, allow, ok) in cases {
-            let got = url(raw, allow);
-            assert_eq!(got.is_ok(), ok, "{raw}: {got:?}");
-            if let Err(e) = got {
-                assert_eq!(field_of(e), "url");
+        for (raw, allow, want) in cases {
+            match (url(raw, allow), want) {
+                (Ok(got), Ok(want)) => assert_eq!(&got, want, "{raw:?}"),
+                (Err(e), Err(words)) => {
+                    let text = format!("{e:?}");
+                    assert!(text.contains(words), "{raw:?}: {text}");
+                    assert_eq!(field_of(e), "url");
+                }
+                (got, want) => panic!("{raw:?}: got {got:?}, want {want:?}"),
             }
         }
     }
 
     #[test]
     fn header_rules() {
+        let big_value = "v".repeat(MAX_HEADER_VALUE + 1);
         let ok: BTreeMap<String, String> = [("X-Team".into(), "billing".into())].into();
         assert!(headers(&ok).is_ok());
         let cases = [
@@ -237,6 +321,23 @@ mod tests {
             (vec![("bad name", "x")], "headers.bad name"),
             (vec![("X-A", "line\nbreak")], "headers.X-A"),
             (vec![("X-A", "1"), ("x-a", "2")], "headers.x-a"),
+            (
+                vec![("Transfer-Encoding", "gzip, chunked")],
+                "headers.Transfer-Encoding",
+            ),
+            (vec![("Connection", "close")], "headers.Connection"),
+            (vec![("Upgrade", "h2c")], "headers.Upgrade"),
+            (vec![("TE", "trailers")], "headers.TE"),
+            (vec![("Expect", "100-continue")], "headers.Expect"),
+            (vec![("Keep-Alive", "timeout=5")], "headers.Keep-Alive"),
+            (
+                vec![("Proxy-Authorization", "Basic x")],
+                "headers.Proxy-Authorization",
+            ),
+            (vec![("proxy-connection", "x")], "headers.proxy-connection"),
+            (vec![("Content-Length", "1")], "headers.Content-Length"),
+            (vec![("Host", "evil")], "headers.Host"),
+            (vec![("X-Big", big_value.as_str())], "headers.X-Big"),
         ];
         for (pairs, want) in cases {
             let map: BTreeMap<String, String> = pairs
@@ -245,6 +346,20 @@ mod tests {
                 .collect();
             assert_eq!(field_of(headers(&map).unwrap_err()), want);
         }
+        let many: BTreeMap<String, String> = (0..=MAX_HEADERS)
+            .map(|i| (format!("x-h{i}"), "v".into()))
+            .collect();
+        assert_eq!(field_of(headers(&many).unwrap_err()), "headers");
+        let big: BTreeMap<String, String> = (0..5)
+            .map(|i| (format!("x-h{i}"), "v".repeat(MAX_HEADER_VALUE)))
+            .collect();
+        assert_eq!(field_of(headers(&big).unwrap_err()), "headers");
+        let fine: BTreeMap<String, String> = [
+            ("Authorization".to_owned(), "Bearer abc".to_owned()),
+            ("X-Proxy-Id".to_owned(), "7".to_owned()),
+        ]
+        .into();
+        assert!(headers(&fine).is_ok());
     }
 
     #[test]

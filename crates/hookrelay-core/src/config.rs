@@ -12,6 +12,11 @@ use figment::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::sealing::{MasterKey, Secrets};
+
+/// The environment variable holding the master key that seals secrets at rest.
+pub const MASTER_KEY_ENV: &str = "HOOKRELAY_MASTER_KEY";
+
 /// A refused configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -55,6 +60,13 @@ pub struct StoreConfig {
     /// Connections in the store pool.
     #[serde(default = "defaults::pool_size")]
     pub pool_size: usize,
+    /// Keep endpoint secrets and header values in plaintext when no
+    /// `HOOKRELAY_MASTER_KEY` is set (development only; warns at start).
+    #[serde(default)]
+    pub insecure_plaintext_secrets: bool,
+    /// From `HOOKRELAY_MASTER_KEY` (environment only, never a file or a log line).
+    #[serde(skip)]
+    pub master_key: Option<MasterKey>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +79,16 @@ pub struct ApiConfig {
     /// Serve the admin API without tokens (development only; warns at start).
     #[serde(default)]
     pub insecure_no_auth: bool,
+    /// A request's headers must arrive within this, counted from the connection's
+    /// start or the previous response (so it is also the keep-alive idle limit).
+    #[serde(default = "defaults::header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed.
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Open connections at most; more wait in the listen backlog.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for ApiConfig {
@@ -75,6 +97,9 @@ impl Default for ApiConfig {
             listen: defaults::listen(),
             tokens: Vec::new(),
             insecure_no_auth: false,
+            header_read_timeout: defaults::header_read_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            max_connections: defaults::max_connections(),
         }
     }
 }
@@ -99,6 +124,10 @@ pub struct DispatchConfig {
     /// CIDRs exempt from the private-address block on endpoint URLs.
     #[serde(default)]
     pub allow_networks: Vec<IpNet>,
+    /// Outbound proxy (`http://host:port`); empty = none. Environment proxies
+    /// (`HTTP_PROXY`, …) are always ignored.
+    #[serde(default)]
+    pub proxy: String,
     /// How often the dispatcher looks for due retries when nothing wakes it sooner.
     #[serde(default = "defaults::dispatch_poll", with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -117,6 +146,7 @@ impl Default for DispatchConfig {
             max_attempts: defaults::max_attempts(),
             backoff: BackoffConfig::default(),
             allow_networks: Vec::new(),
+            proxy: String::new(),
             poll_interval: defaults::dispatch_poll(),
             shutdown_grace: defaults::shutdown_grace(),
         }
@@ -238,6 +268,15 @@ mod defaults {
     pub fn listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 8080))
     }
+    pub fn header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_connections() -> usize {
+        1024
+    }
     pub fn workers() -> usize {
         64
     }
@@ -277,7 +316,7 @@ mod defaults {
 }
 
 /// Environment variables read directly, not as config keys.
-const ENV_NOT_KEYS: [&str; 2] = ["config", "master_key"];
+const ENV_NOT_KEYS: [&str; 3] = ["config", "master_key", "new_master_key"];
 
 impl Config {
     /// File (if any), then `HOOKRELAY_…` env overrides, then validation.
@@ -299,7 +338,27 @@ impl Config {
                 .filter(|k| !ENV_NOT_KEYS.contains(&k.as_str().to_ascii_lowercase().as_str()))
                 .split("__"),
         );
-        Self::from_figment(fig)
+        let mut cfg = Self::from_figment(fig)?;
+        cfg.store.master_key = master_key_from_env(MASTER_KEY_ENV)?;
+        Ok(cfg)
+    }
+
+    /// How the store keeps secrets: sealed under the master key, or in plaintext only
+    /// when there is no key and `store.insecure_plaintext_secrets` allows it.
+    pub fn secrets(&self) -> Result<Secrets, ConfigError> {
+        match (
+            &self.store.master_key,
+            self.store.insecure_plaintext_secrets,
+        ) {
+            (Some(key), _) => Ok(Secrets::Sealed(key.clone())),
+            (None, true) => Ok(Secrets::Plaintext),
+            (None, false) => Err(ConfigError::invalid(
+                MASTER_KEY_ENV,
+                "is not set: endpoint secrets are encrypted at rest under it (base64 of 32 \
+                 random bytes, e.g. `openssl rand -base64 32`); for local development only, \
+                 store.insecure_plaintext_secrets = true keeps them in plaintext",
+            )),
+        }
     }
 
     /// Parses TOML text (no environment), for tests and `check`.
@@ -314,6 +373,17 @@ impl Config {
                 .next()
                 .expect("figment errors are never empty");
             let key = display_path(&e.path);
+            if is_secret_key(&key) {
+                // The kind's text quotes the value (`found string "…"`): say only
+                // what was expected.
+                let reason = match &e.kind {
+                    figment::error::Kind::InvalidType(_, expected) => {
+                        format!("invalid type: expected {expected} (value not shown)")
+                    }
+                    _ => "invalid value (not shown)".to_owned(),
+                };
+                return ConfigError::invalid(key, reason);
+            }
             let mut reason = match &e.kind {
                 figment::error::Kind::Message(m) if key == TOP_LEVEL => {
                     format!("not valid TOML: {m}")
@@ -352,6 +422,16 @@ impl Config {
                 format!("{} is below the minimum of 2", self.store.pool_size),
             ));
         }
+        if self.api.insecure_no_auth && !self.api.listen.ip().is_loopback() {
+            return Err(ConfigError::invalid(
+                "api.insecure_no_auth",
+                format!(
+                    "is only allowed with a loopback api.listen address, not {}: \
+                     anyone who can reach it could change subscriptions",
+                    self.api.listen
+                ),
+            ));
+        }
         if self.api.tokens.is_empty() && !self.api.insecure_no_auth {
             return Err(ConfigError::invalid(
                 "api.tokens",
@@ -362,6 +442,25 @@ impl Config {
             return Err(ConfigError::invalid(
                 format!("api.tokens[{i}]"),
                 "must be at least 8 characters",
+            ));
+        }
+        let api = &self.api;
+        if api.header_read_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "api.header_read_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if api.idle_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "api.idle_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if api.max_connections == 0 || api.max_connections > 100_000 {
+            return Err(ConfigError::invalid(
+                "api.max_connections",
+                format!("{} is outside 1..=100000", api.max_connections),
             ));
         }
         let d = &self.dispatch;
@@ -401,6 +500,15 @@ impl Config {
                 format!(
                     "{:?} is longer than dispatch.backoff.max ({:?})",
                     d.backoff.initial, d.backoff.max
+                ),
+            ));
+        }
+        if !d.proxy.is_empty() && !is_proxy_url(&d.proxy) {
+            return Err(ConfigError::invalid(
+                "dispatch.proxy",
+                format!(
+                    "{:?} must be an http:// or https:// URL with a host (or \"\" for none)",
+                    redact_url(&d.proxy)
                 ),
             ));
         }
@@ -534,6 +642,31 @@ impl Config {
     }
 }
 
+/// The master key in environment variable `name`, if set. An invalid one is refused
+/// with the variable named and its value never shown.
+pub fn master_key_from_env(name: &str) -> Result<Option<MasterKey>, ConfigError> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::invalid(name, "is not base64")),
+        Ok(text) => MasterKey::from_base64(&text)
+            .map(Some)
+            .map_err(|e| ConfigError::invalid(name, e.to_string())),
+    }
+}
+
+/// `http(s)://[user:pass@]host[:port][/]`, nothing else.
+fn is_proxy_url(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && !authority.contains(['/', '?', '#'])
+        && !text.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
 /// Source names: 1 to 48 characters of `[a-z0-9_-]`.
 pub fn is_source_name(name: &str) -> bool {
     !name.is_empty()
@@ -581,9 +714,14 @@ fn find_value(fig: &Figment, path: &[String]) -> Option<figment::value::Value> {
     Some(value)
 }
 
+/// Keys whose values are secrets: never echoed in an error.
+fn is_secret_key(key: &str) -> bool {
+    key == "api.tokens" || key.starts_with("api.tokens[")
+}
+
 fn show_value(value: &figment::value::Value) -> String {
     match value {
-        figment::value::Value::String(_, s) => format!("{s:?}"),
+        figment::value::Value::String(_, s) => format!("{:?}", redact_url(s)),
         other => serde_json::to_string(other).unwrap_or_else(|_| "?".into()),
     }
 }
@@ -682,6 +820,8 @@ tables = ["public.orders"]
             (&format!("{GOOD}\n[dispatch]\nbackoff = {{ initial = \"2h\" }}"), "dispatch.backoff.initial", "longer than"),
             (&format!("{GOOD}\n[dispatch]\nallow_networks = [\"10.0.0.0/33\"]"), "dispatch.allow_networks[0]", "10.0.0.0/33"),
             (&format!("{GOOD}\n[dispatch]\nwokers = 3"), "dispatch.wokers", "unknown field"),
+            (&format!("{GOOD}\n[dispatch]\nproxy = \"socks5://u:pw@p:1080\""), "dispatch.proxy", "u:***@p"),
+            (&format!("{GOOD}\n[dispatch]\nproxy = \"http://p:3128/path\""), "dispatch.proxy", "http://"),
             (&GOOD.replace("name = \"shop\"", "name = \"Shop!\""), "sources[0].name", "Shop!"),
             (&GOOD.replace("kind = \"postgres\"", "kind = \"oracle\""), "sources[0].kind", "oracle"),
             (&GOOD.replace("public.orders", "orders"), "sources[0].tables[0]", "schema.table"),
@@ -689,6 +829,7 @@ tables = ["public.orders"]
             (&GOOD.replace("url = \"postgres://postgres@127.0.0.1:5432/shop\"", "url = \"mysql://u:pw@h/db\""), "sources[0].url", "u:***@h"),
             (&format!("{GOOD}\n[[sources]]\nname = \"shop\"\nkind = \"postgres\"\nurl = \"postgres://x\"\ntables = [\"a.b\"]"), "sources[1].name", "used by another"),
             ("[store\nurl=", "(top level)", "TOML"),
+            ("[store]\nurl = \"postgres://x\"\n[api]\ninsecure_no_auth = true\nlisten = \"0.0.0.0:8080\"", "api.insecure_no_auth", "loopback"),
             (&format!("{GOOD}\n[log]\nformat = \"xml\""), "log.format", "xml"),
             (&GOOD.replace("kind = \"postgres\"", "kind = \"mongodb\"").replace("postgres@127.0.0.1:5432/shop", "x").replace("postgres://x", "mongodb://127.0.0.1:27017/?replicaSet=rs0").replace("tables = [\"public.orders\"]", "collections = [\"orders\"]"), "sources[0].collections[0]", "db.collection"),
             (&GOOD.replace("tables = [", "server_id = 7\ntables = ["), "sources[0].server_id", "only for kind"),
@@ -737,6 +878,42 @@ on_history_lost = "fail"
             cfg.sources[0].on_history_lost,
             OnHistoryLost::RestartFromNow
         );
+    }
+
+    /// A token given with the wrong type is refused without being echoed.
+    #[test]
+    fn token_values_are_never_printed() {
+        for text in [
+            "[store]\nurl = \"postgres://x\"\n[api]\ntokens = \"sekrit-token-value\"",
+            "[store]\nurl = \"postgres://x\"\n[api]\ntokens = [\"sekrit-token-value\", 42]",
+            "[store]\nurl = \"postgres://x\"\n[api]\ntokens = [[\"sekrit-token-value\"]]",
+        ] {
+            let err = Config::from_toml(text).expect_err(text).to_string();
+            assert!(err.contains("`api.tokens"), "{err}");
+            assert!(!err.contains("sekrit"), "{err}");
+        }
+        let err = Config::from_toml(&format!("{GOOD}\n[dispatch]\nproxy = 5"))
+            .expect_err("proxy type")
+            .to_string();
+        assert!(err.contains("dispatch.proxy"), "{err}");
+        assert!(Config::from_toml("[store]\nurl = \"postgres://x\"\n[api]\ninsecure_no_auth = true\nlisten = \"127.0.0.1:1\"").is_ok());
+        assert!(Config::from_toml(
+            "[store]\nurl = \"postgres://x\"\n[api]\ninsecure_no_auth = true\nlisten = \"[::1]:1\""
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn secrets_need_a_key_unless_plaintext_is_allowed() {
+        let mut cfg = Config::from_toml(GOOD).unwrap();
+        let err = cfg.secrets().unwrap_err().to_string();
+        assert!(err.contains("`HOOKRELAY_MASTER_KEY`"), "{err}");
+        cfg.store.insecure_plaintext_secrets = true;
+        assert!(cfg.secrets().unwrap().key().is_none());
+        cfg.store.master_key = Some(MasterKey::from_bytes([1; 32]));
+        assert!(cfg.secrets().unwrap().key().is_some(), "a key wins");
+        // The key never appears in the serialized config (files written for tests).
+        assert!(!serde_json::to_string(&cfg).unwrap().contains("master_key"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! hookrelay's vocabulary, with no I/O: the event envelope and its deterministic id,
-//! configuration, webhook signing, retry backoff and subscription filters.
+//! configuration, webhook signing, sealing secrets at rest, retry backoff and
+//! subscription filters.
 //!
 //! Everything here is a pure function or plain data so the rules that the contract
 //! (`DESIGN.md` Part 1) fixes can be unit-tested without a database or a socket.
@@ -9,6 +10,7 @@ pub mod config;
 pub mod event;
 pub mod filter;
 pub mod network;
+pub mod sealing;
 pub mod signature;
 pub mod stats;
 

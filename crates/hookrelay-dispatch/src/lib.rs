@@ -20,5 +20,6 @@ mod recorder;
 mod send;
 
 pub use classify::{classify, Verdict};
-pub use client::{build_client, ClientError};
+pub use client::{build_client, check_target, ClientError};
 pub use dispatcher::Dispatcher;
+pub use send::attempt;

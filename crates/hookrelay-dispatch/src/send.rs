@@ -8,7 +8,6 @@ use chrono::Utc;
 use hookrelay_core::{
     backoff,
     config::DispatchConfig,
-    network,
     signature::{signature_header, SigningKey},
 };
 use hookrelay_store::{ClaimedDelivery, Outcome, OutcomeStatus};
@@ -19,7 +18,9 @@ use crate::classify::{classify, Verdict};
 /// Bytes of a response body kept with the attempt.
 pub const BODY_LIMIT: usize = 4096;
 
-pub(crate) async fn attempt(
+/// Sends `d` once with `client` (built by [`crate::build_client`] from the same `cfg`)
+/// and says what the delivery becomes.
+pub async fn attempt(
     client: &reqwest::Client,
     cfg: &DispatchConfig,
     d: ClaimedDelivery,
@@ -88,19 +89,7 @@ async fn post(
     d: &ClaimedDelivery,
 ) -> Result<Response, String> {
     let url = reqwest::Url::parse(&d.url).map_err(|e| format!("bad endpoint url: {e}"))?;
-    // IP literals never reach the resolver, so check them here.
-    if let Some(host) = url.host() {
-        let ip = match host {
-            url::Host::Ipv4(v4) => Some(std::net::IpAddr::V4(v4)),
-            url::Host::Ipv6(v6) => Some(std::net::IpAddr::V6(v6)),
-            url::Host::Domain(_) => None,
-        };
-        if let Some(ip) = ip.filter(|ip| !network::is_allowed(*ip, &cfg.allow_networks)) {
-            return Err(format!(
-                "{ip} is not a public address; add a CIDR to dispatch.allow_networks to permit it"
-            ));
-        }
-    }
+    crate::client::check_target(&url, cfg).await?;
     let keys: Vec<SigningKey> = d
         .secrets
         .iter()

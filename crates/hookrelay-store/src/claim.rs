@@ -5,11 +5,97 @@
 //! `FOR UPDATE SKIP LOCKED`. A delivery is only due when no earlier delivery for the
 //! same subscription and order key is still open (per-key order, DESIGN §1.1.3).
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
+use hookrelay_core::sealing::{header_field, secret_field, Secrets};
+use tokio_postgres::Row;
 
 use crate::{Store, StoreError};
+
+/// A subscription's signing secrets and custom headers, opened.
+type OpenedSecrets = (Vec<String>, Vec<(String, String)>);
+
+/// Opened secrets per subscription, kept across claims with the sealed values they
+/// came from: a claim opens a subscription's values again only when they changed
+/// (a rotation, a header edit), so the steady state costs a comparison per
+/// subscription per claim, not a decryption per delivery. (Measured: one open is
+/// about 2 µs in a release build, 114 µs in a debug one; opening once per subscription
+/// per claim still added 10 ms to a 256-row claim over 4 subscriptions in debug
+/// builds, the cache brings that back to noise.)
+#[derive(Debug, Default)]
+pub(crate) struct OpenedCache {
+    entries: Mutex<HashMap<String, CachedSecrets>>,
+}
+
+#[derive(Debug)]
+struct CachedSecrets {
+    secret: String,
+    previous: Option<String>,
+    headers: serde_json::Value,
+    opened: Arc<OpenedSecrets>,
+}
+
+/// More cached subscriptions than this and the cache starts again (deleted
+/// subscriptions would otherwise stay in it).
+const MAX_CACHED: usize = 10_000;
+
+impl OpenedCache {
+    /// The claimed row's `secret`, `previous_secret` (columns 5, 6) and header values
+    /// (column 7), opened. A value that does not open fails the claim: its leases
+    /// expire and the deliveries wait, rather than being sent with a signature nobody
+    /// can verify.
+    fn open(
+        &self,
+        secrets: &Secrets,
+        subscription_id: &str,
+        r: &Row,
+    ) -> Result<Arc<OpenedSecrets>, StoreError> {
+        let secret: String = r.try_get(5)?;
+        let previous: Option<String> = r.try_get(6)?;
+        let headers: serde_json::Value = r.try_get(7)?;
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = entries.get(subscription_id) {
+            if c.secret == secret && c.previous == previous && c.headers == headers {
+                return Ok(c.opened.clone());
+            }
+        }
+        let field = secret_field(subscription_id);
+        let mut signing = vec![secrets.open(&secret, &field)?];
+        if let Some(prev) = &previous {
+            signing.push(secrets.open(prev, &field)?);
+        }
+        let opened_headers = match &headers {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k, v)))
+                .map(|(k, v)| {
+                    let plain = secrets.open(v, &header_field(subscription_id, k))?;
+                    Ok((k.clone(), plain))
+                })
+                .collect::<Result<_, StoreError>>()?,
+            _ => Vec::new(),
+        };
+        let opened = Arc::new((signing, opened_headers));
+        if entries.len() >= MAX_CACHED {
+            entries.clear();
+        }
+        entries.insert(
+            subscription_id.to_owned(),
+            CachedSecrets {
+                secret,
+                previous,
+                headers,
+                opened: opened.clone(),
+            },
+        );
+        Ok(opened)
+    }
+}
 
 /// Leases up to `$1` due deliveries for `$2` seconds to owner `$3`.
 ///
@@ -275,25 +361,15 @@ impl Store {
                 }
                 _ => {}
             }
-            let mut secrets = vec![r.get::<_, String>(5)];
-            if let Some(prev) = r.get::<_, Option<String>>(6) {
-                secrets.push(prev);
-            }
-            let headers: serde_json::Value = r.get(7);
-            let headers = match headers {
-                serde_json::Value::Object(m) => m
-                    .into_iter()
-                    .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
-                    .collect(),
-                _ => Vec::new(),
-            };
+            let subscription_id: String = r.get(3);
+            let opened = self.opened.open(&self.secrets, &subscription_id, &r)?;
             out.deliveries.push(ClaimedDelivery {
                 delivery_id: r.get(1),
                 attempt: r.get(2),
-                subscription_id: r.get(3),
+                subscription_id,
                 url: r.get(4),
-                secrets,
-                headers,
+                secrets: opened.0.clone(),
+                headers: opened.1.clone(),
                 event_id: r.get(8),
                 body: r.get(9),
             });

@@ -19,6 +19,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A stored secret does not open under the master key given: never sent on as
+    /// if it were the secret.
+    #[error("stored secret: {0}")]
+    Secret(#[from] hookrelay_core::sealing::OpenError),
 }
 
 impl StoreError {
@@ -33,7 +37,8 @@ impl StoreError {
             | StoreError::Migration(_)
             | StoreError::NotFound
             | StoreError::Conflict(_)
-            | StoreError::Corrupt(_) => false,
+            | StoreError::Corrupt(_)
+            | StoreError::Secret(_) => false,
         }
     }
 }

@@ -22,6 +22,7 @@ mod listing;
 mod maintenance;
 mod migrate;
 pub mod model;
+mod secrets;
 mod signal;
 mod subscriptions;
 mod text;
@@ -29,6 +30,7 @@ mod text;
 use std::sync::{atomic::AtomicU64, Arc};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use hookrelay_core::sealing::Secrets;
 use tokio_postgres::NoTls;
 
 pub use batch::BatchOutcome;
@@ -37,6 +39,7 @@ pub use error::{describe_pg, is_transient_pg, StoreError};
 pub use gauges::Backlog;
 pub use leader::SourceLock;
 pub use listing::MAX_PAGE;
+pub use secrets::SealReport;
 pub use signal::DispatchSignal;
 pub use text::storable;
 
@@ -53,6 +56,10 @@ pub struct Store {
     /// Deliveries inserted since the last `ANALYZE` (see `maintenance`).
     grown: Arc<AtomicU64>,
     analyzed_at_size: Arc<AtomicU64>,
+    /// How subscription secrets and header values are kept (see `secrets`).
+    secrets: Arc<Secrets>,
+    /// Secrets the claim has opened, by subscription.
+    opened: Arc<claim::OpenedCache>,
 }
 
 /// Connections in the relaxed pool: the claimer and the outcome recorder.
@@ -126,7 +133,18 @@ impl Store {
             url: url.to_owned(),
             grown: Arc::default(),
             analyzed_at_size: Arc::default(),
+            secrets: Arc::default(),
+            opened: Arc::default(),
         })
+    }
+
+    /// Seals secrets with `secrets` from now on. A store built by [`Store::connect`]
+    /// alone keeps them in plaintext (what `insecure_plaintext_secrets` asks for);
+    /// `hookrelay run` always sets this from the config.
+    pub fn with_secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = Arc::new(secrets);
+        self.opened = Arc::default();
+        self
     }
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {

@@ -3,16 +3,21 @@
 //! `event_types` globs are stored as given (for display) and as SQL `LIKE` patterns
 //! (`type_patterns`), which the batch commit matches inside the transaction that writes
 //! the events, so a saved subscription sees every event committed after it.
-//! Secrets are written here but never read back by these functions: only the
-//! dispatcher's claim reads them.
+//! Secrets are written here, sealed (see `secrets`), but never read back by these
+//! functions: only the dispatcher's claim opens them. Header values are sealed too and
+//! opened for the admin API's view.
 
 use std::{collections::BTreeMap, time::Duration};
 
-use hookrelay_core::filter::glob_to_like;
+use hookrelay_core::{
+    filter::glob_to_like,
+    sealing::{secret_field, Secrets},
+};
 use tokio_postgres::{types::Json, Row};
 
 use crate::{
     model::{NewSubscription, OrderingMode, Subscription, SubscriptionChanges},
+    secrets::{open_headers, seal_headers},
     Store, StoreError,
 };
 
@@ -38,6 +43,8 @@ impl Store {
     ) -> Result<Subscription, StoreError> {
         let id = format!("sub_{}", ulid::Ulid::new());
         let patterns = like_patterns(new.event_types.as_deref());
+        let headers = seal_headers(&self.secrets, &id, &new.headers);
+        let secret = self.secrets.seal(&new.secret, &secret_field(&id));
         let client = self.client().await?;
         let sql = format!(
             "insert into hookrelay.subscriptions
@@ -56,14 +63,14 @@ impl Store {
                     &new.event_types,
                     &patterns,
                     &new.sources,
-                    &Json(&new.headers),
+                    &Json(&headers),
                     &new.ordering.as_str(),
                     &new.enabled,
-                    &new.secret,
+                    &secret,
                 ],
             )
             .await?;
-        subscription_from_row(&row)
+        subscription_from_row(&self.secrets, &row)
     }
 
     /// One subscription, or [`StoreError::NotFound`].
@@ -72,7 +79,7 @@ impl Store {
         let sql = format!("select {COLUMNS} from hookrelay.subscriptions where id = $1");
         let stmt = client.prepare_cached(&sql).await?;
         match client.query_opt(&stmt, &[&id]).await? {
-            Some(row) => subscription_from_row(&row),
+            Some(row) => subscription_from_row(&self.secrets, &row),
             None => Err(StoreError::NotFound),
         }
     }
@@ -83,7 +90,9 @@ impl Store {
         let sql = format!("select {COLUMNS} from hookrelay.subscriptions order by created_at, id");
         let stmt = client.prepare_cached(&sql).await?;
         let rows = client.query(&stmt, &[]).await?;
-        rows.iter().map(subscription_from_row).collect()
+        rows.iter()
+            .map(|r| subscription_from_row(&self.secrets, r))
+            .collect()
     }
 
     /// Applies `changes` and returns the result. Re-enabling clears `disabled_reason`;
@@ -98,7 +107,11 @@ impl Store {
         let patterns = like_patterns(types.as_deref());
         let set_sources = changes.sources.is_some();
         let sources = changes.sources.clone().flatten();
-        let headers = changes.headers.as_ref().map(Json);
+        let headers = changes
+            .headers
+            .as_ref()
+            .map(|h| seal_headers(&self.secrets, id, h));
+        let headers = headers.as_ref().map(Json);
         let ordering = changes.ordering.map(OrderingMode::as_str);
         let sql = format!(
             "update hookrelay.subscriptions set
@@ -140,7 +153,7 @@ impl Store {
             )
             .await?
             .ok_or(StoreError::NotFound)?;
-        let subscription = subscription_from_row(&row)?;
+        let subscription = subscription_from_row(&self.secrets, &row)?;
         if changes.enabled == Some(false) {
             tx.execute(FAIL_OPEN_DELIVERIES, &[&id]).await?;
         }
@@ -192,6 +205,7 @@ impl Store {
         new_secret: &str,
         grace: Duration,
     ) -> Result<(), StoreError> {
+        let new_secret = self.secrets.seal(new_secret, &secret_field(id));
         let client = self.client().await?;
         let grace = grace.as_secs_f64();
         let updated = client
@@ -216,11 +230,12 @@ fn like_patterns(globs: Option<&[String]>) -> Option<Vec<String>> {
     globs.map(|g| g.iter().map(|g| glob_to_like(g)).collect())
 }
 
-fn subscription_from_row(row: &Row) -> Result<Subscription, StoreError> {
+fn subscription_from_row(secrets: &Secrets, row: &Row) -> Result<Subscription, StoreError> {
     let id: String = row.try_get(0)?;
     let headers: serde_json::Value = row.try_get(5)?;
     let headers: BTreeMap<String, String> = serde_json::from_value(headers)
         .map_err(|e| StoreError::Corrupt(format!("subscription {id} headers: {e}")))?;
+    let headers = open_headers(secrets, &id, headers)?;
     let ordering: String = row.try_get(6)?;
     let ordering = OrderingMode::parse(&ordering)
         .ok_or_else(|| StoreError::Corrupt(format!("subscription {id} ordering {ordering:?}")))?;

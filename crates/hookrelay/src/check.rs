@@ -11,6 +11,18 @@ use hookrelay_store::Store;
 pub async fn check(cfg: &Config) -> anyhow::Result<()> {
     println!("ok    config ({} source(s))", cfg.sources.len());
     let mut failed = 0;
+    match cfg.secrets() {
+        Ok(secrets) => match secrets.key() {
+            Some(key) => println!("ok    master key {}", key.id()),
+            None => {
+                println!("warn  secrets stored in plaintext (store.insecure_plaintext_secrets)")
+            }
+        },
+        Err(e) => {
+            failed += 1;
+            println!("FAIL  {e}");
+        }
+    }
     match Store::connect(&cfg.store.url, 2) {
         Ok(store) => match store.ping().await {
             Ok(()) => println!("ok    store {}", redact_url(&cfg.store.url)),

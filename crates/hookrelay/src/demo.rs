@@ -116,6 +116,12 @@ tables = ["public.orders"]
 poll_interval = "250ms"
 "#
     ))?;
+    // Secrets are sealed as in production, under a key that lives as long as the
+    // scratch store does.
+    let mut cfg = cfg;
+    cfg.store.master_key = Some(hookrelay_core::sealing::MasterKey::from_base64(
+        &hookrelay_core::sealing::MasterKey::generate_base64(),
+    )?);
     let relay = Relay::start(cfg).await?;
     let result = show(opts, &relay, &receiver, &shop, &shop_url, &token).await;
     relay.shutdown().await;

@@ -14,7 +14,7 @@ pub mod logging;
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use hookrelay_api::{ApiState, SourceReadiness, SourcesReadiness};
+use hookrelay_api::{ApiState, ConnectionGauge, ServeLimits, SourceReadiness, SourcesReadiness};
 use hookrelay_core::{config::SourceKind, Config};
 use hookrelay_dispatch::Dispatcher;
 use hookrelay_sources::{
@@ -39,10 +39,32 @@ pub struct Relay {
 impl Relay {
     /// Migrates the store, then starts sources, dispatcher and API.
     pub async fn start(cfg: Config) -> anyhow::Result<Self> {
-        let store = Store::connect(&cfg.store.url, cfg.store.pool_size).context("store")?;
+        let secrets = cfg.secrets()?;
+        match secrets.key() {
+            Some(key) => info!(master_key = key.id(), "endpoint secrets are encrypted at rest"),
+            None => tracing::warn!(
+                "ENDPOINT SECRETS AND HEADER VALUES ARE STORED IN PLAINTEXT \
+                 (store.insecure_plaintext_secrets = true, no HOOKRELAY_MASTER_KEY); development only"
+            ),
+        }
+        let store = Store::connect(&cfg.store.url, cfg.store.pool_size)
+            .context("store")?
+            .with_secrets(secrets);
         let applied = migrate_when_reachable(&store).await?;
         if !applied.is_empty() {
             info!(migrations = ?applied, "store migrated");
+        }
+        // Before anything is sent: plaintext rows are sealed, and a key that does not
+        // open what is stored stops start-up here.
+        let sealed = store
+            .seal_plaintext_secrets()
+            .await
+            .context("checking stored secrets against HOOKRELAY_MASTER_KEY")?;
+        if sealed.rewritten > 0 {
+            info!(
+                subscriptions = sealed.rewritten,
+                "sealed secrets stored in plaintext"
+            );
         }
         let stop = CancellationToken::new();
         let signal = Arc::new(DispatchSignal::default());
@@ -109,13 +131,21 @@ impl Relay {
             })?;
         let api_addr = listener.local_addr()?;
         let api_stop = stop.clone();
+        let limits = ServeLimits {
+            header_read_timeout: cfg.api.header_read_timeout,
+            idle_timeout: cfg.api.idle_timeout,
+            max_connections: cfg.api.max_connections,
+        };
         tasks.spawn(async move {
             let app = hookrelay_api::router(state);
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { api_stop.cancelled().await });
-            if let Err(e) = served.await {
-                tracing::error!(error = %e, "admin API server failed");
-            }
+            hookrelay_api::serve(
+                listener,
+                app,
+                limits,
+                ConnectionGauge::default(),
+                async move { api_stop.cancelled().await },
+            )
+            .await;
         });
         info!(%api_addr, sources = cfg.sources.len(), "hookrelay running");
         Ok(Self {

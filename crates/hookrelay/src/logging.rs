@@ -3,6 +3,10 @@
 use hookrelay_core::config::{LogConfig, LogFormat};
 use tracing_subscriber::{fmt, EnvFilter};
 
+/// What no filter can switch on: tokio_postgres logs every statement's parameters at
+/// `debug` (secrets and header values among them).
+const ALWAYS_QUIET: &str = "tokio_postgres::query=info";
+
 /// Installs the global subscriber; `RUST_LOG` overrides `log.level`.
 pub fn init(cfg: &LogConfig) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
@@ -14,6 +18,7 @@ pub fn init(cfg: &LogConfig) -> anyhow::Result<()> {
             )
         })?,
     };
+    let filter = filter.add_directive(ALWAYS_QUIET.parse()?);
     // Colour codes only where a person reads them, not in files or journald.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = fmt()

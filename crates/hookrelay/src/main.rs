@@ -1,11 +1,14 @@
-//! `hookrelay run | migrate | check | demo | uninstall`.
+//! `hookrelay run | migrate | check | demo | uninstall | rotate-master-key`.
 
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hookrelay::{logging, Relay};
-use hookrelay_core::Config;
+use hookrelay_core::{config::master_key_from_env, sealing::Secrets, Config};
+
+/// Where `rotate-master-key` reads the key it re-encrypts to.
+const NEW_MASTER_KEY_ENV: &str = "HOOKRELAY_NEW_MASTER_KEY";
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +59,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Re-encrypt every stored secret from HOOKRELAY_MASTER_KEY to
+    /// HOOKRELAY_NEW_MASTER_KEY, in one transaction; then restart with the new key.
+    RotateMasterKey,
 }
 
 fn main() -> ExitCode {
@@ -117,6 +123,7 @@ fn main() -> ExitCode {
             (Command::Uninstall { source, force }, Some(cfg)) => {
                 uninstall(&cfg, &source, force).await
             }
+            (Command::RotateMasterKey, Some(cfg)) => rotate_master_key(cfg).await,
         }
     });
     // Blocking work still queued (a DNS lookup to a dead resolver) must not keep the
@@ -181,6 +188,32 @@ async fn uninstall(cfg: &Config, source: &str, force: bool) -> anyhow::Result<()
         println!("dropped schema hookrelay (no other source uses this database)");
     }
     println!("source {source} uninstalled");
+    Ok(())
+}
+
+/// The new key comes from the environment, like the current one, so neither is ever
+/// on a command line (visible in `ps`) or in a file hookrelay reads.
+async fn rotate_master_key(cfg: Config) -> anyhow::Result<()> {
+    let new = master_key_from_env(NEW_MASTER_KEY_ENV)?.with_context(|| {
+        format!("{NEW_MASTER_KEY_ENV} is not set: put the new key (base64 of 32 bytes) there")
+    })?;
+    let old = match cfg.store.master_key.clone() {
+        Some(key) => Secrets::Sealed(key),
+        // A store kept in plaintext can be rotated into encryption.
+        None => Secrets::Plaintext,
+    };
+    let store = hookrelay_store::Store::connect(&cfg.store.url, 2)?.with_secrets(old);
+    store.migrate().await.context("migrating the store")?;
+    let report = store
+        .rotate_master_key(&new)
+        .await
+        .context("re-encrypting stored secrets (nothing was changed)")?;
+    println!(
+        "re-encrypted the secrets of {} subscription(s) under master key {}; \
+         restart every hookrelay with HOOKRELAY_MASTER_KEY set to the new key",
+        report.rewritten,
+        new.id()
+    );
     Ok(())
 }
 

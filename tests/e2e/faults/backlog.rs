@@ -49,6 +49,7 @@ async fn spawn_relay(env: &Env, per_subscription: usize) -> Child9 {
     let path = write_config(&cfg, &dir);
     let child = Command::new(BIN)
         .args(["run", "--config", path.to_str().unwrap()])
+        .env("HOOKRELAY_MASTER_KEY", TEST_MASTER_KEY)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

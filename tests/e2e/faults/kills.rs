@@ -30,6 +30,7 @@ async fn kill_9_at_random_moments_loses_nothing() {
     let spawn = || {
         Command::new(BIN)
             .args(["run", "--config", cfg.to_str().unwrap()])
+            .env("HOOKRELAY_MASTER_KEY", TEST_MASTER_KEY)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -187,6 +187,7 @@ async fn sigterm_while_the_store_is_down_stops_within_the_grace() {
     let file = write_config(&cfg, &dir);
     let mut child = std::process::Command::new(BIN)
         .args(["run", "--config", file.to_str().unwrap()])
+        .env("HOOKRELAY_MASTER_KEY", TEST_MASTER_KEY)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -60,7 +60,7 @@ poll_interval = "300ms"
             store = self.store.url(),
             url = self.server.url(),
         );
-        Config::from_toml(&text).expect("test config")
+        crate::harness::with_test_master_key(Config::from_toml(&text).expect("test config"))
     }
 
     async fn orders(&self) -> Collection<Document> {

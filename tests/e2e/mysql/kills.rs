@@ -79,6 +79,7 @@ async fn kill_9_of_hookrelay_loses_nothing_and_keeps_key_order() {
         Command::new(BIN)
             .args(["run", "--config", cfg_file.to_str().unwrap()])
             .env("RUST_LOG", "warn")
+            .env("HOOKRELAY_MASTER_KEY", crate::harness::TEST_MASTER_KEY)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -44,7 +44,7 @@ batch_size = 500
 {extra}
 "#
     );
-    Config::from_toml(&text).expect("test config")
+    crate::harness::with_test_master_key(Config::from_toml(&text).expect("test config"))
 }
 
 /// A MariaDB with binlog on and database `shop`.

@@ -62,6 +62,18 @@ async fn v1_routes_need_a_valid_token() {
             }
         }
     }
+    // Auth comes before routing: unknown /v1 paths and methods look the same as
+    // known ones without a token, so routes cannot be discovered.
+    for (method, path) in [
+        (Method::GET, "/v1/nope"),
+        (Method::GET, "/v1"),
+        (Method::GET, "/v1/"),
+        (Method::DELETE, "/v1/events"),
+        (Method::GET, "/v1/subscriptions/sub_x/secrets"),
+    ] {
+        let res = api.send(request(method.clone(), path, None)).await;
+        res.assert_problem(StatusCode::UNAUTHORIZED, None, &format!("{method} {path}"));
+    }
     // Auth comes before input checks: a bad body without a token is still a 401.
     api.send(request(Method::POST, "/v1/subscriptions", None))
         .await

@@ -11,7 +11,10 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use hookrelay_api::{router, ApiState};
-use hookrelay_core::ChangeEvent;
+use hookrelay_core::{
+    sealing::{MasterKey, Secrets},
+    ChangeEvent,
+};
 use hookrelay_store::{ClaimedDelivery, Outcome, OutcomeStatus, Store};
 use serde_json::{json, Value};
 use tokio_postgres::NoTls;
@@ -19,6 +22,12 @@ use tower::ServiceExt;
 
 pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
 pub const TOKEN: &str = "test-token";
+
+/// The master key the test store seals secrets with, so every API test runs against
+/// sealed rows as production does.
+pub fn test_key() -> MasterKey {
+    MasterKey::from_bytes([7; 32])
+}
 
 /// A fresh database with the store schema; dropped (WITH FORCE) when the value is.
 pub struct TestDb {
@@ -30,9 +39,27 @@ impl TestDb {
     pub async fn new() -> Self {
         let name = format!("hookrelay_test_{}", uuid::Uuid::new_v4().simple());
         admin(&format!("create database \"{name}\"")).await;
-        let store = Store::connect(&format!("{PG}/{name}"), 4).expect("store url");
+        let store = Store::connect(&format!("{PG}/{name}"), 4)
+            .expect("store url")
+            .with_secrets(Secrets::Sealed(test_key()));
         store.migrate().await.expect("migrate");
         Self { name, store }
+    }
+
+    /// Another handle on the same database, keeping secrets as `secrets` says.
+    pub fn store_with(&self, secrets: Secrets) -> Store {
+        Store::connect(&format!("{PG}/{}", self.name), 2)
+            .expect("store url")
+            .with_secrets(secrets)
+    }
+
+    /// A plain connection, to read rows as they are stored.
+    pub async fn raw_client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&format!("{PG}/{}", self.name), NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
     }
 }
 

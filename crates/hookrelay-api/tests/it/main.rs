@@ -5,5 +5,7 @@ mod auth;
 mod deliveries;
 mod events;
 mod harness;
+mod secrets;
+mod slowloris;
 mod subscriptions;
 mod validation;

@@ -1,0 +1,143 @@
+//! Slow clients against the real admin listener (`hookrelay_api::serve` on a socket):
+//! partial headers, silence, stalled bodies and idle keep-alives are all closed by the
+//! server within the configured limits, the number of open connections never passes
+//! the cap, and a well-behaved client is still answered meanwhile.
+
+use std::time::{Duration, Instant};
+
+use hookrelay_api::{serve, ConnectionGauge, ServeLimits};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+use crate::harness::{TestApi, TOKEN};
+
+const CAP: usize = 16;
+
+async fn start(api: &TestApi) -> (std::net::SocketAddr, ConnectionGauge) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let gauge = ConnectionGauge::default();
+    let limits = ServeLimits {
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(600),
+        max_connections: CAP,
+    };
+    tokio::spawn(serve(
+        listener,
+        hookrelay_api::router(api.state.clone()),
+        limits,
+        gauge.clone(),
+        std::future::pending(),
+    ));
+    (addr, gauge)
+}
+
+/// Reads until the server closes the connection; returns what it sent.
+async fn read_to_close(sock: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    tokio::time::timeout(within, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()?;
+    Some(got)
+}
+
+async fn healthz(addr: std::net::SocketAddr) -> String {
+    let mut sock = TcpStream::connect(addr).await.expect("connect");
+    sock.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let got = read_to_close(&mut sock, Duration::from_secs(30))
+        .await
+        .expect("answered");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_capped() {
+    let api = TestApi::new().await;
+    let (addr, gauge) = start(&api).await;
+
+    // 200 attackers: half send a partial header, half nothing at all.
+    let mut attackers = Vec::new();
+    for i in 0..200 {
+        let mut sock = TcpStream::connect(addr).await.expect("connect");
+        if i % 2 == 0 {
+            sock.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ")
+                .await
+                .expect("write");
+        }
+        attackers.push(sock);
+    }
+    // A polite client is answered while the attack lasts.
+    let polite = tokio::spawn(healthz(addr));
+    let started = Instant::now();
+    let mut peak = 0;
+    for sock in &mut attackers {
+        peak = peak.max(gauge.open());
+        // Each one is closed by the server (never answered with a 200).
+        let got = read_to_close(sock, Duration::from_secs(30))
+            .await
+            .expect("the server closes a slow connection");
+        assert!(!String::from_utf8_lossy(&got).contains("200 OK"));
+    }
+    let answer = polite.await.expect("polite client");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(peak <= CAP, "open connections peaked at {peak}, cap {CAP}");
+    // 200 connections, CAP at a time, each cut at 300 ms: about 4 s; far less than
+    // "forever".
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_and_idle_keep_alives_are_closed() {
+    let api = TestApi::new().await;
+    let (addr, gauge) = start(&api).await;
+
+    // Headers promise a body that never comes: the idle limit closes it.
+    let mut stalled = TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /v1/replay HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+    );
+    stalled.write_all(head.as_bytes()).await.expect("write");
+    let t = Instant::now();
+    read_to_close(&mut stalled, Duration::from_secs(10))
+        .await
+        .expect("stalled body closed");
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // A keep-alive connection left idle after its answer is closed too.
+    let mut idle = TcpStream::connect(addr).await.expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let got = read_to_close(&mut idle, Duration::from_secs(10))
+        .await
+        .expect("idle keep-alive closed");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+
+    // Both gone from the server's side as well.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gauge.open() > 0 {
+        assert!(Instant::now() < deadline, "{} still open", gauge.open());
+        tokio::task::yield_now().await;
+    }
+}
