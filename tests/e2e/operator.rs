@@ -175,3 +175,49 @@ async fn metrics_count_a_known_workload() {
     );
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_send_reaches_the_endpoint_signed_and_reports_the_answer() {
+    let env = Env::new().await;
+    let (relay, api, rx, sub) = env.relay_with_receiver().await;
+    let id = sub["id"].as_str().unwrap();
+    let (status, result) = api
+        .call(Method::POST, &format!("/v1/subscriptions/{id}/test"), None)
+        .await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["succeeded"], true, "{result}");
+    assert_eq!(result["status_code"], 200);
+    let got = rx.requests();
+    assert_eq!(got.len(), 1, "sent once, at once");
+    assert_eq!(got[0].json()["type"], "hookrelay.test");
+    assert_eq!(got[0].id, result["event_id"].as_str().unwrap());
+    assert!(verify_signature(sub["secret"].as_str().unwrap(), &got[0]));
+
+    let failing = TestReceiver::scripted(std::sync::Arc::new(|_, _| Reply::status(503))).await;
+    let bad = api.subscribe(&failing.url, serde_json::json!({})).await;
+    let (status, result) = api
+        .call(
+            Method::POST,
+            &format!("/v1/subscriptions/{}/test", bad["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "the test ran; the endpoint failed it: {result}"
+    );
+    assert_eq!(result["succeeded"], false);
+    assert_eq!(result["status_code"], 503);
+
+    let (status, _) = api
+        .call(Method::POST, "/v1/subscriptions/sub_nope/test", None)
+        .await;
+    assert_eq!(status, 404);
+    let (_, deliveries) = api.call(Method::GET, "/v1/deliveries", None).await;
+    assert_eq!(
+        deliveries["data"],
+        serde_json::json!([]),
+        "test sends are not stored"
+    );
+    relay.shutdown().await;
+}

@@ -24,6 +24,7 @@ mod params;
 mod serve;
 mod sources;
 mod subscriptions;
+mod test_send;
 pub mod validate;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ use hookrelay_store::Store;
 pub use error::ApiError;
 pub use health::{SourceReadiness, SourcesReadiness};
 pub use serve::{serve, ConnectionGauge, ServeLimits};
+pub use test_send::TestSender;
 
 /// Largest request body accepted; subscriptions and replay requests are tiny.
 const MAX_BODY: usize = 256 * 1024;
@@ -61,6 +63,8 @@ pub struct ApiState {
     pub sources: SourcesReadiness,
     /// The dispatcher's live counters, read by `/metrics` (never written here).
     pub dispatch_stats: Arc<hookrelay_core::stats::DispatchStats>,
+    /// Sends `POST /v1/subscriptions/{id}/test` (the dispatcher's client, handed in).
+    pub test_sender: TestSender,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -90,6 +94,7 @@ pub fn router(state: ApiState) -> Router {
             "/subscriptions/{id}/rotate-secret",
             post(subscriptions::rotate_secret),
         )
+        .route("/subscriptions/{id}/test", post(test_send::send))
         .route("/events", get(events::list))
         .route("/events/{id}", get(events::get))
         .route("/deliveries", get(deliveries::list))

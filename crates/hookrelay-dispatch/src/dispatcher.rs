@@ -350,6 +350,11 @@ impl Dispatcher {
         info!("dispatcher stopped");
     }
 
+    /// The one HTTP client (cheap to clone), for the admin API's test sends.
+    pub fn client(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+
     /// The live counters `/metrics` reads.
     pub fn stats(&self) -> Arc<DispatchStats> {
         self.stats.clone()

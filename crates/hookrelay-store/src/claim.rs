@@ -379,6 +379,40 @@ impl Store {
         Ok(out)
     }
 
+    /// What a test send to `subscription_id` needs (DESIGN §1.5
+    /// `POST /v1/subscriptions/{id}/test`): its URL, opened secrets and headers, with
+    /// `event_id` and `body` to sign and send. Nothing is leased or recorded.
+    pub async fn test_delivery(
+        &self,
+        subscription_id: &str,
+        event_id: &str,
+        body: &str,
+    ) -> Result<ClaimedDelivery, StoreError> {
+        let client = self.client().await?;
+        // Columns 5 to 7 as the claim returns them, which `OpenedCache::open` reads.
+        let row = client
+            .query_opt(
+                "select 0, 0, 0, id, url, secret,
+                        case when previous_secret_until > now() then previous_secret end,
+                        headers
+                   from hookrelay.subscriptions where id = $1",
+                &[&subscription_id],
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let opened = self.opened.open(&self.secrets, subscription_id, &row)?;
+        Ok(ClaimedDelivery {
+            delivery_id: 0,
+            attempt: 1,
+            subscription_id: subscription_id.to_owned(),
+            url: row.try_get(4)?,
+            secrets: opened.0.clone(),
+            headers: opened.1.clone(),
+            event_id: event_id.to_owned(),
+            body: body.to_owned(),
+        })
+    }
+
     /// Records a batch of outcomes in one transaction. Outcomes whose lease was lost
     /// (expired and re-claimed elsewhere) are dropped from the delivery update but
     /// their attempts are still logged.

@@ -99,6 +99,14 @@ impl Relay {
         let dispatcher =
             Dispatcher::new(store.clone(), cfg.dispatch.clone(), owner, signal.clone())?;
         let dispatch_stats = dispatcher.stats();
+        let test_sender = {
+            let client = dispatcher.client();
+            let dispatch_cfg = Arc::new(cfg.dispatch.clone());
+            hookrelay_api::TestSender::new(move |d| {
+                let (client, dispatch_cfg) = (client.clone(), dispatch_cfg.clone());
+                async move { hookrelay_dispatch::attempt(&client, &dispatch_cfg, d).await }
+            })
+        };
         tasks.spawn(dispatcher.run(stop.clone()));
 
         if cfg.api.insecure_no_auth {
@@ -120,6 +128,7 @@ impl Relay {
                     .collect(),
             ),
             dispatch_stats,
+            test_sender,
         };
         let listener = tokio::net::TcpListener::bind(cfg.api.listen)
             .await

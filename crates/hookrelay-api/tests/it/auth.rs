@@ -156,6 +156,7 @@ async fn readyz_is_503_when_the_store_is_down() {
         dispatch_signal: Arc::default(),
         sources: Default::default(),
         dispatch_stats: Default::default(),
+        test_sender: Default::default(),
     });
     let res = app
         .clone()

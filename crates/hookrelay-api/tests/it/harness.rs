@@ -161,6 +161,7 @@ impl TestApi {
             dispatch_signal: Arc::default(),
             sources: Default::default(),
             dispatch_stats: Arc::default(),
+            test_sender: Default::default(),
         };
         f(&mut state);
         let app = router(state.clone());
