@@ -15,6 +15,7 @@ mod ordering;
 mod outside_bytes;
 mod pipeline;
 mod readiness;
+mod readme;
 mod receivers;
 mod scale_out;
 mod tables;
