@@ -7,6 +7,7 @@ mod harness;
 mod claims;
 mod cli;
 mod delivery;
+mod deploy;
 mod faults;
 mod mongo;
 mod mysql;
