@@ -221,3 +221,75 @@ async fn a_test_send_reaches_the_endpoint_signed_and_reports_the_answer() {
     );
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_old_finished_deliveries_and_their_events_only() {
+    let env = Env::new().await;
+    let relay = start_relay(env.config()).await;
+    let api = Api::new(relay.api_addr);
+    let rx = TestReceiver::start().await;
+    api.subscribe(
+        &rx.url,
+        serde_json::json!({"event_types": ["orders.insert"]}),
+    )
+    .await;
+    let db = env.source.connect().await;
+    db.batch_execute(
+        "insert into orders (id, status) select g, 'new' from generate_series(1, 6) g;
+         update orders set status = 'seen' where id = 1",
+    )
+    .await
+    .unwrap();
+    rx.wait_delivered(6, WAIT).await;
+    let store_db = env.store.connect().await;
+    let count = |sql: &'static str| {
+        let store_db = &store_db;
+        async move { store_db.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    eventually("every outcome recorded", WAIT, || async {
+        (count("select count(*) from hookrelay.deliveries where status = 'succeeded'").await == 6)
+            .then_some(())
+    })
+    .await;
+    // Age: ids 1-3 succeeded 8 days ago (past 7d), id 4 failed 8 days ago (within
+    // 30d), the update event (no subscriber matched it) is 8 days old.
+    store_db
+        .batch_execute(
+            "update hookrelay.deliveries d set updated_at = now() - interval '8 days'
+               from hookrelay.events e
+              where e.seq = d.event_seq and e.body::jsonb -> 'key' ->> 'id' in ('1', '2', '3');
+             update hookrelay.deliveries d set status = 'failed', updated_at = now() - interval '8 days'
+               from hookrelay.events e
+              where e.seq = d.event_seq and e.body::jsonb -> 'key' ->> 'id' = '4';
+             update hookrelay.events set created_at = now() - interval '8 days'
+              where event_type = 'orders.update'",
+        )
+        .await
+        .unwrap();
+    let store = hookrelay_store::Store::connect(&env.store.url(), 2).unwrap();
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let pruned = store
+        .prune(day * 7, day * 30)
+        .await
+        .unwrap()
+        .expect("no other pruner");
+    assert_eq!(
+        pruned,
+        hookrelay_store::Pruned { deliveries: 3, attempts: 3, events: 4 },
+        "3 old succeeded deliveries with their attempts and events, and the event nobody subscribed to"
+    );
+    assert_eq!(count("select count(*) from hookrelay.deliveries").await, 3);
+    assert_eq!(count("select count(*) from hookrelay.events").await, 3);
+    assert_eq!(
+        count("select count(*) from hookrelay.deliveries where status = 'failed'").await,
+        1,
+        "a failed delivery is kept for 30 days"
+    );
+    let again = store.prune(day * 7, day * 30).await.unwrap().expect("lock");
+    assert_eq!(
+        again,
+        hookrelay_store::Pruned::default(),
+        "nothing left to prune"
+    );
+    relay.shutdown().await;
+}

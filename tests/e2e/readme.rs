@@ -34,6 +34,7 @@ fn full() -> Vec<Table> {
         table("[api]", &[("tokens", r#"["readme-token"]"#)]),
         table("[dispatch]", &[]),
         table("[log]", &[]),
+        table("[retention]", &[]),
         table(
             "[[sources]]",
             &[

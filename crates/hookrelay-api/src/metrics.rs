@@ -159,6 +159,14 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError
         pool,
     );
 
+    let pruned = Counter::<u64>::default();
+    pruned.inc_by(state.store.pruned_total());
+    reg.register(
+        "hookrelay_pruned",
+        "Finished deliveries and unreferenced events deleted by retention in this process",
+        pruned,
+    );
+
     let mut body = String::new();
     encode(&mut body, &reg)
         .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}").into()))?;

@@ -50,6 +50,28 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// How long finished deliveries (with their attempts, and events nothing refers to
+/// any more) stay in the store before they are pruned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    #[serde(default = "defaults::retention_succeeded", with = "humantime_serde")]
+    pub succeeded: Duration,
+    #[serde(default = "defaults::retention_failed", with = "humantime_serde")]
+    pub failed: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            succeeded: defaults::retention_succeeded(),
+            failed: defaults::retention_failed(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -313,6 +335,12 @@ mod defaults {
     pub fn log_level() -> String {
         "info".into()
     }
+    pub fn retention_succeeded() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    pub fn retention_failed() -> Duration {
+        Duration::from_secs(30 * 24 * 3600)
+    }
 }
 
 /// Environment variables read directly, not as config keys.
@@ -517,6 +545,17 @@ impl Config {
                 "dispatch.poll_interval",
                 "must be greater than 0",
             ));
+        }
+        for (key, keep) in [
+            ("retention.succeeded", self.retention.succeeded),
+            ("retention.failed", self.retention.failed),
+        ] {
+            if keep < Duration::from_secs(60) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{keep:?} is too short: keep finished deliveries at least 1m"),
+                ));
+            }
         }
         if d.shutdown_grace < Duration::from_secs(1) || d.shutdown_grace > Duration::from_secs(3600)
         {

@@ -22,6 +22,7 @@ mod listing;
 mod maintenance;
 mod migrate;
 pub mod model;
+mod retention;
 mod secrets;
 mod signal;
 mod subscriptions;
@@ -39,6 +40,7 @@ pub use error::{describe_pg, is_transient_pg, StoreError};
 pub use gauges::Backlog;
 pub use leader::SourceLock;
 pub use listing::MAX_PAGE;
+pub use retention::Pruned;
 pub use secrets::SealReport;
 pub use signal::DispatchSignal;
 pub use text::storable;
@@ -60,6 +62,10 @@ pub struct Store {
     secrets: Arc<Secrets>,
     /// Secrets the claim has opened, by subscription.
     opened: Arc<claim::OpenedCache>,
+    /// Deliveries and events removed by retention (see `retention`).
+    pruned: Arc<AtomicU64>,
+    /// Where the walk over events nobody subscribed to continues.
+    orphan_cursor: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Connections in the relaxed pool: the claimer and the outcome recorder.
@@ -133,6 +139,8 @@ impl Store {
             url: url.to_owned(),
             grown: Arc::default(),
             analyzed_at_size: Arc::default(),
+            pruned: Arc::default(),
+            orphan_cursor: Arc::default(),
             secrets: Arc::default(),
             opened: Arc::default(),
         })

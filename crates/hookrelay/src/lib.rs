@@ -108,6 +108,11 @@ impl Relay {
             })
         };
         tasks.spawn(dispatcher.run(stop.clone()));
+        tasks.spawn(retention(
+            store.clone(),
+            cfg.retention.clone(),
+            stop.clone(),
+        ));
 
         if cfg.api.insecure_no_auth {
             tracing::warn!("admin API runs WITHOUT authentication (api.insecure_no_auth = true); development only");
@@ -228,6 +233,41 @@ fn sources_readiness(statuses: Vec<(String, String, SourceStatus)>) -> SourcesRe
             })
             .collect()
     })
+}
+
+/// How often retention runs; each pass deletes in small batches (see
+/// `hookrelay_store::retention`).
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Prunes finished deliveries and unreferenced events past `[retention]`.
+async fn retention(
+    store: Store,
+    cfg: hookrelay_core::config::RetentionConfig,
+    stop: CancellationToken,
+) {
+    let mut first = true;
+    loop {
+        let wait = if first {
+            std::time::Duration::from_secs(5)
+        } else {
+            PRUNE_EVERY
+        };
+        first = false;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+        match store.prune(cfg.succeeded, cfg.failed).await {
+            Ok(Some(p)) if p.deliveries + p.events > 0 => info!(
+                deliveries = p.deliveries,
+                attempts = p.attempts,
+                events = p.events,
+                "retention pruned the store"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention pass failed; trying again later"),
+        }
+    }
 }
 
 /// Migrates the store, waiting (with capped backoff, reporting each failure) while it

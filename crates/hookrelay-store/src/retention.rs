@@ -1,0 +1,153 @@
+//! Retention: finished deliveries, their attempts and the events nothing refers to
+//! any more are deleted once older than `[retention]` says, so the store does not grow
+//! without bound.
+//!
+//! ```text
+//!  every pass, batches of PRUNE_BATCH until none is left or the pass budget is used:
+//!   succeeded deliveries older than `succeeded` ─┐
+//!   failed deliveries older than `failed`       ─┴▶ delete ▶ their attempts ▶ their
+//!                                                   events, once no delivery is left
+//!   events older than `succeeded` that never had a delivery (nobody subscribed)
+//! ```
+//! Small batches, each its own transaction, keep locks short: the claim and the
+//! recorder never wait long behind a prune. One process prunes at a time (an advisory
+//! lock), the others skip the pass.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use crate::{Store, StoreError};
+
+/// Rows deleted per statement.
+const PRUNE_BATCH: i64 = 1_000;
+
+/// Batches per pass at most, so a huge first prune is spread over several passes.
+const MAX_BATCHES: usize = 50;
+
+/// "hookrelay.prune" as a lock key.
+const PRUNE_LOCK: i64 = 0x686f_6f6b_7072_756e;
+
+/// Deletes a batch of finished deliveries older than their status's retention,
+/// their attempts, and the events they leave without deliveries.
+const PRUNE_DELIVERIES: &str = "
+with doomed as (
+    delete from hookrelay.deliveries d
+     where d.id in (
+        select id from hookrelay.deliveries
+         where (status = 'succeeded' and updated_at < now() - $1::text::interval)
+            or (status = 'failed' and updated_at < now() - $2::text::interval)
+         limit $3)
+    returning d.id, d.event_seq
+),
+attempts as (
+    delete from hookrelay.attempts a using doomed where a.delivery_id = doomed.id
+    returning 1
+),
+events as (
+    delete from hookrelay.events e
+     where e.seq in (select event_seq from doomed)
+       and not exists (select 1 from hookrelay.deliveries o
+                        where o.event_seq = e.seq
+                          and o.id not in (select id from doomed))
+    returning 1
+)
+select (select count(*) from doomed), (select count(*) from attempts), (select count(*) from events)";
+
+/// Events older than the succeeded retention that no delivery refers to (no
+/// subscription matched them), walked by `seq` from a cursor.
+const PRUNE_ORPHAN_EVENTS: &str = "
+with batch as (
+    select seq, created_at from hookrelay.events where seq > $1 order by seq limit $3
+),
+doomed as (
+    delete from hookrelay.events e using batch
+     where e.seq = batch.seq and batch.created_at < now() - $2::text::interval
+       and not exists (select 1 from hookrelay.deliveries d where d.event_seq = e.seq)
+    returning 1
+)
+select (select count(*) from doomed),
+       (select max(seq) from batch where created_at < now() - $2::text::interval),
+       (select count(*) from batch)";
+
+/// What one pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub deliveries: u64,
+    pub attempts: u64,
+    pub events: u64,
+}
+
+impl Store {
+    /// One retention pass (see the module doc). `None` when another process holds
+    /// the pruning lock.
+    pub async fn prune(
+        &self,
+        succeeded: Duration,
+        failed: Duration,
+    ) -> Result<Option<Pruned>, StoreError> {
+        let client = self.client().await?;
+        let got: bool = client
+            .query_one("select pg_try_advisory_lock($1)", &[&PRUNE_LOCK])
+            .await?
+            .get(0);
+        if !got {
+            return Ok(None);
+        }
+        let result = self.prune_locked(&client, succeeded, failed).await;
+        let _ = client
+            .execute("select pg_advisory_unlock($1)", &[&PRUNE_LOCK])
+            .await;
+        let pruned = result?;
+        self.pruned
+            .fetch_add(pruned.deliveries + pruned.events, Ordering::Relaxed);
+        Ok(Some(pruned))
+    }
+
+    async fn prune_locked(
+        &self,
+        client: &deadpool_postgres::Object,
+        succeeded: Duration,
+        failed: Duration,
+    ) -> Result<Pruned, StoreError> {
+        let interval = |d: Duration| format!("{} seconds", d.as_secs());
+        let (ok_for, failed_for) = (interval(succeeded), interval(failed));
+        let mut total = Pruned::default();
+        let stmt = client.prepare_cached(PRUNE_DELIVERIES).await?;
+        for _ in 0..MAX_BATCHES {
+            let row = client
+                .query_one(&stmt, &[&ok_for, &failed_for, &PRUNE_BATCH])
+                .await?;
+            let (d, a, e): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            total.deliveries += d as u64;
+            total.attempts += a as u64;
+            total.events += e as u64;
+            if d < PRUNE_BATCH {
+                break;
+            }
+        }
+        let stmt = client.prepare_cached(PRUNE_ORPHAN_EVENTS).await?;
+        let mut cursor = self.orphan_cursor.load(Ordering::Relaxed);
+        for _ in 0..MAX_BATCHES {
+            let row = client
+                .query_one(&stmt, &[&cursor, &ok_for, &PRUNE_BATCH])
+                .await?;
+            let (e, reach, seen): (i64, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
+            total.events += e as u64;
+            // Stop at the first event young enough to keep: later ones are younger.
+            match reach {
+                Some(r) if seen == PRUNE_BATCH => cursor = r,
+                Some(r) => {
+                    cursor = r;
+                    break;
+                }
+                None => break,
+            }
+        }
+        self.orphan_cursor.store(cursor, Ordering::Relaxed);
+        Ok(total)
+    }
+
+    /// Deliveries and events pruned by this process since it started.
+    pub fn pruned_total(&self) -> u64 {
+        self.pruned.load(Ordering::Relaxed)
+    }
+}
