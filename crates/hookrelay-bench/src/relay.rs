@@ -98,6 +98,11 @@ impl RelayProcess {
                 cmd.env_remove(k);
             }
         }
+        // Secrets sealed as in production (the store is a scratch database).
+        cmd.env(
+            "HOOKRELAY_MASTER_KEY",
+            hookrelay_core::sealing::MasterKey::generate_base64(),
+        );
         cmd.envs(overrides.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .spawn()

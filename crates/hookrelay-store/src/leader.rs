@@ -67,6 +67,7 @@ select w.source, substr(a.application_name, length('hookrelay leader ') + 1), a.
   from unnest($1::text[]) as w(source)
   cross join lateral (select hashtextextended('hookrelay.source:' || w.source, 0) as k) key
   join pg_locks l on l.locktype = 'advisory' and l.granted and l.objsubid = 1
+   and l.database = (select oid from pg_database where datname = current_database())
    and l.classid = ((key.k >> 32) & 4294967295)::oid
    and l.objid = (key.k & 4294967295)::oid
   join pg_stat_activity a on a.pid = l.pid";
