@@ -214,12 +214,20 @@ pub(super) async fn install(
     names: &Names,
     tables: &[(String, String)],
 ) -> Result<(), SourceError> {
-    // One lock for every source and process on this database (see the module doc).
+    under_setup_lock(client, install_locked(client, names, tables)).await
+}
+
+/// Runs `work` holding the one setup lock every source and process on this database
+/// takes (see the module doc).
+async fn under_setup_lock<T>(
+    client: &Client,
+    work: impl std::future::Future<Output = Result<T, SourceError>>,
+) -> Result<T, SourceError> {
     client
         .execute("select pg_advisory_lock($1)", &[&SETUP_LOCK_KEY])
         .await
         .map_err(|e| SourceError::setup_step("the setup lock (pg_advisory_lock)", e))?;
-    let result = install_locked(client, names, tables).await;
+    let result = work.await;
     // If unlocking fails the session is gone, and the lock with it.
     let _ = client
         .execute("select pg_advisory_unlock($1)", &[&SETUP_LOCK_KEY])
@@ -403,15 +411,7 @@ pub(super) async fn uninstall(
     names: &Names,
     force: bool,
 ) -> Result<Uninstalled, SourceError> {
-    client
-        .execute("select pg_advisory_lock($1)", &[&SETUP_LOCK_KEY])
-        .await
-        .map_err(|e| SourceError::setup_step("the setup lock (pg_advisory_lock)", e))?;
-    let result = uninstall_locked(client, names, force).await;
-    let _ = client
-        .execute("select pg_advisory_unlock($1)", &[&SETUP_LOCK_KEY])
-        .await;
-    result
+    under_setup_lock(client, uninstall_locked(client, names, force)).await
 }
 
 async fn uninstall_locked(
