@@ -2,6 +2,7 @@
 //! TCP against the wire-protocol server in `server.rs`, a real store, and webhooks at
 //! a real HTTP receiver.
 
+mod kills;
 mod server;
 
 use std::time::Duration;
