@@ -2,6 +2,7 @@
 //! TCP against the wire-protocol server in `server.rs`, a real store, and webhooks at
 //! a real HTTP receiver.
 
+mod kills;
 mod server;
 
 use std::time::Duration;
@@ -23,14 +24,42 @@ const WAIT: Duration = Duration::from_secs(20);
 struct MongoEnv {
     store: TestDb,
     server: MongoServer,
+    /// Where the relay and the writers connect: the test server, or a real replica
+    /// set for [`MongoEnv::real_or_test_server`].
+    url: String,
 }
+
+/// Runs the tests that take it against a real replica set instead of the test server.
+const REAL_URL_VAR: &str = "HOOKRELAY_TEST_MONGODB_URL";
 
 impl MongoEnv {
     async fn new() -> Self {
         init_logs();
+        let server = MongoServer::start().await;
         Self {
             store: TestDb::new("store").await,
-            server: MongoServer::start().await,
+            url: server.url(),
+            server,
+        }
+    }
+
+    /// The replica set named by `HOOKRELAY_TEST_MONGODB_URL` when set, else the test
+    /// server; says which on stdout and returns it as a label.
+    async fn real_or_test_server() -> (Self, &'static str) {
+        let mut env = Self::new().await;
+        match std::env::var(REAL_URL_VAR) {
+            Ok(url) if !url.trim().is_empty() => {
+                println!("{REAL_URL_VAR} is set: running against the real replica set there");
+                env.url = url.trim().to_owned();
+                (env, "a real replica set")
+            }
+            _ => {
+                println!(
+                    "{REAL_URL_VAR} is unset: running against the wire-protocol test server at {}",
+                    env.server.addr
+                );
+                (env, "the wire-protocol test server")
+            }
         }
     }
 
@@ -58,15 +87,13 @@ poll_interval = "300ms"
 {extra}
 "#,
             store = self.store.url(),
-            url = self.server.url(),
+            url = self.url,
         );
         crate::harness::with_test_master_key(Config::from_toml(&text).expect("test config"))
     }
 
     async fn orders(&self) -> Collection<Document> {
-        let client = Client::with_uri_str(self.server.url())
-            .await
-            .expect("driver");
+        let client = Client::with_uri_str(&self.url).await.expect("driver");
         client.database("app").collection("orders")
     }
 
@@ -225,6 +252,72 @@ async fn insert_update_replace_delete_and_a_transaction_arrive_as_events() {
         stage.get_str("fullDocumentBeforeChange"),
         Ok("whenAvailable")
     );
+    relay.shutdown().await;
+}
+
+/// The basic pipeline, and the one test that runs against a real replica set when
+/// `HOOKRELAY_TEST_MONGODB_URL` is set (else, and saying so, the test server). Only
+/// what any MongoDB 6.0+ replica set gives: fresh `_id`s so earlier runs' documents
+/// do not matter, and no pre-image assertions (they depend on the collection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_update_delete_arrive_from_the_test_server_or_a_real_replica_set() {
+    let (env, target) = MongoEnv::real_or_test_server().await;
+    let rx = TestReceiver::start().await;
+    let relay = env.relay("", &rx).await;
+    let orders = env.orders().await;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    orders
+        .insert_one(doc! { "_id": &id, "status": "new" })
+        .await
+        .unwrap();
+    orders
+        .update_one(doc! { "_id": &id }, doc! { "$set": { "status": "paid" } })
+        .await
+        .unwrap();
+    orders.delete_one(doc! { "_id": &id }).await.unwrap();
+
+    let mine = |log: &[Received]| -> Vec<Value> {
+        let mut seen = std::collections::HashSet::new();
+        let mine: Vec<Received> = log
+            .iter()
+            .filter(|r| (200..300).contains(&r.status) && r.json()["key"]["_id"] == id)
+            .filter(|r| seen.insert(r.id.clone()))
+            .cloned()
+            .collect();
+        bodies(&mine)
+    };
+    let log = rx
+        .wait_for(&format!("3 events of {id} from {target}"), WAIT, |log| {
+            mine(log).len() >= 3
+        })
+        .await;
+    let got = mine(&log);
+    let ops: Vec<&str> = got.iter().map(|b| b["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["insert", "update", "delete"], "from {target}");
+    assert_eq!(got[0]["after"], json!({ "_id": id, "status": "new" }));
+    assert_eq!(got[1]["after"]["status"], "paid", "updateLookup ({target})");
+    assert_eq!(got[2]["after"], Value::Null);
+    for b in &got {
+        assert_eq!(b["type"], format!("orders.{}", b["op"].as_str().unwrap()));
+        assert_eq!(b["key"], json!({ "_id": id }));
+        assert_eq!(b["source"]["kind"], "mongodb");
+        assert_eq!(b["source"]["database"], "app");
+        assert_eq!(b["source"]["table"], "orders");
+        assert!(
+            b["source"]["position"]
+                .as_str()
+                .unwrap()
+                .starts_with(r#"{"_data":""#),
+            "the resume token: {b}"
+        );
+        assert_eq!(b["txn"]["seq"], 0, "a single write is its own transaction");
+    }
+    if target == "the wire-protocol test server" {
+        assert!(
+            !env.server.change_stream_stages().is_empty(),
+            "the test server served the stream"
+        );
+    }
     relay.shutdown().await;
 }
 
