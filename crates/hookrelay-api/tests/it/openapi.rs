@@ -2,6 +2,8 @@
 //! routed, no documented path answers an undocumented method, the `/v1` paths are
 //! exactly DESIGN §1.5's, and request bodies the schemas describe are accepted.
 
+use std::collections::BTreeSet;
+
 use axum::{
     body::Body,
     http::{Method, Request, StatusCode},
@@ -170,4 +172,189 @@ async fn every_documented_operation_is_routed_and_nothing_else_on_its_paths() {
             );
         }
     }
+}
+
+/// Why `value` does not fit `schema`, for the JSON Schema subset utoipa emits
+/// (`$ref`, `allOf`, `oneOf`, `type`, `enum`, `properties`, `required`,
+/// `additionalProperties`, `items`, `format: date-time`); `None` if it fits.
+fn misfit(spec: &Value, schema: &Value, value: &Value, at: &str) -> Option<String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return misfit(spec, &spec["components"]["schemas"][name], value, at);
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        return all.iter().find_map(|s| misfit(spec, s, value, at));
+    }
+    if let Some(one) = schema["oneOf"].as_array() {
+        let fits = one
+            .iter()
+            .filter(|s| misfit(spec, s, value, at).is_none())
+            .count();
+        return (fits != 1).then(|| format!("{at}: {value} fits {fits} of oneOf"));
+    }
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let type_ok = types.is_empty()
+        || types.contains(&kind)
+        || (kind == "integer" && types.contains(&"number"));
+    if !type_ok {
+        return Some(format!("{at}: {value} is not {types:?}"));
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !allowed.contains(value) {
+            return Some(format!("{at}: {value} not in {allowed:?}"));
+        }
+    }
+    if schema["format"] == "date-time" {
+        if let Some(t) = value.as_str() {
+            if chrono::DateTime::parse_from_rfc3339(t).is_err() {
+                return Some(format!("{at}: {t} is not a date-time"));
+            }
+        }
+    }
+    if let Value::Array(items) = value {
+        return items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| misfit(spec, &schema["items"], v, &format!("{at}[{i}]")));
+    }
+    let Value::Object(fields) = value else {
+        return None;
+    };
+    for name in schema["required"].as_array().into_iter().flatten() {
+        let name = name.as_str().unwrap_or_default();
+        if !fields.contains_key(name) {
+            return Some(format!("{at}: `{name}` is required"));
+        }
+    }
+    for (name, v) in fields {
+        let at = format!("{at}.{name}");
+        let prop = match schema["properties"].get(name) {
+            Some(p) => p,
+            None if schema["additionalProperties"] == false => {
+                return Some(format!("{at}: not a property"))
+            }
+            None => &schema["additionalProperties"],
+        };
+        if let Some(why) = misfit(spec, prop, v, &at) {
+            return Some(why);
+        }
+    }
+    None
+}
+
+fn request_schema<'a>(spec: &'a Value, method: &str, path: &str) -> &'a Value {
+    &spec["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+}
+
+fn response_schema<'a>(spec: &'a Value, method: &str, path: &str, status: u16) -> &'a Value {
+    &spec["paths"][path][method]["responses"][status.to_string()]["content"]["application/json"]
+        ["schema"]
+}
+
+#[tokio::test]
+async fn bodies_the_schemas_accept_are_accepted_and_answers_fit_theirs() {
+    let api = TestApi::new().await;
+    let spec = spec(&api).await;
+
+    // Create: every documented property, then what the schema refuses.
+    let create = request_schema(&spec, "post", "/v1/subscriptions");
+    let full = json!({
+        "url": "https://a.example.com/hook",
+        "event_types": ["orders.*"],
+        "sources": ["shop"],
+        "description": "all of it",
+        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "headers": {"x-team": "billing"},
+        "ordering": "none",
+        "enabled": true,
+    });
+    // Compared as sets: a workspace build may turn on serde_json's preserve_order.
+    let documented: BTreeSet<&String> = spec["components"]["schemas"]["CreateSubscription"]
+        ["properties"]
+        .as_object()
+        .expect("properties")
+        .keys()
+        .collect();
+    let sent: BTreeSet<&String> = full.as_object().expect("object").keys().collect();
+    assert_eq!(documented, sent);
+    assert_eq!(misfit(&spec, create, &full, "create"), None);
+    let res = api.post("/v1/subscriptions", full).await;
+    assert_eq!(res.status, StatusCode::CREATED);
+    let created = res.json();
+    let answer = response_schema(&spec, "post", "/v1/subscriptions", 201);
+    assert_eq!(misfit(&spec, answer, &created, "201"), None);
+    let minimal = json!({"url": "https://b.example.com/", "description": null});
+    assert_eq!(misfit(&spec, create, &minimal, "minimal"), None);
+    assert_eq!(
+        api.post("/v1/subscriptions", minimal).await.status,
+        StatusCode::CREATED
+    );
+    for refused in [
+        json!({"description": "no url"}),
+        json!({"url": "https://c.example.com/", "colour": "red"}),
+        json!({"url": "https://c.example.com/", "enabled": "yes"}),
+    ] {
+        assert!(
+            misfit(&spec, create, &refused, "refused").is_some(),
+            "{refused}"
+        );
+        let res = api.post("/v1/subscriptions", refused.clone()).await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST, "{refused}");
+        let problem = response_schema(&spec, "post", "/v1/subscriptions", 400);
+        assert!(problem.is_null(), "problems are application/problem+json");
+        let problem = &spec["components"]["schemas"]["Problem"];
+        assert_eq!(misfit(&spec, problem, &res.json(), "400"), None);
+    }
+
+    // PATCH, bulk replay and a delivery read: the documented shapes both ways.
+    let id = created["id"].as_str().expect("id");
+    let patch = json!({"description": null, "event_types": null, "ordering": "key"});
+    let path = "/v1/subscriptions/{id}";
+    assert_eq!(
+        misfit(&spec, request_schema(&spec, "patch", path), &patch, "patch"),
+        None
+    );
+    let res = api.patch(&format!("/v1/subscriptions/{id}"), patch).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let answer = response_schema(&spec, "patch", path, 200);
+    assert_eq!(misfit(&spec, answer, &res.json(), "patch 200"), None);
+
+    api.store()
+        .commit_batch("shop", &[event(1, "orders.insert", Utc::now())], "1")
+        .await
+        .expect("commit");
+    let replay = json!({
+        "subscription_id": id,
+        "status": "pending",
+        "since": "2020-01-01T00:00:00Z",
+        "until": "2100-01-01T00:00:00+02:00",
+        "event_type": "orders.insert",
+    });
+    let body = request_schema(&spec, "post", "/v1/replay");
+    assert_eq!(misfit(&spec, body, &replay, "replay"), None);
+    let res = api.post("/v1/replay", replay).await;
+    assert_eq!(res.status, StatusCode::ACCEPTED);
+    let answer = response_schema(&spec, "post", "/v1/replay", 202);
+    assert_eq!(misfit(&spec, answer, &res.json(), "replay 202"), None);
+
+    let page = api.get("/v1/deliveries").await.json();
+    let answer = response_schema(&spec, "get", "/v1/deliveries", 200);
+    assert_eq!(misfit(&spec, answer, &page, "deliveries 200"), None);
+    let delivery = page["data"][0]["id"].as_i64().expect("a delivery");
+    let res = api.get(&format!("/v1/deliveries/{delivery}")).await;
+    let answer = response_schema(&spec, "get", "/v1/deliveries/{id}", 200);
+    assert_eq!(misfit(&spec, answer, &res.json(), "delivery 200"), None);
 }
