@@ -8,9 +8,10 @@ use hookrelay_store::model::{
     BulkReplay, Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    error::{ApiError, OrNotFound},
+    error::{ApiError, OrNotFound, Problem},
     extract::{ApiJson, ApiQuery, PathId},
     params::{self, Listing},
     ApiState,
@@ -18,41 +19,73 @@ use crate::{
 
 /// `GET /v1/deliveries?subscription_id=&status=&event_type=&since=&until=&limit=&cursor=`;
 /// `since` is inclusive and `until` exclusive, on the delivery's `created_at`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
+    /// Only this subscription's deliveries.
     subscription_id: Option<String>,
+    #[param(value_type = Option<DeliveryStatus>)]
     status: Option<String>,
+    /// Only this event type, e.g. `orders.update`.
     event_type: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     since: Option<String>,
+    /// Created before (RFC 3339).
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     until: Option<String>,
+    /// Page size, 1 to 1000, default 50.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// A previous page's `next_cursor`.
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of deliveries, newest first; `next_cursor` is null on the last page.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryPage {
     data: Vec<Delivery>,
     next_cursor: Option<String>,
 }
 
 /// `POST /v1/replay`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkReplayRequest {
     subscription_id: String,
     /// Default `failed`.
+    #[schema(value_type = Option<DeliveryStatus>)]
     status: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[schema(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     since: Option<String>,
+    /// Created before (RFC 3339).
+    #[schema(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     until: Option<String>,
     event_type: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// How many deliveries were scheduled again.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Replayed {
     replayed: u64,
 }
 
+/// Deliveries, newest first.
+#[utoipa::path(
+    get,
+    path = "/deliveries",
+    tag = "deliveries",
+    params(DeliveryQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of deliveries", body = DeliveryPage),
+        (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     ApiQuery(q): ApiQuery<DeliveryQuery>,
@@ -75,6 +108,21 @@ pub async fn list(
     }))
 }
 
+/// One delivery with every attempt.
+#[utoipa::path(
+    get,
+    path = "/deliveries/{id}",
+    tag = "deliveries",
+    params(("id" = i64, Path, description = "Delivery id", minimum = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The delivery and its attempts", body = DeliveryDetail),
+        (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such delivery", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn get(
     State(state): State<ApiState>,
     id: PathId,
@@ -88,6 +136,22 @@ pub async fn get(
     Ok(Json(delivery))
 }
 
+/// Schedule a delivery again now, same event id.
+#[utoipa::path(
+    post,
+    path = "/deliveries/{id}/replay",
+    tag = "deliveries",
+    params(("id" = i64, Path, description = "Delivery id", minimum = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Scheduled", body = Delivery),
+        (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such delivery", content_type = "application/problem+json", body = Problem),
+        (status = 409, description = "The subscription is disabled; enable it before replaying", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn replay_one(
     State(state): State<ApiState>,
     id: PathId,
@@ -102,6 +166,24 @@ pub async fn replay_one(
     Ok((StatusCode::ACCEPTED, Json(delivery)))
 }
 
+/// Schedule a subscription's matching deliveries again.
+#[utoipa::path(
+    post,
+    path = "/replay",
+    tag = "deliveries",
+    request_body = BulkReplayRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Scheduled", body = Replayed),
+        (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such subscription", content_type = "application/problem+json", body = Problem),
+        (status = 409, description = "The subscription is disabled; enable it before replaying", content_type = "application/problem+json", body = Problem),
+        (status = 413, description = "Body over 256 KiB", content_type = "application/problem+json", body = Problem),
+        (status = 422, description = "A value is unacceptable (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn replay_bulk(
     State(state): State<ApiState>,
     ApiJson(body): ApiJson<BulkReplayRequest>,

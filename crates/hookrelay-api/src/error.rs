@@ -15,9 +15,27 @@
 use axum::{
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
+    Json,
 };
 use hookrelay_store::StoreError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The problem document every failure is answered with (`application/problem+json`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// `urn:hookrelay:problem:<slug>`, e.g. `urn:hookrelay:problem:not-found`.
+    #[serde(rename = "type")]
+    #[schema(example = "urn:hookrelay:problem:invalid-value")]
+    pub kind: String,
+    pub title: String,
+    /// The HTTP status, repeated.
+    pub status: u16,
+    pub detail: String,
+    /// The request field at fault (400 and 422 only); `body` for malformed JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
 
 /// Every way an admin API request can fail.
 #[derive(Debug, thiserror::Error)]
@@ -171,16 +189,14 @@ impl IntoResponse for ApiError {
         }
         let status = self.status();
         let (slug, title) = self.kind();
-        let mut body = json!({
-            "type": format!("urn:hookrelay:problem:{slug}"),
-            "title": title,
-            "status": status.as_u16(),
-            "detail": self.detail(),
-        });
-        if let (Some(field), Some(obj)) = (self.field(), body.as_object_mut()) {
-            obj.insert("field".to_owned(), json!(field));
-        }
-        let mut res = (status, body.to_string()).into_response();
+        let problem = Problem {
+            kind: format!("urn:hookrelay:problem:{slug}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            field: self.field().map(str::to_owned),
+        };
+        let mut res = (status, Json(problem)).into_response();
         let headers = res.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -11,9 +11,10 @@ use axum::{
 use hookrelay_store::model::EventFilter;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    error::{ApiError, OrNotFound},
+    error::{ApiError, OrNotFound, Problem},
     extract::{ApiQuery, PathId},
     params::{self, Listing},
     ApiState,
@@ -21,23 +22,50 @@ use crate::{
 
 /// `GET /v1/events?source=&event_type=&since=&until=&limit=&cursor=`; `since` is
 /// inclusive and `until` exclusive, on `committed_at`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
+    /// Only this source's events.
     source: Option<String>,
+    /// Only this event type, e.g. `orders.update`.
     event_type: Option<String>,
+    /// Committed at or after (RFC 3339).
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     since: Option<String>,
+    /// Committed before (RFC 3339).
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     until: Option<String>,
+    /// Page size, 1 to 1000, default 50.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// A previous page's `next_cursor`.
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of events, newest first; `next_cursor` is null on the last page.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventPage {
+    /// Each event's envelope, exactly as its webhooks carry it (DESIGN §1.3).
+    #[schema(value_type = Vec<Object>)]
     data: Vec<Box<RawValue>>,
     next_cursor: Option<String>,
 }
 
+/// Stored events, newest first.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    params(EventQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of events", body = EventPage),
+        (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     ApiQuery(q): ApiQuery<EventQuery>,
@@ -67,6 +95,21 @@ pub async fn list(
     }))
 }
 
+/// One event: the exact envelope its webhooks carry.
+#[utoipa::path(
+    get,
+    path = "/events/{id}",
+    tag = "events",
+    params(("id" = String, Path, description = "Event id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The event envelope (DESIGN §1.3)", content_type = "application/json", body = Object),
+        (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such event", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn get(State(state): State<ApiState>, PathId(id): PathId) -> Result<Response, ApiError> {
     let event = state
         .store

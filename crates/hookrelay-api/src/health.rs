@@ -16,7 +16,7 @@ use axum::{
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::{ApiError, ApiState};
+use crate::{error::Problem, ApiError, ApiState};
 
 /// One source's live state in this process, as `/readyz` and `/v1/sources` use it.
 /// `/readyz` (unauthenticated) shows only the first three fields.
@@ -68,6 +68,15 @@ impl Default for SourcesReadiness {
 }
 
 /// Liveness: the process answers.
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Alive", body = Object, example = json!({"status": "ok"})),
+    ),
+)]
 pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
@@ -76,6 +85,16 @@ pub(crate) async fn healthz() -> Json<Value> {
 /// committed after a 200 is never missed. Otherwise 503 naming the sources still
 /// setting up (their errors are in the log and `/v1/sources`, not in this
 /// unauthenticated answer).
+/// Readiness: the store answers and every source captures.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Ready", body = Object, example = json!({"status": "ready"})),
+        (status = 503, description = "Store unreachable, or sources not capturing yet (named, with `sources`)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
     if let Err(e) = state.store.ping().await {
         // Whatever the cause, not ready; the problem body never carries it.

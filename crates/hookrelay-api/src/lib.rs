@@ -1,7 +1,7 @@
 //! hookrelay's admin API (DESIGN §1.5): thin axum handlers over store functions.
 //!
 //! ```text
-//!  request ─▶ /healthz, /readyz (store + sources ready)  (no auth)
+//!  request ─▶ /healthz, /readyz, /metrics, /openapi.json  (no auth)
 //!          └▶ /v1/* ─▶ auth (bearer, before routing) ─▶ extract (JSON/query/path, 400 names the field)
 //!                                    ─▶ validate (422 names the field)
 //!                                    ─▶ store function ─▶ JSON  |  ApiError ─▶ problem+json
@@ -20,6 +20,7 @@ mod events;
 mod extract;
 mod health;
 mod metrics;
+mod openapi;
 mod params;
 mod serve;
 mod sources;
@@ -29,16 +30,12 @@ pub mod validate;
 
 use std::sync::Arc;
 
-use axum::{
-    extract::DefaultBodyLimit,
-    http::Uri,
-    middleware,
-    routing::{get, post},
-    Router,
-};
+use axum::{extract::DefaultBodyLimit, http::Uri, middleware, Extension, Router};
 use hookrelay_store::Store;
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-pub use error::ApiError;
+pub use error::{ApiError, Problem};
 pub use health::{SourceReadiness, SourcesReadiness};
 pub use serve::{serve, ConnectionGauge, ServeLimits};
 pub use test_send::TestSender;
@@ -77,40 +74,38 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-/// The whole admin API.
+/// The whole admin API, and its OpenAPI document served at `/openapi.json`.
 pub fn router(state: ApiState) -> Router {
-    let v1 = Router::new()
-        .route(
-            "/subscriptions",
-            post(subscriptions::create).get(subscriptions::list),
-        )
-        .route(
-            "/subscriptions/{id}",
-            get(subscriptions::get)
-                .patch(subscriptions::update)
-                .delete(subscriptions::delete),
-        )
-        .route(
-            "/subscriptions/{id}/rotate-secret",
-            post(subscriptions::rotate_secret),
-        )
-        .route("/subscriptions/{id}/test", post(test_send::send))
-        .route("/events", get(events::list))
-        .route("/events/{id}", get(events::get))
-        .route("/deliveries", get(deliveries::list))
-        .route("/deliveries/{id}", get(deliveries::get))
-        .route("/deliveries/{id}/replay", post(deliveries::replay_one))
-        .route("/replay", post(deliveries::replay_bulk))
-        .route("/sources", get(sources::list))
-        .route("/sources/{name}", get(sources::get))
-        .method_not_allowed_fallback(method_not_allowed);
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::metrics))
-        .nest("/v1", v1)
+    // Each `routes!` registers its handlers and their `#[utoipa::path]`s together.
+    let (v1, v1_doc) = OpenApiRouter::new()
+        .routes(routes!(subscriptions::create, subscriptions::list))
+        .routes(routes!(
+            subscriptions::get,
+            subscriptions::update,
+            subscriptions::delete
+        ))
+        .routes(routes!(subscriptions::rotate_secret))
+        .routes(routes!(test_send::send))
+        .routes(routes!(events::list))
+        .routes(routes!(events::get))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(deliveries::get))
+        .routes(routes!(deliveries::replay_one))
+        .routes(routes!(deliveries::replay_bulk))
+        .routes(routes!(sources::list))
+        .routes(routes!(sources::get))
+        .split_for_parts();
+    let (root, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(openapi::openapi))
+        .split_for_parts();
+    let spec = openapi::Spec(Arc::new(doc.nest("/v1", v1_doc)));
+    root.nest("/v1", v1.method_not_allowed_fallback(method_not_allowed))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(spec))
         // Outermost but the body limit: authentication happens before routing.
         .layer(middleware::from_fn_with_state(
             state.clone(),

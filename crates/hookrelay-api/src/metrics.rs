@@ -22,7 +22,7 @@ use prometheus_client::{
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{ApiError, ApiState};
+use crate::{error::Problem, ApiError, ApiState};
 
 type Labels = Vec<(String, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -34,6 +34,16 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
+/// Prometheus (OpenMetrics) text.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let mut reg = Registry::default();
 

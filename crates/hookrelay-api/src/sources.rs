@@ -10,10 +10,16 @@
 use axum::{extract::State, Json};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::{error::ApiError, extract::PathId, health::SourceReadiness, ApiState};
+use crate::{
+    error::{ApiError, Problem},
+    extract::PathId,
+    health::SourceReadiness,
+    ApiState,
+};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Leader {
     /// `<host>-<pid>` of the process reading the source.
     pub process: String,
@@ -22,7 +28,7 @@ pub struct Leader {
     pub is_this_process: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SourceView {
     pub name: String,
     pub kind: String,
@@ -45,16 +51,43 @@ pub struct SourceView {
     pub last_error_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SourceList {
     data: Vec<SourceView>,
 }
 
+/// Every configured source, in config order.
+#[utoipa::path(
+    get,
+    path = "/sources",
+    tag = "sources",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every source", body = SourceList),
+        (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn list(State(state): State<ApiState>) -> Result<Json<SourceList>, ApiError> {
     let data = views(&state, state.sources.all()).await?;
     Ok(Json(SourceList { data }))
 }
 
+/// One source.
+#[utoipa::path(
+    get,
+    path = "/sources/{name}",
+    tag = "sources",
+    params(("name" = String, Path, description = "Source name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The source", body = SourceView),
+        (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such source", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn get(
     State(state): State<ApiState>,
     PathId(name): PathId,

@@ -7,11 +7,12 @@ use std::{collections::BTreeMap, time::Duration};
 
 use axum::{extract::State, http::StatusCode, Json};
 use hookrelay_core::signature::SigningKey;
-use hookrelay_store::model::{NewSubscription, Subscription, SubscriptionChanges};
+use hookrelay_store::model::{NewSubscription, OrderingMode, Subscription, SubscriptionChanges};
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 
 use crate::{
-    error::{ApiError, OrNotFound},
+    error::{ApiError, OrNotFound, Problem},
     extract::{ApiJson, OptionalJson, PathId},
     validate, ApiState,
 };
@@ -21,37 +22,54 @@ use crate::{
 const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 
-#[derive(Debug, Deserialize)]
+/// A create body; only `url` is required.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscription {
+    /// The endpoint: http(s), not a private address unless allowed.
+    #[schema(example = "https://example.com/webhooks")]
     url: String,
+    /// Globs over event types (`"orders.*"`, `"*.delete"`); absent = every type.
     event_types: Option<Vec<String>>,
+    /// Source names; absent = every source.
     sources: Option<Vec<String>>,
     description: Option<String>,
+    /// `whsec_` + base64 of 24 to 64 bytes; generated when absent.
     secret: Option<String>,
+    /// Custom headers sent with every delivery.
     headers: Option<BTreeMap<String, String>>,
+    /// Default `key`.
+    #[schema(value_type = Option<OrderingMode>)]
     ordering: Option<String>,
+    /// Default `true`.
     enabled: Option<bool>,
 }
 
 /// A PATCH body: an absent field is left alone; `null` clears the nullable ones
 /// (`event_types`, `sources`: every type / source; `description`; `headers`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchSubscription {
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false)]
     url: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, required = false)]
     description: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>, required = false)]
     event_types: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>, required = false)]
     sources: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<BTreeMap<String, String>>, required = false)]
     headers: Option<Option<BTreeMap<String, String>>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = OrderingMode, required = false)]
     ordering: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool, required = false)]
     enabled: Option<Option<bool>>,
 }
 
@@ -64,31 +82,52 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
-    /// humantime, e.g. `"24h"`, `"90m"`.
+    /// How long the old secret keeps signing: humantime, e.g. `"24h"`, `"90m"`; at
+    /// most 30 days, default 24h.
+    #[schema(example = "24h")]
     grace: Option<String>,
 }
 
 /// A subscription with its secret: the answer to a create.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct WithSecret {
     #[serde(flatten)]
     subscription: Subscription,
     secret: String,
 }
 
-#[derive(Debug, Serialize)]
+/// The new secret (`whsec_…`), shown this once.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SecretOnly {
+    /// `whsec_…`: the one time it is shown, with the rotation's answer.
     secret: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SubscriptionList)]
 pub struct List {
     data: Vec<Subscription>,
 }
 
+/// Create a subscription; the answer carries its secret.
+#[utoipa::path(
+    post,
+    path = "/subscriptions",
+    tag = "subscriptions",
+    request_body = CreateSubscription,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created, with its secret", body = WithSecret),
+        (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
+        (status = 413, description = "Body over 256 KiB", content_type = "application/problem+json", body = Problem),
+        (status = 422, description = "A value is unacceptable (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn create(
     State(state): State<ApiState>,
     ApiJson(body): ApiJson<CreateSubscription>,
@@ -135,11 +174,38 @@ pub async fn create(
     ))
 }
 
+/// Every subscription (secrets never shown).
+#[utoipa::path(
+    get,
+    path = "/subscriptions",
+    tag = "subscriptions",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every subscription", body = List),
+        (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn list(State(state): State<ApiState>) -> Result<Json<List>, ApiError> {
     let data = state.store.list_subscriptions().await?;
     Ok(Json(List { data }))
 }
 
+/// One subscription.
+#[utoipa::path(
+    get,
+    path = "/subscriptions/{id}",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The subscription", body = Subscription),
+        (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such subscription", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn get(
     State(state): State<ApiState>,
     PathId(id): PathId,
@@ -152,6 +218,24 @@ pub async fn get(
     Ok(Json(sub))
 }
 
+/// Change a subscription: absent fields stay, `null` clears the nullable ones.
+#[utoipa::path(
+    patch,
+    path = "/subscriptions/{id}",
+    tag = "subscriptions",
+    request_body = PatchSubscription,
+    params(("id" = String, Path, description = "Subscription id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The changed subscription", body = Subscription),
+        (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such subscription", content_type = "application/problem+json", body = Problem),
+        (status = 413, description = "Body over 256 KiB", content_type = "application/problem+json", body = Problem),
+        (status = 422, description = "A value is unacceptable (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn update(
     State(state): State<ApiState>,
     PathId(id): PathId,
@@ -194,6 +278,21 @@ pub async fn update(
     Ok(Json(sub))
 }
 
+/// Delete a subscription.
+#[utoipa::path(
+    delete,
+    path = "/subscriptions/{id}",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such subscription", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn delete(
     State(state): State<ApiState>,
     PathId(id): PathId,
@@ -206,6 +305,24 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A new secret; the old one keeps signing for `grace`.
+#[utoipa::path(
+    post,
+    path = "/subscriptions/{id}/rotate-secret",
+    tag = "subscriptions",
+    request_body = Option<RotateSecret>,
+    params(("id" = String, Path, description = "Subscription id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new secret", body = SecretOnly),
+        (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such subscription", content_type = "application/problem+json", body = Problem),
+        (status = 413, description = "Body over 256 KiB", content_type = "application/problem+json", body = Problem),
+        (status = 422, description = "A value is unacceptable (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn rotate_secret(
     State(state): State<ApiState>,
     PathId(id): PathId,

@@ -14,9 +14,10 @@ use chrono::{SecondsFormat, Utc};
 use hookrelay_store::{ClaimedDelivery, Outcome, OutcomeStatus};
 use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::{
-    error::{ApiError, OrNotFound},
+    error::{ApiError, OrNotFound, Problem},
     extract::PathId,
     ApiState,
 };
@@ -56,7 +57,8 @@ impl Default for TestSender {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// The test attempt: what the endpoint answered.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TestResult {
     /// The webhook-id the test event carried.
     pub event_id: String,
@@ -70,6 +72,21 @@ pub struct TestResult {
     pub response_body_base64: Option<String>,
 }
 
+/// Send a signed synthetic `hookrelay.test` event to the endpoint now.
+#[utoipa::path(
+    post,
+    path = "/subscriptions/{id}/test",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The attempt (sent or not: see `succeeded`)", body = TestResult),
+        (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such subscription", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn send(
     State(state): State<ApiState>,
     PathId(id): PathId,

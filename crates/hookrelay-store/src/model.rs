@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// A delivery's state (DESIGN §1.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     Pending,
@@ -57,7 +58,7 @@ pub struct RejectedChange {
 }
 
 /// How a subscription's deliveries are ordered (DESIGN §1.1.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderingMode {
     /// Per row/document key, in commit order (the default).
@@ -85,7 +86,7 @@ impl OrderingMode {
 }
 
 /// A subscription as the admin API shows it: everything but its secrets.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Subscription {
     pub id: String,
     pub url: String,
@@ -163,7 +164,7 @@ pub struct Page<T> {
 }
 
 /// A delivery: one event for one subscription.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Delivery {
     pub id: i64,
     pub event_id: String,
@@ -180,7 +181,7 @@ pub struct Delivery {
 }
 
 /// One HTTP attempt of a delivery.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Attempt {
     /// 1-based number within the delivery's current run (a replay starts again at 1).
     pub attempt: i32,
@@ -196,7 +197,7 @@ pub struct Attempt {
 }
 
 /// A delivery with every attempt, oldest first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct DeliveryDetail {
     #[serde(flatten)]
     pub delivery: Delivery,

@@ -5,6 +5,7 @@ mod auth;
 mod deliveries;
 mod events;
 mod harness;
+mod openapi;
 mod secrets;
 mod slowloris;
 mod subscriptions;
