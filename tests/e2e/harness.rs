@@ -515,10 +515,13 @@ async fn receive(
         done: Instant::now(),
         status: reply.status,
     };
-    if (200..300).contains(&reply.status) {
-        st.ok_ids.lock().expect("ids lock").insert(rec.id.clone());
-    }
+    // Logged before it counts as delivered, so a wait that sees the count also sees
+    // the request in the log.
+    let ok_id = (200..300).contains(&reply.status).then(|| rec.id.clone());
     st.log.lock().expect("log lock").push(rec);
+    if let Some(id) = ok_id {
+        st.ok_ids.lock().expect("ids lock").insert(id);
+    }
     st.in_flight
         .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     st.changed.notify_waiters();

@@ -259,7 +259,7 @@ async fn changes_made_while_stopped_arrive_after_restart() {
     .unwrap();
 
     let relay = start_relay(env.config()).await;
-    let got = rx.wait_delivered(304, WAIT).await;
+    let got = rx.wait_delivered(303, WAIT).await;
     let statuses: HashSet<String> = got
         .iter()
         .map(|r| {
