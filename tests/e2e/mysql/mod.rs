@@ -5,6 +5,7 @@
 mod chunks;
 mod kills;
 mod mariadb;
+mod metadata;
 mod pipeline;
 mod values;
 
