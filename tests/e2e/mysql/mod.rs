@@ -4,6 +4,7 @@
 #[cfg(feature = "failpoints")]
 mod chunks;
 mod kills;
+mod leader;
 mod mariadb;
 mod metadata;
 mod pipeline;
