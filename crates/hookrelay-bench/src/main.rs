@@ -22,7 +22,7 @@
 //! Postgres backends, Postgres auxiliary processes, this process, anything else).
 //!
 //! Workloads: 1 throughput, 2 latency, 3 fan-out, 4 bad neighbour (4a control, 4b one
-//! slow endpoint), 5 backlog drain, 6 MySQL (not yet), 7 eight single-row writers as
+//! slow endpoint), 5 backlog drain, 6 MySQL source (6a throughput, 6b latency, a throwaway MariaDB), 7 eight single-row writers as
 //! fast as they go. `--quick` makes each 10x smaller. Results go to stdout and to
 //! `.bench/results-<timestamp>.json` (and `.bench/latest.json`); hookrelay's config
 //! and log for each workload go to `.bench/run-<timestamp>/`.
@@ -30,6 +30,7 @@
 mod ceiling;
 mod db;
 mod fsync;
+mod mysql;
 mod pg_activity;
 mod proc_stats;
 mod receiver;
@@ -50,7 +51,7 @@ use serde_json::json;
 
 use crate::{
     receiver::Receiver,
-    report::{Ceiling, Results, WorkloadResult},
+    report::{Ceiling, Results},
 };
 
 #[derive(Parser)]
@@ -255,11 +256,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 workloads.push(workloads::run_standard(&ctx, "4b").await);
             }
             "5" => workloads.push(workloads::run_backlog(&ctx).await),
-            "6" => workloads.push(WorkloadResult::failed(
-                "6",
-                "MySQL source: throughput and latency",
-                "n/a: no MySQL source yet".into(),
-            )),
+            "6" => workloads.extend(mysql::run(&ctx).await),
             p => workloads.push(workloads::run_standard(&ctx, p).await),
         }
     }

@@ -59,6 +59,26 @@ pub fn config(dbs: &Databases, port: u16) -> String {
         .replace("{token}", TOKEN)
 }
 
+/// The same tuned config with a MySQL source reading `shop.orders` at `mysql_url`.
+pub fn mysql_config(dbs: &Databases, mysql_url: &str, port: u16) -> String {
+    CONFIG_TEMPLATE
+        .replace("{store_url}", &dbs.store_url())
+        .replace("{source_url}", mysql_url)
+        .replace("{port}", &port.to_string())
+        .replace("{token}", TOKEN)
+        .replace("kind = \"postgres\"", "kind = \"mysql\"")
+        .replace("tables = [\"public.orders\"]", "tables = [\"shop.orders\"]")
+        .replace("poll_interval = \"1s\"\n", "")
+}
+
+/// Which source the relay reads, and so what "ready" means beyond `/readyz`.
+pub enum SourceKind<'a> {
+    /// The bench's PostgreSQL source: its capture trigger installed too.
+    Postgres,
+    /// A MySQL source at this URL: `/readyz` (the reader has its first checkpoint).
+    Mysql(&'a str),
+}
+
 /// A running `hookrelay run`.
 pub struct RelayProcess {
     child: Child,
@@ -78,10 +98,27 @@ impl RelayProcess {
         tag: &str,
         overrides: &[(String, String)],
     ) -> anyhow::Result<Self> {
+        Self::start_reading(bin, dbs, SourceKind::Postgres, dir, tag, overrides).await
+    }
+
+    /// [`Self::start`] for a given source kind.
+    pub async fn start_reading(
+        bin: &Path,
+        dbs: &Databases,
+        kind: SourceKind<'_>,
+        dir: &Path,
+        tag: &str,
+        overrides: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let cfg_path = dir.join(format!("{tag}.toml"));
         let log = dir.join(format!("{tag}.log"));
-        std::fs::write(&cfg_path, config(dbs, port))
+        let text = match kind {
+            SourceKind::Postgres => config(dbs, port),
+            SourceKind::Mysql(url) => mysql_config(dbs, url, port),
+        };
+        let trigger = matches!(kind, SourceKind::Postgres);
+        std::fs::write(&cfg_path, text)
             .with_context(|| format!("writing {}", cfg_path.display()))?;
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
@@ -116,11 +153,11 @@ impl RelayProcess {
                 .build()?,
             log,
         };
-        relay.wait_ready(dbs).await?;
+        relay.wait_ready(dbs, trigger).await?;
         Ok(relay)
     }
 
-    async fn wait_ready(&mut self, dbs: &Databases) -> anyhow::Result<()> {
+    async fn wait_ready(&mut self, dbs: &Databases, trigger: bool) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             self.check_alive()?;
@@ -131,7 +168,7 @@ impl RelayProcess {
                 .await
                 .map(|r| r.status().is_success())
                 .unwrap_or(false);
-            if ready && dbs.trigger_installed().await? {
+            if ready && (!trigger || dbs.trigger_installed().await?) {
                 return Ok(());
             }
             if Instant::now() > deadline {

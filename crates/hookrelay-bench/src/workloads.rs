@@ -88,9 +88,9 @@ struct Spec {
 }
 
 /// A hookrelay with fresh databases and subscribed endpoints.
-struct Setup {
-    dbs: Databases,
-    relay: RelayProcess,
+pub struct Setup {
+    pub dbs: Databases,
+    pub relay: RelayProcess,
 }
 
 async fn setup(ctx: &Ctx, tag: &str, subs: usize) -> anyhow::Result<Setup> {
@@ -378,7 +378,7 @@ async fn start_activity(ctx: &Ctx) -> anyhow::Result<Option<ActivitySampler>> {
 }
 
 /// Polls the receiver until every measured endpoint has `expected` distinct events.
-async fn wait_delivered(
+pub async fn wait_delivered(
     ctx: &Ctx,
     relay: &mut RelayProcess,
     endpoints: &[usize],
@@ -410,7 +410,7 @@ async fn wait_delivered(
 }
 
 /// The figures every workload shares.
-fn fill(
+pub fn fill(
     ctx: &Ctx,
     r: &mut WorkloadResult,
     written: &Written,
@@ -449,7 +449,11 @@ fn fill(
 }
 
 /// Store size and the process's high-water mark, after the outcomes are recorded.
-async fn finish(st: &mut Setup, r: &mut WorkloadResult, all_delivered: bool) -> anyhow::Result<()> {
+pub async fn finish(
+    st: &mut Setup,
+    r: &mut WorkloadResult,
+    all_delivered: bool,
+) -> anyhow::Result<()> {
     if all_delivered {
         // Outcomes are written in batches just after the 2xx; wait for the last ones.
         let deadline = Instant::now() + Duration::from_secs(10);

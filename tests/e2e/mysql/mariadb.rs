@@ -1,7 +1,8 @@
 //! A throwaway MariaDB on a temp dir and a free port, binlog on (ROW, FULL image,
 //! FULL metadata) unless asked otherwise, killed and removed on drop. The machine's
 //! own MariaDB (binlog off) is never touched. `scripts/test.sh` installs the
-//! server binaries where they are missing.
+//! server binaries where they are missing. Self-contained (std, tokio, mysql_async,
+//! uuid): `hookrelay-bench` includes this file for its MySQL workload.
 
 use std::{
     path::PathBuf,
@@ -26,6 +27,13 @@ pub enum Binlog {
     Off,
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 fn require(bin: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
         let p = PathBuf::from(dir).join(bin);
@@ -46,7 +54,7 @@ impl MariaDbInstance {
         // Owned from here on, so a failed bootstrap still removes the directory.
         let mut inst = Self {
             dir: dir.clone(),
-            port: crate::harness::free_port(),
+            port: free_port(),
             child: None,
             args: Vec::new(),
         };

@@ -4,7 +4,9 @@
 #[cfg(feature = "failpoints")]
 mod chunks;
 mod kills;
+mod leader;
 mod mariadb;
+mod metadata;
 mod pipeline;
 mod values;
 

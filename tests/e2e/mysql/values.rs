@@ -1,5 +1,7 @@
 //! Golden values from a real server (DESIGN §1.3), written under a non-UTC session
-//! time zone: the JSON must not depend on the writer's session.
+//! time zone: the JSON must not depend on the writer's session. Generated columns
+//! arrive like any other: with `binlog_row_image = FULL`, MariaDB 10.11 logs the
+//! values of STORED *and* VIRTUAL generated columns (`gs`, `gv`).
 
 use std::time::Duration;
 
@@ -27,7 +29,9 @@ async fn every_type_family_maps_exactly() {
             j JSON,
             u VARCHAR(50) CHARACTER SET utf8mb4, ch CHAR(5), l VARCHAR(20) CHARACTER SET latin1,
             bt BIT(10),
-            n INT NULL
+            n INT NULL,
+            gv BIGINT AS (id * 10) VIRTUAL,
+            gs DECIMAL(13,2) AS (d * 2) STORED
          ) ENGINE=InnoDB",
     )
     .await;
@@ -59,7 +63,8 @@ async fn every_type_family_maps_exactly() {
             '{\"a\": [1, 2.5, null], \"b\": {\"c\": \"x\"}}',
             'Grüße 🎉', 'ab   ', 'café',
             b'1000000101',
-            NULL)",
+            NULL,
+            DEFAULT, DEFAULT)",
     )
     .await;
     exec(&mut c, "INSERT INTO vals (id) VALUES (2)").await;
@@ -86,7 +91,8 @@ async fn every_type_family_maps_exactly() {
         "j": { "a": [1, 2.5, null], "b": { "c": "x" } },
         "u": "Grüße 🎉", "ch": "ab", "l": "café",
         "bt": "1000000101",
-        "n": null
+        "n": null,
+        "gv": 10, "gs": "39.80"
     });
     let have = row(1);
     for (k, v) in want.as_object().unwrap() {
@@ -106,13 +112,16 @@ async fn every_type_family_maps_exactly() {
     .unwrap()
     .to_owned();
     assert!(body.contains("\"f\":1.1,"), "{body}");
+    // Row 2 gave only its id: every other column NULL, except the VIRTUAL column,
+    // which MariaDB computes and logs (20 = id * 10); the STORED one follows d (NULL).
     let nulls = row(2);
+    assert_eq!(nulls["gv"], 20, "{nulls}");
     assert!(
         nulls
             .as_object()
             .unwrap()
             .iter()
-            .all(|(k, v)| k == "id" || v.is_null()),
+            .all(|(k, v)| k == "id" || k == "gv" || v.is_null()),
         "{nulls}"
     );
     relay.shutdown().await;
