@@ -8,6 +8,7 @@ mod claims;
 mod cli;
 mod delivery;
 mod faults;
+mod idle;
 mod mongo;
 mod mysql;
 mod operator;

@@ -42,7 +42,16 @@ dlv as (
      and (s.type_patterns is null or ins.event_type like any (s.type_patterns))
      and (s.sources is null or ins.source = any (s.sources))
     order by ins.seq, s.id
-    returning id
+    returning id, subscription_id
+),
+work as (
+    -- the subscriptions given work are due now (the claim starts from these, issue
+    -- 16); `marks` tells a claim settling one as idle that work came since it looked.
+    -- In subscription order, so two batches lock these rows in the same order.
+    insert into hookrelay.subscription_work as w (subscription_id, due_at)
+    select distinct subscription_id, now() from dlv order by 1
+    on conflict (subscription_id) do update
+       set due_at = least(w.due_at, excluded.due_at), marks = w.marks + 1
 )
 select (select count(*) from ins), (select count(*) from dlv), (select min(id) from dlv)";
 
