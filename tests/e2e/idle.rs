@@ -329,3 +329,121 @@ async fn work_that_comes_due_on_an_idle_subscription_is_claimed() {
     assert_eq!(commit(&store, "later", 3).await, 3);
     assert_eq!(claim(&store, long).await.deliveries.len(), 3);
 }
+
+/// Fan-out matches each (source, type) pair of a batch once; the subscriptions it
+/// picks must be exactly the documented filters': globs over `<table>.<op>` with `*`
+/// and `?` (SQL wildcards and backslashes literal), and the `sources` list.
+#[tokio::test]
+async fn fan_out_picks_the_subscriptions_the_filters_name() {
+    use hookrelay_core::filter::glob_matches;
+    let db = TestDb::new("idle").await;
+    let store = store(&db).await;
+    // (event_types, sources); None = every one.
+    type Filter<'a> = (Option<&'a [&'a str]>, Option<&'a [&'a str]>);
+    let filters: &[Filter] = &[
+        (None, None),
+        (Some(&["orders.*"]), None),
+        (Some(&["*.delete"]), None),
+        (Some(&["orders.insert", "customers.*"]), None),
+        (Some(&["order_items.?nsert"]), None),
+        (Some(&["100%_off.*"]), None),
+        (Some(&["a\\b.*"]), None),
+        (Some(&["*"]), Some(&["shop"])),
+        (None, Some(&["legacy", "docs"])),
+        (Some(&["orders.*"]), Some(&["legacy"])),
+        (Some(&["other.*"]), None),
+        (Some(&["*.update", "*.delete"]), Some(&["shop", "docs"])),
+    ];
+    let mut subs = Vec::new();
+    for (types, sources) in filters {
+        let id = store
+            .create_subscription(&NewSubscription {
+                url: "http://127.0.0.1:9/".into(),
+                description: String::new(),
+                event_types: types.map(|t| t.iter().map(|g| g.to_string()).collect()),
+                sources: sources.map(|s| s.iter().map(|n| n.to_string()).collect()),
+                headers: Default::default(),
+                ordering: OrderingMode::Key,
+                enabled: true,
+                secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            })
+            .await
+            .expect("subscription")
+            .id;
+        subs.push((id, *types, *sources));
+    }
+    let kinds = [
+        ("shop", "orders.insert"),
+        ("shop", "orders.update"),
+        ("shop", "orders_archive.update"),
+        ("shop", "customers.delete"),
+        ("shop", "customers.deleted"),
+        ("legacy", "orders.delete"),
+        ("legacy", "order_items.insert"),
+        ("docs", "orderXitems.insert"),
+        ("docs", "100%_off.insert"),
+        ("docs", "100x_off.insert"),
+        ("shop", "a\\b.update"),
+        ("shop", "ab.update"),
+    ];
+    // One batch per source, every type in it, several events per type.
+    let mut n = 0;
+    for source in ["shop", "legacy", "docs"] {
+        let events: Vec<ChangeEvent> = kinds
+            .iter()
+            .filter(|(s, _)| *s == source)
+            .flat_map(|(s, t)| (0..3).map(move |k| (s, t, k)))
+            .map(|(s, t, k)| {
+                n += 1;
+                ChangeEvent {
+                    id: format!("evt_match{n:04}"),
+                    event_type: t.to_string(),
+                    source: s.to_string(),
+                    order_key: k,
+                    committed_at: Utc::now(),
+                    body: "{}".into(),
+                }
+            })
+            .collect();
+        store
+            .commit_batch(source, &events, "1")
+            .await
+            .expect("commit");
+    }
+    let c = db.connect().await;
+    for (source, event_type) in kinds {
+        let got: Vec<String> = c
+            .query(
+                "select distinct d.subscription_id from hookrelay.deliveries d
+                   join hookrelay.events e on e.seq = d.event_seq
+                  where e.source = $1 and e.event_type = $2 order by 1",
+                &[&source, &event_type],
+            )
+            .await
+            .expect("deliveries")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut want: Vec<String> = subs
+            .iter()
+            .filter(|(_, types, sources)| {
+                types.is_none_or(|ts| ts.iter().any(|g| glob_matches(g, event_type)))
+                    && sources.is_none_or(|ss| ss.contains(&source))
+            })
+            .map(|(id, _, _)| id.clone())
+            .collect();
+        want.sort_unstable();
+        assert_eq!(got, want, "{source} {event_type}");
+        let per_event: i64 = c
+            .query_one(
+                "select count(*) from hookrelay.deliveries d
+                   join hookrelay.events e on e.seq = d.event_seq
+                  where e.source = $1 and e.event_type = $2",
+                &[&source, &event_type],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(per_event, 3 * want.len() as i64, "{source} {event_type}");
+    }
+}

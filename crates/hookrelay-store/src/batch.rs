@@ -33,15 +33,27 @@ ins as (
     on conflict (id) do nothing
     returning seq, source, event_type, order_key
 ),
+kinds as (
+    -- a batch holds a few distinct (source, type) pairs, usually one: the filters are
+    -- matched once per pair, not once per event. Matched per event, a 100-event
+    -- batch beside 10,000 idle subscriptions ran a million LIKEs, and the store's
+    -- backends spent 1.5 ms of CPU per event (issue 16)
+    select distinct source, event_type from ins
+),
+matched as (
+    select k.source, k.event_type, s.id, s.ordering
+      from kinds k
+      join hookrelay.subscriptions s
+        on s.enabled
+       and (s.type_patterns is null or k.event_type like any (s.type_patterns))
+       and (s.sources is null or k.source = any (s.sources))
+),
 dlv as (
     insert into hookrelay.deliveries (event_seq, subscription_id, order_key)
-    select ins.seq, s.id, case when s.ordering = 'key' then ins.order_key end
+    select ins.seq, m.id, case when m.ordering = 'key' then ins.order_key end
     from ins
-    join hookrelay.subscriptions s
-      on s.enabled
-     and (s.type_patterns is null or ins.event_type like any (s.type_patterns))
-     and (s.sources is null or ins.source = any (s.sources))
-    order by ins.seq, s.id
+    join matched m on m.source = ins.source and m.event_type = ins.event_type
+    order by ins.seq, m.id
     returning id, subscription_id
 ),
 work as (
