@@ -36,8 +36,10 @@ ins as (
 kinds as (
     -- a batch holds a few distinct (source, type) pairs, usually one: the filters are
     -- matched once per pair, not once per event. Matched per event, a 100-event
-    -- batch beside 10,000 idle subscriptions ran a million LIKEs, and the store's
-    -- backends spent 1.5 ms of CPU per event (issue 16)
+    -- batch beside 10,000 idle subscriptions ran a million LIKEs; per pair, 10,000.
+    -- Bench workload 8 (issue 16) went from 252-288 to 444-467 events/s with this,
+    -- on a shared machine; the backends' CPU per event did not fall measurably, so
+    -- the matching is not yet all of what idle subscriptions cost a batch
     select distinct source, event_type from ins
 ),
 matched as (

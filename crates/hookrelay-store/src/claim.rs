@@ -4,6 +4,15 @@
 //! I/O; several processes can claim from one store because rows are taken
 //! `FOR UPDATE SKIP LOCKED`. A delivery is only due when no earlier delivery for the
 //! same subscription and order key is still open (per-key order, DESIGN §1.1.3).
+//!
+//! Claims start from the subscriptions that may have due work
+//! (`hookrelay.subscription_work`, sql/V7), so idle subscriptions cost nothing:
+//!
+//! ```text
+//!  fan-out / replay / re-enable ──▶ due_at = now, marks + 1
+//!  claim ──▶ due subscriptions only ──quiet from the start──▶ SETTLE_IDLE:
+//!            due_at = next retry (or null), if marks is unchanged
+//! ```
 
 use std::time::Duration;
 
