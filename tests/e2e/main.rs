@@ -9,6 +9,7 @@ mod cli;
 mod delivery;
 mod deploy;
 mod faults;
+mod idle;
 mod leaks;
 mod mongo;
 mod mysql;

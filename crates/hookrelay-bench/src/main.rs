@@ -23,7 +23,8 @@
 //!
 //! Workloads: 1 throughput, 2 latency, 3 fan-out, 4 bad neighbour (4a control, 4b one
 //! slow endpoint), 5 backlog drain, 6 MySQL source (6a throughput, 6b latency, a throwaway MariaDB), 7 eight single-row writers as
-//! fast as they go. `--quick` makes each 10x smaller. Results go to stdout and to
+//! fast as they go, 8 workload 3 beside 10,000 idle subscriptions (issue 16; it also
+//! times creating and listing them over the admin API). `--quick` makes each 10x smaller. Results go to stdout and to
 //! `.bench/results-<timestamp>.json` (and `.bench/latest.json`); hookrelay's config
 //! and log for each workload go to `.bench/run-<timestamp>/`.
 
@@ -63,7 +64,7 @@ struct Args {
     /// Every workload 10x smaller: a smoke run of a couple of minutes.
     #[arg(long)]
     quick: bool,
-    /// Only these parts, comma-separated: c (ceilings), 1, 2, 3, 4, 5, 6, 7.
+    /// Only these parts, comma-separated: c (ceilings), 1, 2, 3, 4, 5, 6, 7, 8.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// The hookrelay binary (default: `hookrelay` next to this executable).
@@ -103,6 +104,8 @@ pub struct Sizes {
     pub w4_seconds: f64,
     pub w5_events: u64,
     pub w7_seconds: f64,
+    /// Workload 8: idle subscriptions beside workload 3's ten (10,000 either way).
+    pub w8_idle: usize,
     pub receiver_requests: u64,
 }
 
@@ -117,6 +120,7 @@ impl Sizes {
                 w4_seconds: 5.0,
                 w5_events: 10_000,
                 w7_seconds: 3.0,
+                w8_idle: 10_000,
                 receiver_requests: 10_000,
             }
         } else {
@@ -128,6 +132,7 @@ impl Sizes {
                 w4_seconds: 30.0,
                 w5_events: 100_000,
                 w7_seconds: 20.0,
+                w8_idle: 10_000,
                 receiver_requests: 100_000,
             }
         }
@@ -246,7 +251,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let mut workloads = Vec::new();
-    for part in ["1", "2", "3", "4", "5", "6", "7"] {
+    for part in ["1", "2", "3", "4", "5", "6", "7", "8"] {
         if !wants(part) {
             continue;
         }

@@ -194,7 +194,17 @@ impl RelayProcess {
 
     /// `POST /v1/subscriptions` for `orders.*` with the given secret; the id.
     pub async fn subscribe(&self, url: &str, secret: &str) -> anyhow::Result<String> {
-        let body = json!({ "url": url, "event_types": ["orders.*"], "secret": secret });
+        self.subscribe_to(url, secret, &["orders.*"]).await
+    }
+
+    /// `POST /v1/subscriptions` for `event_types` with the given secret; the id.
+    pub async fn subscribe_to(
+        &self,
+        url: &str,
+        secret: &str,
+        event_types: &[&str],
+    ) -> anyhow::Result<String> {
+        let body = json!({ "url": url, "event_types": event_types, "secret": secret });
         let resp = self
             .http
             .post(format!("{}/v1/subscriptions", self.api))
@@ -217,6 +227,27 @@ impl RelayProcess {
             .as_str()
             .map(str::to_owned)
             .context("subscription without an id")
+    }
+
+    /// `GET /v1/subscriptions`: how many it listed.
+    pub async fn list_subscriptions(&self) -> anyhow::Result<usize> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/subscriptions", self.api))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .context("GET /v1/subscriptions")?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("GET /v1/subscriptions answered {status}: {text}");
+        }
+        let v: Value = serde_json::from_str(&text).context("subscriptions JSON")?;
+        let list = v.get("data").unwrap_or(&v);
+        list.as_array()
+            .map(Vec::len)
+            .context("GET /v1/subscriptions did not answer a list")
     }
 
     /// SIGTERM, wait up to `grace`, then SIGKILL.

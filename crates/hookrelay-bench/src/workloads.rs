@@ -85,6 +85,9 @@ struct Spec {
     load: Load,
     bad: Option<Mode>,
     ceiling: Option<&'static str>,
+    /// Subscriptions created beside the measured ones whose `event_types` never match
+    /// (`other.*`): they must cost nothing (issue 16).
+    idle: usize,
 }
 
 /// A hookrelay with fresh databases and subscribed endpoints.
@@ -125,6 +128,7 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
             },
             bad: None,
             ceiling: Some(ceiling::TRIGGER_BATCH),
+            idle: 0,
         },
         "2" => Spec {
             id: "2",
@@ -138,6 +142,7 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
             },
             bad: None,
             ceiling: None,
+            idle: 0,
         },
         "3" => Spec {
             id: "3",
@@ -151,6 +156,7 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
             },
             bad: None,
             ceiling: None,
+            idle: 0,
         },
         "4a" => Spec {
             id: "4a",
@@ -164,6 +170,7 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
             },
             bad: None,
             ceiling: None,
+            idle: 0,
         },
         "4b" => Spec {
             id: "4b",
@@ -177,6 +184,7 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
             },
             bad: Some(Mode::SlowOrTimeout),
             ceiling: None,
+            idle: 0,
         },
         "7" => Spec {
             id: "7",
@@ -189,6 +197,24 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
             },
             bad: None,
             ceiling: Some(ceiling::TRIGGER_SINGLE),
+            idle: 0,
+        },
+        "8" => Spec {
+            id: "8",
+            name: format!(
+                "idle: {} events x 10 subs beside {} idle subs",
+                s.w3_events, s.w8_idle
+            ),
+            tag: "w8-idle",
+            subs: 10,
+            load: Load::Batched {
+                writers: 4,
+                rows: 100,
+                total: s.w3_events,
+            },
+            bad: None,
+            ceiling: None,
+            idle: s.w8_idle,
         },
         other => return WorkloadResult::failed(other, "unknown", format!("no workload {other}")),
     };
@@ -204,6 +230,11 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
 
 async fn standard(ctx: &Ctx, spec: &Spec) -> anyhow::Result<WorkloadResult> {
     let mut st = setup(ctx, spec.tag, spec.subs).await?;
+    let admin = if spec.idle > 0 {
+        Some(add_idle(&st.relay, spec.idle).await?)
+    } else {
+        None
+    };
     let measured: Vec<usize> = match spec.bad {
         Some(mode) => {
             ctx.receiver.set_mode(0, mode)?;
@@ -231,8 +262,13 @@ async fn standard(ctx: &Ctx, spec: &Spec) -> anyhow::Result<WorkloadResult> {
     drop(clients);
 
     let mut r = WorkloadResult::new(spec.id, &spec.name);
-    r.subscriptions = spec.subs;
+    r.subscriptions = spec.subs + spec.idle;
     fill(ctx, &mut r, &written, &measured, cpu, peak);
+    if let Some(admin) = admin {
+        r.note("idle_subscriptions", spec.idle);
+        r.note("api_create_ms", admin.create);
+        r.note("api_list_ms", admin.list);
+    }
     r.cpu_window_s = Some(cpu_window);
     if let Some(a) = activity {
         r.pg_activity = Some(a.finish(8).await);
@@ -262,6 +298,49 @@ async fn standard(ctx: &Ctx, spec: &Spec) -> anyhow::Result<WorkloadResult> {
     finish(&mut st, &mut r, spec.bad.is_none()).await?;
     st.relay.stop(STOP_GRACE).await?;
     Ok(r)
+}
+
+/// How the admin API fared while the idle subscriptions were created.
+struct AdminLatency {
+    create: Option<Latency>,
+    list: Option<Latency>,
+}
+
+/// Creates `n` subscriptions that never match (`other.*`) over the admin API, 8 at a
+/// time, then lists them 10 times; the latency of each.
+async fn add_idle(relay: &RelayProcess, n: usize) -> anyhow::Result<AdminLatency> {
+    const AT_ONCE: usize = 8;
+    let t = Instant::now();
+    let mut create_us = Vec::with_capacity(n);
+    let secret = "whsec_aWRsZS1zdWJzY3JpcHRpb24tc2VjcmV0LTMyYnl0ZXM=";
+    for chunk in (0..n).collect::<Vec<_>>().chunks(AT_ONCE) {
+        let calls = chunk.iter().map(|i| async move {
+            let url = format!("http://127.0.0.1:9/idle/{i}");
+            let t = Instant::now();
+            relay.subscribe_to(&url, secret, &["other.*"]).await?;
+            anyhow::Ok(t.elapsed().as_micros() as i64)
+        });
+        for us in futures_util::future::join_all(calls).await {
+            create_us.push(us?);
+        }
+    }
+    let mut list_us = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let listed = relay.list_subscriptions().await?;
+        list_us.push(t.elapsed().as_micros() as i64);
+        if listed < n {
+            bail!("GET /v1/subscriptions listed {listed} of at least {n}");
+        }
+    }
+    eprintln!(
+        "  created {n} idle subscriptions in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(AdminLatency {
+        create: Latency::from_us(create_us),
+        list: Latency::from_us(list_us),
+    })
 }
 
 /// Workload 5: the endpoint hangs (accepts, never answers; hookrelay times out after

@@ -40,6 +40,13 @@ set status = case when d.status in ('failed', 'succeeded') then 'pending' else d
     next_attempt_at = now(),
     updated_at = now()";
 
+/// A replay gives its subscription due work (see sql/V6 and `claim`).
+pub(crate) const MARK_DUE: &str = "
+insert into hookrelay.subscription_work as w (subscription_id, due_at)
+values ($1, now())
+on conflict (subscription_id) do update
+   set due_at = least(w.due_at, excluded.due_at), marks = w.marks + 1";
+
 impl Store {
     /// Deliveries matching `filter`, newest (highest id) first.
     pub async fn list_deliveries(
@@ -112,6 +119,7 @@ impl Store {
         require_enabled(&tx, &subscription_id).await?;
         let sql = format!("update hookrelay.deliveries d {REPLAY_SET} where d.id = $1");
         tx.execute(&sql, &[&id]).await?;
+        tx.execute(MARK_DUE, &[&subscription_id]).await?;
         let delivery = fetch_delivery(&tx, id).await?;
         tx.commit().await?;
         Ok(delivery)
@@ -145,6 +153,9 @@ impl Store {
         let tx = client.transaction().await?;
         require_enabled(&tx, &req.subscription_id).await?;
         let n = tx.execute(&sql, w.params()).await?;
+        if n > 0 {
+            tx.execute(MARK_DUE, &[&req.subscription_id]).await?;
+        }
         tx.commit().await?;
         Ok(n)
     }

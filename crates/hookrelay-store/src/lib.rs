@@ -45,6 +45,13 @@ pub use secrets::SealReport;
 pub use signal::DispatchSignal;
 pub use text::storable;
 
+/// Statement texts, for tests that inspect what a statement reads
+/// (`EXPLAIN (ANALYZE, BUFFERS)`); nothing else should run them.
+#[doc(hidden)]
+pub mod statements {
+    pub use crate::claim::CLAIM_DUE;
+}
+
 /// A handle on the store; cheap to clone (two pools).
 #[derive(Clone)]
 pub struct Store {

@@ -154,8 +154,15 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound)?;
         let subscription = subscription_from_row(&self.secrets, &row)?;
-        if changes.enabled == Some(false) {
-            tx.execute(FAIL_OPEN_DELIVERIES, &[&id]).await?;
+        match changes.enabled {
+            Some(false) => {
+                tx.execute(FAIL_OPEN_DELIVERIES, &[&id]).await?;
+            }
+            // Retries left from before it was disabled are due again.
+            Some(true) => {
+                tx.execute(crate::deliveries::MARK_DUE, &[&id]).await?;
+            }
+            None => {}
         }
         tx.commit().await?;
         Ok(subscription)
@@ -190,6 +197,11 @@ impl Store {
         .await?;
         tx.execute(
             "delete from hookrelay.deliveries where subscription_id = $1",
+            &[&id],
+        )
+        .await?;
+        tx.execute(
+            "delete from hookrelay.subscription_work where subscription_id = $1",
             &[&id],
         )
         .await?;

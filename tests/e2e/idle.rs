@@ -1,0 +1,449 @@
+//! Idle subscriptions cost nothing per claim (issue 16), against the real store: a
+//! claim reads only the subscriptions with due work, and work that comes due later on
+//! an idle subscription (a retry, a replay, an expired lease, a new batch) is found.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use hookrelay_core::ChangeEvent;
+use hookrelay_store::{
+    model::{NewSubscription, OrderingMode},
+    Claim, Outcome, OutcomeStatus, Store,
+};
+use serde_json::Value;
+
+use crate::harness::TestDb;
+
+const IDLE: i64 = 10_000;
+
+async fn store(db: &TestDb) -> Store {
+    let store = Store::connect(&db.url(), 4).expect("store");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+async fn subscribe(store: &Store, types: &[&str]) -> String {
+    store
+        .create_subscription(&NewSubscription {
+            url: "http://127.0.0.1:9/".into(),
+            description: String::new(),
+            event_types: Some(types.iter().map(|t| t.to_string()).collect()),
+            sources: None,
+            headers: Default::default(),
+            ordering: OrderingMode::Key,
+            enabled: true,
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        })
+        .await
+        .expect("subscription")
+        .id
+}
+
+/// `IDLE` enabled subscriptions whose types never match, written straight into the
+/// table (10,000 API calls would only slow the test down).
+async fn add_idle(db: &TestDb) {
+    db.connect()
+        .await
+        .execute(
+            "insert into hookrelay.subscriptions (id, url, event_types, type_patterns, secret)
+             select 'sub_idle' || lpad(n::text, 5, '0'), 'http://127.0.0.1:9/', '{other.*}',
+                    '{other.%}', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
+               from generate_series(1, $1::bigint) n",
+            &[&IDLE],
+        )
+        .await
+        .expect("idle subscriptions");
+}
+
+async fn commit(store: &Store, tag: &str, n: u32) -> u64 {
+    let events: Vec<ChangeEvent> = (0..n)
+        .map(|i| ChangeEvent {
+            id: format!("evt_{tag}{i:04}"),
+            event_type: "orders.update".into(),
+            source: "shop".into(),
+            order_key: i64::from(i),
+            committed_at: Utc::now(),
+            body: format!("{{\"n\":{i}}}"),
+        })
+        .collect();
+    store
+        .commit_batch("shop", &events, tag)
+        .await
+        .expect("commit")
+        .deliveries
+}
+
+async fn claim(store: &Store, lease: Duration) -> Claim {
+    store
+        .claim_due_deliveries("owner", 256, lease, 64, &[])
+        .await
+        .expect("claim")
+}
+
+/// Rows a plan node and its children read from `tables`: returned, filtered out or
+/// rechecked, times the node's loops.
+fn rows_read(node: &Value, tables: &[&str]) -> f64 {
+    let own = if node["Relation Name"]
+        .as_str()
+        .is_some_and(|r| tables.contains(&r))
+    {
+        let n = |k: &str| node[k].as_f64().unwrap_or(0.0);
+        (n("Actual Rows") + n("Rows Removed by Filter") + n("Rows Removed by Index Recheck"))
+            * n("Actual Loops").max(1.0)
+    } else {
+        0.0
+    };
+    let children: f64 = node["Plans"]
+        .as_array()
+        .map(|ps| ps.iter().map(|p| rows_read(p, tables)).sum())
+        .unwrap_or(0.0);
+    own + children
+}
+
+/// The claim as the dispatcher runs it, under `EXPLAIN (ANALYZE, BUFFERS)` in a
+/// transaction that is rolled back: (rows read from the subscription tables, shared
+/// buffers touched by the whole statement).
+async fn explain_claim(db: &TestDb) -> (f64, i64) {
+    let mut c = db.connect().await;
+    let tx = c.transaction().await.expect("tx");
+    // The relaxed pool's settings (see hookrelay-store/src/lib.rs).
+    tx.batch_execute(
+        "set local jit = off; set local random_page_cost = 1.1; \
+         set local plan_cache_mode = force_generic_plan",
+    )
+    .await
+    .expect("settings");
+    let sql = format!(
+        "explain (analyze, buffers, format json) {}",
+        hookrelay_store::statements::CLAIM_DUE
+    );
+    let none: Vec<String> = Vec::new();
+    let (rooms, cursors): (Vec<i32>, Vec<i64>) = (Vec::new(), Vec::new());
+    let row = tx
+        .query_one(
+            &sql,
+            &[&256i64, &60f64, &"explain", &none, &64i32, &rooms, &cursors],
+        )
+        .await
+        .expect("explain the claim");
+    let plan: Value = row.get(0);
+    tx.rollback().await.expect("rollback");
+    let top = &plan[0]["Plan"];
+    let rows = rows_read(top, &["subscriptions", "subscription_work"]);
+    let buffers = top["Shared Hit Blocks"].as_i64().unwrap_or(0)
+        + top["Shared Read Blocks"].as_i64().unwrap_or(0);
+    (rows, buffers)
+}
+
+#[tokio::test]
+async fn a_claim_reads_only_subscriptions_with_due_work() {
+    let db = TestDb::new("idle").await;
+    let store = store(&db).await;
+    add_idle(&db).await;
+    let a = subscribe(&store, &["orders.*"]).await;
+    let b = subscribe(&store, &["*.update"]).await;
+    // Some idle ones had work once, all of it finished: they must settle out too.
+    let was_busy = subscribe(&store, &["orders.update"]).await;
+    assert_eq!(commit(&store, "first", 2).await, 6);
+    let c = claim(&store, Duration::from_secs(60)).await;
+    assert_eq!(c.deliveries.len(), 6);
+    let done: Vec<Outcome> = c
+        .deliveries
+        .iter()
+        .map(|d| Outcome {
+            delivery_id: d.delivery_id,
+            attempt: d.attempt,
+            subscription_id: d.subscription_id.clone(),
+            started_at: Utc::now(),
+            duration_ms: 1,
+            status_code: Some(200),
+            error: None,
+            response_body: None,
+            status: OutcomeStatus::Succeeded,
+        })
+        .collect();
+    store.record_outcomes("owner", &done).await.expect("record");
+    // The claim after that finds nothing open and settles all three.
+    assert!(claim(&store, Duration::from_secs(60))
+        .await
+        .deliveries
+        .is_empty());
+    let due: i64 = db
+        .connect()
+        .await
+        .query_one(
+            "select count(*) from hookrelay.subscription_work where due_at is not null",
+            &[],
+        )
+        .await
+        .expect("due")
+        .get(0);
+    assert_eq!(due, 0, "finished subscriptions stay due");
+    let (idle_rows, idle_buffers) = explain_claim(&db).await;
+
+    // Now work for two of them (the third no longer matches).
+    store
+        .update_subscription(
+            &was_busy,
+            &hookrelay_store::model::SubscriptionChanges {
+                event_types: Some(Some(vec!["orders.insert".into()])),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(commit(&store, "second", 5).await, 10);
+    let (rows, buffers) = explain_claim(&db).await;
+    eprintln!(
+        "claim with {IDLE} idle subscriptions: nothing due read {idle_rows} subscription \
+         rows, {idle_buffers} buffers; 2 due read {rows} rows, {buffers} buffers"
+    );
+    // Naming every enabled subscription read all 10,003 rows; the due set reads the
+    // two due ones (once per delivery claimed, to sign it).
+    assert!(idle_rows <= 1.0, "read {idle_rows} subscription rows");
+    assert!(rows <= 40.0, "read {rows} subscription rows");
+    assert!(
+        buffers < 400,
+        "the claim touched {buffers} buffers; the subscriptions table alone holds more"
+    );
+
+    let c = claim(&store, Duration::from_secs(60)).await;
+    let mut subs: Vec<&str> = c
+        .deliveries
+        .iter()
+        .map(|d| d.subscription_id.as_str())
+        .collect();
+    subs.dedup();
+    subs.sort_unstable();
+    subs.dedup();
+    let mut want = vec![a.as_str(), b.as_str()];
+    want.sort_unstable();
+    assert_eq!(subs, want);
+    assert_eq!(c.deliveries.len(), 10);
+}
+
+fn outcome(d: &hookrelay_store::ClaimedDelivery, status: OutcomeStatus) -> Outcome {
+    Outcome {
+        delivery_id: d.delivery_id,
+        attempt: d.attempt,
+        subscription_id: d.subscription_id.clone(),
+        started_at: Utc::now(),
+        duration_ms: 1,
+        status_code: Some(500),
+        error: None,
+        response_body: None,
+        status,
+    }
+}
+
+async fn due_at(db: &TestDb, sub: &str) -> Option<chrono::DateTime<Utc>> {
+    db.connect()
+        .await
+        .query_one(
+            "select due_at from hookrelay.subscription_work where subscription_id = $1",
+            &[&sub],
+        )
+        .await
+        .expect("due_at")
+        .get(0)
+}
+
+/// Claims until one returns something or `deadline` passes.
+async fn claim_until_found(store: &Store, lease: Duration, deadline: Duration) -> Claim {
+    let until = Instant::now() + deadline;
+    loop {
+        let c = claim(store, lease).await;
+        if !c.deliveries.is_empty() || Instant::now() > until {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn work_that_comes_due_on_an_idle_subscription_is_claimed() {
+    let db = TestDb::new("idle").await;
+    let store = store(&db).await;
+    add_idle(&db).await;
+    let sub = subscribe(&store, &["orders.*"]).await;
+    let long = Duration::from_secs(60);
+
+    // A retry: the subscription settles until the retry's time, then it is claimed.
+    assert_eq!(commit(&store, "retry", 1).await, 1);
+    let c = claim(&store, long).await;
+    assert_eq!(c.deliveries.len(), 1);
+    let at = Utc::now() + chrono::Duration::milliseconds(800);
+    store
+        .record_outcomes(
+            "owner",
+            &[outcome(&c.deliveries[0], OutcomeStatus::Retry { at })],
+        )
+        .await
+        .expect("record");
+    assert!(claim(&store, long).await.deliveries.is_empty());
+    let settled = due_at(&db, &sub).await.expect("due at the retry's time");
+    assert!(
+        (settled - at).num_milliseconds().abs() <= 1,
+        "due at {settled}, the retry is at {at}"
+    );
+    let c = claim_until_found(&store, long, Duration::from_secs(10)).await;
+    assert_eq!(c.deliveries.len(), 1, "the retry was never claimed");
+    assert!(Utc::now() >= at, "claimed before its time");
+    assert_eq!(c.deliveries[0].attempt, 2);
+    let first = c.deliveries[0].clone();
+    store
+        .record_outcomes("owner", &[outcome(&first, OutcomeStatus::Failed)])
+        .await
+        .expect("record");
+    assert!(claim(&store, long).await.deliveries.is_empty());
+    assert_eq!(due_at(&db, &sub).await, None, "nothing open: not due");
+
+    // A replay of the failed delivery is claimed at once.
+    store
+        .replay_delivery(first.delivery_id)
+        .await
+        .expect("replay");
+    let c = claim(&store, Duration::from_secs(1)).await;
+    assert_eq!(c.deliveries.len(), 1, "the replay was not claimed");
+
+    // Its lease expires unrecorded (a crashed process): claimed again after it.
+    assert!(claim(&store, long).await.deliveries.is_empty());
+    assert!(due_at(&db, &sub).await.is_some(), "in flight: still due");
+    let c = claim_until_found(&store, long, Duration::from_secs(10)).await;
+    assert_eq!(
+        c.deliveries.len(),
+        1,
+        "the expired lease was never reclaimed"
+    );
+    store
+        .record_outcomes(
+            "owner",
+            &[outcome(&c.deliveries[0], OutcomeStatus::Succeeded)],
+        )
+        .await
+        .expect("record");
+    assert!(claim(&store, long).await.deliveries.is_empty());
+    assert_eq!(due_at(&db, &sub).await, None);
+
+    // A new batch for the idle subscription is claimed at once.
+    assert_eq!(commit(&store, "later", 3).await, 3);
+    assert_eq!(claim(&store, long).await.deliveries.len(), 3);
+}
+
+/// Fan-out matches each (source, type) pair of a batch once; the subscriptions it
+/// picks must be exactly the documented filters': globs over `<table>.<op>` with `*`
+/// and `?` (SQL wildcards and backslashes literal), and the `sources` list.
+#[tokio::test]
+async fn fan_out_picks_the_subscriptions_the_filters_name() {
+    use hookrelay_core::filter::glob_matches;
+    let db = TestDb::new("idle").await;
+    let store = store(&db).await;
+    // (event_types, sources); None = every one.
+    type Filter<'a> = (Option<&'a [&'a str]>, Option<&'a [&'a str]>);
+    let filters: &[Filter] = &[
+        (None, None),
+        (Some(&["orders.*"]), None),
+        (Some(&["*.delete"]), None),
+        (Some(&["orders.insert", "customers.*"]), None),
+        (Some(&["order_items.?nsert"]), None),
+        (Some(&["100%_off.*"]), None),
+        (Some(&["a\\b.*"]), None),
+        (Some(&["*"]), Some(&["shop"])),
+        (None, Some(&["legacy", "docs"])),
+        (Some(&["orders.*"]), Some(&["legacy"])),
+        (Some(&["other.*"]), None),
+        (Some(&["*.update", "*.delete"]), Some(&["shop", "docs"])),
+    ];
+    let mut subs = Vec::new();
+    for (types, sources) in filters {
+        let id = store
+            .create_subscription(&NewSubscription {
+                url: "http://127.0.0.1:9/".into(),
+                description: String::new(),
+                event_types: types.map(|t| t.iter().map(|g| g.to_string()).collect()),
+                sources: sources.map(|s| s.iter().map(|n| n.to_string()).collect()),
+                headers: Default::default(),
+                ordering: OrderingMode::Key,
+                enabled: true,
+                secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            })
+            .await
+            .expect("subscription")
+            .id;
+        subs.push((id, *types, *sources));
+    }
+    let kinds = [
+        ("shop", "orders.insert"),
+        ("shop", "orders.update"),
+        ("shop", "orders_archive.update"),
+        ("shop", "customers.delete"),
+        ("shop", "customers.deleted"),
+        ("legacy", "orders.delete"),
+        ("legacy", "order_items.insert"),
+        ("docs", "orderXitems.insert"),
+        ("docs", "100%_off.insert"),
+        ("docs", "100x_off.insert"),
+        ("shop", "a\\b.update"),
+        ("shop", "ab.update"),
+    ];
+    // One batch per source, every type in it, several events per type.
+    let mut n = 0;
+    for source in ["shop", "legacy", "docs"] {
+        let events: Vec<ChangeEvent> = kinds
+            .iter()
+            .filter(|(s, _)| *s == source)
+            .flat_map(|(s, t)| (0..3).map(move |k| (s, t, k)))
+            .map(|(s, t, k)| {
+                n += 1;
+                ChangeEvent {
+                    id: format!("evt_match{n:04}"),
+                    event_type: t.to_string(),
+                    source: s.to_string(),
+                    order_key: k,
+                    committed_at: Utc::now(),
+                    body: "{}".into(),
+                }
+            })
+            .collect();
+        store
+            .commit_batch(source, &events, "1")
+            .await
+            .expect("commit");
+    }
+    let c = db.connect().await;
+    for (source, event_type) in kinds {
+        let got: Vec<String> = c
+            .query(
+                "select distinct d.subscription_id from hookrelay.deliveries d
+                   join hookrelay.events e on e.seq = d.event_seq
+                  where e.source = $1 and e.event_type = $2 order by 1",
+                &[&source, &event_type],
+            )
+            .await
+            .expect("deliveries")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut want: Vec<String> = subs
+            .iter()
+            .filter(|(_, types, sources)| {
+                types.is_none_or(|ts| ts.iter().any(|g| glob_matches(g, event_type)))
+                    && sources.is_none_or(|ss| ss.contains(&source))
+            })
+            .map(|(id, _, _)| id.clone())
+            .collect();
+        want.sort_unstable();
+        assert_eq!(got, want, "{source} {event_type}");
+        let per_event: i64 = c
+            .query_one(
+                "select count(*) from hookrelay.deliveries d
+                   join hookrelay.events e on e.seq = d.event_seq
+                  where e.source = $1 and e.event_type = $2",
+                &[&source, &event_type],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(per_event, 3 * want.len() as i64, "{source} {event_type}");
+    }
+}
