@@ -100,3 +100,64 @@ mod tests {
         assert!(validate_glob("100%_off.*").is_ok());
     }
 }
+
+/// Random globs and texts (issue 12): the in-process matcher and the SQL `LIKE`
+/// pattern the store matches with agree, and neither panics.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// SQL `LIKE` with `\` as the escape character, as PostgreSQL reads the patterns
+    /// `glob_to_like` writes (one character per `_`).
+    fn like(p: &[char], t: &[char]) -> bool {
+        match p.first() {
+            None => t.is_empty(),
+            Some('%') => like(&p[1..], t) || (!t.is_empty() && like(p, &t[1..])),
+            Some('_') => !t.is_empty() && like(&p[1..], &t[1..]),
+            Some('\\') if p.len() > 1 => t.first() == Some(&p[1]) && like(&p[2..], &t[1..]),
+            Some(c) => t.first() == Some(c) && like(&p[1..], &t[1..]),
+        }
+    }
+
+    fn pieces() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just("*"),
+                Just("?"),
+                Just("%"),
+                Just("_"),
+                Just("\\"),
+                Just("."),
+                Just("orders"),
+                Just("a"),
+                Just("insert"),
+                Just("delete"),
+                Just(" ")
+            ],
+            0..8,
+        )
+        .prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn glob_and_like_agree(glob in pieces(), text in pieces()) {
+            let pattern: Vec<char> = glob_to_like(&glob).chars().collect();
+            let t: Vec<char> = text.chars().collect();
+            prop_assert_eq!(glob_matches(&glob, &text), like(&pattern, &t), "glob {:?} text {:?}", glob, text);
+        }
+
+        #[test]
+        fn any_string_validates_or_names_its_fault(glob in "\\PC*|[\\x00-\\x20]*") {
+            match validate_glob(&glob) {
+                Ok(()) => prop_assert!(!glob.is_empty() && !glob.chars().any(char::is_control)),
+                Err(GlobError::Empty) => prop_assert!(glob.is_empty()),
+                Err(GlobError::BadChar(c)) => prop_assert!(c.is_control() && glob.contains(c)),
+            }
+        }
+    }
+}

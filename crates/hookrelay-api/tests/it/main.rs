@@ -4,6 +4,7 @@
 mod auth;
 mod deliveries;
 mod events;
+mod fuzz;
 mod harness;
 mod openapi;
 mod secrets;
