@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::harness::*;
 use server::MongoServer;
 
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(60);
 
 /// A store database, a MongoDB test server and a relay config watching `app.orders`.
 struct MongoEnv {

@@ -20,7 +20,7 @@ use serde_json::json;
 use super::{exec, mysql_config, shop, MariaDbInstance};
 use crate::harness::*;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 const KEYS: i64 = 10;
 
 fn state(relay: &Relay) -> SourceState {
