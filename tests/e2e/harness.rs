@@ -144,6 +144,26 @@ pub async fn create_orders(db: &tokio_postgres::Client) {
 
 /// Fast backoff and polling so tests finish quickly.
 pub fn relay_config(store_url: &str, source_url: &str) -> Config {
+    test_config(
+        store_url,
+        &format!(
+            r#"
+[[sources]]
+name = "shop"
+kind = "postgres"
+url = "{source_url}"
+tables = ["public.orders"]
+poll_interval = "200ms"
+batch_size = 500
+"#
+        ),
+    )
+}
+
+/// The test settings every in-process relay shares (fast backoff and polling, the
+/// test token, local receivers allowed, the test master key) with `sources` (TOML
+/// `[[sources]]` tables) appended.
+pub fn test_config(store_url: &str, sources: &str) -> Config {
     let text = format!(
         r#"
 [store]
@@ -159,16 +179,42 @@ max_attempts = 4
 backoff = {{ initial = "50ms", max = "400ms", multiplier = 2.0 }}
 allow_networks = ["127.0.0.0/8"]
 poll_interval = "100ms"
-[[sources]]
-name = "shop"
-kind = "postgres"
-url = "{source_url}"
-tables = ["public.orders"]
-poll_interval = "200ms"
-batch_size = 500
-"#
+{sources}"#
     );
     with_test_master_key(Config::from_toml(&text).expect("test config"))
+}
+
+/// `hookrelay run --config cfg_file` as a child process, quiet, with the test master
+/// key (a config file never holds the key).
+pub fn spawn_run(cfg_file: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["run", "--config"])
+        .arg(cfg_file)
+        .env("HOOKRELAY_MASTER_KEY", TEST_MASTER_KEY)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn hookrelay")
+}
+
+/// Starts `hookrelay run` `times` times and `kill -9`s each after a random moment of
+/// `alive_ms` milliseconds (a random moment, not a condition).
+pub async fn kill_9_at_random_moments(
+    cfg_file: &std::path::Path,
+    times: usize,
+    alive_ms: std::ops::Range<u64>,
+) {
+    for _ in 0..times {
+        let mut child = spawn_run(cfg_file);
+        let alive = Duration::from_millis(rand::Rng::gen_range(
+            &mut rand::thread_rng(),
+            alive_ms.clone(),
+        ));
+        tokio::time::sleep(alive).await;
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+    }
 }
 
 /// `cfg` sealing secrets under [`TEST_MASTER_KEY`], as `run` requires; a binary started

@@ -164,7 +164,6 @@ async fn out_of_order_commits_are_both_delivered() {
 /// is back a restarted relay delivers everything committed meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_the_store_is_down_stops_within_the_grace() {
-    const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
     const GRACE: Duration = Duration::from_secs(2);
     init_logs();
     let pg = PgInstance::start();
@@ -185,14 +184,7 @@ async fn sigterm_while_the_store_is_down_stops_within_the_grace() {
         std::env::temp_dir().join(format!("hookrelay-term-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = write_config(&cfg, &dir);
-    let mut child = std::process::Command::new(BIN)
-        .args(["run", "--config", file.to_str().unwrap()])
-        .env("HOOKRELAY_MASTER_KEY", TEST_MASTER_KEY)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn hookrelay");
+    let mut child = spawn_run(&file);
     let readyz = || async move {
         match reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
             Ok(r) => r.status().as_u16(),

@@ -7,7 +7,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -16,12 +15,10 @@ use std::{
 };
 
 use mongodb::bson::doc;
-use rand::Rng;
 
 use super::MongoEnv;
 use crate::harness::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
 const KEYS: i64 = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,23 +75,7 @@ async fn kill_9_of_hookrelay_loses_nothing_and_keeps_id_order() {
         })
     };
 
-    let spawn = || {
-        Command::new(BIN)
-            .args(["run", "--config", cfg_file.to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .env("HOOKRELAY_MASTER_KEY", crate::harness::TEST_MASTER_KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn hookrelay")
-    };
-    for _ in 0..3 {
-        let mut child = spawn();
-        let alive = Duration::from_millis(rand::thread_rng().gen_range(300..1500));
-        tokio::time::sleep(alive).await; // a random moment, not a condition
-        child.kill().expect("kill -9");
-        let _ = child.wait();
-    }
+    crate::harness::kill_9_at_random_moments(&cfg_file, 3, 300..1500).await;
     stop.store(true, Ordering::SeqCst);
     writer.await.unwrap();
     let committed = ledger.lock().unwrap().clone();
@@ -104,7 +85,7 @@ async fn kill_9_of_hookrelay_loses_nothing_and_keeps_id_order() {
         committed.len()
     );
 
-    let mut child = spawn();
+    let mut child = crate::harness::spawn_run(&cfg_file);
     let got = rx
         .wait_delivered(committed.len(), Duration::from_secs(60))
         .await;

@@ -4,7 +4,6 @@
 
 use std::{
     collections::HashMap,
-    process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -12,13 +11,11 @@ use std::{
     time::Duration,
 };
 
-use rand::Rng;
 use serde_json::json;
 
 use super::{exec, mysql_config, shop};
 use crate::harness::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
 const KEYS: i64 = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,23 +72,7 @@ async fn kill_9_of_hookrelay_loses_nothing_and_keeps_key_order() {
         })
     };
 
-    let spawn = || {
-        Command::new(BIN)
-            .args(["run", "--config", cfg_file.to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .env("HOOKRELAY_MASTER_KEY", crate::harness::TEST_MASTER_KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn hookrelay")
-    };
-    for _ in 0..3 {
-        let mut child = spawn();
-        let alive = Duration::from_millis(rand::thread_rng().gen_range(300..1500));
-        tokio::time::sleep(alive).await; // a random moment, not a condition
-        child.kill().expect("kill -9");
-        let _ = child.wait();
-    }
+    crate::harness::kill_9_at_random_moments(&cfg_file, 3, 300..1500).await;
     stop.store(true, Ordering::SeqCst);
     writer.await.unwrap();
     let committed = ledger.lock().unwrap().clone();
@@ -101,7 +82,7 @@ async fn kill_9_of_hookrelay_loses_nothing_and_keeps_key_order() {
         committed.len()
     );
 
-    let mut child = spawn();
+    let mut child = crate::harness::spawn_run(&cfg_file);
     let got = rx
         .wait_delivered(committed.len(), Duration::from_secs(120))
         .await;

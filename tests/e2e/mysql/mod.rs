@@ -13,8 +13,6 @@ mod values;
 use hookrelay_core::Config;
 pub use mariadb::{exec, Binlog, MariaDbInstance};
 
-use crate::harness::TOKEN;
-
 /// The usual fast test settings, with one `kind = "mysql"` source named `legacy`.
 pub fn mysql_config(store_url: &str, source_url: &str, tables: &[&str], extra: &str) -> Config {
     let tables = tables
@@ -22,21 +20,10 @@ pub fn mysql_config(store_url: &str, source_url: &str, tables: &[&str], extra: &
         .map(|t| format!("{t:?}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let text = format!(
-        r#"
-[store]
-url = "{store_url}"
-pool_size = 8
-[api]
-listen = "127.0.0.1:0"
-tokens = ["{TOKEN}"]
-[dispatch]
-workers = 16
-timeout = "3s"
-max_attempts = 4
-backoff = {{ initial = "50ms", max = "400ms", multiplier = 2.0 }}
-allow_networks = ["127.0.0.0/8"]
-poll_interval = "100ms"
+    crate::harness::test_config(
+        store_url,
+        &format!(
+            r#"
 [[sources]]
 name = "legacy"
 kind = "mysql"
@@ -45,8 +32,8 @@ tables = [{tables}]
 batch_size = 500
 {extra}
 "#
-    );
-    crate::harness::with_test_master_key(Config::from_toml(&text).expect("test config"))
+        ),
+    )
 }
 
 /// A MariaDB with binlog on and database `shop`.
