@@ -22,7 +22,6 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use hookrelay_core::sealing::{header_field, secret_field, Secrets};
-use tokio_postgres::Row;
 
 use crate::{Store, StoreError};
 
@@ -54,19 +53,17 @@ struct CachedSecrets {
 const MAX_CACHED: usize = 10_000;
 
 impl OpenedCache {
-    /// The claimed row's `secret`, `previous_secret` (columns 5, 6) and header values
-    /// (column 7), opened. A value that does not open fails the claim: its leases
+    /// A subscription's sealed `secret`, `previous_secret` and header values, opened. A value that does not open fails the claim: its leases
     /// expire and the deliveries wait, rather than being sent with a signature nobody
     /// can verify.
     fn open(
         &self,
         secrets: &Secrets,
         subscription_id: &str,
-        r: &Row,
+        secret: String,
+        previous: Option<String>,
+        headers: serde_json::Value,
     ) -> Result<Arc<OpenedSecrets>, StoreError> {
-        let secret: String = r.try_get(5)?;
-        let previous: Option<String> = r.try_get(6)?;
-        let headers: serde_json::Value = r.try_get(7)?;
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = entries.get(subscription_id) {
             if c.secret == secret && c.previous == previous && c.headers == headers {
@@ -436,7 +433,13 @@ impl Store {
                 _ => {}
             }
             let subscription_id: String = r.get(3);
-            let opened = self.opened.open(&self.secrets, &subscription_id, &r)?;
+            let opened = self.opened.open(
+                &self.secrets,
+                &subscription_id,
+                r.try_get(5)?,
+                r.try_get(6)?,
+                r.try_get(7)?,
+            )?;
             out.deliveries.push(ClaimedDelivery {
                 delivery_id: r.get(1),
                 attempt: r.get(2),
@@ -476,10 +479,9 @@ impl Store {
         body: &str,
     ) -> Result<ClaimedDelivery, StoreError> {
         let client = self.client().await?;
-        // Columns 5 to 7 as the claim returns them, which `OpenedCache::open` reads.
         let row = client
             .query_opt(
-                "select 0, 0, 0, id, url, secret,
+                "select url, secret,
                         case when previous_secret_until > now() then previous_secret end,
                         headers
                    from hookrelay.subscriptions where id = $1",
@@ -487,12 +489,18 @@ impl Store {
             )
             .await?
             .ok_or(StoreError::NotFound)?;
-        let opened = self.opened.open(&self.secrets, subscription_id, &row)?;
+        let opened = self.opened.open(
+            &self.secrets,
+            subscription_id,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        )?;
         Ok(ClaimedDelivery {
             delivery_id: 0,
             attempt: 1,
             subscription_id: subscription_id.to_owned(),
-            url: row.try_get(4)?,
+            url: row.try_get(0)?,
             secrets: opened.0.clone(),
             headers: opened.1.clone(),
             event_id: event_id.to_owned(),
