@@ -15,8 +15,9 @@ use axum::{
 };
 use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
-use crate::{error::Problem, ApiError, ApiState};
+use crate::{ApiError, ApiState};
 
 /// One source's live state in this process, as `/readyz` and `/v1/sources` use it.
 /// `/readyz` (unauthenticated) shows only the first three fields.
@@ -67,7 +68,30 @@ impl Default for SourcesReadiness {
     }
 }
 
-/// Liveness: the process answers.
+/// `/readyz`'s 503 while sources set up: a problem document that also names them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourcesNotReady {
+    /// `urn:hookrelay:problem:sources-not-ready`.
+    #[schema(value_type = String)]
+    r#type: &'static str,
+    #[schema(value_type = String)]
+    title: &'static str,
+    status: u16,
+    detail: String,
+    /// The sources not capturing yet; their errors are in `/v1/sources`.
+    sources: Vec<WaitingSource>,
+}
+
+/// A source `/readyz` waits for.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WaitingSource {
+    name: String,
+    /// `connecting`, `standby`, `error` or `stopped`.
+    state: String,
+    /// Always false here.
+    ready: bool,
+}
+
 /// Liveness: the process answers.
 #[utoipa::path(
     get,
@@ -85,14 +109,13 @@ pub(crate) async fn healthz() -> Json<Value> {
 /// committed after a 200 is never missed. Otherwise 503 naming the sources still
 /// setting up (their errors are in the log and `/v1/sources`, not in this
 /// unauthenticated answer).
-/// Readiness: the store answers and every source captures.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "probes",
     responses(
         (status = 200, description = "Ready", body = Object, example = json!({"status": "ready"})),
-        (status = 503, description = "Store unreachable, or sources not capturing yet (named, with `sources`)", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Store unreachable (a `Problem`), or sources not capturing yet (a `SourcesNotReady`, naming them)", content_type = "application/problem+json", body = SourcesNotReady),
     ),
 )]
 pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
@@ -108,14 +131,25 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
         .iter()
         .map(|s| format!("{} ({})", s.name, s.state))
         .collect();
-    let body = json!({
-        "type": "urn:hookrelay:problem:sources-not-ready",
-        "title": "Sources not capturing yet",
-        "status": 503,
-        "detail": format!("sources still setting up: {}", named.join(", ")),
-        "sources": waiting,
-    });
-    let mut res = (StatusCode::SERVICE_UNAVAILABLE, body.to_string()).into_response();
+    let body = SourcesNotReady {
+        r#type: "urn:hookrelay:problem:sources-not-ready",
+        title: "Sources not capturing yet",
+        status: 503,
+        detail: format!("sources still setting up: {}", named.join(", ")),
+        sources: waiting
+            .into_iter()
+            .map(|s| WaitingSource {
+                name: s.name,
+                state: s.state,
+                ready: s.ready,
+            })
+            .collect(),
+    };
+    let body = match serde_json::to_string(&body) {
+        Ok(body) => body,
+        Err(e) => return ApiError::Internal(Box::new(e)).into_response(),
+    };
+    let mut res = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
     let headers = res.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -12,11 +12,12 @@ use axum::{
 use chrono::{DateTime, Utc};
 use hookrelay_api::{router, ApiState};
 use hookrelay_core::{
+    event::{Envelope, Op, SourceRef, Timestamp, Txn},
     sealing::{MasterKey, Secrets},
     ChangeEvent,
 };
 use hookrelay_store::{ClaimedDelivery, Outcome, OutcomeStatus, Store};
-use serde_json::{json, Value};
+use serde_json::{json, value::RawValue, Value};
 use tokio_postgres::NoTls;
 use tower::ServiceExt;
 
@@ -237,28 +238,41 @@ impl TestApi {
 /// A change event with a small envelope body; `n` makes the id and key unique.
 pub fn event(n: u32, event_type: &str, committed_at: DateTime<Utc>) -> ChangeEvent {
     let id = format!("evt_test{n:04}");
-    let table = event_type.split('.').next().unwrap_or("t");
-    let body = json!({
-        "id": id,
-        "type": event_type,
-        "source": {"name": "shop", "kind": "postgres", "database": "shop",
-                   "schema": "public", "table": table, "position": n.to_string()},
-        "op": event_type.split('.').nth(1).unwrap_or("insert"),
-        "key": {"id": n},
-        "before": null,
-        "after": {"id": n, "total": "19.99"},
-        "txn": {"id": n.to_string(), "seq": 0},
-        "committed_at": committed_at.to_rfc3339(),
-        "captured_at": committed_at.to_rfc3339(),
-    });
-    ChangeEvent {
-        id,
-        event_type: event_type.to_owned(),
-        source: "shop".to_owned(),
-        order_key: i64::from(n),
-        committed_at,
-        body: body.to_string(),
-    }
+    let (table, op) = event_type.split_once('.').unwrap_or(("t", "insert"));
+    let op = match op {
+        "update" => Op::Update,
+        "delete" => Op::Delete,
+        "truncate" => Op::Truncate,
+        _ => Op::Insert,
+    };
+    let position = n.to_string();
+    let key = RawValue::from_string(json!({"id": n}).to_string()).expect("key");
+    let after =
+        RawValue::from_string(json!({"id": n, "total": "19.99"}).to_string()).expect("after");
+    // Built the way sources build events, so tests read real envelopes.
+    let env = Envelope {
+        id: &id,
+        event_type,
+        source: SourceRef {
+            name: "shop",
+            kind: "postgres",
+            database: "shop",
+            schema: "public",
+            table,
+            position: &position,
+        },
+        op,
+        key: &key,
+        before: None,
+        after: Some(&after),
+        txn: Txn {
+            id: &position,
+            seq: 0,
+        },
+        committed_at: Timestamp(committed_at),
+        captured_at: Timestamp(committed_at),
+    };
+    ChangeEvent::from_envelope(&env, i64::from(n)).expect("envelope")
 }
 
 /// Claims every due delivery (as owner "test").

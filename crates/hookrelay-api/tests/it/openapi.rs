@@ -358,3 +358,71 @@ async fn bodies_the_schemas_accept_are_accepted_and_answers_fit_theirs() {
     let answer = response_schema(&spec, "get", "/v1/deliveries/{id}", 200);
     assert_eq!(misfit(&spec, answer, &res.json(), "delivery 200"), None);
 }
+
+fn problem_schema<'a>(spec: &'a Value, method: &str, path: &str, status: u16) -> &'a Value {
+    &spec["paths"][path][method]["responses"][status.to_string()]["content"]
+        ["application/problem+json"]["schema"]
+}
+
+#[tokio::test]
+async fn events_are_documented_as_the_envelope_they_are() {
+    let api = TestApi::new().await;
+    let spec = spec(&api).await;
+    api.store()
+        .commit_batch("shop", &[event(1, "orders.update", Utc::now())], "1")
+        .await
+        .expect("commit");
+
+    let page = api.get("/v1/events").await.json();
+    let answer = response_schema(&spec, "get", "/v1/events", 200);
+    assert_eq!(misfit(&spec, answer, &page, "events 200"), None);
+    let envelope = page["data"][0].clone();
+    assert_eq!(envelope["op"], "update");
+
+    let id = envelope["id"].as_str().expect("id");
+    let one = api.get(&format!("/v1/events/{id}")).await.json();
+    let answer = response_schema(&spec, "get", "/v1/events/{id}", 200);
+    assert_eq!(misfit(&spec, answer, &one, "event 200"), None);
+
+    // The schema is the envelope, not any object: a field it does not know, or one
+    // missing, does not fit.
+    let mut extra = one.clone();
+    extra["extra"] = json!(1);
+    assert!(misfit(&spec, answer, &extra, "extra").is_some());
+    let mut missing = one.clone();
+    missing.as_object_mut().expect("object").remove("txn");
+    assert!(misfit(&spec, answer, &missing, "missing").is_some());
+}
+
+#[tokio::test]
+async fn readyz_answers_fit_the_documented_problem() {
+    use hookrelay_api::{SourceReadiness, SourcesReadiness};
+    let api = TestApi::with(|s| {
+        s.sources = SourcesReadiness::new(|| {
+            vec![SourceReadiness {
+                name: "shop".into(),
+                state: "connecting".into(),
+                ready: false,
+                ..Default::default()
+            }]
+        })
+    })
+    .await;
+    let spec = spec(&api).await;
+    let req = Request::builder()
+        .uri("/readyz")
+        .body(Body::empty())
+        .expect("request");
+    let res = api.send(req).await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+    let schema = problem_schema(&spec, "get", "/readyz", 503);
+    assert!(!schema.is_null(), "503 is documented as problem+json");
+    let body = res.json();
+    assert_eq!(misfit(&spec, schema, &body, "readyz 503"), None);
+    let name = schema["$ref"].as_str().expect("a named schema");
+    let resolved = &spec["components"]["schemas"][name.trim_start_matches("#/components/schemas/")];
+    assert!(
+        resolved["properties"]["sources"].is_object(),
+        "`sources` is documented: {resolved}"
+    );
+}
