@@ -246,6 +246,82 @@ async fn cursor_pages_cover_everything_once() {
 }
 
 #[tokio::test]
+async fn cursor_pages_neither_skip_nor_repeat_while_deliveries_arrive() {
+    let Fixture { api, .. } = fixture().await;
+    let before = ids(&api.get("/v1/deliveries?limit=1000").await.json());
+    let events_before = api.get("/v1/events?limit=1000").await.json();
+    let events_before: Vec<String> = data(&events_before)
+        .iter()
+        .map(|e| e["id"].as_str().expect("id").to_owned())
+        .collect();
+
+    // Page through both listings, committing new events (new deliveries at the top)
+    // and finishing some open deliveries (rows changing under the cursor) between
+    // every two pages.
+    let mut paged = Vec::new();
+    let mut paged_events = Vec::new();
+    // `Some(query)` while a listing has pages left.
+    let mut deliveries_next = Some(String::new());
+    let mut events_next = Some(String::new());
+    let mut next_event = 100;
+    for page_no in 0.. {
+        assert!(page_no < 50, "paging does not end");
+        if let Some(cursor) = deliveries_next.take() {
+            let page = api
+                .get(&format!("/v1/deliveries?limit=3{cursor}"))
+                .await
+                .json();
+            paged.extend(ids(&page));
+            deliveries_next = page["next_cursor"].as_str().map(|c| format!("&cursor={c}"));
+        }
+        if let Some(cursor) = events_next.take() {
+            let page = api.get(&format!("/v1/events?limit=2{cursor}")).await.json();
+            paged_events.extend(
+                data(&page)
+                    .iter()
+                    .map(|e| e["id"].as_str().expect("id").to_owned()),
+            );
+            events_next = page["next_cursor"].as_str().map(|c| format!("&cursor={c}"));
+        }
+        if deliveries_next.is_none() && events_next.is_none() {
+            break;
+        }
+
+        let fresh: Vec<_> = (0..2)
+            .map(|i| event(next_event + i, "orders.insert", Utc::now()))
+            .collect();
+        next_event += 2;
+        api.store()
+            .commit_batch("shop", &fresh, &next_event.to_string())
+            .await
+            .expect("commit");
+        let claimed = claim_all(api.store()).await;
+        let outcomes: Vec<_> = claimed
+            .iter()
+            .take(3)
+            .map(|d| outcome(d, OutcomeStatus::Succeeded, 200))
+            .collect();
+        api.store()
+            .record_outcomes("test", &outcomes)
+            .await
+            .expect("record");
+    }
+    // The first page may already hold rows that arrived after `before` was read (it
+    // starts at the newest): past that, exactly what was there, once, in order.
+    let first_old = paged
+        .iter()
+        .position(|id| before.contains(id))
+        .expect("old rows listed");
+    assert!(paged[..first_old].iter().all(|id| !before.contains(id)));
+    assert_eq!(paged[first_old..], before[..], "no skip, no repeat");
+    let first_old = paged_events
+        .iter()
+        .position(|id| events_before.contains(id))
+        .expect("old events listed");
+    assert_eq!(paged_events[first_old..], events_before[..]);
+}
+
+#[tokio::test]
 async fn single_delivery_shows_every_attempt() {
     let Fixture { api, .. } = fixture().await;
     let failed = api.get("/v1/deliveries?status=failed&limit=1").await.json();
