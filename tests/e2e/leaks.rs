@@ -1,7 +1,8 @@
 //! Nothing secret reaches the log (issue 12, item 6): `hookrelay run` at
 //! `RUST_LOG=trace`, a subscription with a given secret and a custom header, a
 //! delivery through it, a key rotation; then the whole log is scanned for every
-//! secret, token and header value written during the run. It runs once with a master
+//! secret, token and header value written during the run, and checked for the ids
+//! its lines must carry. It runs once with a master
 //! key and once in plaintext mode, where the database client's own parameter logging
 //! would show the secrets if it were not silenced.
 
@@ -109,4 +110,29 @@ async fn scan_a_run(plaintext: bool) {
             panic!("{what} in the trace log (plaintext mode: {plaintext}): {line}");
         }
     }
+
+    // What the log must hold: each line carries the ids it is about (issue 11).
+    let line = |what: &str| {
+        log.lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} line in the log"))
+    };
+    let attempt = line("attempt finished");
+    for field in [
+        "delivery_id=",
+        &format!("subscription_id={id}"),
+        "event_id=evt_",
+    ] {
+        assert!(attempt.contains(field), "{field} missing: {attempt}");
+    }
+    let rotate = line("rotate-secret");
+    assert!(
+        rotate.contains(&format!("path=/v1/subscriptions/{id}/rotate-secret")),
+        "API lines name the path and its ids: {rotate}"
+    );
+    let capture = log
+        .lines()
+        .find(|l| l.contains("hookrelay_sources") && l.contains("source{"))
+        .unwrap_or_else(|| panic!("no source line in the log"));
+    assert!(capture.contains("source=shop"), "{capture}");
 }

@@ -112,7 +112,30 @@ pub fn router(state: ApiState) -> Router {
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(request_span))
         .with_state(state)
+}
+
+/// Every log line of a request carries its method and path, and so the subscription,
+/// delivery, event or source id the path names; the query and headers (tokens) never.
+async fn request_span(
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!("api", method = %req.method(), path = %req.uri().path());
+    async move {
+        let started = std::time::Instant::now();
+        let res = next.run(req).await;
+        tracing::debug!(
+            status = res.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "answered"
+        );
+        res
+    }
+    .instrument(span)
+    .await
 }
 
 async fn no_route(uri: Uri) -> ApiError {

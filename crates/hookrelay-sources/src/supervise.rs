@@ -165,7 +165,7 @@ pub async fn supervise<S: Source, K: BatchSink>(
     status: SourceStatus,
     stop: CancellationToken,
 ) {
-    let span = tracing::info_span!("source", source = source.name());
+    let span = tracing::info_span!("source", source = %source.name());
     async move {
         let mut failures: u32 = 0;
         while !stop.is_cancelled() {
