@@ -226,26 +226,41 @@ async fn a_change_that_cannot_become_an_event_is_set_aside_not_retried_forever()
         "insert into orders (id, status) values (1, 'before');
          insert into hookrelay.journal (source, seq, schema_name, table_name, op, after)
               values ('shop', 1000, 'public', 'orders', 'MERGE?', '{\"id\": 99}');
-         insert into orders (id, status) values (2, 'after');",
+         insert into orders (id, status) values (2, 'after');
+         -- a statement's chunk with one bad image among good ones: only it is set aside
+         insert into hookrelay.journal (source, seq, schema_name, table_name, op, rows, after)
+              values ('shop', 2000, 'public', 'orders', 'INSERT', 3,
+                      '[{\"id\": 10}, 5, {\"id\": 12}]');
+         -- a chunk that does not hold what it says: set aside whole
+         insert into hookrelay.journal (source, seq, schema_name, table_name, op, rows, after)
+              values ('shop', 3000, 'public', 'orders', 'INSERT', 2, '[{\"id\": 77}]');",
     )
     .await
     .unwrap();
-    let got = rx.wait_delivered(2, WAIT).await;
+    let got = rx.wait_delivered(4, WAIT).await;
     let mut keys: Vec<i64> = got
         .iter()
         .map(|r| r.json()["key"]["id"].as_i64().unwrap())
         .collect();
     keys.sort_unstable(); // different keys: no order between them
-    assert_eq!(keys, [1, 2]);
+    assert_eq!(keys, [1, 2, 10, 12]);
     let store = relay_store(&env).await;
-    let rejected = eventually("the bad change to be set aside", WAIT, || async {
+    let rejected = eventually("the bad changes to be set aside", WAIT, || async {
         let r = store.rejected_changes("shop", 10).await.ok()?;
-        (!r.is_empty()).then_some(r)
+        (r.len() >= 3).then_some(r)
     })
     .await;
-    assert_eq!(rejected.len(), 1, "{rejected:?}");
-    assert!(rejected[0].reason.contains("MERGE?"), "{rejected:?}");
-    assert!(rejected[0].raw.contains("99"), "{rejected:?}");
+    assert_eq!(rejected.len(), 3, "{rejected:?}");
+    let find = |needle: &str| {
+        rejected
+            .iter()
+            .find(|r| r.raw.contains(needle))
+            .unwrap_or_else(|| panic!("no rejected change holding {needle}: {rejected:?}"))
+    };
+    assert!(find("99").reason.contains("MERGE?"));
+    let element = find("\"seq\":2001");
+    assert!(element.position.contains("/2001"), "{element:?}");
+    assert!(find("77").reason.contains("holds 1"), "{rejected:?}");
     let left: i64 = db
         .query_one("select count(*) from hookrelay.journal", &[])
         .await

@@ -21,9 +21,18 @@ use super::{
 };
 use crate::SourceError;
 
+/// The oldest journal rows of a source holding at most `$2` changes (but always the
+/// first row, however big its chunk). Only ids and counts are read to decide; the
+/// images of rows left for later are not fetched.
 pub(super) const READ: &str = "
-select id, txid::text, seq, schema_name, table_name, op, before::text, after::text, changed_at
-  from hookrelay.journal where source = $1 order by id limit $2";
+select j.id, j.txid::text, j.seq, j.schema_name, j.table_name, j.op, j.before::text,
+       j.after::text, j.changed_at, j.rows
+  from (select id, sum(coalesce(rows, 1)) over (order by id) - coalesce(rows, 1) as ahead
+          from (select id, rows from hookrelay.journal
+                 where source = $1 order by id limit $2) oldest) w
+  join hookrelay.journal j on j.id = w.id
+ where w.ahead < $2
+ order by j.id";
 
 pub(super) const DELETE: &str = "delete from hookrelay.journal where id = any ($1::bigint[])";
 
@@ -39,8 +48,91 @@ pub(super) fn raw_text(row: &Row) -> String {
         "op": text(5),
         "before": text(6),
         "after": text(7),
+        "rows": row.try_get::<_, Option<i32>>(9).ok().flatten(),
     })
     .to_string()
+}
+
+/// One change as the journal holds it: a journal row of its own, or one element of a
+/// statement's chunk (see `setup`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Change<'r> {
+    pub journal_id: i64,
+    pub txid: &'r str,
+    pub seq: i32,
+    pub schema: &'r str,
+    pub table: &'r str,
+    pub op: &'r str,
+    pub before: Option<&'r str>,
+    pub after: Option<&'r str>,
+    pub changed_at: DateTime<Utc>,
+}
+
+impl Change<'_> {
+    /// The change as text, for `hookrelay.rejected_changes`.
+    pub fn raw_text(&self) -> String {
+        serde_json::json!({
+            "journal_id": self.journal_id,
+            "txid": self.txid,
+            "seq": self.seq,
+            "schema": self.schema,
+            "table": self.table,
+            "op": self.op,
+            "before": self.before,
+            "after": self.after,
+        })
+        .to_string()
+    }
+
+    pub fn position(&self) -> String {
+        format!("{}/{}", self.txid, self.seq)
+    }
+}
+
+/// The changes a journal row holds, in commit order. A chunk whose array cannot be
+/// read is one bad change (the whole row is set aside).
+pub(super) fn changes(row: &Row) -> Result<Vec<Change<'_>>, SourceError> {
+    let one = Change {
+        journal_id: row.try_get(0)?,
+        txid: row.try_get(1)?,
+        seq: row.try_get(2)?,
+        schema: row.try_get(3)?,
+        table: row.try_get(4)?,
+        op: row.try_get(5)?,
+        before: row.try_get(6)?,
+        after: row.try_get(7)?,
+        changed_at: row.try_get(8)?,
+    };
+    let Some(rows) = row.try_get::<_, Option<i32>>(9)? else {
+        return Ok(vec![one]);
+    };
+    let bad = |reason: String| SourceError::BadChange {
+        position: format!("journal id {}", one.journal_id),
+        reason,
+    };
+    let (images, is_after) = match (one.before, one.after) {
+        (None, Some(after)) => (after, true),
+        (Some(before), None) => (before, false),
+        _ => return Err(bad("a chunk holds exactly one of before and after".into())),
+    };
+    let images: Vec<&serde_json::value::RawValue> =
+        serde_json::from_str(images).map_err(|e| bad(format!("chunk of images: {e}")))?;
+    if i32::try_from(images.len()).ok() != Some(rows) {
+        return Err(bad(format!(
+            "chunk says {rows} rows, holds {}",
+            images.len()
+        )));
+    }
+    Ok(images
+        .into_iter()
+        .zip(one.seq..)
+        .map(|(image, seq)| Change {
+            seq,
+            before: (!is_after).then(|| image.get()),
+            after: is_after.then(|| image.get()),
+            ..one
+        })
+        .collect())
 }
 
 /// Rebuilds events from journal rows; keeps table metadata between batches.
@@ -71,21 +163,23 @@ impl EventBuilder {
     pub async fn build(
         &mut self,
         client: &Client,
-        row: &Row,
+        change: &Change<'_>,
         captured_at: DateTime<Utc>,
     ) -> Result<ChangeEvent, SourceError> {
-        let journal_id: i64 = row.get(0);
-        let txid: &str = row.get(1);
-        let seq: i32 = row.get(2);
-        let schema: &str = row.get(3);
-        let table: &str = row.get(4);
-        let op: &str = row.get(5);
-        let before: Option<&str> = row.get(6);
-        let after: Option<&str> = row.get(7);
-        let changed_at: DateTime<Utc> = row.get(8);
-        let position = format!("{txid}/{seq}");
+        let Change {
+            journal_id,
+            txid,
+            seq,
+            schema,
+            table,
+            op,
+            before,
+            after,
+            changed_at,
+        } = *change;
+        let position = change.position();
         let bad = |reason: String| SourceError::BadChange {
-            position: format!("journal id {journal_id}"),
+            position: format!("journal id {journal_id} ({position})"),
             reason,
         };
 

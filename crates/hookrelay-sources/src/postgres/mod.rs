@@ -285,6 +285,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads one batch, commits it to the store, then deletes it from the journal.
+    /// Returns how many changes it read (at least one per journal row).
     async fn drain_once<S: BatchSink>(
         &mut self,
         sink: &S,
@@ -306,21 +307,26 @@ impl<'a> Reader<'a> {
         for row in &rows {
             let id = row.get::<_, i64>(0);
             ids.push(id);
-            match self.builder.build(self.client, row, captured_at).await {
-                Ok(event) => events.push(event),
-                // One journal row that cannot become an event is set aside, not
-                // retried forever in front of every change behind it.
+            // One change that cannot become an event is set aside, not retried
+            // forever in front of every change behind it.
+            let changes = match journal::changes(row) {
+                Ok(changes) => changes,
                 Err(SourceError::BadChange { position, reason }) => {
-                    tracing::error!(journal_id = id, %reason, "a journalled change cannot become an event; set aside in hookrelay.rejected_changes");
-                    sink.reject(&RejectedChange {
-                        source: self.src.cfg.name.clone(),
-                        position,
-                        reason,
-                        raw: journal::raw_text(row),
-                    })
-                    .await?;
+                    self.reject(sink, id, position, reason, journal::raw_text(row))
+                        .await?;
+                    continue;
                 }
                 Err(e) => return Err(e),
+            };
+            for change in &changes {
+                match self.builder.build(self.client, change, captured_at).await {
+                    Ok(event) => events.push(event),
+                    Err(SourceError::BadChange { position, reason }) => {
+                        self.reject(sink, id, position, reason, change.raw_text())
+                            .await?;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         let last = ids.iter().copied().max().unwrap_or_default();
@@ -337,6 +343,25 @@ impl<'a> Reader<'a> {
             deliveries = outcome.deliveries,
             "batch committed"
         );
-        Ok(rows.len())
+        Ok(events.len().max(rows.len()))
+    }
+
+    async fn reject<S: BatchSink>(
+        &self,
+        sink: &S,
+        journal_id: i64,
+        position: String,
+        reason: String,
+        raw: String,
+    ) -> Result<(), SourceError> {
+        tracing::error!(journal_id, %position, %reason, "a journalled change cannot become an event; set aside in hookrelay.rejected_changes");
+        sink.reject(&RejectedChange {
+            source: self.src.cfg.name.clone(),
+            position,
+            reason,
+            raw,
+        })
+        .await?;
+        Ok(())
     }
 }

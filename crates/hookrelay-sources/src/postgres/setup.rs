@@ -3,14 +3,19 @@
 //! ```text
 //!  watched table ──AFTER INSERT / DELETE statement triggers (transition tables)──┐
 //!                ──AFTER UPDATE row trigger (old and new row paired for certain)─┼─▶ hookrelay.journal
-//!                ──AFTER TRUNCATE statement trigger (one row, op TRUNCATE)────────┘   (one row per change)
+//!                ──AFTER TRUNCATE statement trigger (one row, op TRUNCATE)────────┘   (a row per update or
+//!                                                                                      truncate, a row per
+//!                                                                                      chunk of ≤1,000 rows
+//!                                                                                      inserted or deleted)
 //!                        │ first change of a transaction, only if the reader is idle:
 //!                        └──────────────▶ pg_notify('hookrelay_<source>', '')  (wake-up, no data)
 //! ```
 //!
 //! Inserts and deletes are journalled once per statement, from its transition table:
 //! one function call for the whole statement instead of one per row (measured on 100k
-//! rows: plain insert 0.34 s, a row trigger 1.2 s, a statement trigger 0.62 s). An
+//! rows: plain insert 0.34 s, a row trigger 1.2 s, a statement trigger 0.62 s), and
+//! in chunks of up to 1,000 rows per journal row (a JSON array of their images; the
+//! backend's CPU for 100-row statements fell from 2.4x to 1.8x a plain insert's). An
 //! update needs its old and new row paired, which only a row trigger knows for certain.
 //!
 //! Both functions pin every setting that changes `to_json`'s output (`TimeZone`,
@@ -60,6 +65,9 @@ create table if not exists hookrelay.journal (
     after       json,
     changed_at  timestamptz not null default clock_timestamp()
 );
+-- null: one change (`before`/`after` are row images); n: a chunk of n changes of one
+-- statement (the images are a JSON array), seq..seq+n-1.
+alter table hookrelay.journal add column if not exists rows integer;
 create index if not exists journal_source_id on hookrelay.journal (source, id);
 create table if not exists hookrelay.readers (
     source text primary key,
@@ -100,21 +108,39 @@ declare
     first integer := coalesce(nullif(current_setting(TG_ARGV[1], true), '')::integer + 1, 0);
     added integer;
 begin
+    -- A statement's rows go in as chunks, one journal row holding a JSON array of up
+    -- to 1,000 images (fewer past 4 MiB, so no chunk nears a value's 1 GB limit),
+    -- `rows` of them, `seq` numbering the first. One heap row and two index entries
+    -- per chunk instead of per row.
     if TG_OP = 'INSERT' then
-        insert into hookrelay.journal (source, seq, schema_name, table_name, op, after)
-        select TG_ARGV[0], first + (row_number() over ())::integer - 1,
-               TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, to_json(r)
-          from hookrelay_new r;
+        with chunks as (
+            insert into hookrelay.journal (source, seq, schema_name, table_name, op, rows, after)
+            select TG_ARGV[0], first + min(rn)::integer - 1, TG_TABLE_SCHEMA, TG_TABLE_NAME,
+                   TG_OP, count(*)::integer, json_agg(image order by rn)
+              from (select rn, image, sum(octet_length(image::text)) over (order by rn) as size
+                      from (select row_number() over () as rn, to_json(r) as image
+                              from hookrelay_new r) numbered) sized
+             group by (rn - 1) / 1000, size / 4194304
+             order by min(rn)
+            returning rows)
+        select coalesce(sum(rows), 0) into added from chunks;
     elsif TG_OP = 'DELETE' then
-        insert into hookrelay.journal (source, seq, schema_name, table_name, op, before)
-        select TG_ARGV[0], first + (row_number() over ())::integer - 1,
-               TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, to_json(r)
-          from hookrelay_old r;
+        with chunks as (
+            insert into hookrelay.journal (source, seq, schema_name, table_name, op, rows, before)
+            select TG_ARGV[0], first + min(rn)::integer - 1, TG_TABLE_SCHEMA, TG_TABLE_NAME,
+                   TG_OP, count(*)::integer, json_agg(image order by rn)
+              from (select rn, image, sum(octet_length(image::text)) over (order by rn) as size
+                      from (select row_number() over () as rn, to_json(r) as image
+                              from hookrelay_old r) numbered) sized
+             group by (rn - 1) / 1000, size / 4194304
+             order by min(rn)
+            returning rows)
+        select coalesce(sum(rows), 0) into added from chunks;
     else
         insert into hookrelay.journal (source, seq, schema_name, table_name, op)
         values (TG_ARGV[0], first, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP);
+        get diagnostics added = row_count;
     end if;
-    get diagnostics added = row_count;
     if added > 0 then
         perform set_config(TG_ARGV[1], (first + added - 1)::text, true);
         if first = 0 then
