@@ -254,6 +254,57 @@ async fn chunked_statements_keep_numbering_and_order() {
     relay.shutdown().await;
 }
 
+/// Wide rows make smaller chunks: a chunk stops growing past 4 MiB of images, so no
+/// statement's chunk nears PostgreSQL's 1 GB value limit (which would fail the
+/// writer's statement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_rows_are_journalled_in_smaller_chunks() {
+    let env = Env::new().await;
+    let (relay, _api, rx, _sub) = env.relay_with_receiver().await;
+    relay.shutdown().await;
+    let db = env.source.connect().await;
+    db.batch_execute(
+        "insert into orders (id, status) select g, repeat('w', 1500000) from generate_series(1, 10) g",
+    )
+    .await
+    .unwrap();
+    let chunks: Vec<(i32, i32, i32)> = db
+        .query(
+            "select seq, rows, octet_length(after::text) from hookrelay.journal order by id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert!(
+        chunks.len() > 1,
+        "one statement, several chunks: {chunks:?}"
+    );
+    let mut next_seq = 0;
+    for &(seq, rows, bytes) in &chunks {
+        assert_eq!(seq, next_seq, "chunks number the rows contiguously");
+        next_seq += rows;
+        assert!(bytes < 4 * 1_500_100 + 1_000, "{bytes} bytes in one chunk");
+    }
+    assert_eq!(next_seq, 10);
+
+    let relay = start_relay(env.config()).await;
+    let got = rx.wait_delivered(10, WAIT).await;
+    let mut seqs: Vec<u64> = got
+        .iter()
+        .map(|r| {
+            let j = r.json();
+            assert_eq!(j["after"]["status"].as_str().map(str::len), Some(1_500_000));
+            j["txn"]["seq"].as_u64().unwrap()
+        })
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..10).collect::<Vec<_>>());
+    relay.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_lose_nothing() {
     let env = Env::new().await;
