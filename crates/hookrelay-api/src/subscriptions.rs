@@ -9,11 +9,11 @@ use axum::{extract::State, http::StatusCode, Json};
 use hookrelay_core::signature::SigningKey;
 use hookrelay_store::model::{NewSubscription, OrderingMode, Subscription, SubscriptionChanges};
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     error::{ApiError, OrNotFound, Problem},
-    extract::{ApiJson, OptionalJson, PathId},
+    extract::{ApiJson, ApiQuery, OptionalJson, PathId},
     validate, ApiState,
 };
 
@@ -41,8 +41,21 @@ pub struct CreateSubscription {
     /// Default `key`.
     #[schema(value_type = Option<OrderingMode>)]
     ordering: Option<String>,
-    /// Default `true`.
+    /// Default `true`. `false` creates it paused: matching events queue as `pending`
+    /// and are sent once it is enabled.
     enabled: Option<bool>,
+}
+
+/// `?force=true` on a create or change.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ForceQuery {
+    /// `true` accepts `sources` that are not configured and `event_types` globs that
+    /// match nothing the configured sources emit, for a source or table to be added
+    /// later; without it they are a 422 naming the entry.
+    #[param(value_type = Option<bool>)]
+    force: Option<String>,
 }
 
 /// A PATCH body: an absent field is left alone; `null` clears the nullable ones
@@ -69,6 +82,8 @@ pub struct PatchSubscription {
     #[schema(value_type = OrderingMode, required = false)]
     ordering: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    /// `false` pauses: matching events keep queueing as `pending`, nothing is sent;
+    /// `true` resumes and sends them, in order.
     #[schema(value_type = bool, required = false)]
     enabled: Option<Option<bool>>,
 }
@@ -118,6 +133,7 @@ pub struct List {
     path = "/subscriptions",
     tag = "subscriptions",
     request_body = CreateSubscription,
+    params(ForceQuery),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created, with its secret", body = WithSecret),
@@ -130,14 +146,24 @@ pub struct List {
 )]
 pub async fn create(
     State(state): State<ApiState>,
+    ApiQuery(q): ApiQuery<ForceQuery>,
     ApiJson(body): ApiJson<CreateSubscription>,
 ) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
+    let force = validate::force(q.force.as_deref())?;
     let url = validate::url(&body.url, &state.allow_networks)?;
     if let Some(types) = &body.event_types {
         validate::event_types(types)?;
     }
     if let Some(sources) = &body.sources {
         validate::sources(sources)?;
+    }
+    if !force {
+        validate::known_filters(
+            &state.catalog,
+            body.sources.as_deref(),
+            body.event_types.as_deref(),
+            body.sources.as_deref(),
+        )?;
     }
     let description = body.description.unwrap_or_default();
     validate::description(&description)?;
@@ -224,7 +250,7 @@ pub async fn get(
     path = "/subscriptions/{id}",
     tag = "subscriptions",
     request_body = PatchSubscription,
-    params(("id" = String, Path, description = "Subscription id")),
+    params(("id" = String, Path, description = "Subscription id"), ForceQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The changed subscription", body = Subscription),
@@ -239,8 +265,10 @@ pub async fn get(
 pub async fn update(
     State(state): State<ApiState>,
     PathId(id): PathId,
+    ApiQuery(q): ApiQuery<ForceQuery>,
     ApiJson(body): ApiJson<PatchSubscription>,
 ) -> Result<Json<Subscription>, ApiError> {
+    let force = validate::force(q.force.as_deref())?;
     let url = not_null("url", body.url)?
         .map(|u| validate::url(&u, &state.allow_networks))
         .transpose()?;
@@ -249,6 +277,9 @@ pub async fn update(
     }
     if let Some(Some(sources)) = &body.sources {
         validate::sources(sources)?;
+    }
+    if !force && (body.event_types.is_some() || body.sources.is_some()) {
+        check_changed_filters(&state, &id, &body.sources, &body.event_types).await?;
     }
     let description = body.description.map(Option::unwrap_or_default);
     if let Some(d) = &description {
@@ -275,6 +306,10 @@ pub async fn update(
         .update_subscription(&id, &changes)
         .await
         .or_not_found("subscription", &id)?;
+    if changes.enabled == Some(true) {
+        // What queued while it was paused may sit below the dispatcher's cursors.
+        state.dispatch_signal.rescan();
+    }
     Ok(Json(sub))
 }
 
@@ -352,6 +387,38 @@ fn grace(text: &str) -> Result<Duration, ApiError> {
         return Err(ApiError::unprocessable("grace", "must be at most 30 days"));
     }
     Ok(d)
+}
+
+/// The filters a PATCH leaves the subscription with, against the configuration: the
+/// source names it sends, and the globs (sent or kept) against the sources (sent or
+/// kept), so a change of `sources` alone that leaves a glob matching nothing is
+/// refused too, naming that glob.
+async fn check_changed_filters(
+    state: &ApiState,
+    id: &str,
+    sources: &Option<Option<Vec<String>>>,
+    event_types: &Option<Option<Vec<String>>>,
+) -> Result<(), ApiError> {
+    let (within, globs) = match (sources, event_types) {
+        (Some(s), Some(t)) => (s.clone(), t.clone()),
+        _ => {
+            let current = state
+                .store
+                .get_subscription(id)
+                .await
+                .or_not_found("subscription", id)?;
+            (
+                sources.clone().unwrap_or(current.sources),
+                event_types.clone().unwrap_or(current.event_types),
+            )
+        }
+    };
+    validate::known_filters(
+        &state.catalog,
+        sources.as_ref().and_then(Option::as_deref),
+        globs.as_deref(),
+        within.as_deref(),
+    )
 }
 
 /// A PATCH field that may be absent but not `null`.
