@@ -6,7 +6,8 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use axum::{extract::State, http::StatusCode, Json};
-use hookrelay_core::signature::SigningKey;
+use chrono::{DateTime, Utc};
+use hookrelay_core::{signature::SigningKey, stats};
 use hookrelay_store::model::{NewSubscription, OrderingMode, Subscription, SubscriptionChanges};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -106,11 +107,69 @@ pub struct RotateSecret {
     grace: Option<String>,
 }
 
+/// A subscription as the API shows it: what the store holds and its circuit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    #[serde(flatten)]
+    subscription: Subscription,
+    circuit: CircuitView,
+}
+
+/// The subscription's circuit breaker in this process (each process keeps its own):
+/// after 10 failed attempts in a row it opens, and the subscription gets nothing for a
+/// cool-down (1 s doubling to 60 s); then it is half-open and the next delivery is a
+/// probe, whose success closes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CircuitView {
+    state: CircuitState,
+    /// Failed attempts in a row since the last success.
+    consecutive_failures: u32,
+    /// When it opened in this run of failures; null while closed.
+    opened_at: Option<DateTime<Utc>>,
+    /// When the current cool-down ends; null while closed.
+    open_until: Option<DateTime<Utc>>,
+}
+
+/// `closed`: deliveries flow; `open`: cooling down, nothing is sent; `half_open`: the
+/// next delivery is a probe.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl From<stats::CircuitState> for CircuitState {
+    fn from(s: stats::CircuitState) -> Self {
+        match s {
+            stats::CircuitState::Closed => CircuitState::Closed,
+            stats::CircuitState::Open => CircuitState::Open,
+            stats::CircuitState::HalfOpen => CircuitState::HalfOpen,
+        }
+    }
+}
+
+impl SubscriptionView {
+    fn new(state: &ApiState, subscription: Subscription) -> Self {
+        let c = state.dispatch_stats.circuit(&subscription.id);
+        Self {
+            circuit: CircuitView {
+                state: c.state(Utc::now()).into(),
+                consecutive_failures: c.consecutive_failures,
+                opened_at: c.opened_at,
+                open_until: c.open_until,
+            },
+            subscription,
+        }
+    }
+}
+
 /// A subscription with its secret: the answer to a create.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WithSecret {
     #[serde(flatten)]
-    subscription: Subscription,
+    subscription: SubscriptionView,
     secret: String,
 }
 
@@ -124,7 +183,7 @@ pub struct SecretOnly {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = SubscriptionList)]
 pub struct List {
-    data: Vec<Subscription>,
+    data: Vec<SubscriptionView>,
 }
 
 /// Create a subscription; the answer carries its secret.
@@ -194,7 +253,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(WithSecret {
-            subscription,
+            subscription: SubscriptionView::new(&state, subscription),
             secret: new.secret,
         }),
     ))
@@ -213,7 +272,13 @@ pub async fn create(
     ),
 )]
 pub async fn list(State(state): State<ApiState>) -> Result<Json<List>, ApiError> {
-    let data = state.store.list_subscriptions().await?;
+    let data = state
+        .store
+        .list_subscriptions()
+        .await?
+        .into_iter()
+        .map(|s| SubscriptionView::new(&state, s))
+        .collect();
     Ok(Json(List { data }))
 }
 
@@ -225,7 +290,7 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<List>, ApiError>
     params(("id" = String, Path, description = "Subscription id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The subscription", body = Subscription),
+        (status = 200, description = "The subscription", body = SubscriptionView),
         (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
         (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
         (status = 404, description = "No such subscription", content_type = "application/problem+json", body = Problem),
@@ -235,13 +300,13 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<List>, ApiError>
 pub async fn get(
     State(state): State<ApiState>,
     PathId(id): PathId,
-) -> Result<Json<Subscription>, ApiError> {
+) -> Result<Json<SubscriptionView>, ApiError> {
     let sub = state
         .store
         .get_subscription(&id)
         .await
         .or_not_found("subscription", &id)?;
-    Ok(Json(sub))
+    Ok(Json(SubscriptionView::new(&state, sub)))
 }
 
 /// Change a subscription: absent fields stay, `null` clears the nullable ones.
@@ -253,7 +318,7 @@ pub async fn get(
     params(("id" = String, Path, description = "Subscription id"), ForceQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The changed subscription", body = Subscription),
+        (status = 200, description = "The changed subscription", body = SubscriptionView),
         (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
         (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
         (status = 404, description = "No such subscription", content_type = "application/problem+json", body = Problem),
@@ -267,7 +332,7 @@ pub async fn update(
     PathId(id): PathId,
     ApiQuery(q): ApiQuery<ForceQuery>,
     ApiJson(body): ApiJson<PatchSubscription>,
-) -> Result<Json<Subscription>, ApiError> {
+) -> Result<Json<SubscriptionView>, ApiError> {
     let force = validate::force(q.force.as_deref())?;
     let url = not_null("url", body.url)?
         .map(|u| validate::url(&u, &state.allow_networks))
@@ -310,7 +375,7 @@ pub async fn update(
         // What queued while it was paused may sit below the dispatcher's cursors.
         state.dispatch_signal.rescan();
     }
-    Ok(Json(sub))
+    Ok(Json(SubscriptionView::new(&state, sub)))
 }
 
 /// Delete a subscription.
