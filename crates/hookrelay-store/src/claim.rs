@@ -9,7 +9,7 @@
 //! (`hookrelay.subscription_work`, sql/V6), so idle subscriptions cost nothing:
 //!
 //! ```text
-//!  fan-out / replay / re-enable ──▶ due_at = now, marks + 1
+//!  fan-out (not to paused ones) / replay / resume ──▶ due_at = now, marks + 1
 //!  claim ──▶ due subscriptions only ──quiet from the start──▶ SETTLE_IDLE:
 //!            due_at = next retry (or null), if marks is unchanged
 //! ```

@@ -438,13 +438,20 @@ async fn paused_subscriptions_queue_and_replay_gone_ones_fail_and_refuse() {
         .patch(&format!("/v1/subscriptions/{b}"), json!({"enabled": false}))
         .await;
     assert_eq!(res.status, StatusCode::OK);
-    assert_eq!(res.json()["disabled_reason"], "paused through the admin API");
+    assert_eq!(
+        res.json()["disabled_reason"],
+        "paused through the admin API"
+    );
     assert_eq!(of("retrying").await, 8, "pausing keeps B's open deliveries");
 
     // Replays and new events queue for a paused subscription; nothing is claimed.
     let res = api.post("/v1/replay", json!({"subscription_id": b})).await;
     assert_eq!(res.status, StatusCode::ACCEPTED);
-    assert_eq!(res.json()["replayed"], 0, "bulk replay defaults to failed ones");
+    assert_eq!(
+        res.json()["replayed"],
+        0,
+        "bulk replay defaults to failed ones"
+    );
     let res = api
         .post(
             "/v1/replay",
@@ -464,18 +471,40 @@ async fn paused_subscriptions_queue_and_replay_gone_ones_fail_and_refuse() {
         "nothing of a paused subscription is claimed"
     );
     assert_eq!(of("pending").await, 1);
+    // That claim took the paused B out of the due set (the replay had put it there);
+    // new events queue without putting it back, so claims do not look at it.
+    api.store()
+        .commit_batch("shop", &[event(11, "orders.insert", Utc::now())], "11")
+        .await
+        .expect("commit");
+    assert_eq!(of("pending").await, 2);
+    let due: Option<chrono::DateTime<Utc>> = api
+        .db
+        .raw_client()
+        .await
+        .query_one(
+            "select due_at from hookrelay.subscription_work where subscription_id = $1",
+            &[&b],
+        )
+        .await
+        .expect("work row")
+        .get(0);
+    assert_eq!(due, None, "a paused subscription is not due");
 
     let res = api
         .patch(&format!("/v1/subscriptions/{b}"), json!({"enabled": true}))
         .await;
     assert_eq!(res.json()["disabled_reason"], json!(null));
-    assert!(api.dispatcher_asked_to_rescan(), "resuming wakes the dispatcher");
+    assert!(
+        api.dispatcher_asked_to_rescan(),
+        "resuming wakes the dispatcher"
+    );
     let claimed: Vec<_> = claim_all(api.store())
         .await
         .into_iter()
         .filter(|d| d.subscription_id == b)
         .collect();
-    assert_eq!(claimed.len(), 9, "everything queued is due once resumed");
+    assert_eq!(claimed.len(), 10, "everything queued is due once resumed");
 
     // A 410 disables B for good: its open deliveries fail, new events skip it, and
     // replays are refused until it is enabled again.
@@ -487,8 +516,12 @@ async fn paused_subscriptions_queue_and_replay_gone_ones_fail_and_refuse() {
     assert_eq!(got["enabled"], false);
     assert_eq!(got["disabled_reason"], "endpoint answered 410 Gone");
     assert_eq!(
-        (of("failed").await, of("pending").await, of("retrying").await),
-        (9, 0, 0),
+        (
+            of("failed").await,
+            of("pending").await,
+            of("retrying").await
+        ),
+        (10, 0, 0),
         "the 410 failed every open one (the others were leased to this owner)"
     );
     let out = api
@@ -497,11 +530,10 @@ async fn paused_subscriptions_queue_and_replay_gone_ones_fail_and_refuse() {
         .await
         .expect("commit");
     assert_eq!(out.deliveries, 1, "only A");
-    let one = ids(
-        &api.get(&format!("/v1/deliveries?subscription_id={b}&status=failed"))
-            .await
-            .json(),
-    )[0];
+    let one = ids(&api
+        .get(&format!("/v1/deliveries?subscription_id={b}&status=failed"))
+        .await
+        .json())[0];
     api.post(&format!("/v1/deliveries/{one}/replay"), json!({}))
         .await
         .assert_problem(
@@ -527,5 +559,5 @@ async fn paused_subscriptions_queue_and_replay_gone_ones_fail_and_refuse() {
         .await;
     let res = api.post("/v1/replay", json!({"subscription_id": b})).await;
     assert_eq!(res.status, StatusCode::ACCEPTED);
-    assert_eq!(res.json()["replayed"], 9);
+    assert_eq!(res.json()["replayed"], 10);
 }

@@ -337,9 +337,7 @@ async fn filters_are_checked_against_the_configured_sources() {
             detail.contains(&format!("{value:?}")) && detail.contains("force=true"),
             "{field}: {detail}"
         );
-        let res = api
-            .post("/v1/subscriptions?force=true", body.clone())
-            .await;
+        let res = api.post("/v1/subscriptions?force=true", body.clone()).await;
         assert_eq!(res.status, StatusCode::CREATED, "{field} with force");
         assert_eq!(res.json()["event_types"], body["event_types"]);
     }
@@ -390,7 +388,10 @@ async fn filters_are_checked_against_the_configured_sources() {
             "PATCH sources leaving the kept glob matching nothing",
         );
     let res = api
-        .patch(&path, json!({"sources": ["legacy"], "event_types": ["*.delete"]}))
+        .patch(
+            &path,
+            json!({"sources": ["legacy"], "event_types": ["*.delete"]}),
+        )
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.json());
     let res = api
