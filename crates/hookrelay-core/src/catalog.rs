@@ -80,7 +80,7 @@ impl Catalog {
     pub fn glob_can_match(&self, glob: &str, only: Option<&[String]>) -> bool {
         self.sources
             .iter()
-            .filter(|s| only.is_none_or(|names| names.iter().any(|n| *n == s.name)))
+            .filter(|s| only.is_none_or(|names| names.contains(&s.name)))
             .any(|s| {
                 ops(s.kind).iter().any(|op| {
                     s.tables.iter().any(|t| match t {
