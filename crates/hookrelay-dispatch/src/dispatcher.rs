@@ -355,7 +355,7 @@ impl Dispatcher {
         self.client.clone()
     }
 
-    /// The live counters `/metrics` reads.
+    /// The live counters `/metrics` reads, and the circuits the subscription view shows.
     pub fn stats(&self) -> Arc<DispatchStats> {
         self.stats.clone()
     }
