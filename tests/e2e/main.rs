@@ -21,5 +21,6 @@ mod readiness;
 mod readme;
 mod receivers;
 mod scale_out;
+mod steering;
 mod tables;
 mod values;

@@ -58,6 +58,9 @@ pub struct ApiState {
     pub dispatch_signal: Arc<hookrelay_store::DispatchSignal>,
     /// Each source's readiness, for `/readyz` (read-only; the API never calls a source).
     pub sources: SourcesReadiness,
+    /// The configured sources and the event types they can emit: subscription filters
+    /// are checked against it.
+    pub catalog: Arc<hookrelay_core::catalog::Catalog>,
     /// The dispatcher's live counters, read by `/metrics` (never written here).
     pub dispatch_stats: Arc<hookrelay_core::stats::DispatchStats>,
     /// Sends `POST /v1/subscriptions/{id}/test` (the dispatcher's client, handed in).

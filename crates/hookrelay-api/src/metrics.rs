@@ -2,7 +2,8 @@
 //! process counts and what the store holds.
 //!
 //! ```text
-//!  dispatcher's live counters (attempts, latency, in flight, recorder) ─┐
+//!  dispatcher's live counters (attempts, latency, in flight, recorder, ─┐
+//!    circuits)                                                          │
 //!  sources' live status (events captured, errors, ready)                ├─▶ one registry
 //!  store aggregates (open backlog per subscription, newest event age)  ─┘   per scrape
 //! ```
@@ -125,6 +126,27 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError
         "hookrelay_recorder_errors",
         "Outcome writes retried (store unreachable), refused (recorded without details) or dropped (left to lease expiry)",
         recorder,
+    );
+
+    let circuit_open = Family::<Labels, Gauge>::default();
+    let failures = Family::<Labels, Gauge>::default();
+    for (sub, c) in stats.circuits() {
+        let l = labels(&[("subscription_id", &sub)]);
+        let open = c.state(now) != hookrelay_core::stats::CircuitState::Closed;
+        circuit_open.get_or_create(&l).set(i64::from(open));
+        failures
+            .get_or_create(&l)
+            .set(i64::from(c.consecutive_failures));
+    }
+    reg.register(
+        "hookrelay_subscription_circuit_open",
+        "1 while the subscription's circuit in this process is open or half-open (held back after failures), else 0; for subscriptions that failed here",
+        circuit_open,
+    );
+    reg.register(
+        "hookrelay_subscription_consecutive_failures",
+        "Failed attempts in a row since the subscription's last success, in this process",
+        failures,
     );
 
     let backlog = Family::<Labels, Gauge>::default();

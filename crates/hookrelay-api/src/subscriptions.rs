@@ -6,14 +6,15 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use axum::{extract::State, http::StatusCode, Json};
-use hookrelay_core::signature::SigningKey;
+use chrono::{DateTime, Utc};
+use hookrelay_core::{signature::SigningKey, stats};
 use hookrelay_store::model::{NewSubscription, OrderingMode, Subscription, SubscriptionChanges};
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     error::{ApiError, OrNotFound, Problem},
-    extract::{ApiJson, OptionalJson, PathId},
+    extract::{ApiJson, ApiQuery, OptionalJson, PathId},
     validate, ApiState,
 };
 
@@ -41,8 +42,21 @@ pub struct CreateSubscription {
     /// Default `key`.
     #[schema(value_type = Option<OrderingMode>)]
     ordering: Option<String>,
-    /// Default `true`.
+    /// Default `true`. `false` creates it paused: matching events queue as `pending`
+    /// and are sent once it is enabled.
     enabled: Option<bool>,
+}
+
+/// `?force=true` on a create or change.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ForceQuery {
+    /// `true` accepts `sources` that are not configured and `event_types` globs that
+    /// match nothing the configured sources emit, for a source or table to be added
+    /// later; without it they are a 422 naming the entry.
+    #[param(value_type = Option<bool>)]
+    force: Option<String>,
 }
 
 /// A PATCH body: an absent field is left alone; `null` clears the nullable ones
@@ -69,6 +83,8 @@ pub struct PatchSubscription {
     #[schema(value_type = OrderingMode, required = false)]
     ordering: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    /// `false` pauses: matching events keep queueing as `pending`, nothing is sent;
+    /// `true` resumes and sends them, in order.
     #[schema(value_type = bool, required = false)]
     enabled: Option<Option<bool>>,
 }
@@ -91,11 +107,69 @@ pub struct RotateSecret {
     grace: Option<String>,
 }
 
+/// A subscription as the API shows it: what the store holds and its circuit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    #[serde(flatten)]
+    subscription: Subscription,
+    circuit: CircuitView,
+}
+
+/// The subscription's circuit breaker in this process (each process keeps its own):
+/// after 10 failed attempts in a row it opens, and the subscription gets nothing for a
+/// cool-down (1 s doubling to 60 s); then it is half-open and the next delivery is a
+/// probe, whose success closes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CircuitView {
+    state: CircuitState,
+    /// Failed attempts in a row since the last success.
+    consecutive_failures: u32,
+    /// When it opened in this run of failures; null while closed.
+    opened_at: Option<DateTime<Utc>>,
+    /// When the current cool-down ends; null while closed.
+    open_until: Option<DateTime<Utc>>,
+}
+
+/// `closed`: deliveries flow; `open`: cooling down, nothing is sent; `half_open`: the
+/// next delivery is a probe.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl From<stats::CircuitState> for CircuitState {
+    fn from(s: stats::CircuitState) -> Self {
+        match s {
+            stats::CircuitState::Closed => CircuitState::Closed,
+            stats::CircuitState::Open => CircuitState::Open,
+            stats::CircuitState::HalfOpen => CircuitState::HalfOpen,
+        }
+    }
+}
+
+impl SubscriptionView {
+    fn new(state: &ApiState, subscription: Subscription) -> Self {
+        let c = state.dispatch_stats.circuit(&subscription.id);
+        Self {
+            circuit: CircuitView {
+                state: c.state(Utc::now()).into(),
+                consecutive_failures: c.consecutive_failures,
+                opened_at: c.opened_at,
+                open_until: c.open_until,
+            },
+            subscription,
+        }
+    }
+}
+
 /// A subscription with its secret: the answer to a create.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WithSecret {
     #[serde(flatten)]
-    subscription: Subscription,
+    subscription: SubscriptionView,
     secret: String,
 }
 
@@ -109,7 +183,7 @@ pub struct SecretOnly {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = SubscriptionList)]
 pub struct List {
-    data: Vec<Subscription>,
+    data: Vec<SubscriptionView>,
 }
 
 /// Create a subscription; the answer carries its secret.
@@ -118,6 +192,7 @@ pub struct List {
     path = "/subscriptions",
     tag = "subscriptions",
     request_body = CreateSubscription,
+    params(ForceQuery),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created, with its secret", body = WithSecret),
@@ -130,14 +205,24 @@ pub struct List {
 )]
 pub async fn create(
     State(state): State<ApiState>,
+    ApiQuery(q): ApiQuery<ForceQuery>,
     ApiJson(body): ApiJson<CreateSubscription>,
 ) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
+    let force = validate::force(q.force.as_deref())?;
     let url = validate::url(&body.url, &state.allow_networks)?;
     if let Some(types) = &body.event_types {
         validate::event_types(types)?;
     }
     if let Some(sources) = &body.sources {
         validate::sources(sources)?;
+    }
+    if !force {
+        validate::known_filters(
+            &state.catalog,
+            body.sources.as_deref(),
+            body.event_types.as_deref(),
+            body.sources.as_deref(),
+        )?;
     }
     let description = body.description.unwrap_or_default();
     validate::description(&description)?;
@@ -168,7 +253,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(WithSecret {
-            subscription,
+            subscription: SubscriptionView::new(&state, subscription),
             secret: new.secret,
         }),
     ))
@@ -187,7 +272,13 @@ pub async fn create(
     ),
 )]
 pub async fn list(State(state): State<ApiState>) -> Result<Json<List>, ApiError> {
-    let data = state.store.list_subscriptions().await?;
+    let data = state
+        .store
+        .list_subscriptions()
+        .await?
+        .into_iter()
+        .map(|s| SubscriptionView::new(&state, s))
+        .collect();
     Ok(Json(List { data }))
 }
 
@@ -199,7 +290,7 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<List>, ApiError>
     params(("id" = String, Path, description = "Subscription id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The subscription", body = Subscription),
+        (status = 200, description = "The subscription", body = SubscriptionView),
         (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
         (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
         (status = 404, description = "No such subscription", content_type = "application/problem+json", body = Problem),
@@ -209,13 +300,13 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<List>, ApiError>
 pub async fn get(
     State(state): State<ApiState>,
     PathId(id): PathId,
-) -> Result<Json<Subscription>, ApiError> {
+) -> Result<Json<SubscriptionView>, ApiError> {
     let sub = state
         .store
         .get_subscription(&id)
         .await
         .or_not_found("subscription", &id)?;
-    Ok(Json(sub))
+    Ok(Json(SubscriptionView::new(&state, sub)))
 }
 
 /// Change a subscription: absent fields stay, `null` clears the nullable ones.
@@ -224,10 +315,10 @@ pub async fn get(
     path = "/subscriptions/{id}",
     tag = "subscriptions",
     request_body = PatchSubscription,
-    params(("id" = String, Path, description = "Subscription id")),
+    params(("id" = String, Path, description = "Subscription id"), ForceQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The changed subscription", body = Subscription),
+        (status = 200, description = "The changed subscription", body = SubscriptionView),
         (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
         (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
         (status = 404, description = "No such subscription", content_type = "application/problem+json", body = Problem),
@@ -239,8 +330,10 @@ pub async fn get(
 pub async fn update(
     State(state): State<ApiState>,
     PathId(id): PathId,
+    ApiQuery(q): ApiQuery<ForceQuery>,
     ApiJson(body): ApiJson<PatchSubscription>,
-) -> Result<Json<Subscription>, ApiError> {
+) -> Result<Json<SubscriptionView>, ApiError> {
+    let force = validate::force(q.force.as_deref())?;
     let url = not_null("url", body.url)?
         .map(|u| validate::url(&u, &state.allow_networks))
         .transpose()?;
@@ -249,6 +342,9 @@ pub async fn update(
     }
     if let Some(Some(sources)) = &body.sources {
         validate::sources(sources)?;
+    }
+    if !force && (body.event_types.is_some() || body.sources.is_some()) {
+        check_changed_filters(&state, &id, &body.sources, &body.event_types).await?;
     }
     let description = body.description.map(Option::unwrap_or_default);
     if let Some(d) = &description {
@@ -275,7 +371,11 @@ pub async fn update(
         .update_subscription(&id, &changes)
         .await
         .or_not_found("subscription", &id)?;
-    Ok(Json(sub))
+    if changes.enabled == Some(true) {
+        // What queued while it was paused may sit below the dispatcher's cursors.
+        state.dispatch_signal.rescan();
+    }
+    Ok(Json(SubscriptionView::new(&state, sub)))
 }
 
 /// Delete a subscription.
@@ -352,6 +452,38 @@ fn grace(text: &str) -> Result<Duration, ApiError> {
         return Err(ApiError::unprocessable("grace", "must be at most 30 days"));
     }
     Ok(d)
+}
+
+/// The filters a PATCH leaves the subscription with, against the configuration: the
+/// source names it sends, and the globs (sent or kept) against the sources (sent or
+/// kept), so a change of `sources` alone that leaves a glob matching nothing is
+/// refused too, naming that glob.
+async fn check_changed_filters(
+    state: &ApiState,
+    id: &str,
+    sources: &Option<Option<Vec<String>>>,
+    event_types: &Option<Option<Vec<String>>>,
+) -> Result<(), ApiError> {
+    let (within, globs) = match (sources, event_types) {
+        (Some(s), Some(t)) => (s.clone(), t.clone()),
+        _ => {
+            let current = state
+                .store
+                .get_subscription(id)
+                .await
+                .or_not_found("subscription", id)?;
+            (
+                sources.clone().unwrap_or(current.sources),
+                event_types.clone().unwrap_or(current.event_types),
+            )
+        }
+    };
+    validate::known_filters(
+        &state.catalog,
+        sources.as_ref().and_then(Option::as_deref),
+        globs.as_deref(),
+        within.as_deref(),
+    )
 }
 
 /// A PATCH field that may be absent but not `null`.

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::{HeaderName, HeaderValue};
-use hookrelay_core::{filter::validate_glob, network, signature::SigningKey};
+use hookrelay_core::{catalog::Catalog, filter::validate_glob, network, signature::SigningKey};
 use hookrelay_store::model::OrderingMode;
 use ipnet::IpNet;
 use url::{Host, Url};
@@ -140,6 +140,59 @@ pub fn sources(names: &[String]) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// `sources` must be configured sources and each `event_types` glob must match a type
+/// that one of the sources in `within` (every source when `None`) can emit, else a 422
+/// naming the entry; `?force=true` skips this check (for a source or table to be
+/// configured later).
+pub fn known_filters(
+    catalog: &Catalog,
+    sources: Option<&[String]>,
+    event_types: Option<&[String]>,
+    within: Option<&[String]>,
+) -> Result<(), ApiError> {
+    const FORCE: &str = "(add ?force=true to accept it for a source or table not configured yet)";
+    for (i, name) in sources.unwrap_or_default().iter().enumerate() {
+        if !catalog.has_source(name) {
+            return Err(ApiError::unprocessable(
+                format!("sources[{i}]"),
+                format!(
+                    "{name:?} is not a configured source (configured: {}) {FORCE}",
+                    catalog.source_names().join(", ")
+                ),
+            ));
+        }
+    }
+    for (i, glob) in event_types.unwrap_or_default().iter().enumerate() {
+        if !catalog.glob_can_match(glob, within) {
+            let scope = match within {
+                Some(names) => format!("sources {}", names.join(", ")),
+                None => "configured sources".to_owned(),
+            };
+            return Err(ApiError::unprocessable(
+                format!("event_types[{i}]"),
+                format!(
+                    "{glob:?} matches no event type the {scope} can emit (types are \
+                     <table>.<op>: table without its schema, op insert, update, delete or, \
+                     for postgres, truncate) {FORCE}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `force` query parameter: `true` or `false`.
+pub fn force(raw: Option<&str>) -> Result<bool, ApiError> {
+    match raw {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(
+            "force",
+            format!("must be true or false, not {other:?}"),
+        )),
+    }
 }
 
 fn list_size(field: &str, n: usize) -> Result<(), ApiError> {

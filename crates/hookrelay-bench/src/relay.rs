@@ -194,20 +194,22 @@ impl RelayProcess {
 
     /// `POST /v1/subscriptions` for `orders.*` with the given secret; the id.
     pub async fn subscribe(&self, url: &str, secret: &str) -> anyhow::Result<String> {
-        self.subscribe_to(url, secret, &["orders.*"]).await
+        self.subscribe_to(url, secret, &["orders.*"], false).await
     }
 
     /// `POST /v1/subscriptions` for `event_types` with the given secret; the id.
+    /// `force` accepts globs no configured table matches.
     pub async fn subscribe_to(
         &self,
         url: &str,
         secret: &str,
         event_types: &[&str],
+        force: bool,
     ) -> anyhow::Result<String> {
         let body = json!({ "url": url, "event_types": event_types, "secret": secret });
         let resp = self
             .http
-            .post(format!("{}/v1/subscriptions", self.api))
+            .post(format!("{}/v1/subscriptions?force={force}", self.api))
             .bearer_auth(TOKEN)
             .header("content-type", "application/json")
             .body(body.to_string())

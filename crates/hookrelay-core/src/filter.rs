@@ -42,18 +42,46 @@ pub fn glob_to_like(glob: &str) -> String {
     out
 }
 
-/// The same rule as the SQL `LIKE`, for code that filters without the store.
+/// The same rule as the SQL `LIKE`, for code that filters without the store. `?`
+/// stands for one character, as `_` does in `LIKE` (not one byte: `café.*` and
+/// `caf?.*` both match `café.insert`).
 pub fn glob_matches(glob: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
         match (p.first(), t.first()) {
             (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &t[1..]),
+            (Some('*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &t[1..]),
             (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
             _ => false,
         }
     }
-    go(glob.as_bytes(), text.as_bytes())
+    let p: Vec<char> = glob.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    go(&p, &t)
+}
+
+/// Whether some text matches both globs: how a subscription's glob is checked against
+/// a source that may emit any table name (a MongoDB `db.*`, whose types are `?*.<op>`).
+/// With no wildcard in `b` it is [`glob_matches`]`(a, b)`.
+pub fn globs_overlap(a: &str, b: &str) -> bool {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // can[i][j]: some text matches both a[i..] and b[j..]; filled from the ends.
+    let mut can = vec![vec![false; b.len() + 1]; a.len() + 1];
+    for i in (0..=a.len()).rev() {
+        for j in (0..=b.len()).rev() {
+            can[i][j] = match (a.get(i), b.get(j)) {
+                (None, None) => true,
+                // A star takes nothing, or the next character the other side gives
+                // (after which it may take more).
+                (Some('*'), other) => can[i + 1][j] || (other.is_some() && can[i][j + 1]),
+                (other, Some('*')) => can[i][j + 1] || (other.is_some() && can[i + 1][j]),
+                (Some(x), Some(y)) => (*x == '?' || *y == '?' || x == y) && can[i + 1][j + 1],
+                _ => false,
+            };
+        }
+    }
+    can[0][0]
 }
 
 #[cfg(test)]
@@ -88,6 +116,34 @@ mod tests {
         for (glob, text, want) in cases {
             assert_eq!(glob_matches(glob, text), want, "{glob} vs {text}");
         }
+    }
+
+    #[test]
+    fn globs_overlap_when_some_text_matches_both() {
+        let cases = [
+            ("orders.*", "?*.insert", true),
+            ("*.delete", "?*.insert", false),
+            ("*.delete", "?*.delete", true),
+            (".delete", "?*.delete", false),
+            ("*", "?*.truncate", true),
+            ("a*b", "*c*", true),
+            ("a?", "?b", true),
+            ("a?", "b?", false),
+            ("café.?nsert", "caf?.insert", true),
+            ("orders.insert", "orders.insert", true),
+            ("", "*", true),
+            ("", "?", false),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(globs_overlap(a, b), want, "{a} vs {b}");
+            assert_eq!(globs_overlap(b, a), want, "{b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn question_mark_is_one_character() {
+        assert!(glob_matches("caf?.insert", "café.insert"));
+        assert!(!glob_matches("caf??.insert", "café.insert"));
     }
 
     #[test]
@@ -134,7 +190,8 @@ mod properties {
                 Just("a"),
                 Just("insert"),
                 Just("delete"),
-                Just(" ")
+                Just(" "),
+                Just("é")
             ],
             0..8,
         )
@@ -149,6 +206,11 @@ mod properties {
             let pattern: Vec<char> = glob_to_like(&glob).chars().collect();
             let t: Vec<char> = text.chars().collect();
             prop_assert_eq!(glob_matches(&glob, &text), like(&pattern, &t), "glob {:?} text {:?}", glob, text);
+        }
+
+        #[test]
+        fn overlap_with_a_plain_text_is_a_match(glob in pieces(), text in "[a-z._ %é]{0,10}") {
+            prop_assert_eq!(globs_overlap(&glob, &text), glob_matches(&glob, &text), "glob {:?} text {:?}", glob, text);
         }
 
         #[test]

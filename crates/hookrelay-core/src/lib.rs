@@ -6,6 +6,7 @@
 //! (`DESIGN.md` Part 1) fixes can be unit-tested without a database or a socket.
 
 pub mod backoff;
+pub mod catalog;
 pub mod config;
 pub mod event;
 pub mod filter;

@@ -1,5 +1,8 @@
 //! Live counters the dispatcher keeps for `/metrics`: plain atomics and one histogram,
 //! updated without allocating on the delivery path, read when Prometheus scrapes.
+//! Also each subscription's circuit as the dispatcher left it, for the admin API's
+//! subscription view: written only when a circuit counts a failure or closes again,
+//! so a healthy subscription's deliveries never touch it. All of it is per process.
 
 use std::{
     collections::HashMap,
@@ -10,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use chrono::{DateTime, Utc};
 use prometheus_client::metrics::histogram::Histogram;
 
 /// What one attempt did to its delivery.
@@ -44,6 +48,49 @@ impl AttemptOutcome {
     }
 }
 
+/// Where a subscription's circuit stands (see `hookrelay-dispatch`'s breaker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Deliveries flow.
+    Closed,
+    /// Cooling down after a run of failures: nothing is sent until `open_until`.
+    Open,
+    /// The cool-down is over: the next delivery is a probe, its success closes it.
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// A subscription's circuit as the dispatcher last recorded it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Circuit {
+    /// Failed attempts in a row since the last success.
+    pub consecutive_failures: u32,
+    /// When it first opened in this run of failures; `None` while closed.
+    pub opened_at: Option<DateTime<Utc>>,
+    /// The end of the current cool-down; `None` while closed.
+    pub open_until: Option<DateTime<Utc>>,
+}
+
+impl Circuit {
+    /// The state at `now`: an open circuit whose cool-down is over is half-open.
+    pub fn state(&self, now: DateTime<Utc>) -> CircuitState {
+        match self.open_until {
+            None => CircuitState::Closed,
+            Some(t) if now < t => CircuitState::Open,
+            Some(_) => CircuitState::HalfOpen,
+        }
+    }
+}
+
 /// Bucket bounds of the attempt latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -62,6 +109,9 @@ pub struct DispatchStats {
     pub recorder_refused: AtomicU64,
     /// Outcomes that could not be recorded at all (left to lease expiry).
     pub recorder_dropped: AtomicU64,
+    /// Circuits that have counted a failure in this process; closed again once they
+    /// recover (kept, so the gauge goes back to 0 rather than vanishing).
+    circuits: Mutex<HashMap<String, Circuit>>,
 }
 
 impl Default for DispatchStats {
@@ -73,6 +123,7 @@ impl Default for DispatchStats {
             recorder_retries: AtomicU64::new(0),
             recorder_refused: AtomicU64::new(0),
             recorder_dropped: AtomicU64::new(0),
+            circuits: Mutex::default(),
         }
     }
 }
@@ -126,6 +177,59 @@ impl DispatchStats {
     pub fn latency(&self) -> Histogram {
         self.latency.clone()
     }
+
+    /// A failed attempt of `subscription_id`; `opened_for` is the cool-down when the
+    /// failure opened (or reopened) its circuit. Allocates only for a subscription's
+    /// first failure in this process.
+    pub fn circuit_failed(
+        &self,
+        subscription_id: &str,
+        opened_for: Option<Duration>,
+        now: DateTime<Utc>,
+    ) {
+        let Ok(mut m) = self.circuits.lock() else {
+            return;
+        };
+        let c = match m.get_mut(subscription_id) {
+            Some(c) => c,
+            None => m.entry(subscription_id.to_owned()).or_default(),
+        };
+        c.consecutive_failures = c.consecutive_failures.saturating_add(1);
+        if let Some(cooldown) = opened_for {
+            c.opened_at.get_or_insert(now);
+            c.open_until = chrono::Duration::from_std(cooldown)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d));
+        }
+    }
+
+    /// A success closed the circuit of `subscription_id` (or ended its run of failures).
+    pub fn circuit_closed(&self, subscription_id: &str) {
+        if let Ok(mut m) = self.circuits.lock() {
+            if let Some(c) = m.get_mut(subscription_id) {
+                *c = Circuit::default();
+            }
+        }
+    }
+
+    /// The circuit of `subscription_id` (closed if it never failed here).
+    pub fn circuit(&self, subscription_id: &str) -> Circuit {
+        self.circuits
+            .lock()
+            .ok()
+            .and_then(|m| m.get(subscription_id).copied())
+            .unwrap_or_default()
+    }
+
+    /// Every circuit that has counted a failure in this process, by subscription.
+    pub fn circuits(&self) -> Vec<(String, Circuit)> {
+        let Ok(m) = self.circuits.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = m.iter().map(|(k, c)| (k.clone(), *c)).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
 }
 
 #[cfg(test)]
@@ -151,5 +255,31 @@ mod tests {
         s.started();
         s.finished();
         assert_eq!(s.in_flight(), 1);
+    }
+
+    #[test]
+    fn circuits_open_turn_half_open_and_close() {
+        let s = DispatchStats::default();
+        let t = DateTime::parse_from_rfc3339("2026-11-25T20:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let secs = |n| chrono::Duration::seconds(n);
+        assert_eq!(s.circuit("sub_a").state(t), CircuitState::Closed);
+        s.circuit_failed("sub_a", None, t);
+        s.circuit_failed("sub_a", Some(Duration::from_secs(1)), t);
+        let c = s.circuit("sub_a");
+        assert_eq!(c.consecutive_failures, 2);
+        assert_eq!((c.opened_at, c.open_until), (Some(t), Some(t + secs(1))));
+        assert_eq!(c.state(t), CircuitState::Open);
+        assert_eq!(c.state(t + secs(1)), CircuitState::HalfOpen);
+        // A failed probe reopens it; it has been open since the first time.
+        s.circuit_failed("sub_a", Some(Duration::from_secs(2)), t + secs(1));
+        let c = s.circuit("sub_a");
+        assert_eq!((c.opened_at, c.open_until), (Some(t), Some(t + secs(3))));
+        assert_eq!(c.consecutive_failures, 3);
+        s.circuit_closed("sub_a");
+        s.circuit_closed("sub_never_failed");
+        assert_eq!(s.circuit("sub_a"), Circuit::default());
+        assert_eq!(s.circuits(), [("sub_a".to_owned(), Circuit::default())]);
     }
 }

@@ -2,6 +2,10 @@
 //! no deliveries for a cool-down, then one probe; a success closes the circuit. A dead
 //! endpoint's backlog then waits in the store instead of being retried in full every
 //! backoff period (DESIGN §1.1.4), and its deliveries keep their attempt budget.
+//!
+//! [`Breakers::record`] says what an attempt changed, so the dispatcher publishes a
+//! circuit (`DispatchStats`, read by the admin API and `/metrics`) only when it counts
+//! a failure or closes again: a healthy subscription's deliveries publish nothing.
 
 use std::{
     collections::HashMap,
@@ -31,16 +35,29 @@ pub enum Admission {
     HalfOpen,
 }
 
+/// What one recorded attempt did to its subscription's circuit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// A success with no failures before it: nothing changed.
+    Unchanged,
+    /// A success ended a run of failures: the circuit is closed.
+    Closed,
+    /// A failure; `opened_for` is the cool-down when it opened the circuit.
+    Failed { opened_for: Option<Duration> },
+}
+
 #[derive(Debug, Default)]
 pub struct Breakers {
     circuits: HashMap<String, Circuit>,
 }
 
 impl Breakers {
-    pub fn record(&mut self, subscription: &str, success: bool, now: Instant) {
+    pub fn record(&mut self, subscription: &str, success: bool, now: Instant) -> Recorded {
         if success {
-            self.circuits.remove(subscription);
-            return;
+            return match self.circuits.remove(subscription) {
+                Some(_) => Recorded::Closed,
+                None => Recorded::Unchanged,
+            };
         }
         let c = self.circuits.entry(subscription.to_owned()).or_default();
         c.failures += 1;
@@ -52,7 +69,11 @@ impl Breakers {
                 .min(MAX_COOLDOWN);
             c.open_until = Some(now + cooldown);
             c.failures = 0;
+            return Recorded::Failed {
+                opened_for: Some(cooldown),
+            };
         }
+        Recorded::Failed { opened_for: None }
     }
 
     pub fn admission(&self, subscription: &str, now: Instant) -> Admission {
@@ -80,23 +101,37 @@ mod tests {
     fn opens_after_a_run_of_failures_and_probes_after_the_cooldown() {
         let mut b = Breakers::default();
         let t = Instant::now();
+        assert_eq!(b.record("s", true, t), Recorded::Unchanged);
         for _ in 0..FAILURE_THRESHOLD - 1 {
-            b.record("s", false, t);
+            assert_eq!(
+                b.record("s", false, t),
+                Recorded::Failed { opened_for: None }
+            );
         }
         assert_eq!(
             b.admission("s", t),
             Admission::Closed,
             "below the threshold"
         );
-        b.record("s", false, t);
+        assert_eq!(
+            b.record("s", false, t),
+            Recorded::Failed {
+                opened_for: Some(MIN_COOLDOWN)
+            }
+        );
         assert_eq!(b.admission("s", t), Admission::Open);
         assert_eq!(b.admission("s", t + MIN_COOLDOWN), Admission::HalfOpen);
         // A failed probe reopens for twice as long.
-        b.record("s", false, t + MIN_COOLDOWN);
+        assert_eq!(
+            b.record("s", false, t + MIN_COOLDOWN),
+            Recorded::Failed {
+                opened_for: Some(MIN_COOLDOWN * 2)
+            }
+        );
         assert_eq!(b.admission("s", t + MIN_COOLDOWN * 2), Admission::Open);
         assert_eq!(b.admission("s", t + MIN_COOLDOWN * 3), Admission::HalfOpen);
         // A successful probe closes it.
-        b.record("s", true, t + MIN_COOLDOWN * 3);
+        assert_eq!(b.record("s", true, t + MIN_COOLDOWN * 3), Recorded::Closed);
         assert_eq!(b.admission("s", t + MIN_COOLDOWN * 3), Admission::Closed);
         assert_eq!(b.restricted(t).count(), 0);
     }

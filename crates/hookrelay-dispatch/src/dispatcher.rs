@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::{
-    breaker::{Admission, Breakers},
+    breaker::{Admission, Breakers, Recorded},
     client::build_client,
     recorder::Recorder,
     send, ClientError,
@@ -355,7 +355,7 @@ impl Dispatcher {
         self.client.clone()
     }
 
-    /// The live counters `/metrics` reads.
+    /// The live counters `/metrics` reads, and the circuits the subscription view shows.
     pub fn stats(&self) -> Arc<DispatchStats> {
         self.stats.clone()
     }
@@ -438,8 +438,17 @@ impl Dispatcher {
                     if record {
                         let _ = tx.send(outcome).await;
                     }
-                    if let Ok(mut l) = load.lock() {
-                        l.breakers.record(&sub, succeeded, Instant::now());
+                    let recorded = load
+                        .lock()
+                        .map(|mut l| l.breakers.record(&sub, succeeded, Instant::now()));
+                    // Published after the load lock is released; a healthy
+                    // subscription's successes publish nothing.
+                    match recorded {
+                        Ok(Recorded::Failed { opened_for }) => {
+                            stats.circuit_failed(&sub, opened_for, chrono::Utc::now());
+                        }
+                        Ok(Recorded::Closed) => stats.circuit_closed(&sub),
+                        Ok(Recorded::Unchanged) | Err(_) => {}
                     }
                 } else {
                     tracing::warn!("held too long to send within its lease; leaving it for a later claim");

@@ -21,7 +21,10 @@ pub struct BatchOutcome {
 }
 
 /// Inserts events in batch order (so `seq` follows commit order), skipping ids already
-/// stored, and fans the new ones out to every enabled subscription whose filters match.
+/// stored, and fans the new ones out to every subscription whose filters match and
+/// whose endpoint has not answered 410 (`disabled_by`, sql/V7): a paused one gets
+/// `pending` deliveries too, but no due mark, so claims do not look at it until it is
+/// resumed (`Store::update_subscription` marks it due then).
 const INSERT_EVENTS_AND_DELIVERIES: &str = "
 with input as (
     select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::text[])
@@ -43,10 +46,10 @@ kinds as (
     select distinct source, event_type from ins
 ),
 matched as (
-    select k.source, k.event_type, s.id, s.ordering
+    select k.source, k.event_type, s.id, s.ordering, s.enabled
       from kinds k
       join hookrelay.subscriptions s
-        on s.enabled
+        on s.disabled_by is distinct from 'gone'
        and (s.type_patterns is null or k.event_type like any (s.type_patterns))
        and (s.sources is null or k.source = any (s.sources))
 ),
@@ -62,8 +65,11 @@ work as (
     -- the subscriptions given work are due now (the claim starts from these, issue
     -- 16); `marks` tells a claim settling one as idle that work came since it looked.
     -- In subscription order, so two batches lock these rows in the same order.
+    -- Paused subscriptions are left out: their deliveries wait for the resume.
     insert into hookrelay.subscription_work as w (subscription_id, due_at)
-    select distinct subscription_id, now() from dlv order by 1
+    select distinct dlv.subscription_id, now()
+      from dlv join matched m on m.id = dlv.subscription_id and m.enabled
+     order by 1
     on conflict (subscription_id) do update
        set due_at = least(w.due_at, excluded.due_at), marks = w.marks + 1
 )

@@ -9,7 +9,7 @@
 //! (`hookrelay.subscription_work`, sql/V6), so idle subscriptions cost nothing:
 //!
 //! ```text
-//!  fan-out / replay / re-enable ──▶ due_at = now, marks + 1
+//!  fan-out (not to paused ones) / replay / resume ──▶ due_at = now, marks + 1
 //!  claim ──▶ due subscriptions only ──quiet from the start──▶ SETTLE_IDLE:
 //!            due_at = next retry (or null), if marks is unchanged
 //! ```
@@ -287,12 +287,15 @@ const INSERT_ATTEMPTS: &str = "
 insert into hookrelay.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
 select * from unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[], $7::bytea[])";
 
-/// A 410 disables the subscription and fails everything still open for it.
+/// A 410 disables the subscription (`gone`, sql/V7: no new deliveries either) and
+/// fails everything still open for it. A paused one whose last in-flight delivery
+/// got the 410 becomes `gone` too.
 const DISABLE_GONE: &str = "
 with off as (
     update hookrelay.subscriptions
-       set enabled = false, disabled_reason = 'endpoint answered 410 Gone', updated_at = now()
-     where id = any ($1::text[]) and enabled
+       set enabled = false, disabled_by = 'gone',
+           disabled_reason = 'endpoint answered 410 Gone', updated_at = now()
+     where id = any ($1::text[]) and disabled_by is distinct from 'gone'
     returning id
 )
 update hookrelay.deliveries

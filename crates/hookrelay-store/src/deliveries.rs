@@ -9,8 +9,10 @@
 //!                                  in flight, and its outcome must still be recorded)
 //! ```
 //! `last_error` and `last_status_code` stay until the next attempt overwrites them.
-//! Deliveries of a disabled subscription are not replayed ([`StoreError::Conflict`]):
-//! the claim would send them to an endpoint its owner switched off.
+//! Deliveries of a paused subscription are replayed into its queue: they wait as
+//! `pending` with the rest and go out, in order, once it is resumed. Those of a
+//! subscription whose endpoint answered 410 are not ([`StoreError::Conflict`]): it
+//! must be enabled again first, as it gets no new events either.
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
@@ -116,7 +118,7 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound)?
             .try_get(0)?;
-        require_enabled(&tx, &subscription_id).await?;
+        require_not_gone(&tx, &subscription_id).await?;
         let sql = format!("update hookrelay.deliveries d {REPLAY_SET} where d.id = $1");
         tx.execute(&sql, &[&id]).await?;
         tx.execute(MARK_DUE, &[&subscription_id]).await?;
@@ -151,7 +153,7 @@ impl Store {
         );
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        require_enabled(&tx, &req.subscription_id).await?;
+        require_not_gone(&tx, &req.subscription_id).await?;
         let n = tx.execute(&sql, w.params()).await?;
         if n > 0 {
             tx.execute(MARK_DUE, &[&req.subscription_id]).await?;
@@ -162,24 +164,25 @@ impl Store {
 }
 
 /// Holds the subscription's row (FOR SHARE, so it cannot be disabled or deleted
-/// under the replay) and refuses a missing or disabled one.
-async fn require_enabled(
+/// under the replay) and refuses a missing one or one whose endpoint answered 410.
+async fn require_not_gone(
     client: &impl GenericClient,
     subscription_id: &str,
 ) -> Result<(), StoreError> {
     let row = client
         .query_opt(
-            "select enabled from hookrelay.subscriptions where id = $1 for share",
+            "select disabled_by from hookrelay.subscriptions where id = $1 for share",
             &[&subscription_id],
         )
         .await?
         .ok_or(StoreError::NotFound)?;
-    if row.try_get::<_, bool>(0)? {
-        Ok(())
-    } else {
+    if row.try_get::<_, Option<&str>>(0)? == Some("gone") {
         Err(StoreError::Conflict(format!(
-            "subscription {subscription_id} is disabled; enable it before replaying"
+            "subscription {subscription_id} is disabled because its endpoint answered \
+             410 Gone; enable it before replaying"
         )))
+    } else {
+        Ok(())
     }
 }
 

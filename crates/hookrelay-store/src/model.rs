@@ -97,6 +97,9 @@ pub struct Subscription {
     pub sources: Option<Vec<String>>,
     pub headers: BTreeMap<String, String>,
     pub ordering: OrderingMode,
+    /// `false` while paused (matching events queue as `pending` and are sent once it
+    /// is enabled again) or after its endpoint answered 410 Gone (its open deliveries
+    /// failed and it gets no new ones); `disabled_reason` says which.
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -127,7 +130,8 @@ pub struct SubscriptionChanges {
     pub sources: Option<Option<Vec<String>>>,
     pub headers: Option<BTreeMap<String, String>>,
     pub ordering: Option<OrderingMode>,
-    /// `Some(true)` also clears `disabled_reason`.
+    /// `Some(false)` pauses; `Some(true)` resumes (what queued meanwhile is due at
+    /// once) and clears `disabled_reason`.
     pub enabled: Option<bool>,
 }
 

@@ -6,6 +6,17 @@
 //! Secrets are written here, sealed (see `secrets`), but never read back by these
 //! functions: only the dispatcher's claim opens them. Header values are sealed too and
 //! opened for the admin API's view.
+//!
+//! Being disabled comes in two kinds (`disabled_by`, sql/V7):
+//!
+//! ```text
+//!  enabled ──PATCH enabled=false──▶ paused ('api'): new events still queue `pending`,
+//!     ▲       (or created so)              nothing is claimed (out of the due set)
+//!     ├──────PATCH enabled=true─────────────┘  queued ones are due at once, in order
+//!     │
+//!     └──────PATCH enabled=true─── gone ('gone'): a 410 failed its open deliveries
+//!                                   (claim::DISABLE_GONE); fan-out skips it
+//! ```
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -24,16 +35,19 @@ use crate::{
 const COLUMNS: &str = "id, url, description, event_types, sources, headers, ordering, \
                        enabled, disabled_reason, created_at, updated_at";
 
-/// Open deliveries of a subscription that was just disabled fail, so they are not sent
-/// to an endpoint its owner switched off; a replay brings them back once it is enabled
-/// again. Deliveries leased right now are in flight and record their own outcome.
-const FAIL_OPEN_DELIVERIES: &str = "
-update hookrelay.deliveries
-   set status = 'failed',
-       last_error = coalesce(last_error, 'subscription disabled'),
-       updated_at = now()
- where subscription_id = $1 and status in ('pending', 'retrying')
-   and (lease_until is null or lease_until < now())";
+/// Why an admin-API pause shows as disabled (`disabled_by = 'api'`, sql/V7).
+const PAUSED: &str = "paused through the admin API";
+
+/// Taken by a resume before it marks the subscription due: waits for batch commits in
+/// progress and holds new ones off until the resume commits. A batch whose statement
+/// read the subscription as paused gives its deliveries no due mark (paused
+/// subscriptions stay out of the claim's due set); without this lock such a batch
+/// could commit after the resume marked it due and after a claim, finding nothing
+/// yet, settled it idle again, leaving those deliveries pending until the next batch
+/// for it. Readers are not blocked; claims and outcome writes wait for the resume's
+/// few statements. Taken after the subscription's row is updated, so a replay that
+/// holds that row (FOR SHARE, then updates deliveries) cannot deadlock with it.
+const HOLD_OFF_BATCHES: &str = "lock table hookrelay.deliveries in share mode";
 
 impl Store {
     /// Creates a subscription with id `sub_<ULID>`.
@@ -49,8 +63,10 @@ impl Store {
         let sql = format!(
             "insert into hookrelay.subscriptions
                  (id, url, description, event_types, type_patterns, sources, headers,
-                  ordering, enabled, secret)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                  ordering, enabled, secret, disabled_by, disabled_reason)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                     case when $9 then null else 'api' end,
+                     case when $9 then null else $11::text end)
              returning {COLUMNS}"
         );
         let row = client
@@ -67,6 +83,7 @@ impl Store {
                     &new.ordering.as_str(),
                     &new.enabled,
                     &secret,
+                    &PAUSED,
                 ],
             )
             .await?;
@@ -95,8 +112,13 @@ impl Store {
             .collect()
     }
 
-    /// Applies `changes` and returns the result. Re-enabling clears `disabled_reason`;
-    /// disabling fails the subscription's open deliveries that are not in flight.
+    /// Applies `changes` and returns the result.
+    ///
+    /// Disabling pauses: its deliveries stay open and new events still give it
+    /// `pending` ones, but no claim takes them (it is out of the due set). Re-enabling
+    /// clears `disabled_by` and `disabled_reason` and makes its open deliveries due at
+    /// once, in their order. A subscription disabled by a 410 that is paused again
+    /// stays `gone` (no new deliveries) until it is enabled.
     pub async fn update_subscription(
         &self,
         id: &str,
@@ -126,8 +148,13 @@ impl Store {
                  disabled_reason = case
                      when $11::bool is null then disabled_reason
                      when $11::bool then null
-                     when enabled then 'disabled through the admin API'
+                     when enabled then $12::text
                      else disabled_reason end,
+                 disabled_by = case
+                     when $11::bool is null then disabled_by
+                     when $11::bool then null
+                     when enabled then 'api'
+                     else disabled_by end,
                  updated_at = now()
              where id = $1
              returning {COLUMNS}"
@@ -149,20 +176,16 @@ impl Store {
                     &headers,
                     &ordering,
                     &changes.enabled,
+                    &PAUSED,
                 ],
             )
             .await?
             .ok_or(StoreError::NotFound)?;
         let subscription = subscription_from_row(&self.secrets, &row)?;
-        match changes.enabled {
-            Some(false) => {
-                tx.execute(FAIL_OPEN_DELIVERIES, &[&id]).await?;
-            }
-            // Retries left from before it was disabled are due again.
-            Some(true) => {
-                tx.execute(crate::deliveries::MARK_DUE, &[&id]).await?;
-            }
-            None => {}
+        // What was queued while it was paused is due now.
+        if changes.enabled == Some(true) {
+            tx.batch_execute(HOLD_OFF_BATCHES).await?;
+            tx.execute(crate::deliveries::MARK_DUE, &[&id]).await?;
         }
         tx.commit().await?;
         Ok(subscription)

@@ -132,6 +132,7 @@ impl Relay {
                     })
                     .collect(),
             ),
+            catalog: Arc::new(hookrelay_core::catalog::Catalog::new(&cfg.sources)),
             dispatch_stats,
             test_sender,
         };

@@ -155,6 +155,7 @@ async fn readyz_is_503_when_the_store_is_down() {
         allow_networks: Vec::new(),
         dispatch_signal: Arc::default(),
         sources: Default::default(),
+        catalog: Default::default(),
         dispatch_stats: Default::default(),
         test_sender: Default::default(),
     });

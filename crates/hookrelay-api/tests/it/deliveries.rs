@@ -494,41 +494,146 @@ async fn bulk_replay_follows_its_filters() {
 }
 
 #[tokio::test]
-async fn disabled_subscriptions_are_not_replayed() {
+async fn paused_subscriptions_queue_and_replay_gone_ones_fail_and_refuse() {
     let Fixture { api, b, .. } = fixture().await;
+    let of = |status: &'static str| {
+        let api = &api;
+        let b = b.clone();
+        async move {
+            data(
+                &api.get(&format!(
+                    "/v1/deliveries?subscription_id={b}&status={status}"
+                ))
+                .await
+                .json(),
+            )
+            .len()
+        }
+    };
     let res = api
         .patch(&format!("/v1/subscriptions/{b}"), json!({"enabled": false}))
         .await;
     assert_eq!(res.status, StatusCode::OK);
-    // Disabling failed B's open (not in-flight) deliveries.
-    let of_b = api
-        .get(&format!("/v1/deliveries?subscription_id={b}"))
-        .await
-        .json();
-    assert!(
-        data(&of_b).iter().all(|d| d["status"] == "failed"),
-        "{of_b}"
+    assert_eq!(
+        res.json()["disabled_reason"],
+        "paused through the admin API"
     );
+    assert_eq!(of("retrying").await, 8, "pausing keeps B's open deliveries");
 
-    let one = ids(&of_b)[0];
+    // Replays and new events queue for a paused subscription; nothing is claimed.
+    let res = api.post("/v1/replay", json!({"subscription_id": b})).await;
+    assert_eq!(res.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        res.json()["replayed"],
+        0,
+        "bulk replay defaults to failed ones"
+    );
+    let res = api
+        .post(
+            "/v1/replay",
+            json!({"subscription_id": b, "status": "retrying"}),
+        )
+        .await;
+    assert_eq!(res.json()["replayed"], 8);
+    let out = api
+        .store()
+        .commit_batch("shop", &[event(9, "orders.insert", Utc::now())], "9")
+        .await
+        .expect("commit");
+    assert_eq!(out.deliveries, 2, "A and the paused B");
+    let claimed = claim_all(api.store()).await;
+    assert!(
+        claimed.iter().all(|d| d.subscription_id != b),
+        "nothing of a paused subscription is claimed"
+    );
+    assert_eq!(of("pending").await, 1);
+    // That claim took the paused B out of the due set (the replay had put it there);
+    // new events queue without putting it back, so claims do not look at it.
+    api.store()
+        .commit_batch("shop", &[event(11, "orders.insert", Utc::now())], "11")
+        .await
+        .expect("commit");
+    assert_eq!(of("pending").await, 2);
+    let due: Option<chrono::DateTime<Utc>> = api
+        .db
+        .raw_client()
+        .await
+        .query_one(
+            "select due_at from hookrelay.subscription_work where subscription_id = $1",
+            &[&b],
+        )
+        .await
+        .expect("work row")
+        .get(0);
+    assert_eq!(due, None, "a paused subscription is not due");
+
+    let res = api
+        .patch(&format!("/v1/subscriptions/{b}"), json!({"enabled": true}))
+        .await;
+    assert_eq!(res.json()["disabled_reason"], json!(null));
+    assert!(
+        api.dispatcher_asked_to_rescan(),
+        "resuming wakes the dispatcher"
+    );
+    let claimed: Vec<_> = claim_all(api.store())
+        .await
+        .into_iter()
+        .filter(|d| d.subscription_id == b)
+        .collect();
+    assert_eq!(claimed.len(), 10, "everything queued is due once resumed");
+
+    // A 410 disables B for good: its open deliveries fail, new events skip it, and
+    // replays are refused until it is enabled again.
+    api.store()
+        .record_outcomes("test", &[outcome(&claimed[0], OutcomeStatus::Gone, 410)])
+        .await
+        .expect("record");
+    let got = api.get(&format!("/v1/subscriptions/{b}")).await.json();
+    assert_eq!(got["enabled"], false);
+    assert_eq!(got["disabled_reason"], "endpoint answered 410 Gone");
+    assert_eq!(
+        (
+            of("failed").await,
+            of("pending").await,
+            of("retrying").await
+        ),
+        (10, 0, 0),
+        "the 410 failed every open one (the others were leased to this owner)"
+    );
+    let out = api
+        .store()
+        .commit_batch("shop", &[event(10, "orders.insert", Utc::now())], "10")
+        .await
+        .expect("commit");
+    assert_eq!(out.deliveries, 1, "only A");
+    let one = ids(&api
+        .get(&format!("/v1/deliveries?subscription_id={b}&status=failed"))
+        .await
+        .json())[0];
     api.post(&format!("/v1/deliveries/{one}/replay"), json!({}))
         .await
         .assert_problem(
             StatusCode::CONFLICT,
             None,
-            "replay of a disabled subscription",
+            "replay of a subscription whose endpoint is gone",
         );
     api.post("/v1/replay", json!({"subscription_id": b}))
         .await
         .assert_problem(
             StatusCode::CONFLICT,
             None,
-            "bulk replay of a disabled subscription",
+            "bulk replay of a subscription whose endpoint is gone",
         );
+    // Pausing a gone subscription leaves it gone.
+    api.patch(&format!("/v1/subscriptions/{b}"), json!({"enabled": false}))
+        .await;
+    api.post("/v1/replay", json!({"subscription_id": b}))
+        .await
+        .assert_problem(StatusCode::CONFLICT, None, "still gone");
 
     api.patch(&format!("/v1/subscriptions/{b}"), json!({"enabled": true}))
         .await;
     let res = api.post("/v1/replay", json!({"subscription_id": b})).await;
     assert_eq!(res.status, StatusCode::ACCEPTED);
-    assert_eq!(res.json()["replayed"], 8);
+    assert_eq!(res.json()["replayed"], 10);
 }

@@ -12,6 +12,8 @@ use axum::{
 use chrono::{DateTime, Utc};
 use hookrelay_api::{router, ApiState};
 use hookrelay_core::{
+    catalog::Catalog,
+    config::SourceConfig,
     event::{Envelope, Op, SourceRef, Timestamp, Txn},
     sealing::{MasterKey, Secrets},
     ChangeEvent,
@@ -94,6 +96,20 @@ async fn admin(sql: &str) {
     let _ = conn.await;
 }
 
+/// The sources the API's tests pretend are configured: `shop` (postgres:
+/// `public.orders`, `public.customers`), `legacy` (mysql: `shop.invoices`) and `docs`
+/// (mongodb: `app.notes`).
+pub fn test_catalog() -> Catalog {
+    let sources: Vec<SourceConfig> = serde_json::from_value(json!([
+        {"name": "shop", "kind": "postgres", "url": "postgres://x/shop",
+         "tables": ["public.orders", "public.customers"]},
+        {"name": "legacy", "kind": "mysql", "url": "mysql://x/shop", "tables": ["shop.invoices"]},
+        {"name": "docs", "kind": "mongodb", "url": "mongodb://x", "collections": ["app.notes"]},
+    ]))
+    .expect("source configs");
+    Catalog::new(&sources)
+}
+
 /// The router over a fresh database.
 pub struct TestApi {
     pub db: TestDb,
@@ -161,6 +177,7 @@ impl TestApi {
             allow_networks: Vec::new(),
             dispatch_signal: Arc::default(),
             sources: Default::default(),
+            catalog: Arc::new(test_catalog()),
             dispatch_stats: Arc::default(),
             test_sender: Default::default(),
         };

@@ -95,6 +95,23 @@ async fn the_spec_is_openapi_3_1_and_lists_exactly_the_designed_routes() {
     for field in ["type", "title", "status", "detail", "field"] {
         assert!(problem.get(field).is_some(), "Problem lacks {field}");
     }
+    // `?force=true` on create and change, and the circuit in the subscription view.
+    for (method, path) in [
+        ("post", "/v1/subscriptions"),
+        ("patch", "/v1/subscriptions/{id}"),
+    ] {
+        let params = spec["paths"][path][method]["parameters"].to_string();
+        assert!(
+            params.contains("\"name\":\"force\"") && params.contains("\"in\":\"query\""),
+            "{method} {path}: {params}"
+        );
+    }
+    let view = spec["components"]["schemas"]["SubscriptionView"].to_string();
+    assert!(view.contains("\"circuit\""), "{view}");
+    let states = spec["components"]["schemas"]["CircuitState"].to_string();
+    for state in ["closed", "open", "half_open"] {
+        assert!(states.contains(&format!("\"{state}\"")), "{states}");
+    }
     for (method, path) in operations(&spec) {
         let op = &spec["paths"][&path][&method];
         let secured = op["security"].to_string().contains("bearer");

@@ -187,9 +187,14 @@ async fn saved_filters_decide_which_events_fan_out() {
     let deletes = api
         .subscribe(json!({"url": "https://example.com/", "event_types": ["*.delete"]}))
         .await;
+    // A source to be configured later.
     let other_source = api
-        .subscribe(json!({"url": "https://example.com/", "sources": ["crm"]}))
-        .await;
+        .post(
+            "/v1/subscriptions?force=true",
+            json!({"url": "https://example.com/", "sources": ["crm"]}),
+        )
+        .await
+        .json();
     let now = Utc::now();
     let batch = [
         event(1, "orders.insert", now),
@@ -283,4 +288,121 @@ async fn delete_takes_deliveries_and_attempts_along() {
             None,
             "delivery of a deleted subscription",
         );
+}
+
+/// `sources` and `event_types` against the configured sources (the harness's
+/// `test_catalog`): unknown ones are a 422 naming the entry, `?force=true` takes them.
+#[tokio::test]
+async fn filters_are_checked_against_the_configured_sources() {
+    let api = TestApi::new().await;
+    let url = "https://example.com/hooks";
+    let refused = [
+        (
+            json!({"url": url, "sources": ["shop", "nope"]}),
+            "sources[1]",
+            "nope",
+        ),
+        (
+            json!({"url": url, "event_types": ["orders.*", "order.*"]}),
+            "event_types[1]",
+            "order.*",
+        ),
+        (
+            json!({"url": url, "event_types": ["public.orders.insert"]}),
+            "event_types[0]",
+            "public.orders.insert",
+        ),
+        (
+            json!({"url": url, "event_types": ["orders.upsert"]}),
+            "event_types[0]",
+            "orders.upsert",
+        ),
+        // mysql emits no truncate; invoices is a table of `legacy` only
+        (
+            json!({"url": url, "event_types": ["invoices.truncate"]}),
+            "event_types[0]",
+            "invoices.truncate",
+        ),
+        (
+            json!({"url": url, "sources": ["shop"], "event_types": ["invoices.*"]}),
+            "event_types[0]",
+            "invoices.*",
+        ),
+    ];
+    for (body, field, value) in &refused {
+        let res = api.post("/v1/subscriptions", body.clone()).await;
+        res.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, Some(field), field);
+        let detail = res.json()["detail"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            detail.contains(&format!("{value:?}")) && detail.contains("force=true"),
+            "{field}: {detail}"
+        );
+        let res = api.post("/v1/subscriptions?force=true", body.clone()).await;
+        assert_eq!(res.status, StatusCode::CREATED, "{field} with force");
+        assert_eq!(res.json()["event_types"], body["event_types"]);
+    }
+
+    let accepted = [
+        json!({"event_types": ["*.delete"]}),
+        json!({"event_types": ["orders.truncate", "customers.?pdate"]}),
+        json!({"event_types": ["invoices.*"], "sources": ["legacy"]}),
+        json!({"event_types": ["notes.insert"], "sources": ["docs", "shop"]}),
+        json!({"sources": ["docs"]}),
+    ];
+    for body in accepted {
+        let mut body = body;
+        body["url"] = json!(url);
+        let res = api.post("/v1/subscriptions", body.clone()).await;
+        assert_eq!(res.status, StatusCode::CREATED, "{body}: {}", res.json());
+    }
+
+    api.post("/v1/subscriptions?force=yes", json!({"url": url}))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, Some("force"), "force=yes");
+
+    // PATCH: the same rules, on the filters the subscription is left with.
+    let sub = api
+        .subscribe(json!({"url": url, "event_types": ["orders.*"]}))
+        .await;
+    let path = format!("/v1/subscriptions/{}", sub["id"].as_str().expect("id"));
+    api.patch(&path, json!({"event_types": ["*.delete", "nope.*"]}))
+        .await
+        .assert_problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("event_types[1]"),
+            "PATCH glob",
+        );
+    api.patch(&path, json!({"sources": ["nope"]}))
+        .await
+        .assert_problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("sources[0]"),
+            "PATCH source",
+        );
+    // `legacy` emits no orders.*: the kept glob would match nothing.
+    api.patch(&path, json!({"sources": ["legacy"]}))
+        .await
+        .assert_problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("event_types[0]"),
+            "PATCH sources leaving the kept glob matching nothing",
+        );
+    let res = api
+        .patch(
+            &path,
+            json!({"sources": ["legacy"], "event_types": ["*.delete"]}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.json());
+    let res = api
+        .patch(
+            &format!("{path}?force=true"),
+            json!({"event_types": ["later.*"]}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.json()["event_types"], json!(["later.*"]));
+    // A forced glob does not stand in the way of other changes.
+    let res = api.patch(&path, json!({"description": "kept"})).await;
+    assert_eq!(res.status, StatusCode::OK);
 }
