@@ -42,18 +42,21 @@ pub fn glob_to_like(glob: &str) -> String {
     out
 }
 
-/// The same rule as the SQL `LIKE`, for code that filters without the store.
+/// The same rule as the SQL `LIKE`, for code that filters without the store: `?` is
+/// one character (not one byte: `?rders.*` matches `ørders.update`, as `LIKE`'s `_`
+/// does).
 pub fn glob_matches(glob: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
         match (p.first(), t.first()) {
             (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &t[1..]),
+            (Some('*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &t[1..]),
             (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
             _ => false,
         }
     }
-    go(glob.as_bytes(), text.as_bytes())
+    let (p, t): (Vec<char>, Vec<char>) = (glob.chars().collect(), text.chars().collect());
+    go(&p, &t)
 }
 
 #[cfg(test)]
@@ -84,6 +87,9 @@ mod tests {
             ("order_items.?nsert", "order_items.insert", true),
             ("*", "anything.at_all", true),
             ("orders.insert", "orders.insert", true),
+            ("?rders.*", "ørders.update", true),
+            ("ø?", "øx", true),
+            ("?", "ø", true),
         ];
         for (glob, text, want) in cases {
             assert_eq!(glob_matches(glob, text), want, "{glob} vs {text}");
