@@ -8,8 +8,11 @@
 //! listing instead of silently skipping rows.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use chrono::{DateTime, Utc};
-use hookrelay_store::{model::DeliveryStatus, MAX_PAGE};
+use chrono::{DateTime, Datelike, Utc};
+use hookrelay_store::{
+    model::{DeliveryStatus, SubscriptionKey},
+    MAX_PAGE,
+};
 
 use crate::error::ApiError;
 
@@ -46,6 +49,42 @@ pub fn decode_cursor(listing: Listing, cursor: &str) -> Result<i64, String> {
         .and_then(|k| k.parse::<i64>().ok())
         .filter(|k| *k > 0)
         .ok_or_else(bad)
+}
+
+/// The cursor continuing after subscription `key` (the subscription listing's order is
+/// creation time, then id).
+pub fn encode_subscription_cursor(key: &SubscriptionKey) -> String {
+    URL_SAFE_NO_PAD.encode(format!(
+        "sub:{}:{}",
+        key.created_at.timestamp_micros(),
+        key.id
+    ))
+}
+
+/// The subscription a cursor continues after.
+pub fn decode_subscription_cursor(cursor: &str) -> Result<SubscriptionKey, String> {
+    let bad = || format!("{cursor:?} is not a cursor returned by this listing's next_cursor");
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (micros, id) = text
+        .strip_prefix("sub:")
+        .and_then(|rest| rest.split_once(':'))
+        .ok_or_else(bad)?;
+    let created_at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        // what the store can hold (a creation time is never outside this anyway)
+        .filter(|t| (1..=9999).contains(&t.year()))
+        .ok_or_else(bad)?;
+    // The store cannot hold a NUL, and every id it gave out is `sub_…`.
+    if !id.starts_with("sub_") || id.contains('\0') {
+        return Err(bad());
+    }
+    Ok(SubscriptionKey {
+        created_at,
+        id: id.to_owned(),
+    })
 }
 
 /// `limit`: 1 to [`MAX_PAGE`], default [`DEFAULT_LIMIT`].
@@ -106,6 +145,28 @@ mod tests {
         assert!(decode_cursor(Listing::Events, &c).is_err());
         assert!(decode_cursor(Listing::Deliveries, "1234").is_err());
         assert!(decode_cursor(Listing::Deliveries, "!!").is_err());
+    }
+
+    #[test]
+    fn subscription_cursors_round_trip() {
+        let key = SubscriptionKey {
+            created_at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
+            id: "sub_01JD5Z8K1T4W2M3N9QJ6V7X8Y0".into(),
+        };
+        let c = encode_subscription_cursor(&key);
+        assert_eq!(decode_subscription_cursor(&c), Ok(key));
+        let bad = [
+            encode_cursor(Listing::Deliveries, 5),
+            URL_SAFE_NO_PAD.encode("sub:x:sub_1"),
+            URL_SAFE_NO_PAD.encode("sub:1:nope"),
+            URL_SAFE_NO_PAD.encode("sub:1:sub_\0"),
+            URL_SAFE_NO_PAD.encode(format!("sub:{}:sub_1", i64::MAX)),
+            URL_SAFE_NO_PAD.encode(format!("sub:{}:sub_1", -250_000_000_000_000_000i64)),
+            "!!".into(),
+        ];
+        for c in bad {
+            assert!(decode_subscription_cursor(&c).is_err(), "{c}");
+        }
     }
 
     #[test]

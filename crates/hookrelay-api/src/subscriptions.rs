@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     error::{ApiError, OrNotFound, Problem},
     extract::{ApiJson, ApiQuery, OptionalJson, PathId},
-    validate, ApiState,
+    params, validate, ApiState,
 };
 
 /// Longest rotation grace period: long enough for any sane roll-out, short enough
@@ -180,10 +180,29 @@ pub struct SecretOnly {
     secret: String,
 }
 
+/// `GET /v1/subscriptions?limit=&cursor=`: without either, every subscription at once
+/// (the listing as it always was); with either, one page.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size, 1 to 1000; default 50 when `cursor` is given. Absent with `cursor`
+    /// absent too: every subscription, unpaged.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+    /// A previous page's `next_cursor`.
+    cursor: Option<String>,
+}
+
+/// Subscriptions, oldest first. `next_cursor` is only present on a paged listing
+/// (`limit` or `cursor` given), and null on its last page.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = SubscriptionList)]
 pub struct List {
     data: Vec<SubscriptionView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, required = false)]
+    next_cursor: Option<Option<String>>,
 }
 
 /// Create a subscription; the answer carries its secret.
@@ -259,27 +278,53 @@ pub async fn create(
     ))
 }
 
-/// Every subscription (secrets never shown).
+/// Every subscription, or one page of them, oldest first (secrets never shown).
 #[utoipa::path(
     get,
     path = "/subscriptions",
     tag = "subscriptions",
+    params(ListQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Every subscription", body = List),
+        (status = 200, description = "Every subscription, or a page of them", body = List),
+        (status = 400, description = "Unreadable body or parameter (names the `field`)", content_type = "application/problem+json", body = Problem),
         (status = 401, description = "Missing or invalid bearer token", content_type = "application/problem+json", body = Problem),
         (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
     ),
 )]
-pub async fn list(State(state): State<ApiState>) -> Result<Json<List>, ApiError> {
-    let data = state
+pub async fn list(
+    State(state): State<ApiState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<List>, ApiError> {
+    let view = |items: Vec<Subscription>| {
+        items
+            .into_iter()
+            .map(|s| SubscriptionView::new(&state, s))
+            .collect()
+    };
+    if q.limit.is_none() && q.cursor.is_none() {
+        let data = view(state.store.list_subscriptions().await?);
+        return Ok(Json(List {
+            data,
+            next_cursor: None,
+        }));
+    }
+    let limit = params::limit(q.limit.as_deref())?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            params::decode_subscription_cursor(c).map_err(|e| ApiError::bad_request("cursor", e))
+        })
+        .transpose()?;
+    let page = state
         .store
-        .list_subscriptions()
-        .await?
-        .into_iter()
-        .map(|s| SubscriptionView::new(&state, s))
-        .collect();
-    Ok(Json(List { data }))
+        .list_subscriptions_page(after.as_ref(), limit)
+        .await?;
+    Ok(Json(List {
+        next_cursor: Some(page.next.as_ref().map(params::encode_subscription_cursor)),
+        data: view(page.items),
+    }))
 }
 
 /// One subscription.

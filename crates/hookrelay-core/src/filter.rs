@@ -112,6 +112,9 @@ mod tests {
             ("order_items.?nsert", "order_items.insert", true),
             ("*", "anything.at_all", true),
             ("orders.insert", "orders.insert", true),
+            ("?rders.*", "ørders.update", true),
+            ("ø?", "øx", true),
+            ("?", "ø", true),
         ];
         for (glob, text, want) in cases {
             assert_eq!(glob_matches(glob, text), want, "{glob} vs {text}");

@@ -25,7 +25,7 @@ pub struct BatchOutcome {
 /// whose endpoint has not answered 410 (`disabled_by`, sql/V7): a paused one gets
 /// `pending` deliveries too, but no due mark, so claims do not look at it until it is
 /// resumed (`Store::update_subscription` marks it due then).
-const INSERT_EVENTS_AND_DELIVERIES: &str = "
+pub const INSERT_EVENTS_AND_DELIVERIES: &str = "
 with input as (
     select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::text[])
         with ordinality as t(id, source, event_type, order_key, committed_at, body, ord)
@@ -40,18 +40,38 @@ kinds as (
     -- a batch holds a few distinct (source, type) pairs, usually one: the filters are
     -- matched once per pair, not once per event. Matched per event, a 100-event
     -- batch beside 10,000 idle subscriptions ran a million LIKEs; per pair, 10,000.
-    -- Bench workload 8 (issue 16) went from 252-288 to 444-467 events/s with this,
-    -- on a shared machine; the backends' CPU per event did not fall measurably, so
-    -- the matching is not yet all of what idle subscriptions cost a batch
-    select distinct source, event_type from ins
+    -- Each pair carries its type's prefixes and suffixes, the keys of its lookup
+    select d.source, d.event_type,
+           array(select left(d.event_type, n) from generate_series(1, length(d.event_type)) n) as prefixes,
+           array(select right(d.event_type, n) from generate_series(1, length(d.event_type)) n) as suffixes
+      from (select distinct source, event_type from ins) d
 ),
-matched as (
+matched as materialized (
+    -- only the candidates (issue 16, sql/V8): the filters whose literal prefix or
+    -- suffix the type has, those for the batch's source, and those with no literal.
+    -- Matching every enabled subscription's patterns read all 10,000 rows of the
+    -- idle ones per pair; this reads a few dozen index entries and the candidates.
     select k.source, k.event_type, s.id, s.ordering, s.enabled
       from kinds k
-      join hookrelay.subscriptions s
-        on s.disabled_by is distinct from 'gone'
-       and (s.type_patterns is null or k.event_type like any (s.type_patterns))
-       and (s.sources is null or k.source = any (s.sources))
+      cross join lateral (
+            select distinct m.subscription_id
+              from hookrelay.subscription_matchers m
+             where ((m.anchor = 'prefix' and m.literal = any (k.prefixes))
+                 or (m.anchor = 'suffix' and m.literal = any (k.suffixes))
+                 or (m.anchor = 'source' and m.literal = k.source)
+                 or m.anchor = 'all')
+               and (m.pattern is null or k.event_type like m.pattern)) c
+      -- by key, per candidate: written as a join, the generic plan hashed all
+      -- 10,000 subscriptions (a sequential scan) to look up three (`limit` keeps
+      -- the planner from turning this back into a join)
+      cross join lateral (
+            select s.id, s.ordering, s.sources, s.enabled, s.disabled_by
+              from hookrelay.subscriptions s
+             where s.id = c.subscription_id
+             limit 1) s
+     where (s.sources is null or k.source = any (s.sources))
+       -- who is given deliveries: everyone but endpoints gone (410); paused ones too
+       and s.disabled_by is distinct from 'gone'
 ),
 dlv as (
     insert into hookrelay.deliveries (event_seq, subscription_id, order_key)

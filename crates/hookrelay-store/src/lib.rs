@@ -49,7 +49,7 @@ pub use text::storable;
 /// (`EXPLAIN (ANALYZE, BUFFERS)`); nothing else should run them.
 #[doc(hidden)]
 pub mod statements {
-    pub use crate::claim::CLAIM_DUE;
+    pub use crate::{batch::INSERT_EVENTS_AND_DELIVERIES, claim::CLAIM_DUE};
 }
 
 /// A handle on the store; cheap to clone (two pools).

@@ -159,12 +159,19 @@ pub struct EventFilter {
     pub before_seq: Option<i64>,
 }
 
-/// One page of a newest-first listing; `next` is the key to continue after, `None` at
-/// the end.
+/// One page of a listing; `next` is the key to continue after, `None` at the end.
 #[derive(Debug, Clone)]
-pub struct Page<T> {
+pub struct Page<T, K = i64> {
     pub items: Vec<T>,
-    pub next: Option<i64>,
+    pub next: Option<K>,
+}
+
+/// Where a subscription stands in the listing's order (oldest first): a page
+/// continues after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionKey {
+    pub created_at: DateTime<Utc>,
+    pub id: String,
 }
 
 /// A delivery: one event for one subscription.

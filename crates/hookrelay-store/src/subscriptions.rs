@@ -2,7 +2,10 @@
 //!
 //! `event_types` globs are stored as given (for display) and as SQL `LIKE` patterns
 //! (`type_patterns`), which the batch commit matches inside the transaction that writes
-//! the events, so a saved subscription sees every event committed after it.
+//! the events, so a saved subscription sees every event committed after it. A trigger
+//! (sql/V8) keeps each subscription's rows in `subscription_matchers`, the index the
+//! batch looks its candidates up in, in the same transaction as every insert, update
+//! and delete here.
 //! Secrets are written here, sealed (see `secrets`), but never read back by these
 //! functions: only the dispatcher's claim opens them. Header values are sealed too and
 //! opened for the admin API's view.
@@ -27,7 +30,10 @@ use hookrelay_core::{
 use tokio_postgres::{types::Json, Row};
 
 use crate::{
-    model::{NewSubscription, OrderingMode, Subscription, SubscriptionChanges},
+    listing::{fetch_count, MAX_PAGE},
+    model::{
+        NewSubscription, OrderingMode, Page, Subscription, SubscriptionChanges, SubscriptionKey,
+    },
     secrets::{open_headers, seal_headers},
     Store, StoreError,
 };
@@ -110,6 +116,50 @@ impl Store {
         rows.iter()
             .map(|r| subscription_from_row(&self.secrets, r))
             .collect()
+    }
+
+    /// Up to `limit` subscriptions (at most [`crate::MAX_PAGE`]) after `after`, oldest
+    /// first, as [`Store::list_subscriptions`] orders them.
+    pub async fn list_subscriptions_page(
+        &self,
+        after: Option<&SubscriptionKey>,
+        limit: u32,
+    ) -> Result<Page<Subscription, SubscriptionKey>, StoreError> {
+        let client = self.client().await?;
+        let n = fetch_count(limit);
+        let rows = match after {
+            None => {
+                let sql = format!(
+                    "select {COLUMNS} from hookrelay.subscriptions order by created_at, id limit $1"
+                );
+                let stmt = client.prepare_cached(&sql).await?;
+                client.query(&stmt, &[&n]).await?
+            }
+            Some(key) => {
+                // The row comparison walks the (created_at, id) index (sql/V8) from the key.
+                let sql = format!(
+                    "select {COLUMNS} from hookrelay.subscriptions
+                      where (created_at, id) > ($1, $2)
+                      order by created_at, id limit $3"
+                );
+                let stmt = client.prepare_cached(&sql).await?;
+                client.query(&stmt, &[&key.created_at, &key.id, &n]).await?
+            }
+        };
+        let mut items = rows
+            .iter()
+            .map(|r| subscription_from_row(&self.secrets, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = items.len() > limit.clamp(1, MAX_PAGE) as usize;
+        items.truncate(limit.clamp(1, MAX_PAGE) as usize);
+        let next = match items.last() {
+            Some(last) if more => Some(SubscriptionKey {
+                created_at: last.created_at,
+                id: last.id.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Page { items, next })
     }
 
     /// Applies `changes` and returns the result.

@@ -406,3 +406,99 @@ async fn filters_are_checked_against_the_configured_sources() {
     let res = api.patch(&path, json!({"description": "kept"})).await;
     assert_eq!(res.status, StatusCode::OK);
 }
+
+/// `limit`/`cursor` page the listing (issue 16); without them the answer is the plain
+/// `{data}` it always was, every subscription oldest first.
+#[tokio::test]
+async fn the_listing_pages_with_limit_and_cursor() {
+    let api = TestApi::new().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let s = api
+            .subscribe(json!({"url": format!("https://example.com/{n}")}))
+            .await;
+        ids.push(s["id"].as_str().expect("id").to_owned());
+    }
+    let ids_of = |page: &serde_json::Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|s| s["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+
+    let all = api.get("/v1/subscriptions").await;
+    assert_eq!(all.status, StatusCode::OK);
+    let all = all.json();
+    assert_eq!(
+        all.as_object().expect("object").keys().collect::<Vec<_>>(),
+        ["data"],
+        "the unpaged listing keeps its shape: {all}"
+    );
+    // oldest first; two created within one microsecond go by id
+    let mut listed = ids_of(&all);
+    listed.sort_unstable();
+    ids.sort_unstable();
+    assert_eq!(listed, ids);
+    let ids = ids_of(&all);
+
+    let mut seen = Vec::new();
+    let mut path = "/v1/subscriptions?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let res = api.get(&path).await;
+        assert_eq!(res.status, StatusCode::OK, "{path}");
+        let page = res.json();
+        pages += 1;
+        let got = ids_of(&page);
+        assert!(got.len() <= 2, "{page}");
+        // every page has a next_cursor: a string, or null on the last page
+        let next = page.get("next_cursor").expect("next_cursor").clone();
+        seen.extend(got);
+        match next.as_str() {
+            Some(c) => path = format!("/v1/subscriptions?limit=2&cursor={c}"),
+            None => {
+                assert_eq!(next, json!(null));
+                break;
+            }
+        }
+    }
+    assert_eq!(seen, ids);
+    assert_eq!(pages, 3);
+
+    // `cursor` alone pages with the default size; a deleted subscription's cursor
+    // still continues after it.
+    let first = api.get("/v1/subscriptions?limit=1").await.json();
+    let cursor = first["next_cursor"].as_str().expect("cursor").to_owned();
+    assert_eq!(
+        api.delete(&format!("/v1/subscriptions/{}", ids[0]))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let rest = api
+        .get(&format!("/v1/subscriptions?cursor={cursor}"))
+        .await
+        .json();
+    assert_eq!(ids_of(&rest), ids[1..]);
+    assert_eq!(rest["next_cursor"], json!(null));
+
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=nope", "cursor"),
+        ("limit=2&cursor=ZGx2OjU", "cursor"), // a delivery listing's cursor
+    ] {
+        api.get(&format!("/v1/subscriptions?{query}"))
+            .await
+            .assert_problem(StatusCode::BAD_REQUEST, Some(field), query);
+    }
+    let unknown = api.get("/v1/subscriptions?limt=2").await;
+    assert_eq!(
+        unknown.status,
+        StatusCode::BAD_REQUEST,
+        "a misspelt parameter"
+    );
+}
