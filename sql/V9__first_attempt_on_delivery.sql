@@ -16,7 +16,7 @@ alter table hookrelay.deliveries
 -- predicates, so never HOT). At fillfactor 80 a claim of a whole page of fresh
 -- deliveries found room for the new versions of only about a third of them; the
 -- rest were non-HOT and wrote an entry into each of five indexes. At 50, bench
--- workload 1 measured 91 % of lease updates HOT (34 % before) and 15 % less WAL per
--- event; 30 made every lease HOT but wrote more full-page images (a bigger table),
--- for no less WAL. Applies to pages filled from now on.
+-- workload 1 measured 87-91 % of lease updates HOT (26-34 % at 80) and 11 % less WAL
+-- per event (not counting full-page images); 30 made every lease HOT but saved only 3 %
+-- more for a sparser table. Applies to pages filled from now on.
 alter table hookrelay.deliveries set (fillfactor = 50);
