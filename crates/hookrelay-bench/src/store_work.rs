@@ -335,7 +335,7 @@ async fn db_work(
         *by_rel.entry(name).or_default() += bytes;
     }
     let mut rels: Vec<(String, i64)> = by_rel.into_iter().collect();
-    rels.sort_by(|a, b| b.1.cmp(&a.1));
+    rels.sort_by_key(|r| std::cmp::Reverse(r.1));
     w.wal_by_relation = rels;
     Ok(w)
 }
