@@ -235,8 +235,10 @@ impl Probe {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The flushed end: pg_walinspect refuses an end it cannot read yet, and every
+        // commit of the workload was flushed when it returned.
         let end_lsn: String = store
-            .query_one("select pg_current_wal_lsn()::text", &[])
+            .query_one("select pg_current_wal_flush_lsn()::text", &[])
             .await?
             .get(0);
         let server_wal_bytes: i64 = store
