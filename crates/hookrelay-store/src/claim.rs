@@ -274,10 +274,11 @@ update hookrelay.subscription_work w
 /// own row (sql/V9), every other one as a row of `attempts`.
 ///
 /// Per delivered event this is the delivery's outcome update alone, not that update
-/// plus an attempts insert and its index entry (figures: README, issue 14). `inline` takes only an
-/// attempt with nothing logged before it (no attempt rows, the columns still empty),
-/// so the columns always hold the oldest attempt and the listing stays in order. The
-/// two updates touch disjoint rows: `rest` skips the ids `inline` returned.
+/// plus an attempts insert and its index entry (figures: README, issue 14). `inline`
+/// takes only an attempt with nothing logged before it (no attempt rows, the columns
+/// still empty), so the columns always hold the oldest attempt and the listing stays
+/// in order. The two updates touch disjoint rows: `rest` skips the ids `inline`
+/// returned.
 const RECORD_OUTCOMES: &str = "
 with u as (
     select * from unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::int[],
