@@ -185,13 +185,17 @@ async fn an_outcome_the_store_refuses_is_isolated_from_its_batch() {
     let env = Env::new().await;
     let (relay, api, healthy, _) = env.relay_with_receiver().await;
     // A constraint stands in for any row the store refuses (SQLSTATE 23514): every
-    // attempt whose body holds "POISON" fails its whole outcome batch.
+    // attempt whose body holds "POISON" fails its whole outcome batch, whether kept as
+    // an attempt row or (a first success, sql/V9) on the delivery's row.
     env.store
         .connect()
         .await
         .batch_execute(
             "alter table hookrelay.attempts add constraint poison
-               check (response_body is null or position('POISON'::bytea in response_body) = 0)",
+               check (response_body is null or position('POISON'::bytea in response_body) = 0);
+             alter table hookrelay.deliveries add constraint poison
+               check (first_attempt_body is null
+                      or position('POISON'::bytea in first_attempt_body) = 0)",
         )
         .await
         .unwrap();

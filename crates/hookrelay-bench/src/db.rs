@@ -6,8 +6,31 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio_postgres::{Client, NoTls};
 
-pub const STORE_DB: &str = "hookrelay_bench_store";
-pub const SOURCE_DB: &str = "hookrelay_bench_src";
+/// The database names, `hookrelay_bench_store` and `hookrelay_bench_src` plus the
+/// `--db-suffix` (so two benches on one server do not drop each other's databases).
+static NAMES: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Fixes the database names for this run (before any workload; later calls are ignored).
+pub fn set_suffix(suffix: &str) {
+    let _ = NAMES.set((
+        format!("hookrelay_bench_store{suffix}"),
+        format!("hookrelay_bench_src{suffix}"),
+    ));
+}
+
+fn names() -> &'static (String, String) {
+    NAMES.get_or_init(|| ("hookrelay_bench_store".into(), "hookrelay_bench_src".into()))
+}
+
+/// hookrelay's store database.
+pub fn store_db() -> &'static str {
+    &names().0
+}
+
+/// The source database (`public.orders`).
+pub fn source_db() -> &'static str {
+    &names().1
+}
 
 const ORDERS: &str = "create table public.orders (
     id bigint primary key,
@@ -50,7 +73,7 @@ impl Databases {
     /// server log (auto_explain), for profiling.
     pub async fn fresh(base: &str, explain_ms: Option<u32>) -> anyhow::Result<Self> {
         let admin = connect(&format!("{base}/postgres")).await?;
-        for db in [STORE_DB, SOURCE_DB] {
+        for db in [store_db(), source_db()] {
             // Two statements: DROP/CREATE DATABASE refuse to share a transaction.
             admin
                 .batch_execute(&format!("drop database if exists {db} with (force)"))
@@ -64,8 +87,9 @@ impl Databases {
         if let Some(ms) = explain_ms {
             admin
                 .batch_execute(&format!(
-                    "alter database {STORE_DB} set session_preload_libraries = 'auto_explain';
-                     alter database {STORE_DB} set auto_explain.log_min_duration = {ms}"
+                    "alter database {store} set session_preload_libraries = 'auto_explain';
+                     alter database {store} set auto_explain.log_min_duration = {ms}",
+                    store = store_db()
                 ))
                 .await
                 .context("enabling auto_explain on the store")?;
@@ -82,11 +106,11 @@ impl Databases {
     }
 
     pub fn store_url(&self) -> String {
-        format!("{}/{STORE_DB}", self.base)
+        format!("{}/{}", self.base, store_db())
     }
 
     pub fn source_url(&self) -> String {
-        format!("{}/{SOURCE_DB}", self.base)
+        format!("{}/{}", self.base, source_db())
     }
 
     pub async fn source(&self) -> anyhow::Result<Client> {
@@ -184,7 +208,7 @@ impl Databases {
     /// Drops both databases (at the end of the run).
     pub async fn drop_all(base: &str) -> anyhow::Result<()> {
         let admin = connect(&format!("{base}/postgres")).await?;
-        for db in [STORE_DB, SOURCE_DB] {
+        for db in [store_db(), source_db()] {
             admin
                 .batch_execute(&format!("drop database if exists {db} with (force)"))
                 .await

@@ -37,6 +37,7 @@ mod proc_stats;
 mod receiver;
 mod relay;
 mod report;
+mod store_work;
 mod workloads;
 mod writers;
 
@@ -81,6 +82,10 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432"
     )]
     pg: String,
+    /// Appended to the bench's database names (hookrelay_bench_store<SUFFIX>, …), so
+    /// benches of two worktrees on one server keep apart. [a-z0-9_] only.
+    #[arg(long, env = "HOOKRELAY_BENCH_DB_SUFFIX", default_value = "")]
+    db_suffix: String,
     /// A hookrelay setting for every workload, as SECTION.KEY=VALUE (passed as
     /// HOOKRELAY_SECTION__KEY); repeatable. Recorded in the results.
     #[arg(long = "set")]
@@ -92,6 +97,11 @@ struct Args {
     /// server log (auto_explain on the bench's store database).
     #[arg(long)]
     explain_slow_ms: Option<u32>,
+    /// SQL run on the store once hookrelay has migrated it, before each workload's
+    /// subscriptions and writers (to measure a schema change without a rebuild, e.g.
+    /// `alter table hookrelay.deliveries set (fillfactor = 50)`). Recorded in the results.
+    #[arg(long)]
+    store_sql: Option<String>,
 }
 
 /// Workload sizes (full, or 10x smaller with `--quick`).
@@ -153,6 +163,7 @@ pub struct Ctx {
     pub overrides: Vec<(String, String)>,
     pub pg_activity: bool,
     pub explain_slow_ms: Option<u32>,
+    pub store_sql: Option<String>,
 }
 
 impl Ctx {
@@ -178,6 +189,14 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let wall = Instant::now();
+    if !args
+        .db_suffix
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        bail!("--db-suffix {:?}: use [a-z0-9_] only", args.db_suffix);
+    }
+    db::set_suffix(&args.db_suffix);
     let started = chrono::Utc::now();
     let stamp = started.format("%Y%m%dT%H%M%SZ").to_string();
     let bin = match args.hookrelay {
@@ -238,6 +257,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         overrides,
         pg_activity: args.pg_activity,
         explain_slow_ms: args.explain_slow_ms,
+        store_sql: args.store_sql.clone(),
     };
 
     if wants("c") {
@@ -268,6 +288,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Err(e) = db::Databases::drop_all(&ctx.pg).await {
         eprintln!("dropping the bench databases: {e:#}");
     }
+    // A workload that failed half-way may have left its WAL slot: it would keep WAL.
+    let slot =
+        async { store_work::drop_slot(&db::connect(&format!("{}/postgres", ctx.pg)).await?).await };
+    if let Err(e) = slot.await {
+        eprintln!("dropping the bench's WAL slot: {e:#}");
+    }
     let _ = std::fs::remove_file(&ctx.bin); // the private copy
 
     let results = Results {
@@ -279,6 +305,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         fsync,
         hookrelay_config: relay::CONFIG_TEMPLATE.to_owned(),
         hookrelay_overrides: ctx.overrides.clone(),
+        store_sql: ctx.store_sql.clone(),
         hookrelay_binary: binary,
         sizes: ctx.sizes.clone(),
         ceilings: ctx.ceilings.clone(),

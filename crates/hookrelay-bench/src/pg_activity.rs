@@ -18,11 +18,11 @@ use serde::Serialize;
 use crate::db::connect;
 
 const SAMPLE: &str = "
-select case when datname like '%store' then 'store' else 'source' end,
+select case when datname = $1 then 'store' else 'source' end,
        coalesce(wait_event_type || ':' || wait_event, 'CPU'),
        left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
   from pg_stat_activity
- where datname like 'hookrelay_bench%' and state = 'active' and pid <> pg_backend_pid()";
+ where datname in ($1, $2) and state = 'active' and pid <> pg_backend_pid()";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ActivityEntry {
@@ -54,7 +54,8 @@ impl ActivitySampler {
         let (halt, into) = (stop.clone(), counts.clone());
         let task = tokio::spawn(async move {
             while !halt.load(Ordering::Relaxed) {
-                if let Ok(rows) = client.query(&stmt, &[]).await {
+                let dbs = [crate::db::store_db(), crate::db::source_db()];
+                if let Ok(rows) = client.query(&stmt, &[&dbs[0], &dbs[1]]).await {
                     if let Ok(mut c) = into.lock() {
                         c.samples += 1;
                         for r in rows {

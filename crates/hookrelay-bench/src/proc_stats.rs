@@ -102,7 +102,8 @@ fn postgres_ticks() -> (u64, u64, u64) {
         let Ok(ticks) = process_ticks(pid) else {
             continue;
         };
-        if title.contains("hookrelay_bench") {
+        let serves = |db: &str| title.contains(&format!(" {db} "));
+        if serves(crate::db::store_db()) || serves(crate::db::source_db()) {
             out.0 += ticks;
         } else if title.contains('(') || title.contains("[local]") {
             out.2 += ticks; // a client backend of some other database

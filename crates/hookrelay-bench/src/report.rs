@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     db::StoreSize, fsync::FsyncBaseline, pg_activity::ActivityEntry, proc_stats::CpuSpent,
-    writers::Written,
+    store_work::StoreWork, writers::Written,
 };
 
 /// Commit→delivery latency, ms.
@@ -80,6 +80,8 @@ pub struct WorkloadResult {
     /// hookrelay's rate over the ceiling named in `ceiling`.
     pub ceiling_fraction: Option<f64>,
     pub ceiling: Option<String>,
+    /// Row writes and WAL of both databases (issue 14).
+    pub store_work: Option<StoreWork>,
     /// With `--pg-activity`: where the Postgres backends were busy.
     pub pg_activity: Option<Vec<ActivityEntry>>,
     /// Workload-specific figures.
@@ -135,6 +137,8 @@ pub struct Results {
     pub hookrelay_config: String,
     /// `--set` overrides, as the environment variables hookrelay got.
     pub hookrelay_overrides: Vec<(String, String)>,
+    /// `--store-sql`: run on the migrated store before each workload.
+    pub store_sql: Option<String>,
     pub hookrelay_binary: String,
     pub sizes: crate::Sizes,
     pub ceilings: Vec<Ceiling>,
@@ -181,6 +185,9 @@ impl Results {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             let _ = writeln!(o, "config overrides: {}", set.join(" "));
+        }
+        if let Some(sql) = &self.store_sql {
+            let _ = writeln!(o, "store SQL after migrating: {sql}");
         }
         let _ = writeln!(o, "\nCeilings (no hookrelay running)");
         for c in &self.ceilings {
@@ -270,6 +277,69 @@ impl Results {
                 per(cpu.other_s),
                 busy
             );
+        }
+        let _ = writeln!(
+            o,
+            "\nStore work per event: row writes (ins/upd/del, HOT updates) of hookrelay's tables; \
+             WAL bytes of records touching\nthe store database or the source's hookrelay relations \
+             (pg_walinspect); server WAL: LSN difference, every database on the server"
+        );
+        let _ = writeln!(
+            o,
+            "{:<40} {:>6} {:>15} {:>15} {:>8} {:>8} {:>8} {:>8}",
+            "workload",
+            "rows",
+            "store i/u/d",
+            "source i/u/d",
+            "HOT upd",
+            "WAL B",
+            "src WAL",
+            "srv WAL"
+        );
+        for w in &self.workloads {
+            let Some(sw) = &w.store_work else { continue };
+            let n = sw.events.max(1) as f64;
+            let iud = |r: &crate::store_work::RowWrites| {
+                format!(
+                    "{:.2}/{:.2}/{:.2}",
+                    r.inserts as f64 / n,
+                    r.updates as f64 / n,
+                    r.deletes as f64 / n
+                )
+            };
+            let _ = writeln!(
+                o,
+                "{:<40} {:>6.2} {:>15} {:>15} {:>8.2} {:>8.0} {:>8.0} {:>8.0}",
+                truncate(&format!("{} {}", w.id, w.name), 40),
+                sw.row_writes_per_event,
+                iud(&sw.store.rows),
+                iud(&sw.source.rows),
+                (sw.store.rows.hot_updates + sw.source.rows.hot_updates) as f64 / n,
+                sw.wal_bytes_per_event,
+                sw.source.wal_bytes as f64 / n,
+                sw.server_wal_bytes_per_event,
+            );
+            let top: Vec<String> = sw
+                .store
+                .wal_by_relation
+                .iter()
+                .take(8)
+                .map(|(rel, b)| {
+                    format!(
+                        "{} {:.0}",
+                        rel.trim_start_matches("hookrelay."),
+                        *b as f64 / n
+                    )
+                })
+                .collect();
+            let _ = writeln!(o, "    store WAL B/event by relation: {}", top.join(", "));
+            let idle: Vec<&str> = sw
+                .store_indexes
+                .iter()
+                .filter(|i| i.scans == 0)
+                .map(|i| i.index.as_str())
+                .collect();
+            let _ = writeln!(o, "    store indexes never scanned: {}", idle.join(", "));
         }
         let _ = writeln!(
             o,

@@ -26,6 +26,7 @@ use crate::{
     receiver::{unix_us, Mode},
     relay::RelayProcess,
     report::{Latency, WorkloadResult},
+    store_work,
     writers::{self, Written},
     Ctx,
 };
@@ -100,6 +101,13 @@ async fn setup(ctx: &Ctx, tag: &str, subs: usize) -> anyhow::Result<Setup> {
     let dbs = Databases::fresh(&ctx.pg, ctx.explain_slow_ms).await?;
     let endpoints = ctx.receiver.reset(subs)?;
     let relay = RelayProcess::start(&ctx.bin, &dbs, &ctx.dir, tag, &ctx.overrides).await?;
+    if let Some(sql) = &ctx.store_sql {
+        dbs.store()
+            .await?
+            .batch_execute(sql)
+            .await
+            .context("--store-sql")?;
+    }
     for ep in &endpoints {
         relay.subscribe(&ep.url, &ep.secret).await?;
     }
@@ -243,6 +251,13 @@ async fn standard(ctx: &Ctx, spec: &Spec) -> anyhow::Result<WorkloadResult> {
         None => (0..spec.subs).collect(),
     };
     let clients = writers::open(&st.dbs.source_url(), spec.load.writers()).await?;
+    let probe = match store_work::Probe::begin(&st.dbs).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("  store work not measured: {e:#}");
+            None
+        }
+    };
     let cpu0 = CpuSnapshot::take(Some(st.relay.pid));
     let window = Instant::now();
     let rss = RssSampler::start(st.relay.pid);
@@ -297,6 +312,12 @@ async fn standard(ctx: &Ctx, spec: &Spec) -> anyhow::Result<WorkloadResult> {
     }
     finish(&mut st, &mut r, spec.bad.is_none()).await?;
     st.relay.stop(STOP_GRACE).await?;
+    if let Some(p) = probe {
+        match p.finish(&st.dbs, r.events).await {
+            Ok(w) => r.store_work = Some(w),
+            Err(e) => eprintln!("  store work not measured: {e:#}"),
+        }
+    }
     Ok(r)
 }
 

@@ -269,23 +269,58 @@ update hookrelay.subscription_work w
   from mine
  where w.subscription_id = mine.sub";
 
-/// Writes a batch of outcomes, only where the lease is still ours for that attempt.
+/// Writes a batch of outcomes, only where the lease is still ours for that attempt,
+/// and logs the attempts: a first attempt that succeeded (`inline`) on the delivery's
+/// own row (sql/V9), every other one as a row of `attempts`.
+///
+/// Per delivered event this is the delivery's outcome update alone, not that update
+/// plus an attempts insert and its index entry (figures: README, issue 14). `inline`
+/// takes only an attempt with nothing logged before it (no attempt rows, the columns
+/// still empty), so the columns always hold the oldest attempt and the listing stays
+/// in order. The two updates touch disjoint rows: `rest` skips the ids `inline`
+/// returned.
 const RECORD_OUTCOMES: &str = "
-update hookrelay.deliveries d
-   set status = u.status,
-       next_attempt_at = coalesce(u.next_at, d.next_attempt_at),
-       lease_owner = null,
-       lease_until = null,
-       last_status_code = u.code,
-       last_error = u.err,
-       updated_at = now()
-  from unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::int[], $6::text[])
-       as u(id, attempt, status, next_at, code, err)
- where d.id = u.id and d.attempts = u.attempt and d.lease_owner = $7";
-
-const INSERT_ATTEMPTS: &str = "
+with u as (
+    select * from unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::int[],
+                         $6::text[], $8::timestamptz[], $9::int[], $10::bytea[])
+        as u(id, attempt, status, next_at, code, err, started, ms, body)
+),
+inline as (
+    update hookrelay.deliveries d
+       set status = u.status,
+           lease_owner = null,
+           lease_until = null,
+           last_status_code = u.code,
+           last_error = null,
+           updated_at = now(),
+           first_attempt_at = u.started,
+           first_attempt_ms = u.ms,
+           first_attempt_code = u.code,
+           first_attempt_body = u.body
+      from u
+     where d.id = u.id and d.attempts = u.attempt and d.lease_owner = $7
+       and u.status = 'succeeded' and u.attempt = 1 and u.err is null
+       and d.first_attempt_at is null
+       and not exists (select 1 from hookrelay.attempts a where a.delivery_id = d.id)
+    returning d.id
+),
+rest as (
+    update hookrelay.deliveries d
+       set status = u.status,
+           next_attempt_at = coalesce(u.next_at, d.next_attempt_at),
+           lease_owner = null,
+           lease_until = null,
+           last_status_code = u.code,
+           last_error = u.err,
+           updated_at = now()
+      from u
+     where d.id = u.id and d.attempts = u.attempt and d.lease_owner = $7
+       and d.id not in (select id from inline)
+)
 insert into hookrelay.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-select * from unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[], $7::bytea[])";
+select u.id, u.attempt, u.started, u.ms, u.code, u.err, u.body
+  from u
+ where u.id not in (select id from inline)";
 
 /// A 410 disables the subscription (`gone`, sql/V7: no new deliveries either) and
 /// fails everything still open for it. A paused one whose last in-flight delivery
@@ -513,7 +548,7 @@ impl Store {
 
     /// Records a batch of outcomes in one transaction. Outcomes whose lease was lost
     /// (expired and re-claimed elsewhere) are dropped from the delivery update but
-    /// their attempts are still logged.
+    /// their attempts are still logged (as attempt rows).
     pub async fn record_outcomes(
         &self,
         owner: &str,
@@ -559,15 +594,8 @@ impl Store {
         tx.execute(
             &stmt,
             &[
-                &ids, &attempts, &statuses, &next_at, &codes, &errors, &owner,
-            ],
-        )
-        .await?;
-        let stmt = tx.prepare_cached(INSERT_ATTEMPTS).await?;
-        tx.execute(
-            &stmt,
-            &[
-                &ids, &attempts, &started, &durations, &codes, &errors, &bodies,
+                &ids, &attempts, &statuses, &next_at, &codes, &errors, &owner, &started,
+                &durations, &bodies,
             ],
         )
         .await?;

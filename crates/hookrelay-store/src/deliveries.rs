@@ -29,9 +29,16 @@ select d.id, e.id, e.event_type, d.subscription_id, d.status, d.attempts,
   from hookrelay.deliveries d
   join hookrelay.events e on e.seq = d.event_seq";
 
+/// Every attempt, oldest first: a first attempt that succeeded is kept on the
+/// delivery's row (sql/V9) and is always the oldest, the others are attempt rows.
 const SELECT_ATTEMPTS: &str = "
-select attempt, started_at, duration_ms, status_code, error, response_body
-  from hookrelay.attempts where delivery_id = $1 order by id";
+select 1, first_attempt_at, first_attempt_ms, first_attempt_code, null::text,
+       first_attempt_body, 0 as kept, 0::bigint as n
+  from hookrelay.deliveries where id = $1 and first_attempt_at is not null
+union all
+select attempt, started_at, duration_ms, status_code, error, response_body, 1, id
+  from hookrelay.attempts where delivery_id = $1
+ order by kept, n";
 
 /// The replay rule above, as the `SET` of an update of `hookrelay.deliveries d`.
 const REPLAY_SET: &str = "

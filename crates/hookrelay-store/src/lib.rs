@@ -3,7 +3,8 @@
 //! ```text
 //!  source ──commit_batch──▶ events + deliveries + checkpoint   (one transaction)
 //!  dispatch ─claim_due────▶ deliveries leased FOR UPDATE SKIP LOCKED (committed before I/O)
-//!  dispatch ─record───────▶ deliveries outcome + attempts        (batched)
+//!  dispatch ─record───────▶ deliveries outcome + attempts        (batched; a first
+//!                           attempt that succeeded stays on the delivery row, sql/V9)
 //!  api ──────────────────▶ subscriptions, events, deliveries, replay
 //! ```
 //!

@@ -7,6 +7,8 @@
 //!   succeeded deliveries older than `succeeded` ─┐
 //!   failed deliveries older than `failed`       ─┴▶ delete ▶ their attempts ▶ their
 //!                                                   events, once no delivery is left
+//!   (a first attempt that succeeded lives on its delivery's row, sql/V9, and goes
+//!    with it)
 //!   events older than `succeeded` that never had a delivery (nobody subscribed)
 //! ```
 //! Small batches, each its own transaction, keep locks short: the claim and the
@@ -36,7 +38,7 @@ with doomed as (
          where (status = 'succeeded' and updated_at < now() - $1::text::interval)
             or (status = 'failed' and updated_at < now() - $2::text::interval)
          limit $3)
-    returning d.id, d.event_seq
+    returning d.id, d.event_seq, d.first_attempt_at is not null as kept
 ),
 attempts as (
     delete from hookrelay.attempts a using doomed where a.delivery_id = doomed.id
@@ -50,7 +52,10 @@ events as (
                           and o.id not in (select id from doomed))
     returning 1
 )
-select (select count(*) from doomed), (select count(*) from attempts), (select count(*) from events)";
+select (select count(*) from doomed),
+       -- a first attempt kept on its delivery's row (sql/V9) goes with the row
+       (select count(*) from attempts) + (select count(*) from doomed where kept),
+       (select count(*) from events)";
 
 /// Events older than the succeeded retention that no delivery refers to (no
 /// subscription matched them), walked by `seq` from a cursor.

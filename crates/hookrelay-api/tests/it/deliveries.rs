@@ -637,3 +637,169 @@ async fn paused_subscriptions_queue_and_replay_gone_ones_fail_and_refuse() {
     assert_eq!(res.status, StatusCode::ACCEPTED);
     assert_eq!(res.json()["replayed"], 10);
 }
+
+/// Issue 14: a first attempt that succeeded is kept on the delivery's row, not as an
+/// attempt row; the API lists it exactly as before, oldest first, also when a replay
+/// adds attempts after it, and a later attempt 1 (after a replay) never takes its place.
+#[tokio::test]
+async fn a_first_success_kept_on_the_delivery_reads_as_an_attempt() {
+    let api = TestApi::new().await;
+    api.subscribe(json!({"url": "https://a.example.com/"}))
+        .await;
+    let now = Utc::now();
+    let events = [
+        event(1, "orders.insert", now),
+        event(2, "orders.insert", now),
+    ];
+    api.store()
+        .commit_batch("shop", &events, "2")
+        .await
+        .expect("commit");
+    let raw = api.db.raw_client().await;
+    let due_now = OutcomeStatus::Retry {
+        at: Utc::now() - Duration::seconds(1),
+    };
+    let claimed = claim_all(api.store()).await;
+    let (one, two) = (claimed[0].delivery_id, claimed[1].delivery_id);
+    let first = vec![
+        outcome(&claimed[0], OutcomeStatus::Succeeded, 200),
+        outcome(&claimed[1], due_now, 500),
+    ];
+    api.store()
+        .record_outcomes("test", &first)
+        .await
+        .expect("record");
+    assert_eq!(
+        attempt_rows(&raw, one).await,
+        0,
+        "the first success is kept inline"
+    );
+    assert_eq!(
+        attempt_rows(&raw, two).await,
+        1,
+        "a failure is an attempt row"
+    );
+    let mut two_log = vec![first[1].clone()];
+    two_log.extend(record(&api, vec![(two, 200, OutcomeStatus::Succeeded)]).await);
+    assert_eq!(
+        attempt_rows(&raw, two).await,
+        2,
+        "a success after a failure is a row"
+    );
+
+    let detail = api.get(&format!("/v1/deliveries/{one}")).await.json();
+    assert_attempts(&detail, &first[..1]);
+    assert_eq!(detail["status"], "succeeded");
+    assert_eq!(detail["last_status_code"], 200);
+
+    // Replays: both start again at attempt 1.
+    for id in [one, two] {
+        let res = api
+            .post(&format!("/v1/deliveries/{id}/replay"), json!({}))
+            .await;
+        assert_eq!(res.status, StatusCode::ACCEPTED);
+    }
+    let mut one_log = vec![first[0].clone()];
+    let again = record(
+        &api,
+        vec![(one, 503, due_now), (two, 201, OutcomeStatus::Succeeded)],
+    )
+    .await;
+    one_log.push(again[0].clone());
+    two_log.push(again[1].clone());
+    one_log.extend(record(&api, vec![(one, 204, OutcomeStatus::Succeeded)]).await);
+    assert_eq!(
+        attempt_rows(&raw, two).await,
+        3,
+        "attempt 1 after a replay is a row when older attempts exist"
+    );
+
+    let detail = api.get(&format!("/v1/deliveries/{one}")).await.json();
+    assert_attempts(&detail, &one_log);
+    assert_eq!(detail["last_status_code"], 204);
+    let detail = api.get(&format!("/v1/deliveries/{two}")).await.json();
+    assert_attempts(&detail, &two_log);
+}
+
+/// Attempt rows of delivery `id`.
+async fn attempt_rows(raw: &tokio_postgres::Client, id: i64) -> i64 {
+    raw.query_one(
+        "select count(*) from hookrelay.attempts where delivery_id = $1",
+        &[&id],
+    )
+    .await
+    .expect("count")
+    .get(0)
+}
+
+/// Claims, then records one outcome per planned (delivery id, code, status).
+async fn record(
+    api: &TestApi,
+    plan: Vec<(i64, i32, OutcomeStatus)>,
+) -> Vec<hookrelay_store::Outcome> {
+    let claimed = claim_all(api.store()).await;
+    let outcomes: Vec<_> = plan
+        .iter()
+        .map(|&(id, code, status)| {
+            let d = claimed
+                .iter()
+                .find(|d| d.delivery_id == id)
+                .unwrap_or_else(|| panic!("delivery {id} claimed: {claimed:?}"));
+            outcome(d, status, code)
+        })
+        .collect();
+    api.store()
+        .record_outcomes("test", &outcomes)
+        .await
+        .expect("record");
+    outcomes
+}
+
+/// `detail["attempts"]` are `log`, in order, field by field.
+fn assert_attempts(detail: &Value, log: &[hookrelay_store::Outcome]) {
+    use base64::Engine as _;
+    let got = detail["attempts"].as_array().expect("attempts");
+    assert_eq!(got.len(), log.len(), "{detail}");
+    for (a, o) in got.iter().zip(log) {
+        let keys: BTreeSet<&str> = a
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from([
+                "attempt",
+                "started_at",
+                "duration_ms",
+                "status_code",
+                "error",
+                "response_body",
+                "response_body_base64"
+            ]),
+            "{a}"
+        );
+        let body = o.response_body.as_deref().expect("a body");
+        assert_eq!(a["attempt"], o.attempt, "{a}");
+        assert_eq!(a["status_code"], o.status_code.expect("a code"), "{a}");
+        assert_eq!(a["duration_ms"], o.duration_ms, "{a}");
+        assert_eq!(a["error"], json!(o.error), "{a}");
+        assert_eq!(
+            a["response_body"],
+            String::from_utf8_lossy(body).as_ref(),
+            "{a}"
+        );
+        assert_eq!(
+            a["response_body_base64"],
+            base64::engine::general_purpose::STANDARD.encode(body),
+            "{a}"
+        );
+        let at = time(&a["started_at"]);
+        assert!(
+            (at - o.started_at).num_microseconds().map(i64::abs) < Some(1),
+            "{a} vs {}",
+            o.started_at
+        );
+    }
+}
