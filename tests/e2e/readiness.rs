@@ -276,7 +276,7 @@ async fn run_logs_capturing_once_per_source() {
     for i in 1..=SOURCES {
         let lines = log
             .lines()
-            .filter(|l| l.contains(&format!("source=\"s{i}\"")) && l.contains(" capturing "))
+            .filter(|l| l.contains(&format!("source{{source=s{i}}}")) && l.contains(" capturing "))
             .count();
         assert_eq!(lines, 1, "source s{i}: {lines} capturing lines in\n{log}");
     }
