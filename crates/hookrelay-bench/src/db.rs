@@ -205,6 +205,24 @@ impl Databases {
         })
     }
 
+    /// Every table of the store's schema with its total size (indexes and TOAST
+    /// included), largest first.
+    pub async fn schema_tables(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        let rows = self
+            .store()
+            .await?
+            .query(
+                "select c.relname::text, pg_total_relation_size(c.oid)
+                   from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                  where n.nspname = 'hookrelay' and c.relkind = 'r'
+                  order by 2 desc, 1",
+                &[],
+            )
+            .await
+            .context("measuring the store's tables")?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// Drops both databases (at the end of the run).
     pub async fn drop_all(base: &str) -> anyhow::Result<()> {
         let admin = connect(&format!("{base}/postgres")).await?;

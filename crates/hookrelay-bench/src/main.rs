@@ -24,7 +24,10 @@
 //! Workloads: 1 throughput, 2 latency, 3 fan-out, 4 bad neighbour (4a control, 4b one
 //! slow endpoint), 5 backlog drain, 6 MySQL source (6a throughput, 6b latency, a throwaway MariaDB), 7 eight single-row writers as
 //! fast as they go, 8 workload 3 beside 10,000 idle subscriptions (issue 16; it also
-//! times creating and listing them over the admin API). `--quick` makes each 10x smaller. Results go to stdout and to
+//! times creating and listing them over the admin API, whole and by pages, and
+//! measures the store's tables holding them), 9 fan-out to 1,000 active subscriptions
+//! (issue 16: overall and per-subscription latency, so a starved one shows).
+//! `--quick` makes each 10x smaller (workload 9: 100 events, still 1,000 subscriptions). Results go to stdout and to
 //! `.bench/results-<timestamp>.json` (and `.bench/latest.json`); hookrelay's config
 //! and log for each workload go to `.bench/run-<timestamp>/`.
 
@@ -65,7 +68,7 @@ struct Args {
     /// Every workload 10x smaller: a smoke run of a couple of minutes.
     #[arg(long)]
     quick: bool,
-    /// Only these parts, comma-separated: c (ceilings), 1, 2, 3, 4, 5, 6, 7, 8.
+    /// Only these parts, comma-separated: c (ceilings), 1, 2, 3, 4, 5, 6, 7, 8, 9.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// The hookrelay binary (default: `hookrelay` next to this executable).
@@ -116,6 +119,9 @@ pub struct Sizes {
     pub w7_seconds: f64,
     /// Workload 8: idle subscriptions beside workload 3's ten (10,000 either way).
     pub w8_idle: usize,
+    /// Workload 9: events fanned out to `w9_subs` active subscriptions.
+    pub w9_events: u64,
+    pub w9_subs: usize,
     pub receiver_requests: u64,
 }
 
@@ -131,6 +137,8 @@ impl Sizes {
                 w5_events: 10_000,
                 w7_seconds: 3.0,
                 w8_idle: 10_000,
+                w9_events: 100,
+                w9_subs: 1_000,
                 receiver_requests: 10_000,
             }
         } else {
@@ -143,6 +151,8 @@ impl Sizes {
                 w5_events: 100_000,
                 w7_seconds: 20.0,
                 w8_idle: 10_000,
+                w9_events: 1_000,
+                w9_subs: 1_000,
                 receiver_requests: 100_000,
             }
         }
@@ -271,7 +281,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let mut workloads = Vec::new();
-    for part in ["1", "2", "3", "4", "5", "6", "7", "8"] {
+    for part in ["1", "2", "3", "4", "5", "6", "7", "8", "9"] {
         if !wants(part) {
             continue;
         }

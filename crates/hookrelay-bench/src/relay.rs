@@ -252,6 +252,40 @@ impl RelayProcess {
             .context("GET /v1/subscriptions did not answer a list")
     }
 
+    /// `GET /v1/subscriptions?limit=&cursor=`: how many the page listed and its
+    /// `next_cursor`, or `None` for the cursor when the answer had none at all (a
+    /// hookrelay without paging, which lists everything).
+    pub async fn list_subscriptions_page(
+        &self,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> anyhow::Result<(usize, Option<Option<String>>)> {
+        let mut url = format!("{}/v1/subscriptions?limit={limit}", self.api);
+        if let Some(c) = cursor {
+            url.push_str("&cursor=");
+            url.push_str(c);
+        }
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .context("GET /v1/subscriptions?limit=")?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("GET /v1/subscriptions?limit= answered {status}: {text}");
+        }
+        let v: Value = serde_json::from_str(&text).context("subscriptions JSON")?;
+        let n = v["data"]
+            .as_array()
+            .map(Vec::len)
+            .context("a page without data")?;
+        let next = v.get("next_cursor").map(|c| c.as_str().map(str::to_owned));
+        Ok((n, next))
+    }
+
     /// SIGTERM, wait up to `grace`, then SIGKILL.
     pub async fn stop(mut self, grace: Duration) -> anyhow::Result<()> {
         if self.child.try_wait()?.is_some() {

@@ -224,6 +224,20 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
             ceiling: None,
             idle: s.w8_idle,
         },
+        "9" => Spec {
+            id: "9",
+            name: format!("fan-out: {} events x {} subs", s.w9_events, s.w9_subs),
+            tag: "w9-fanout-wide",
+            subs: s.w9_subs,
+            load: Load::Batched {
+                writers: 4,
+                rows: 100,
+                total: s.w9_events,
+            },
+            bad: None,
+            ceiling: None,
+            idle: 0,
+        },
         other => return WorkloadResult::failed(other, "unknown", format!("no workload {other}")),
     };
     eprintln!("workload {}: {}", spec.id, spec.name);
@@ -239,7 +253,7 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
 async fn standard(ctx: &Ctx, spec: &Spec) -> anyhow::Result<WorkloadResult> {
     let mut st = setup(ctx, spec.tag, spec.subs).await?;
     let admin = if spec.idle > 0 {
-        Some(add_idle(&st.relay, spec.idle).await?)
+        Some(add_idle(&st.relay, &st.dbs, spec.idle).await?)
     } else {
         None
     };
@@ -283,6 +297,13 @@ async fn standard(ctx: &Ctx, spec: &Spec) -> anyhow::Result<WorkloadResult> {
         r.note("idle_subscriptions", spec.idle);
         r.note("api_create_ms", admin.create);
         r.note("api_list_ms", admin.list);
+        r.note("api_list_page_of_100_ms", admin.page);
+        r.note("api_list_pages", admin.pages);
+        r.note("store_mib_with_subscriptions_only", admin.store_mib);
+        r.note("store_tables_with_subscriptions_only_kib", admin.tables_kib);
+    }
+    if measured.len() > 1 {
+        per_subscription(ctx, &mut r, &measured, unix_us(written.started));
     }
     r.cpu_window_s = Some(cpu_window);
     if let Some(a) = activity {
@@ -321,15 +342,67 @@ async fn standard(ctx: &Ctx, spec: &Spec) -> anyhow::Result<WorkloadResult> {
     Ok(r)
 }
 
-/// How the admin API fared while the idle subscriptions were created.
+/// Each subscription's own figures, so one starved while others are served shows:
+/// the spread of the per-subscription p99 latency and of when each one got its last
+/// delivery (s after the first commit).
+fn per_subscription(ctx: &Ctx, r: &mut WorkloadResult, measured: &[usize], start_us: i64) {
+    let mut p99 = Vec::with_capacity(measured.len());
+    let mut done_s = Vec::with_capacity(measured.len());
+    for &n in measured {
+        if let Some(l) = Latency::from_us(ctx.receiver.latencies_us(&[n])) {
+            p99.push((l.p99, n));
+        }
+        if let Some(last) = ctx.receiver.stats(n).last_arrival_us {
+            done_s.push((last - start_us) as f64 / 1e6);
+        }
+    }
+    p99.sort_by(|a, b| a.0.total_cmp(&b.0));
+    done_s.sort_by(f64::total_cmp);
+    let at = |v: &[f64], q: f64| -> Option<f64> {
+        let n = v.len();
+        (n > 0).then(|| v[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
+    };
+    let p99s: Vec<f64> = p99.iter().map(|x| x.0).collect();
+    r.note(
+        "per_subscription_p99_ms",
+        serde_json::json!({
+            "best": at(&p99s, 0.0),
+            "median": at(&p99s, 0.5),
+            "p90": at(&p99s, 0.9),
+            "worst": at(&p99s, 1.0),
+        }),
+    );
+    if let Some(&(_, worst)) = p99.last() {
+        r.note("worst_subscription", worst);
+    }
+    r.note(
+        "per_subscription_last_delivery_s",
+        serde_json::json!({
+            "first_done": at(&done_s, 0.0),
+            "median": at(&done_s, 0.5),
+            "last_done": at(&done_s, 1.0),
+        }),
+    );
+}
+
+/// How the admin API and the store fared with the idle subscriptions (issue 16 (c)).
 struct AdminLatency {
     create: Option<Latency>,
+    /// The whole listing, unpaged.
     list: Option<Latency>,
+    /// One page of 100, walking the whole listing; `None` from a hookrelay without
+    /// paging.
+    page: Option<Latency>,
+    pages: usize,
+    /// The store's tables holding the subscriptions (before any event).
+    store_mib: f64,
+    tables_kib: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Creates `n` subscriptions that never match (`other.*`) over the admin API, 8 at a
-/// time, then lists them 10 times; the latency of each.
-async fn add_idle(relay: &RelayProcess, n: usize) -> anyhow::Result<AdminLatency> {
+/// time, then lists them 10 times whole and once by pages of 100, and measures the
+/// store's tables; the latency of each call.
+async fn add_idle(relay: &RelayProcess, dbs: &Databases, n: usize) -> anyhow::Result<AdminLatency> {
     const AT_ONCE: usize = 8;
     let t = Instant::now();
     let mut create_us = Vec::with_capacity(n);
@@ -355,13 +428,47 @@ async fn add_idle(relay: &RelayProcess, n: usize) -> anyhow::Result<AdminLatency
             bail!("GET /v1/subscriptions listed {listed} of at least {n}");
         }
     }
+    let mut page_us = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut paged = 0;
+    loop {
+        let t = Instant::now();
+        let (got, next) = relay
+            .list_subscriptions_page(100, cursor.as_deref())
+            .await?;
+        let Some(next) = next else {
+            eprintln!("  this hookrelay does not page GET /v1/subscriptions");
+            page_us.clear();
+            break;
+        };
+        page_us.push(t.elapsed().as_micros() as i64);
+        paged += got;
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    if !page_us.is_empty() && paged < n {
+        bail!("GET /v1/subscriptions?limit=100 paged through {paged} of at least {n}");
+    }
+    let tables = dbs.schema_tables().await?;
+    let store_mib = tables.iter().map(|t| t.1).sum::<i64>() as f64 / 1048576.0;
+    let tables_kib = tables
+        .iter()
+        .filter(|t| t.0.starts_with("subscription"))
+        .map(|(name, bytes)| (name.clone(), (bytes / 1024).into()))
+        .collect();
     eprintln!(
-        "  created {n} idle subscriptions in {:.1} s",
+        "  created {n} idle subscriptions in {:.1} s; store {store_mib:.1} MiB",
         t.elapsed().as_secs_f64()
     );
     Ok(AdminLatency {
         create: Latency::from_us(create_us),
         list: Latency::from_us(list_us),
+        pages: page_us.len(),
+        page: Latency::from_us(page_us),
+        store_mib,
+        tables_kib,
     })
 }
 
