@@ -63,6 +63,9 @@ pub struct RetentionConfig {
     pub succeeded: Duration,
     #[serde(default = "defaults::retention_failed", with = "humantime_serde")]
     pub failed: Duration,
+    /// How often a pass runs; each deletes at most 50,000 deliveries, in batches.
+    #[serde(default = "defaults::retention_interval", with = "humantime_serde")]
+    pub interval: Duration,
 }
 
 impl Default for RetentionConfig {
@@ -70,6 +73,7 @@ impl Default for RetentionConfig {
         Self {
             succeeded: defaults::retention_succeeded(),
             failed: defaults::retention_failed(),
+            interval: defaults::retention_interval(),
         }
     }
 }
@@ -341,6 +345,9 @@ mod defaults {
     pub fn retention_failed() -> Duration {
         Duration::from_secs(30 * 24 * 3600)
     }
+    pub fn retention_interval() -> Duration {
+        Duration::from_secs(60)
+    }
 }
 
 /// Environment variables read directly, not as config keys.
@@ -556,6 +563,13 @@ impl Config {
                     format!("{keep:?} is too short: keep finished deliveries at least 1m"),
                 ));
             }
+        }
+        let every = self.retention.interval;
+        if every < Duration::from_secs(1) || every > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::invalid(
+                "retention.interval",
+                format!("{every:?} is out of range: 1s to 24h"),
+            ));
         }
         if d.shutdown_grace < Duration::from_secs(1) || d.shutdown_grace > Duration::from_secs(3600)
         {
@@ -870,6 +884,7 @@ tables = ["public.orders"]
             ("[store\nurl=", "(top level)", "TOML"),
             ("[store]\nurl = \"postgres://x\"\n[api]\ninsecure_no_auth = true\nlisten = \"0.0.0.0:8080\"", "api.insecure_no_auth", "loopback"),
             (&format!("{GOOD}\n[log]\nformat = \"xml\""), "log.format", "xml"),
+            (&format!("{GOOD}\n[retention]\ninterval = \"500ms\""), "retention.interval", "1s to 24h"),
             (&GOOD.replace("kind = \"postgres\"", "kind = \"mongodb\"").replace("postgres@127.0.0.1:5432/shop", "x").replace("postgres://x", "mongodb://127.0.0.1:27017/?replicaSet=rs0").replace("tables = [\"public.orders\"]", "collections = [\"orders\"]"), "sources[0].collections[0]", "db.collection"),
             (&GOOD.replace("tables = [", "server_id = 7\ntables = ["), "sources[0].server_id", "only for kind"),
             (&MYSQL.replace("server_id = 4242", "server_id = 0"), "sources[0].server_id", "0 is not"),

@@ -236,10 +236,6 @@ fn sources_readiness(statuses: Vec<(String, String, SourceStatus)>) -> SourcesRe
     })
 }
 
-/// How often retention runs; each pass deletes in small batches (see
-/// `hookrelay_store::retention`).
-const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Prunes finished deliveries and unreferenced events past `[retention]`.
 async fn retention(
     store: Store,
@@ -248,10 +244,11 @@ async fn retention(
 ) {
     let mut first = true;
     loop {
+        // Each pass deletes in small batches (see `hookrelay_store::retention`).
         let wait = if first {
-            std::time::Duration::from_secs(5)
+            cfg.interval.min(std::time::Duration::from_secs(5))
         } else {
-            PRUNE_EVERY
+            cfg.interval
         };
         first = false;
         tokio::select! {
