@@ -48,7 +48,7 @@ pub(crate) fn fetch_count(limit: u32) -> i64 {
 }
 
 /// Trims the extra row and returns the key to continue after, `None` at the end.
-pub(crate) fn page_end<T>(items: &mut Vec<T>, limit: u32, key: impl Fn(&T) -> i64) -> Option<i64> {
+pub(crate) fn page_end<T, K>(items: &mut Vec<T>, limit: u32, key: impl Fn(&T) -> K) -> Option<K> {
     let limit = limit.clamp(1, MAX_PAGE) as usize;
     if items.len() > limit {
         items.truncate(limit);

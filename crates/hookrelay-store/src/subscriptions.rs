@@ -30,7 +30,7 @@ use hookrelay_core::{
 use tokio_postgres::{types::Json, Row};
 
 use crate::{
-    listing::{fetch_count, MAX_PAGE},
+    listing::{fetch_count, page_end},
     model::{
         NewSubscription, OrderingMode, Page, Subscription, SubscriptionChanges, SubscriptionKey,
     },
@@ -150,15 +150,10 @@ impl Store {
             .iter()
             .map(|r| subscription_from_row(&self.secrets, r))
             .collect::<Result<Vec<_>, _>>()?;
-        let more = items.len() > limit.clamp(1, MAX_PAGE) as usize;
-        items.truncate(limit.clamp(1, MAX_PAGE) as usize);
-        let next = match items.last() {
-            Some(last) if more => Some(SubscriptionKey {
-                created_at: last.created_at,
-                id: last.id.clone(),
-            }),
-            _ => None,
-        };
+        let next = page_end(&mut items, limit, |last| SubscriptionKey {
+            created_at: last.created_at,
+            id: last.id.clone(),
+        });
         Ok(Page { items, next })
     }
 
