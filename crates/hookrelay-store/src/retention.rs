@@ -31,6 +31,11 @@ const MAX_BATCHES: usize = 50;
 /// back, a 100,000-row prune during bench workload 1 cost it 28-44 % of its rate.
 const REST_FACTOR: u32 = 3;
 
+/// The rest after a full batch that began at `started`.
+async fn rest_after(started: std::time::Instant) {
+    tokio::time::sleep(started.elapsed() * REST_FACTOR).await;
+}
+
 /// "hookrelay.prune" as a lock key.
 const PRUNE_LOCK: i64 = 0x686f_6f6b_7072_756e;
 
@@ -135,7 +140,7 @@ impl Store {
             if d < PRUNE_BATCH {
                 break;
             }
-            tokio::time::sleep(started.elapsed() * REST_FACTOR).await;
+            rest_after(started).await;
         }
         let stmt = client.prepare_cached(PRUNE_ORPHAN_EVENTS).await?;
         let mut cursor = self.orphan_cursor.load(Ordering::Relaxed);
@@ -150,7 +155,7 @@ impl Store {
             match reach {
                 Some(r) if seen == PRUNE_BATCH => {
                     cursor = r;
-                    tokio::time::sleep(started.elapsed() * REST_FACTOR).await;
+                    rest_after(started).await;
                 }
                 Some(r) => {
                     cursor = r;
