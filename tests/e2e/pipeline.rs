@@ -205,23 +205,53 @@ async fn ten_thousand_row_transaction_arrives_whole() {
 }
 
 /// Statements of many rows are journalled in chunks (see the postgres source's
-/// `setup`): across chunk boundaries and statements, one transaction's changes keep
-/// one contiguous `txn.seq` and their commit order, per key.
+/// `setup`): a single row in the one-change form, a small statement as one chunk, a
+/// large one cut into chunks of 1,000. Across chunk boundaries and statements, one
+/// transaction's changes keep one contiguous `txn.seq` and their commit order, per key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_statements_keep_numbering_and_order() {
     let env = Env::new().await;
     let (relay, _api, rx, _sub) = env.relay_with_receiver().await;
+    relay.shutdown().await;
     let db = env.source.connect().await;
     db.batch_execute(
         "begin;
          insert into orders (id, status) select g, 'bulk' from generate_series(1, 2500) g;
          update orders set status = 'paid' where id = 2500;
          delete from orders where id <= 1200;
+         insert into orders (id, status) select g, 'small' from generate_series(3001, 3040) g;
+         insert into orders (id, status) values (3041, 'one');
+         delete from orders where id between 3001 and 3003;
+         delete from orders where id = 3041;
          commit",
     )
     .await
     .unwrap();
-    let got = rx.wait_delivered(3701, Duration::from_secs(120)).await;
+    let journal: Vec<(i32, Option<i32>)> = db
+        .query("select seq, rows from hookrelay.journal order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        journal,
+        [
+            (0, Some(1000)),
+            (1000, Some(1000)),
+            (2000, Some(500)),
+            (2500, None),
+            (2501, Some(1000)),
+            (3501, Some(200)),
+            (3701, Some(40)),
+            (3741, None),
+            (3742, Some(3)),
+            (3745, None),
+        ],
+        "journal rows: (first txn.seq, chunk size or none for one change)"
+    );
+    let relay = start_relay(env.config()).await;
+    let got = rx.wait_delivered(3746, Duration::from_secs(120)).await;
     let mut seen: Vec<(u64, String, i64)> = got
         .iter()
         .map(|r| {
@@ -238,6 +268,8 @@ async fn chunked_statements_keep_numbering_and_order() {
         .map(|k| ("insert", k))
         .chain([("update", 2500)])
         .chain((1..=1200).map(|k| ("delete", k)))
+        .chain((3001..=3041).map(|k| ("insert", k)))
+        .chain((3001..=3003).chain([3041]).map(|k| ("delete", k)))
         .enumerate()
         .map(|(seq, (op, k))| (seq as u64, op.to_owned(), k))
         .collect();
