@@ -275,7 +275,13 @@ async fn standard(ctx: &Ctx, spec: &Spec) -> anyhow::Result<WorkloadResult> {
     let cpu0 = CpuSnapshot::take(Some(st.relay.pid));
     let window = Instant::now();
     let rss = RssSampler::start(st.relay.pid);
-    let activity = start_activity(ctx).await?;
+    // Workload 7 is always sampled: issue 14 asks for the writers' lock waits that
+    // hookrelay's trigger could cause on their commit path.
+    let activity = if spec.id == "7" && !ctx.pg_activity {
+        Some(ActivitySampler::start(&ctx.pg).await?)
+    } else {
+        start_activity(ctx).await?
+    };
 
     let written = spec.load.drive(&clients).await?;
     eprintln!(
@@ -307,7 +313,11 @@ async fn standard(ctx: &Ctx, spec: &Spec) -> anyhow::Result<WorkloadResult> {
     }
     r.cpu_window_s = Some(cpu_window);
     if let Some(a) = activity {
-        r.pg_activity = Some(a.finish(8).await);
+        let all = a.finish(usize::MAX).await;
+        if spec.id == "7" {
+            writer_waits(&mut r, &all);
+        }
+        r.pg_activity = Some(all.into_iter().take(8).collect());
     }
     if let (Some(id), Some(eps)) = (spec.ceiling, r.events_per_s) {
         if let Some(c) = ctx.ceiling(id) {
@@ -575,6 +585,34 @@ async fn backlog(ctx: &Ctx, name: &str) -> anyhow::Result<WorkloadResult> {
     finish(&mut st, &mut r, true).await?;
     st.relay.stop(STOP_GRACE).await?;
     Ok(r)
+}
+
+/// What the writers (the source database's active backends) waited on, as average
+/// backends, and the part of it on locks the capture trigger takes: its shared
+/// advisory lock (`Lock:advisory`, against the reader's exclusive one) and
+/// `pg_notify`'s commit-time lock and queue (`Lock:object`, `LWLock:Notify*`). WAL
+/// writes and flushes are the commit itself, with or without hookrelay.
+fn writer_waits(r: &mut WorkloadResult, all: &[crate::pg_activity::ActivityEntry]) {
+    let mut waits: std::collections::BTreeMap<&str, f64> = Default::default();
+    for e in all.iter().filter(|e| e.db == "source") {
+        *waits.entry(e.wait.as_str()).or_default() += e.avg_active;
+    }
+    let hookrelay: f64 = waits
+        .iter()
+        .filter(|(w, _)| {
+            **w == "Lock:advisory" || **w == "Lock:object" || w.starts_with("LWLock:Notify")
+        })
+        .map(|(_, n)| n)
+        .sum();
+    let rounded: std::collections::BTreeMap<&str, f64> = waits
+        .iter()
+        .map(|(w, n)| (*w, (n * 1000.0).round() / 1000.0))
+        .collect();
+    r.note("writers_waits_avg_backends", serde_json::json!(rounded));
+    r.note(
+        "writers_hookrelay_lock_waits_avg_backends",
+        (hookrelay * 1000.0).round() / 1000.0,
+    );
 }
 
 async fn start_activity(ctx: &Ctx) -> anyhow::Result<Option<ActivitySampler>> {
