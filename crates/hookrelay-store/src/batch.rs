@@ -119,6 +119,13 @@ impl Store {
         let tx = client.transaction().await?;
         let mut outcome = BatchOutcome::default();
         if !events.is_empty() {
+            // Left to choose, Postgres re-planned the fan-out statement on every
+            // batch: 0.3 ms of planning for a one-event batch that runs in 0.25 ms
+            // (bench workload 2: a millisecond on p50, 80 µs of store CPU per event).
+            // Its generic plan is as good at every batch size measured. This pool
+            // also serves the admin API, whose listings keep their custom plans.
+            tx.batch_execute("set local plan_cache_mode = force_generic_plan")
+                .await?;
             let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
             let sources: Vec<&str> = events.iter().map(|e| e.source.as_str()).collect();
             let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
