@@ -102,7 +102,7 @@ async fn post(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let signature = signature_header(&keys, &d.event_id, ts, d.body.as_bytes());
+    let signature = signature_header(&keys, &d.event_id, ts, &d.body);
     let mut req = client
         .post(url)
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))

@@ -20,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hookrelay_core::sealing::{header_field, secret_field, Secrets};
 
@@ -115,7 +116,8 @@ impl OpenedCache {
 /// the subscriptions in random order, so one backlog cannot fill a claim (no
 /// head-of-line blocking).
 ///
-/// Rows of kind 0 are the leased deliveries; kind 2 names a due subscription
+/// Rows of kind 0 are the leased deliveries (with their event's `seq`), kind 4 their
+/// events (id and body, once per event); kind 2 names a due subscription
 /// that had no room; kind 3 one that is due but disabled or deleted. Rows of kind 1 carry, per subscription looked at, where its
 /// cursor may move: `hold` is the lowest pending id it saw but did
 /// not take (blocked, locked or over the limit), `reach` the highest pending id it saw
@@ -224,11 +226,11 @@ claimed as (
            lease_until = now() + make_interval(secs => $2),
            attempts = d.attempts + 1,
            updated_at = now()
-      from pick, hookrelay.events e, hookrelay.subscriptions s
-     where d.ctid = pick.ctid and e.seq = d.event_seq and s.id = d.subscription_id
+      from pick, hookrelay.subscriptions s
+     where d.ctid = pick.ctid and s.id = d.subscription_id
     returning d.id, d.attempts, d.subscription_id, s.url, s.secret,
               case when s.previous_secret_until > now() then s.previous_secret end as previous_secret,
-              s.headers, e.id as event_id, e.body
+              s.headers, d.event_seq
 ),
 seen as (
     -- per subscription looked at, in one pass over the candidates: computed per
@@ -241,9 +243,15 @@ seen as (
       left join claimed k on k.id = c.id
      group by c.sub
 )
-select 0, id, attempts, subscription_id, url, secret, previous_secret, headers, event_id, body,
-       null::bigint, null::bigint, null::bigint, null::bool
+select 0, id, attempts, subscription_id, url, secret, previous_secret, headers,
+       null::text, null::text, event_seq, null::bigint, null::bigint, null::bool
   from claimed
+union all
+-- each claimed delivery's event once, however many subscriptions it fans out to: a
+-- claim over a 10-way fan-out read and sent every body 10 times
+select 4, e.seq, null, null, null, null, null, null, e.id, e.body, null, null, null, null
+  from hookrelay.events e
+ where e.seq = any (array(select distinct event_seq from claimed))
 union all
 select case when room.n > 0 then 1 else 2 end, null, null, room.id, null, null, null, null,
        null, null,
@@ -376,7 +384,9 @@ pub struct ClaimedDelivery {
     pub secrets: Vec<String>,
     pub headers: Vec<(String, String)>,
     pub event_id: String,
-    pub body: String,
+    /// Shared by every delivery of the event in one claim (a clone is a reference
+    /// count, and the HTTP client sends it without copying).
+    pub body: Bytes,
 }
 
 /// What the delivery becomes after an attempt.
@@ -467,6 +477,9 @@ impl Store {
         let mut out = Claim::default();
         let (mut quiet, mut quiet_marks) = (Vec::<String>::new(), Vec::<i64>::new());
         let (mut off, mut off_marks) = (Vec::<String>::new(), Vec::<i64>::new());
+        // Kind 0 rows name their event by seq; kind 4 rows carry it, once.
+        let mut leased: Vec<(ClaimedDelivery, i64)> = Vec::new();
+        let mut events: HashMap<i64, (String, Bytes)> = HashMap::new();
         for r in rows {
             match r.get::<_, i32>(0) {
                 3 => {
@@ -492,6 +505,11 @@ impl Store {
                     out.enabled.push(r.get(3));
                     continue;
                 }
+                4 => {
+                    let body: String = r.try_get(9)?;
+                    events.insert(r.try_get(1)?, (r.try_get(8)?, Bytes::from(body)));
+                    continue;
+                }
                 _ => {}
             }
             let subscription_id: String = r.get(3);
@@ -502,16 +520,32 @@ impl Store {
                 r.try_get(6)?,
                 r.try_get(7)?,
             )?;
-            out.deliveries.push(ClaimedDelivery {
+            let delivery = ClaimedDelivery {
                 delivery_id: r.get(1),
                 attempt: r.get(2),
                 subscription_id,
                 url: r.get(4),
                 secrets: opened.0.clone(),
                 headers: opened.1.clone(),
-                event_id: r.get(8),
-                body: r.get(9),
-            });
+                event_id: String::new(),
+                body: Bytes::new(),
+            };
+            leased.push((delivery, r.try_get(10)?));
+        }
+        for (mut d, seq) in leased {
+            let Some((event_id, body)) = events.get(&seq) else {
+                // Cannot happen (one statement read both); if it did, the lease
+                // expires and a later claim sends it.
+                tracing::error!(
+                    delivery = d.delivery_id,
+                    seq,
+                    "claimed delivery without its event"
+                );
+                continue;
+            };
+            d.event_id.clone_from(event_id);
+            d.body = body.clone();
+            out.deliveries.push(d);
         }
         // Oldest first, so per-batch spawn order follows commit order.
         out.deliveries.sort_unstable_by_key(|d| d.delivery_id);
@@ -566,7 +600,7 @@ impl Store {
             secrets: opened.0.clone(),
             headers: opened.1.clone(),
             event_id: event_id.to_owned(),
-            body: body.to_owned(),
+            body: Bytes::copy_from_slice(body.as_bytes()),
         })
     }
 

@@ -52,11 +52,19 @@ async fn fixture() -> Fixture {
     assert_eq!((out.events, out.deliveries), (8, 16));
     let claimed = claim_all(api.store()).await;
     assert_eq!(claimed.len(), 16);
+    // Each event's body comes once per claim and is shared by its deliveries: each
+    // delivery still carries its own event's id and body.
+    for d in &claimed {
+        let body: Value = serde_json::from_slice(&d.body).expect("body is the envelope");
+        assert_eq!(body["id"].as_str(), Some(d.event_id.as_str()));
+    }
     let retry_at = now + Duration::hours(1);
     let outcomes: Vec<_> = claimed
         .iter()
         .map(|d| {
-            let is_order = d.body.contains("orders.insert");
+            let is_order = std::str::from_utf8(&d.body)
+                .expect("utf-8 body")
+                .contains("orders.insert");
             if d.subscription_id == a && is_order {
                 outcome(d, OutcomeStatus::Failed, 500)
             } else if d.subscription_id == a {
