@@ -242,3 +242,36 @@ async fn failed_after_max_attempts_then_replayed_one_and_in_bulk() {
     .await;
     relay.shutdown().await;
 }
+
+/// Subscriptions on one host share its kept-alive connections. Eight of them on one
+/// receiver, each allowed 2 requests at once, use at most the 16 workers' worth of
+/// connections: with keep-alive capped per subscription, the connections beyond the
+/// cap were closed after each burst and opened again (bench workload 3: 5,946
+/// connects for 20,000 deliveries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_on_one_host_reuse_its_connections() {
+    let env = Env::new().await;
+    let mut cfg = env.config();
+    cfg.dispatch.per_subscription = 2;
+    let workers = cfg.dispatch.workers;
+    let relay = start_relay(cfg).await;
+    let api = Api::new(relay.api_addr);
+    let rx = TestReceiver::start().await;
+    for _ in 0..8 {
+        api.subscribe(&rx.url, json!({})).await;
+    }
+    let db = env.source.connect().await;
+    db.batch_execute(
+        "insert into orders (id, status) select g, 'new' from generate_series(1, 200) g",
+    )
+    .await
+    .unwrap();
+    rx.wait_for("1,600 deliveries", WAIT, |log| log.len() >= 1600)
+        .await;
+    let connections = rx.connections();
+    assert!(
+        connections <= 2 * workers,
+        "{connections} connections for 1,600 deliveries with {workers} workers"
+    );
+    relay.shutdown().await;
+}

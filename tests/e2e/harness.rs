@@ -10,7 +10,12 @@ use std::{
 };
 
 use axum::{
-    body::Bytes, extract::State, http::HeaderMap, response::IntoResponse, routing::post, Router,
+    body::Bytes,
+    extract::{ConnectInfo, State},
+    http::HeaderMap,
+    response::IntoResponse,
+    routing::post,
+    Router,
 };
 use base64::{engine::general_purpose::STANDARD, Engine};
 use hmac::{Hmac, Mac};
@@ -412,6 +417,8 @@ struct ReceiverState {
     /// Requests being answered right now, and the most ever at once.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
     max_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The client end of every connection a request came on.
+    peers: Arc<Mutex<std::collections::HashSet<std::net::SocketAddr>>>,
 }
 
 /// An HTTP receiver on 127.0.0.1 that records every request.
@@ -439,6 +446,7 @@ impl TestReceiver {
             ok_ids: Arc::default(),
             in_flight: Arc::default(),
             max_in_flight: Arc::default(),
+            peers: Arc::default(),
         };
         let app = Router::new()
             .route("/hook", post(receive))
@@ -448,6 +456,7 @@ impl TestReceiver {
             .expect("bind receiver");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let _ = axum::serve(listener, app).await;
         });
         Self {
@@ -474,6 +483,11 @@ impl TestReceiver {
         self.state
             .max_in_flight
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many connections requests came on so far.
+    pub fn connections(&self) -> usize {
+        self.state.peers.lock().expect("peers lock").len()
     }
 
     /// Requests answered 2xx, in arrival order.
@@ -521,10 +535,12 @@ impl TestReceiver {
 
 async fn receive(
     State(st): State<ReceiverState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
     let at = Instant::now();
+    st.peers.lock().expect("peers lock").insert(peer);
     let now = st
         .in_flight
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
