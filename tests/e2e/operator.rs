@@ -293,3 +293,87 @@ async fn retention_prunes_old_finished_deliveries_and_their_events_only() {
     );
     relay.shutdown().await;
 }
+
+/// An event fanned out to two subscriptions stays while either keeps a delivery of
+/// it: retention and a subscription's delete each take theirs off the event's count
+/// (sql/V11), and the event goes with the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stays_until_its_last_delivery_goes() {
+    let env = Env::new().await;
+    let relay = start_relay(env.config()).await;
+    let api = Api::new(relay.api_addr);
+    let rx = TestReceiver::start().await;
+    let only_inserts = serde_json::json!({"event_types": ["orders.insert"]});
+    let first = api.subscribe(&rx.url, only_inserts.clone()).await;
+    let second = api.subscribe(&rx.url, only_inserts).await;
+    let first = first["id"].as_str().unwrap().to_owned();
+    let second = second["id"].as_str().unwrap().to_owned();
+    env.source
+        .connect()
+        .await
+        .batch_execute("insert into orders (id, status) values (1, 'new'), (2, 'new')")
+        .await
+        .unwrap();
+    let store_db = env.store.connect().await;
+    let count = |sql: &'static str| {
+        let store_db = &store_db;
+        async move { store_db.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    eventually("four outcomes recorded", WAIT, || async {
+        (count("select count(*) from hookrelay.deliveries where status = 'succeeded'").await == 4)
+            .then_some(())
+    })
+    .await;
+    let left = "select coalesce(sum(deliveries_left), 0)::bigint from hookrelay.events";
+    assert_eq!(count(left).await, 4, "each event counts its two deliveries");
+
+    store_db
+        .execute(
+            "update hookrelay.deliveries set updated_at = now() - interval '8 days'
+              where subscription_id = $1",
+            &[&first],
+        )
+        .await
+        .unwrap();
+    let store = hookrelay_store::Store::connect(&env.store.url(), 2).unwrap();
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let pruned = store.prune(day * 7, day * 30).await.unwrap().expect("lock");
+    assert_eq!(
+        pruned,
+        hookrelay_store::Pruned {
+            deliveries: 2,
+            attempts: 2,
+            events: 0
+        },
+        "the first subscription's old deliveries go; the events still have the second's"
+    );
+    assert_eq!(count(left).await, 2);
+
+    let (status, body) = api
+        .call(Method::DELETE, &format!("/v1/subscriptions/{second}"), None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(count(left).await, 0, "the delete took its deliveries off");
+    assert_eq!(
+        count("select count(*) from hookrelay.events").await,
+        2,
+        "events without deliveries wait for the succeeded retention"
+    );
+    let young = store.prune(day * 7, day * 30).await.unwrap().expect("lock");
+    assert_eq!(young, hookrelay_store::Pruned::default(), "still young");
+    store_db
+        .batch_execute("update hookrelay.events set created_at = now() - interval '8 days'")
+        .await
+        .unwrap();
+    let old = store.prune(day * 7, day * 30).await.unwrap().expect("lock");
+    assert_eq!(
+        old,
+        hookrelay_store::Pruned {
+            deliveries: 0,
+            attempts: 0,
+            events: 2
+        }
+    );
+    assert_eq!(count("select count(*) from hookrelay.events").await, 0);
+    relay.shutdown().await;
+}

@@ -24,17 +24,13 @@ pub struct BatchOutcome {
 /// stored, and fans the new ones out to every subscription whose filters match and
 /// whose endpoint has not answered 410 (`disabled_by`, sql/V7): a paused one gets
 /// `pending` deliveries too, but no due mark, so claims do not look at it until it is
-/// resumed (`Store::update_subscription` marks it due then).
+/// resumed (`Store::update_subscription` marks it due then). Each event is stored with
+/// the number of deliveries it is given (`deliveries_left`, sql/V11): the filters are
+/// matched before the events are inserted, from the same matches.
 pub const INSERT_EVENTS_AND_DELIVERIES: &str = "
 with input as (
     select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::text[])
         with ordinality as t(id, source, event_type, order_key, committed_at, body, ord)
-),
-ins as (
-    insert into hookrelay.events (id, source, event_type, order_key, committed_at, body)
-    select id, source, event_type, order_key, committed_at, body from input order by ord
-    on conflict (id) do nothing
-    returning seq, source, event_type, order_key
 ),
 kinds as (
     -- a batch holds a few distinct (source, type) pairs, usually one: the filters are
@@ -44,7 +40,7 @@ kinds as (
     select d.source, d.event_type,
            array(select left(d.event_type, n) from generate_series(1, length(d.event_type)) n) as prefixes,
            array(select right(d.event_type, n) from generate_series(1, length(d.event_type)) n) as suffixes
-      from (select distinct source, event_type from ins) d
+      from (select distinct source, event_type from input) d
 ),
 matched as materialized (
     -- only the candidates (issue 16, sql/V8): the filters whose literal prefix or
@@ -75,6 +71,18 @@ matched as materialized (
      where (s.sources is null or k.source = any (s.sources))
        -- who is given deliveries: everyone but endpoints gone (410); paused ones too
        and s.disabled_by is distinct from 'gone'
+),
+fanout as (
+    select source, event_type, count(*)::int as n from matched group by source, event_type
+),
+ins as (
+    insert into hookrelay.events (id, source, event_type, order_key, committed_at, body, deliveries_left)
+    select i.id, i.source, i.event_type, i.order_key, i.committed_at, i.body, coalesce(f.n, 0)
+      from input i
+      left join fanout f on f.source = i.source and f.event_type = i.event_type
+     order by i.ord
+    on conflict (id) do nothing
+    returning seq, source, event_type, order_key
 ),
 dlv as (
     insert into hookrelay.deliveries (event_seq, subscription_id, order_key)

@@ -1,7 +1,8 @@
 //! hookrelay's Postgres store: all of hookrelay's SQL lives in this crate.
 //!
 //! ```text
-//!  source ──commit_batch──▶ events + deliveries + checkpoint   (one transaction)
+//!  source ──commit_batch──▶ events + deliveries + checkpoint   (one transaction; each
+//!                           event counts its deliveries, sql/V11, for retention)
 //!  dispatch ─claim_due────▶ deliveries leased FOR UPDATE SKIP LOCKED (committed before I/O)
 //!  dispatch ─record───────▶ deliveries outcome + attempts        (batched; a first
 //!                           attempt that succeeded stays on the delivery row, sql/V9)
@@ -72,8 +73,6 @@ pub struct Store {
     opened: Arc<claim::OpenedCache>,
     /// Deliveries and events removed by retention (see `retention`).
     pruned: Arc<AtomicU64>,
-    /// Where the walk over events nobody subscribed to continues.
-    orphan_cursor: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Connections in the relaxed pool: the claimer and the outcome recorder.
@@ -148,7 +147,6 @@ impl Store {
             grown: Arc::default(),
             analyzed_at_size: Arc::default(),
             pruned: Arc::default(),
-            orphan_cursor: Arc::default(),
             secrets: Arc::default(),
             opened: Arc::default(),
         })

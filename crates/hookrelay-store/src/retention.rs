@@ -10,7 +10,8 @@
 //!                                                   events, once no delivery is left
 //!   (a first attempt that succeeded lives on its delivery's row, sql/V9, and goes
 //!    with it)
-//!   events older than `succeeded` that never had a delivery (nobody subscribed)
+//!   events older than `succeeded` with no delivery left (nobody subscribed, or
+//!   their subscription was deleted): each event counts its deliveries, sql/V11
 //! ```
 //! Small batches, each its own transaction, keep locks short: the claim and the
 //! recorder never wait long behind a prune. One process prunes at a time (an advisory
@@ -39,8 +40,12 @@ async fn rest_after(started: std::time::Instant) {
 /// "hookrelay.prune" as a lock key.
 const PRUNE_LOCK: i64 = 0x686f_6f6b_7072_756e;
 
-/// Deletes a batch of finished deliveries older than their status's retention,
-/// their attempts, and the events they leave without deliveries.
+/// Deletes a batch of finished deliveries older than their status's retention and
+/// their attempts, and takes them off their events' counts (`deliveries_left`,
+/// sql/V11): an event whose last deliveries these were goes with them, the others
+/// keep fewer. The two event statements touch disjoint rows; a subscription's delete,
+/// the only other writer of the counts, takes a SHARE lock on deliveries and so never
+/// runs beside this.
 const PRUNE_DELIVERIES: &str = "
 with doomed as (
     delete from hookrelay.deliveries d
@@ -55,34 +60,33 @@ attempts as (
     delete from hookrelay.attempts a using doomed where a.delivery_id = doomed.id
     returning 1
 ),
-events as (
-    delete from hookrelay.events e
-     where e.seq in (select event_seq from doomed)
-       and not exists (select 1 from hookrelay.deliveries o
-                        where o.event_seq = e.seq
-                          and o.id not in (select id from doomed))
+per_event as (
+    select event_seq, count(*)::int as n from doomed group by event_seq
+),
+emptied as (
+    delete from hookrelay.events e using per_event p
+     where e.seq = p.event_seq and e.deliveries_left <= p.n
     returning 1
+),
+fewer as (
+    update hookrelay.events e set deliveries_left = e.deliveries_left - p.n
+      from per_event p
+     where e.seq = p.event_seq and e.deliveries_left > p.n
 )
 select (select count(*) from doomed),
        -- a first attempt kept on its delivery's row (sql/V9) goes with the row
        (select count(*) from attempts) + (select count(*) from doomed where kept),
-       (select count(*) from events)";
+       (select count(*) from emptied)";
 
-/// Events older than the succeeded retention that no delivery refers to (no
-/// subscription matched them), walked by `seq` from a cursor.
-const PRUNE_ORPHAN_EVENTS: &str = "
-with batch as (
-    select seq, created_at from hookrelay.events where seq > $1 order by seq limit $3
-),
-doomed as (
-    delete from hookrelay.events e using batch
-     where e.seq = batch.seq and batch.created_at < now() - $2::text::interval
-       and not exists (select 1 from hookrelay.deliveries d where d.event_seq = e.seq)
-    returning 1
-)
-select (select count(*) from doomed),
-       (select max(seq) from batch where created_at < now() - $2::text::interval),
-       (select count(*) from batch)";
+/// Events older than the succeeded retention with no delivery left (nobody
+/// subscribed, or their subscription was deleted), oldest first.
+const PRUNE_UNREFERENCED_EVENTS: &str = "
+delete from hookrelay.events e
+ where e.seq in (
+    select seq from hookrelay.events
+     where deliveries_left = 0 and created_at < now() - $1::text::interval
+     order by created_at
+     limit $2)";
 
 /// What one pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -142,29 +146,16 @@ impl Store {
             }
             rest_after(started).await;
         }
-        let stmt = client.prepare_cached(PRUNE_ORPHAN_EVENTS).await?;
-        let mut cursor = self.orphan_cursor.load(Ordering::Relaxed);
+        let stmt = client.prepare_cached(PRUNE_UNREFERENCED_EVENTS).await?;
         for _ in 0..MAX_BATCHES {
             let started = std::time::Instant::now();
-            let row = client
-                .query_one(&stmt, &[&cursor, &ok_for, &PRUNE_BATCH])
-                .await?;
-            let (e, reach, seen): (i64, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
-            total.events += e as u64;
-            // Stop at the first event young enough to keep: later ones are younger.
-            match reach {
-                Some(r) if seen == PRUNE_BATCH => {
-                    cursor = r;
-                    rest_after(started).await;
-                }
-                Some(r) => {
-                    cursor = r;
-                    break;
-                }
-                None => break,
+            let e = client.execute(&stmt, &[&ok_for, &PRUNE_BATCH]).await?;
+            total.events += e;
+            if e < PRUNE_BATCH as u64 {
+                break;
             }
+            rest_after(started).await;
         }
-        self.orphan_cursor.store(cursor, Ordering::Relaxed);
         Ok(total)
     }
 

@@ -237,7 +237,7 @@ impl Store {
     }
 
     /// Deletes a subscription with its deliveries and their attempts, in one
-    /// transaction.
+    /// transaction, and takes those deliveries off their events' counts.
     ///
     /// The transaction first takes a SHARE lock on `deliveries`, which waits for batch
     /// commits in progress and holds new ones off until it commits. Without it, a batch
@@ -263,8 +263,16 @@ impl Store {
             &[&id],
         )
         .await?;
+        // Their events keep them no longer (sql/V11); an event left with none waits
+        // for the succeeded retention like one nobody subscribed to.
         tx.execute(
-            "delete from hookrelay.deliveries where subscription_id = $1",
+            "with gone as (
+                 delete from hookrelay.deliveries where subscription_id = $1
+                 returning event_seq
+             )
+             update hookrelay.events e set deliveries_left = e.deliveries_left - g.n
+               from (select event_seq, count(*)::int as n from gone group by event_seq) g
+              where e.seq = g.event_seq",
             &[&id],
         )
         .await?;
