@@ -337,6 +337,8 @@ inline as (
     returning d.id
 ),
 rest as (
+    -- the outcomes `inline` did not take, picked before the join: filtered after it,
+    -- every outcome of the batch was looked up a second time by id only to be dropped
     update hookrelay.deliveries d
        set status = u.status,
            next_attempt_at = coalesce(u.next_at, d.next_attempt_at),
@@ -345,9 +347,8 @@ rest as (
            last_status_code = u.code,
            last_error = u.err,
            updated_at = now()
-      from u
+      from (select * from u where u.id not in (select id from inline)) u
      where d.id = u.id and d.attempts = u.attempt and d.lease_owner = $7
-       and d.id not in (select id from inline)
 )
 insert into hookrelay.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
 select u.id, u.attempt, u.started, u.ms, u.code, u.err, u.body
