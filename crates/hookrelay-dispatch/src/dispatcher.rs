@@ -27,10 +27,15 @@ use crate::{
 
 /// A subscription may hold this many times its concurrency in claimed deliveries:
 /// one batch sending, the rest waiting. Claims are then deep batches, not one
-/// delivery per freed slot: a claim costs about 1 ms of store time whatever its size,
-/// so at 16 rows it capped one subscription near 9k deliveries/s (measured), at 48
-/// it does not.
-const PREFETCH: usize = 4;
+/// delivery per freed slot: a claim costs a fixed 0.3 ms of store time plus about
+/// 6.5 µs a row (16 rows 0.45 ms, 90 rows 0.93 ms, 256 rows 2 ms on a 200,000-row
+/// queue), so at 16 rows it capped one subscription near 9k deliveries/s. At 4 a
+/// lone busy subscription was claimed 48 rows at a time; at 8, 112, and bench
+/// workload 1 went from 17.7-18.6k to 19.4-19.7k events/s. The price is the lease,
+/// which covers PREFETCH + 1 timeouts (a held delivery may wait behind PREFETCH - 1
+/// batches): deliveries a crashed process held wait 95 s at the default 10 s
+/// timeout, not 55 s, before another process takes them.
+const PREFETCH: usize = 8;
 
 /// How many more deliveries to claim for a subscription holding `held` (claimed, not
 /// yet finished) with concurrency `cap`. A subscription is topped up only once no
@@ -486,10 +491,10 @@ mod tests {
     fn room_tops_up_only_full_batches() {
         use Admission::*;
         let cases = [
-            (0, 16, Closed, 64),
-            (16, 16, Closed, 48),
+            (0, 16, Closed, 128),
+            (16, 16, Closed, 112),
             (17, 16, Closed, 0),
-            (64, 16, Closed, 0),
+            (128, 16, Closed, 0),
             (0, 16, Open, 0),
             (0, 16, HalfOpen, 1),
             (1, 16, HalfOpen, 0),

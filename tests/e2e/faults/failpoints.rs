@@ -66,7 +66,7 @@ async fn crash_between_2xx_and_recording_resends_with_the_same_id() {
     let env = Env::new().await;
     let scenario = fail::FailScenario::setup();
     let mut cfg = env.config();
-    cfg.dispatch.timeout = Duration::from_secs(1); // lease = timeout + 5 s
+    cfg.dispatch.timeout = Duration::from_secs(1); // lease = 9 × timeout + 5 s
     let relay = start_relay(cfg).await;
     let api = Api::new(relay.api_addr);
     let rx = TestReceiver::start().await;
