@@ -109,7 +109,7 @@ async fn post(
         .header("webhook-id", d.event_id.as_str())
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", signature);
-    for (name, value) in &d.headers {
+    for (name, value) in d.headers.iter() {
         if let (Ok(n), Ok(v)) = (
             HeaderName::try_from(name.as_str()),
             HeaderValue::try_from(value.as_str()),

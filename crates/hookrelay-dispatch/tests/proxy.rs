@@ -86,9 +86,9 @@ fn delivery(url: String) -> ClaimedDelivery {
         delivery_id: 1,
         attempt: 1,
         subscription_id: "sub_test".into(),
-        url,
-        secrets: vec!["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()],
-        headers: Vec::new(),
+        url: url.into(),
+        secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned()].into(),
+        headers: Arc::new([]),
         event_id: "evt_test".into(),
         body: "{}".into(),
     }

@@ -26,8 +26,9 @@ use hookrelay_core::sealing::{header_field, secret_field, Secrets};
 
 use crate::{Store, StoreError};
 
-/// A subscription's signing secrets and custom headers, opened.
-type OpenedSecrets = (Vec<String>, Vec<(String, String)>);
+/// A subscription's signing secrets and custom headers, opened; shared (not copied)
+/// by every delivery of the subscription a claim hands out.
+type OpenedSecrets = (Arc<[String]>, Arc<[(String, String)]>);
 
 /// Opened secrets per subscription, kept across claims with the sealed values they
 /// came from: a claim opens a subscription's values again only when they changed
@@ -46,7 +47,7 @@ struct CachedSecrets {
     secret: String,
     previous: Option<String>,
     headers: serde_json::Value,
-    opened: Arc<OpenedSecrets>,
+    opened: OpenedSecrets,
 }
 
 /// More cached subscriptions than this and the cache starts again (deleted
@@ -64,7 +65,7 @@ impl OpenedCache {
         secret: String,
         previous: Option<String>,
         headers: serde_json::Value,
-    ) -> Result<Arc<OpenedSecrets>, StoreError> {
+    ) -> Result<OpenedSecrets, StoreError> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = entries.get(subscription_id) {
             if c.secret == secret && c.previous == previous && c.headers == headers {
@@ -76,7 +77,7 @@ impl OpenedCache {
         if let Some(prev) = &previous {
             signing.push(secrets.open(prev, &field)?);
         }
-        let opened_headers = match &headers {
+        let opened_headers: Vec<(String, String)> = match &headers {
             serde_json::Value::Object(m) => m
                 .iter()
                 .filter_map(|(k, v)| v.as_str().map(|v| (k, v)))
@@ -87,7 +88,7 @@ impl OpenedCache {
                 .collect::<Result<_, StoreError>>()?,
             _ => Vec::new(),
         };
-        let opened = Arc::new((signing, opened_headers));
+        let opened: OpenedSecrets = (signing.into(), opened_headers.into());
         if entries.len() >= MAX_CACHED {
             entries.clear();
         }
@@ -117,7 +118,8 @@ impl OpenedCache {
 /// head-of-line blocking).
 ///
 /// Rows of kind 0 are the leased deliveries (with their event's `seq`), kind 4 their
-/// events (id and body, once per event); kind 2 names a due subscription
+/// events (id and body, once per event), kind 5 their subscriptions (URL, sealed
+/// secrets and headers, once per subscription); kind 2 names a due subscription
 /// that had no room; kind 3 one that is due but disabled or deleted. Rows of kind 1 carry, per subscription looked at, where its
 /// cursor may move: `hold` is the lowest pending id it saw but did
 /// not take (blocked, locked or over the limit), `reach` the highest pending id it saw
@@ -226,11 +228,9 @@ claimed as (
            lease_until = now() + make_interval(secs => $2),
            attempts = d.attempts + 1,
            updated_at = now()
-      from pick, hookrelay.subscriptions s
-     where d.ctid = pick.ctid and s.id = d.subscription_id
-    returning d.id, d.attempts, d.subscription_id, s.url, s.secret,
-              case when s.previous_secret_until > now() then s.previous_secret end as previous_secret,
-              s.headers, d.event_seq
+      from pick
+     where d.ctid = pick.ctid
+    returning d.id, d.attempts, d.subscription_id, d.event_seq
 ),
 seen as (
     -- per subscription looked at, in one pass over the candidates: computed per
@@ -243,7 +243,7 @@ seen as (
       left join claimed k on k.id = c.id
      group by c.sub
 )
-select 0, id, attempts, subscription_id, url, secret, previous_secret, headers,
+select 0, id, attempts, subscription_id, null::text, null::text, null::text, null::jsonb,
        null::text, null::text, event_seq, null::bigint, null::bigint, null::bool
   from claimed
 union all
@@ -252,6 +252,14 @@ union all
 select 4, e.seq, null, null, null, null, null, null, e.id, e.body, null, null, null, null
   from hookrelay.events e
  where e.seq = any (array(select distinct event_seq from claimed))
+union all
+-- and each claimed delivery's subscription once (its URL, sealed secrets, headers),
+-- not once per delivery
+select 5, null, null, s.id, s.url, s.secret,
+       case when s.previous_secret_until > now() then s.previous_secret end,
+       s.headers, null, null, null, null, null, null
+  from hookrelay.subscriptions s
+ where s.id = any (array(select distinct subscription_id from claimed))
 union all
 select case when room.n > 0 then 1 else 2 end, null, null, room.id, null, null, null, null,
        null, null,
@@ -380,10 +388,12 @@ pub struct ClaimedDelivery {
     /// 1-based number of this attempt.
     pub attempt: i32,
     pub subscription_id: String,
-    pub url: String,
+    /// Shared by the claim's deliveries to this subscription, like the secrets and
+    /// headers.
+    pub url: Arc<str>,
     /// The current secret first, then one still in its rotation grace period.
-    pub secrets: Vec<String>,
-    pub headers: Vec<(String, String)>,
+    pub secrets: Arc<[String]>,
+    pub headers: Arc<[(String, String)]>,
     pub event_id: String,
     /// Shared by every delivery of the event in one claim (a clone is a reference
     /// count, and the HTTP client sends it without copying).
@@ -478,16 +488,14 @@ impl Store {
         let mut out = Claim::default();
         let (mut quiet, mut quiet_marks) = (Vec::<String>::new(), Vec::<i64>::new());
         let (mut off, mut off_marks) = (Vec::<String>::new(), Vec::<i64>::new());
-        // Kind 0 rows name their event by seq; kind 4 rows carry it, once.
-        let mut leased: Vec<(ClaimedDelivery, i64)> = Vec::new();
+        // Kind 0 rows name their event by seq and their subscription by id; kind 4
+        // rows carry the event, kind 5 the subscription, once each.
+        let mut leased: Vec<(i64, i32, String, i64)> = Vec::new();
         let mut events: HashMap<i64, (String, Bytes)> = HashMap::new();
+        let mut subscriptions: HashMap<String, (Arc<str>, OpenedSecrets)> = HashMap::new();
         for r in rows {
             match r.get::<_, i32>(0) {
-                3 => {
-                    off.push(r.get(3));
-                    off_marks.push(r.get(12));
-                    continue;
-                }
+                0 => leased.push((r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(10)?)),
                 1 => {
                     let sub: String = r.get(3);
                     if r.get::<_, Option<bool>>(13) == Some(true) {
@@ -500,53 +508,55 @@ impl Store {
                         hold: r.get(10),
                         reach: r.get(11),
                     });
-                    continue;
                 }
-                2 => {
-                    out.enabled.push(r.get(3));
-                    continue;
+                2 => out.enabled.push(r.get(3)),
+                3 => {
+                    off.push(r.get(3));
+                    off_marks.push(r.get(12));
                 }
                 4 => {
                     let body: String = r.try_get(9)?;
                     events.insert(r.try_get(1)?, (r.try_get(8)?, Bytes::from(body)));
-                    continue;
+                }
+                5 => {
+                    let id: String = r.try_get(3)?;
+                    let opened = self.opened.open(
+                        &self.secrets,
+                        &id,
+                        r.try_get(5)?,
+                        r.try_get(6)?,
+                        r.try_get(7)?,
+                    )?;
+                    let url: String = r.try_get(4)?;
+                    subscriptions.insert(id, (url.into(), opened));
                 }
                 _ => {}
             }
-            let subscription_id: String = r.get(3);
-            let opened = self.opened.open(
-                &self.secrets,
-                &subscription_id,
-                r.try_get(5)?,
-                r.try_get(6)?,
-                r.try_get(7)?,
-            )?;
-            let delivery = ClaimedDelivery {
-                delivery_id: r.get(1),
-                attempt: r.get(2),
-                subscription_id,
-                url: r.get(4),
-                secrets: opened.0.clone(),
-                headers: opened.1.clone(),
-                event_id: String::new(),
-                body: Bytes::new(),
-            };
-            leased.push((delivery, r.try_get(10)?));
         }
-        for (mut d, seq) in leased {
-            let Some((event_id, body)) = events.get(&seq) else {
-                // Cannot happen (one statement read both); if it did, the lease
+        for (delivery_id, attempt, subscription_id, seq) in leased {
+            let (Some((event_id, body)), Some((url, opened))) =
+                (events.get(&seq), subscriptions.get(&subscription_id))
+            else {
+                // Cannot happen (one statement read them all); if it did, the lease
                 // expires and a later claim sends it.
                 tracing::error!(
-                    delivery = d.delivery_id,
+                    delivery = delivery_id,
                     seq,
-                    "claimed delivery without its event"
+                    subscription = %subscription_id,
+                    "claimed delivery without its event or subscription"
                 );
                 continue;
             };
-            d.event_id.clone_from(event_id);
-            d.body = body.clone();
-            out.deliveries.push(d);
+            out.deliveries.push(ClaimedDelivery {
+                delivery_id,
+                attempt,
+                subscription_id,
+                url: url.clone(),
+                secrets: opened.0.clone(),
+                headers: opened.1.clone(),
+                event_id: event_id.clone(),
+                body: body.clone(),
+            });
         }
         // Oldest first, so per-batch spawn order follows commit order.
         out.deliveries.sort_unstable_by_key(|d| d.delivery_id);
@@ -597,9 +607,9 @@ impl Store {
             delivery_id: 0,
             attempt: 1,
             subscription_id: subscription_id.to_owned(),
-            url: row.try_get(0)?,
-            secrets: opened.0.clone(),
-            headers: opened.1.clone(),
+            url: row.try_get::<_, String>(0)?.into(),
+            secrets: opened.0,
+            headers: opened.1,
             event_id: event_id.to_owned(),
             body: Bytes::copy_from_slice(body.as_bytes()),
         })

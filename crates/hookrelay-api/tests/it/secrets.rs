@@ -63,7 +63,7 @@ async fn the_raw_row_never_shows_a_secret_or_header_value() {
     assert_eq!(got["headers"]["Authorization"], "Bearer receiver-token-123");
     let claimed = claim_all(api.store()).await;
     assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].secrets, [second, first]);
+    assert_eq!(claimed[0].secrets[..], [second, first]);
     assert!(claimed[0]
         .headers
         .contains(&("Authorization".into(), "Bearer receiver-token-123".into())));
@@ -159,5 +159,5 @@ async fn plaintext_rows_are_sealed_and_rotation_re_seals_everything() {
         .commit_batch("shop", &[event(1, "orders.insert", Utc::now())], "1")
         .await
         .expect("commit");
-    assert_eq!(claim_all(&rotated).await[0].secrets, [secret]);
+    assert_eq!(claim_all(&rotated).await[0].secrets[..], [secret]);
 }

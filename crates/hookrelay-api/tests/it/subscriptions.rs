@@ -139,7 +139,7 @@ async fn given_secret_signs_and_rotation_keeps_the_old_one_for_the_grace_period(
         .expect("commit");
     let claimed = claim_all(api.store()).await;
     assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].secrets, [new.clone(), mine.clone()]);
+    assert_eq!(claimed[0].secrets[..], [new.clone(), mine.clone()]);
 
     // No body: the default grace; no grace: the old secret stops signing.
     let res = api
@@ -171,7 +171,7 @@ async fn given_secret_signs_and_rotation_keeps_the_old_one_for_the_grace_period(
         .expect("commit");
     let claimed = claim_all(api.store()).await;
     assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].secrets, [newer]);
+    assert_eq!(claimed[0].secrets[..], [newer]);
 
     api.post("/v1/subscriptions/sub_nope/rotate-secret", json!({}))
         .await
