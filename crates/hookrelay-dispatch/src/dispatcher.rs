@@ -31,7 +31,8 @@ use crate::{
 /// 6.5 µs a row (16 rows 0.45 ms, 90 rows 0.93 ms, 256 rows 2 ms on a 200,000-row
 /// queue), so at 16 rows it capped one subscription near 9k deliveries/s. At 4 a
 /// lone busy subscription was claimed 48 rows at a time; at 8, 112, and bench
-/// workload 1 went from 17.7-18.6k to 19.4-19.7k events/s. The price is the lease,
+/// workload 1 gained 3-4 % (alternating runs: 15.7-18.7k, mean 17.6k events/s, then
+/// 16.4-19.7k, mean 18.2k; fan-out workload 3 did not change). The price is the lease,
 /// which covers PREFETCH + 1 timeouts (a held delivery may wait behind PREFETCH - 1
 /// batches): deliveries a crashed process held wait 95 s at the default 10 s
 /// timeout, not 55 s, before another process takes them.
