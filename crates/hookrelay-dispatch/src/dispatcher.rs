@@ -435,13 +435,7 @@ impl Dispatcher {
                     if let Some(err) = &outcome.error {
                         tracing::info!(error = %err, "attempt failed");
                     }
-                    // Fault suite: lose the outcome after the receiver answered (as if
-                    // the process died there); the lease expires and it is re-sent.
-                    let record = (|| {
-                        fail::fail_point!("dispatch.before_record", |_| false);
-                        true
-                    })();
-                    if record {
+                    if outcome_kept() {
                         let _ = tx.send(outcome).await;
                     }
                     let recorded = load
@@ -482,6 +476,13 @@ async fn maintain(store: Store, stop: CancellationToken) {
             tracing::debug!(error = %e, "analyze skipped");
         }
     }
+}
+
+/// False only when the fault suite loses an outcome after the receiver answered (as
+/// if the process died there): the lease expires and the delivery is sent again.
+fn outcome_kept() -> bool {
+    fail::fail_point!("dispatch.before_record", |_| false);
+    true
 }
 
 #[cfg(test)]
