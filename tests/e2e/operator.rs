@@ -222,6 +222,31 @@ async fn a_test_send_reaches_the_endpoint_signed_and_reports_the_answer() {
     relay.shutdown().await;
 }
 
+/// The one `bigint` a store query returns.
+async fn count(store_db: &tokio_postgres::Client, sql: &str) -> i64 {
+    store_db.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
+}
+
+/// Waits until `n` deliveries have their success recorded (outcomes are written in
+/// batches just after the receiver answers).
+async fn until_succeeded(store_db: &tokio_postgres::Client, n: i64) {
+    let sql = "select count(*) from hookrelay.deliveries where status = 'succeeded'";
+    eventually(&format!("{n} successes recorded"), WAIT, || async {
+        (count(store_db, sql).await == n).then_some(())
+    })
+    .await;
+}
+
+/// One retention pass keeping succeeded deliveries for 7 days and failed ones for 30.
+async fn prune_week_and_month(store: &hookrelay_store::Store) -> hookrelay_store::Pruned {
+    let day = Duration::from_secs(24 * 3600);
+    store
+        .prune(day * 7, day * 30)
+        .await
+        .unwrap()
+        .expect("no other pruner")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_prunes_old_finished_deliveries_and_their_events_only() {
     let env = Env::new().await;
@@ -242,15 +267,7 @@ async fn retention_prunes_old_finished_deliveries_and_their_events_only() {
     .unwrap();
     rx.wait_delivered(6, WAIT).await;
     let store_db = env.store.connect().await;
-    let count = |sql: &'static str| {
-        let store_db = &store_db;
-        async move { store_db.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
-    };
-    eventually("every outcome recorded", WAIT, || async {
-        (count("select count(*) from hookrelay.deliveries where status = 'succeeded'").await == 6)
-            .then_some(())
-    })
-    .await;
+    until_succeeded(&store_db, 6).await;
     // Age: ids 1-3 succeeded 8 days ago (past 7d), id 4 failed 8 days ago (within
     // 30d), the update event (no subscriber matched it) is 8 days old.
     store_db
@@ -267,25 +284,30 @@ async fn retention_prunes_old_finished_deliveries_and_their_events_only() {
         .await
         .unwrap();
     let store = hookrelay_store::Store::connect(&env.store.url(), 2).unwrap();
-    let day = std::time::Duration::from_secs(24 * 3600);
-    let pruned = store
-        .prune(day * 7, day * 30)
-        .await
-        .unwrap()
-        .expect("no other pruner");
+    let pruned = prune_week_and_month(&store).await;
     assert_eq!(
         pruned,
         hookrelay_store::Pruned { deliveries: 3, attempts: 3, events: 4 },
         "3 old succeeded deliveries with their attempts and events, and the event nobody subscribed to"
     );
-    assert_eq!(count("select count(*) from hookrelay.deliveries").await, 3);
-    assert_eq!(count("select count(*) from hookrelay.events").await, 3);
     assert_eq!(
-        count("select count(*) from hookrelay.deliveries where status = 'failed'").await,
+        count(&store_db, "select count(*) from hookrelay.deliveries").await,
+        3
+    );
+    assert_eq!(
+        count(&store_db, "select count(*) from hookrelay.events").await,
+        3
+    );
+    assert_eq!(
+        count(
+            &store_db,
+            "select count(*) from hookrelay.deliveries where status = 'failed'"
+        )
+        .await,
         1,
         "a failed delivery is kept for 30 days"
     );
-    let again = store.prune(day * 7, day * 30).await.unwrap().expect("lock");
+    let again = prune_week_and_month(&store).await;
     assert_eq!(
         again,
         hookrelay_store::Pruned::default(),
@@ -315,17 +337,13 @@ async fn an_event_stays_until_its_last_delivery_goes() {
         .await
         .unwrap();
     let store_db = env.store.connect().await;
-    let count = |sql: &'static str| {
-        let store_db = &store_db;
-        async move { store_db.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
-    };
-    eventually("four outcomes recorded", WAIT, || async {
-        (count("select count(*) from hookrelay.deliveries where status = 'succeeded'").await == 4)
-            .then_some(())
-    })
-    .await;
+    until_succeeded(&store_db, 4).await;
     let left = "select coalesce(sum(deliveries_left), 0)::bigint from hookrelay.events";
-    assert_eq!(count(left).await, 4, "each event counts its two deliveries");
+    assert_eq!(
+        count(&store_db, left).await,
+        4,
+        "each event counts its two deliveries"
+    );
 
     store_db
         .execute(
@@ -336,8 +354,7 @@ async fn an_event_stays_until_its_last_delivery_goes() {
         .await
         .unwrap();
     let store = hookrelay_store::Store::connect(&env.store.url(), 2).unwrap();
-    let day = std::time::Duration::from_secs(24 * 3600);
-    let pruned = store.prune(day * 7, day * 30).await.unwrap().expect("lock");
+    let pruned = prune_week_and_month(&store).await;
     assert_eq!(
         pruned,
         hookrelay_store::Pruned {
@@ -347,25 +364,29 @@ async fn an_event_stays_until_its_last_delivery_goes() {
         },
         "the first subscription's old deliveries go; the events still have the second's"
     );
-    assert_eq!(count(left).await, 2);
+    assert_eq!(count(&store_db, left).await, 2);
 
     let (status, body) = api
         .call(Method::DELETE, &format!("/v1/subscriptions/{second}"), None)
         .await;
     assert_eq!(status, 204, "{body}");
-    assert_eq!(count(left).await, 0, "the delete took its deliveries off");
     assert_eq!(
-        count("select count(*) from hookrelay.events").await,
+        count(&store_db, left).await,
+        0,
+        "the delete took its deliveries off"
+    );
+    assert_eq!(
+        count(&store_db, "select count(*) from hookrelay.events").await,
         2,
         "events without deliveries wait for the succeeded retention"
     );
-    let young = store.prune(day * 7, day * 30).await.unwrap().expect("lock");
+    let young = prune_week_and_month(&store).await;
     assert_eq!(young, hookrelay_store::Pruned::default(), "still young");
     store_db
         .batch_execute("update hookrelay.events set created_at = now() - interval '8 days'")
         .await
         .unwrap();
-    let old = store.prune(day * 7, day * 30).await.unwrap().expect("lock");
+    let old = prune_week_and_month(&store).await;
     assert_eq!(
         old,
         hookrelay_store::Pruned {
@@ -374,6 +395,9 @@ async fn an_event_stays_until_its_last_delivery_goes() {
             events: 2
         }
     );
-    assert_eq!(count("select count(*) from hookrelay.events").await, 0);
+    assert_eq!(
+        count(&store_db, "select count(*) from hookrelay.events").await,
+        0
+    );
     relay.shutdown().await;
 }
