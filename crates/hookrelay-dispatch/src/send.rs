@@ -65,6 +65,7 @@ pub async fn attempt(
     };
     Outcome {
         delivery_id: d.delivery_id,
+        row_version: d.row_version,
         attempt: d.attempt,
         subscription_id: d.subscription_id,
         started_at,
