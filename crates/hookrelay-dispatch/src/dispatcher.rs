@@ -305,8 +305,23 @@ impl Dispatcher {
                         }
                         key_blocked.store(cursors.holding(), Ordering::Relaxed);
                         enabled = claim.enabled;
+                        // One target per subscription in the claim: its deliveries
+                        // share one URL allocation, found by address (the map holds
+                        // the URL too, so the address stays its own).
+                        let mut targets: HashMap<usize, (Arc<str>, Arc<send::Target>)> =
+                            HashMap::new();
                         for d in claim.deliveries {
-                            self.spawn_attempt(d, &slots, &senders, &load, &tx).await;
+                            let at = Arc::as_ptr(&d.url).cast::<u8>() as usize;
+                            let to = match targets.get(&at) {
+                                Some((_, to)) => to.clone(),
+                                None => {
+                                    let to = Arc::new(send::target(&d));
+                                    targets.insert(at, (d.url.clone(), to.clone()));
+                                    to
+                                }
+                            };
+                            self.spawn_attempt(d, to, &slots, &senders, &load, &tx)
+                                .await;
                         }
                     }
                     Err(e) => {
@@ -378,6 +393,7 @@ impl Dispatcher {
     async fn spawn_attempt(
         &self,
         d: ClaimedDelivery,
+        to: Arc<send::Target>,
         slots: &Arc<Semaphore>,
         senders: &Arc<Semaphore>,
         load: &Arc<Mutex<Load>>,
@@ -421,7 +437,7 @@ impl Dispatcher {
                     };
                 if permits.is_some() && claimed_at.elapsed() <= send_by {
                     stats.started();
-                    let outcome = send::attempt(&client, &cfg, d).await;
+                    let outcome = send::attempt_to(&client, &cfg, d, &to).await;
                     stats.finished();
                     let kind = match outcome.status {
                         OutcomeStatus::Succeeded => AttemptOutcome::Succeeded,
