@@ -260,7 +260,6 @@ async fn a_claim_reads_only_subscriptions_with_due_work() {
         .iter()
         .map(|d| Outcome {
             delivery_id: d.delivery_id,
-            row_version: d.row_version,
             attempt: d.attempt,
             subscription_id: d.subscription_id.clone(),
             started_at: Utc::now(),
@@ -334,7 +333,6 @@ async fn a_claim_reads_only_subscriptions_with_due_work() {
 fn outcome(d: &hookrelay_store::ClaimedDelivery, status: OutcomeStatus) -> Outcome {
     Outcome {
         delivery_id: d.delivery_id,
-        row_version: d.row_version,
         attempt: d.attempt,
         subscription_id: d.subscription_id.clone(),
         started_at: Utc::now(),

@@ -44,7 +44,6 @@ impl Default for TestSender {
         Self::new(|d: ClaimedDelivery| async move {
             Outcome {
                 delivery_id: d.delivery_id,
-                row_version: d.row_version,
                 attempt: d.attempt,
                 subscription_id: d.subscription_id,
                 started_at: Utc::now(),

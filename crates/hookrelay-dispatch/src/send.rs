@@ -104,7 +104,6 @@ pub async fn attempt_to(
     };
     Outcome {
         delivery_id: d.delivery_id,
-        row_version: d.row_version,
         attempt: d.attempt,
         subscription_id: d.subscription_id,
         started_at,

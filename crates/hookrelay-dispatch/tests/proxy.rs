@@ -84,7 +84,6 @@ impl Recorder {
 fn delivery(url: String) -> ClaimedDelivery {
     ClaimedDelivery {
         delivery_id: 1,
-        row_version: Default::default(),
         attempt: 1,
         subscription_id: "sub_test".into(),
         url: url.into(),

@@ -20,10 +20,9 @@ use std::{
     time::Duration,
 };
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hookrelay_core::sealing::{header_field, secret_field, Secrets};
-use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 
 use crate::{Store, StoreError};
 
@@ -231,8 +230,7 @@ claimed as (
            updated_at = now()
       from pick
      where d.ctid = pick.ctid
-    -- the leased version's ctid, for the outcome to find the row by (RECORD_OUTCOMES)
-    returning d.id, d.attempts, d.subscription_id, d.event_seq, d.ctid
+    returning d.id, d.attempts, d.subscription_id, d.event_seq
 ),
 seen as (
     -- per subscription looked at, in one pass over the candidates: computed per
@@ -246,13 +244,12 @@ seen as (
      group by c.sub
 )
 select 0, id, attempts, subscription_id, null::text, null::text, null::text, null::jsonb,
-       null::text, null::text, event_seq, null::bigint, null::bigint, null::bool, ctid
+       null::text, null::text, event_seq, null::bigint, null::bigint, null::bool
   from claimed
 union all
 -- each claimed delivery's event once, however many subscriptions it fans out to: a
 -- claim over a 10-way fan-out read and sent every body 10 times
-select 4, e.seq, null, null, null, null, null, null, e.id, e.body, null, null, null, null,
-       null
+select 4, e.seq, null, null, null, null, null, null, e.id, e.body, null, null, null, null
   from hookrelay.events e
  where e.seq = any (array(select distinct event_seq from claimed))
 union all
@@ -260,7 +257,7 @@ union all
 -- not once per delivery
 select 5, null, null, s.id, s.url, s.secret,
        case when s.previous_secret_until > now() then s.previous_secret end,
-       s.headers, null, null, null, null, null, null, null
+       s.headers, null, null, null, null, null, null
   from hookrelay.subscriptions s
  where s.id = any (array(select distinct subscription_id from claimed))
 union all
@@ -274,13 +271,12 @@ select case when room.n > 0 then 1 else 2 end, null, null, room.id, null, null, 
        -- quiet: looked at from the start (cursor 0) and not one open delivery seen,
        -- leased or not, so only retries due later can be left: SETTLE_IDLE may take
        -- the subscription out of the due set
-       room.n > 0 and room.cursor = 0 and seen.sub is null, null
+       room.n > 0 and room.cursor = 0 and seen.sub is null
   from room
   left join seen on seen.sub = room.id
 union all
 -- due, but disabled or deleted: SETTLE_IDLE takes it out of the due set
-select 3, null, null, due.id, null, null, null, null, null, null, null, null, due.marks, null,
-       null
+select 3, null, null, due.id, null, null, null, null, null, null, null, null, due.marks, null
   from due
  where not due.enabled";
 
@@ -326,8 +322,8 @@ update hookrelay.subscription_work w
 const RECORD_OUTCOMES: &str = "
 with u as (
     select * from unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::int[],
-                         $6::text[], $8::timestamptz[], $9::int[], $10::bytea[], $11::tid[])
-        as u(id, attempt, status, next_at, code, err, started, ms, body, tid)
+                         $6::text[], $8::timestamptz[], $9::int[], $10::bytea[])
+        as u(id, attempt, status, next_at, code, err, started, ms, body)
 ),
 inline as (
     update hookrelay.deliveries d
@@ -342,11 +338,7 @@ inline as (
            first_attempt_code = u.code,
            first_attempt_body = u.body
       from u
-     -- the version the claim leased, by its ctid: one page read where the primary
-     -- key took four (a quarter of the statement's buffer reads). A row changed
-     -- since is not found here and goes to `rest`, by id
-     where d.ctid = u.tid
-       and d.id = u.id and d.attempts = u.attempt and d.lease_owner = $7
+     where d.id = u.id and d.attempts = u.attempt and d.lease_owner = $7
        and u.status = 'succeeded' and u.attempt = 1 and u.err is null
        and d.first_attempt_at is null
        and not exists (select 1 from hookrelay.attempts a where a.delivery_id = d.id)
@@ -389,55 +381,10 @@ update hookrelay.deliveries
  where subscription_id = any ($1::text[]) and status in ('pending', 'retrying')
    and (lease_owner is null or lease_until < now() or lease_owner = $2)";
 
-/// A row version's place in its table (PostgreSQL's `ctid`: block and line), read and
-/// written in the binary `tid` form. The default names no row (line 0 does not exist).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RowVersion {
-    block: u32,
-    line: u16,
-}
-
-impl<'a> FromSql<'a> for RowVersion {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        match raw {
-            [b0, b1, b2, b3, l0, l1] => Ok(Self {
-                block: u32::from_be_bytes([*b0, *b1, *b2, *b3]),
-                line: u16::from_be_bytes([*l0, *l1]),
-            }),
-            _ => Err(format!("a tid is 6 bytes, not {}", raw.len()).into()),
-        }
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::TID
-    }
-}
-
-impl ToSql for RowVersion {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.put_u32(self.block);
-        out.put_u16(self.line);
-        Ok(IsNull::No)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::TID
-    }
-
-    to_sql_checked!();
-}
-
 /// A delivery leased to this process: everything needed to sign and send it.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub delivery_id: i64,
-    /// Where the leased version of the delivery's row lies, so the outcome finds it
-    /// without the primary key; carried into [`Outcome`].
-    pub row_version: RowVersion,
     /// 1-based number of this attempt.
     pub attempt: i32,
     pub subscription_id: String,
@@ -469,9 +416,6 @@ pub enum OutcomeStatus {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub delivery_id: i64,
-    /// [`ClaimedDelivery::row_version`]; a stale or default one only costs a lookup by
-    /// id.
-    pub row_version: RowVersion,
     pub attempt: i32,
     pub subscription_id: String,
     pub started_at: DateTime<Utc>,
@@ -546,18 +490,12 @@ impl Store {
         let (mut off, mut off_marks) = (Vec::<String>::new(), Vec::<i64>::new());
         // Kind 0 rows name their event by seq and their subscription by id; kind 4
         // rows carry the event, kind 5 the subscription, once each.
-        let mut leased: Vec<(i64, i32, String, i64, RowVersion)> = Vec::new();
+        let mut leased: Vec<(i64, i32, String, i64)> = Vec::new();
         let mut events: HashMap<i64, (String, Bytes)> = HashMap::new();
         let mut subscriptions: HashMap<String, (Arc<str>, OpenedSecrets)> = HashMap::new();
         for r in rows {
             match r.get::<_, i32>(0) {
-                0 => leased.push((
-                    r.try_get(1)?,
-                    r.try_get(2)?,
-                    r.try_get(3)?,
-                    r.try_get(10)?,
-                    r.try_get(14)?,
-                )),
+                0 => leased.push((r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(10)?)),
                 1 => {
                     let sub: String = r.get(3);
                     if r.get::<_, Option<bool>>(13) == Some(true) {
@@ -595,7 +533,7 @@ impl Store {
                 _ => {}
             }
         }
-        for (delivery_id, attempt, subscription_id, seq, row_version) in leased {
+        for (delivery_id, attempt, subscription_id, seq) in leased {
             let (Some((event_id, body)), Some((url, opened))) =
                 (events.get(&seq), subscriptions.get(&subscription_id))
             else {
@@ -611,7 +549,6 @@ impl Store {
             };
             out.deliveries.push(ClaimedDelivery {
                 delivery_id,
-                row_version,
                 attempt,
                 subscription_id,
                 url: url.clone(),
@@ -668,7 +605,6 @@ impl Store {
         )?;
         Ok(ClaimedDelivery {
             delivery_id: 0,
-            row_version: RowVersion::default(),
             attempt: 1,
             subscription_id: subscription_id.to_owned(),
             url: row.try_get::<_, String>(0)?.into(),
@@ -692,7 +628,6 @@ impl Store {
         }
         let n = outcomes.len();
         let mut ids = Vec::with_capacity(n);
-        let mut versions = Vec::with_capacity(n);
         let mut attempts = Vec::with_capacity(n);
         let mut statuses = Vec::with_capacity(n);
         let mut next_at = Vec::with_capacity(n);
@@ -704,7 +639,6 @@ impl Store {
         let mut gone: Vec<&str> = Vec::new();
         for o in outcomes {
             ids.push(o.delivery_id);
-            versions.push(o.row_version);
             attempts.push(o.attempt);
             let (status, at) = match o.status {
                 OutcomeStatus::Succeeded => ("succeeded", None),
@@ -730,7 +664,7 @@ impl Store {
             &stmt,
             &[
                 &ids, &attempts, &statuses, &next_at, &codes, &errors, &owner, &started,
-                &durations, &bodies, &versions,
+                &durations, &bodies,
             ],
         )
         .await?;

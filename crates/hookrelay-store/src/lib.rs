@@ -37,9 +37,7 @@ use hookrelay_core::sealing::Secrets;
 use tokio_postgres::NoTls;
 
 pub use batch::BatchOutcome;
-pub use claim::{
-    Claim, ClaimProgress, ClaimRoom, ClaimedDelivery, Outcome, OutcomeStatus, RowVersion,
-};
+pub use claim::{Claim, ClaimProgress, ClaimRoom, ClaimedDelivery, Outcome, OutcomeStatus};
 pub use error::{describe_pg, is_transient_pg, StoreError};
 pub use gauges::Backlog;
 pub use leader::SourceLock;

@@ -306,7 +306,6 @@ pub fn outcome(d: &ClaimedDelivery, status: OutcomeStatus, code: i32) -> Outcome
     let failed = !matches!(status, OutcomeStatus::Succeeded);
     Outcome {
         delivery_id: d.delivery_id,
-        row_version: d.row_version,
         attempt: d.attempt,
         subscription_id: d.subscription_id.clone(),
         started_at: Utc::now(),
