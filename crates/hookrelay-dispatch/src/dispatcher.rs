@@ -305,18 +305,16 @@ impl Dispatcher {
                         }
                         key_blocked.store(cursors.holding(), Ordering::Relaxed);
                         enabled = claim.enabled;
-                        // One target per subscription in the claim: its deliveries
-                        // share one URL allocation, found by address (the map holds
-                        // the URL too, so the address stays its own).
-                        let mut targets: HashMap<usize, (Arc<str>, Arc<send::Target>)> =
-                            HashMap::new();
+                        // One target per subscription in the claim: a claim reads
+                        // each subscription's URL and secrets once, so its
+                        // deliveries all carry the same ones.
+                        let mut targets: HashMap<String, Arc<send::Target>> = HashMap::new();
                         for d in claim.deliveries {
-                            let at = Arc::as_ptr(&d.url).cast::<u8>() as usize;
-                            let to = match targets.get(&at) {
-                                Some((_, to)) => to.clone(),
+                            let to = match targets.get(d.subscription_id.as_str()) {
+                                Some(to) => to.clone(),
                                 None => {
                                     let to = Arc::new(send::target(&d));
-                                    targets.insert(at, (d.url.clone(), to.clone()));
+                                    targets.insert(d.subscription_id.clone(), to.clone());
                                     to
                                 }
                             };
