@@ -645,3 +645,11 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The value of the sample `series` (`name{labels}`) in Prometheus text, if present.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split(' ').next())
+        .and_then(|v| v.parse().ok())
+}

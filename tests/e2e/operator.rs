@@ -70,14 +70,6 @@ async fn sources_show_running_standby_and_error() {
     a.shutdown().await;
 }
 
-/// The value of the sample `name{labels}` in Prometheus text, if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_known_workload() {
     let env = Env::new().await;

@@ -134,14 +134,6 @@ async fn paused_subscriptions_queue_events_and_send_them_in_order_once_resumed()
     relay.shutdown().await;
 }
 
-/// The value of the sample `series` in Prometheus text, if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_endpoint_opens_the_circuit_and_its_recovery_closes_it() {
     let env = Env::new().await;

@@ -128,6 +128,21 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError
         recorder,
     );
 
+    let taken = Family::<Labels, Counter>::default();
+    for (how, n) in [
+        ("claimed", &stats.claimed),
+        ("handed_over", &stats.handed_over),
+    ] {
+        taken
+            .get_or_create(&labels(&[("how", how)]))
+            .inc_by(n.load(Ordering::Relaxed));
+    }
+    reg.register(
+        "hookrelay_deliveries_taken",
+        "Deliveries this process took to send: leased by a claim, or leased as a source's batch inserted them and handed over",
+        taken,
+    );
+
     let circuit_open = Family::<Labels, Gauge>::default();
     let failures = Family::<Labels, Gauge>::default();
     for (sub, c) in stats.circuits() {

@@ -109,6 +109,10 @@ pub struct DispatchStats {
     pub recorder_refused: AtomicU64,
     /// Outcomes that could not be recorded at all (left to lease expiry).
     pub recorder_dropped: AtomicU64,
+    /// Deliveries leased by a claim.
+    pub claimed: AtomicU64,
+    /// Deliveries leased at insert and handed over by a source's batch, no claim.
+    pub handed_over: AtomicU64,
     /// Circuits that have counted a failure in this process; closed again once they
     /// recover (kept, so the gauge goes back to 0 rather than vanishing).
     circuits: Mutex<HashMap<String, Circuit>>,
@@ -123,6 +127,8 @@ impl Default for DispatchStats {
             recorder_retries: AtomicU64::new(0),
             recorder_refused: AtomicU64::new(0),
             recorder_dropped: AtomicU64::new(0),
+            claimed: AtomicU64::new(0),
+            handed_over: AtomicU64::new(0),
             circuits: Mutex::default(),
         }
     }

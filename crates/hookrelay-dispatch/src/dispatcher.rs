@@ -1,5 +1,5 @@
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -12,7 +12,7 @@ use hookrelay_core::{
     stats::{AttemptOutcome, DispatchStats},
 };
 use hookrelay_store::{
-    ClaimProgress, ClaimRoom, ClaimedDelivery, DispatchSignal, OutcomeStatus, Store,
+    Claim, ClaimProgress, ClaimRoom, ClaimedDelivery, DispatchSignal, Offer, OutcomeStatus, Store,
 };
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -68,6 +68,10 @@ struct Load {
     held: HashMap<String, usize>,
     gates: HashMap<String, Arc<Semaphore>>,
     breakers: Breakers,
+    /// Subscriptions whose last claim found nothing more waiting: the ones this
+    /// process offers room to fresh deliveries (see `hookrelay_store::Offer`), and
+    /// whose finished deliveries need no claim to refill them.
+    drained: HashSet<String>,
 }
 
 impl Load {
@@ -95,8 +99,8 @@ impl Load {
     }
 
     /// One of `sub`'s deliveries is done. True when that opened room for a claim
-    /// (it is down to `REFILL_AT` batches, or holds nothing now), so the claimer is
-    /// only woken when a claim can be a deep one.
+    /// (it is down to `REFILL_AT` batches, or holds nothing now) and something may be
+    /// waiting for it, so the claimer is only woken when a claim can be a deep one.
     fn finished(&mut self, sub: &str, cap: usize) -> bool {
         let Some(n) = self.held.get_mut(sub) else {
             return false;
@@ -107,7 +111,7 @@ impl Load {
             self.held.remove(sub);
             self.gates.remove(sub);
         }
-        left == REFILL_AT * cap || left == 0
+        (left == REFILL_AT * cap || left == 0) && !self.drained.contains(sub)
     }
 }
 
@@ -262,14 +266,47 @@ impl Dispatcher {
         // most one poll interval to be seen.
         let mut enabled: Vec<String> = Vec::new();
         let mut last_claim = Instant::now();
+        // The first claim runs at once: deliveries may be waiting from before.
+        let mut again = true;
         while !stop.is_cancelled() {
+            // Deliveries a batch leased to this process as it inserted them.
+            let handed = self.signal.take_handed();
+            if !handed.waiting.is_empty() {
+                // Left for a claim: no longer drained, so room that opens is claimed.
+                if let Ok(mut l) = load.lock() {
+                    for sub in &handed.waiting {
+                        l.drained.remove(sub);
+                    }
+                }
+            }
+            if !handed.deliveries.is_empty() {
+                tracing::trace!(handed = handed.deliveries.len(), "handed over");
+                self.stats
+                    .handed_over
+                    .fetch_add(handed.deliveries.len() as u64, Ordering::Relaxed);
+                self.spawn_all(handed.deliveries, &slots, &senders, &load, &tx)
+                    .await;
+            }
+            // A claim runs when asked for (new or re-scheduled deliveries, room
+            // opened), after a full one, and at least every poll interval; not for a
+            // hand-over alone, which leaves nothing to claim.
+            let asked =
+                self.signal.take_claim() || again || last_claim.elapsed() >= self.cfg.poll_interval;
+            again = false;
             let free = slots.available_permits();
             let mut claimed = 0usize;
             let mut want = 0usize;
-            if free > 0 {
+            if free > 0 && asked {
                 want = free.min(MAX_CLAIM);
                 let now = Instant::now();
-                cursors.rewind(self.signal.take_due_from(), now);
+                let due_from = self.signal.take_due_from();
+                if due_from == Some(0) {
+                    // A replay: what it made due again is a backlog to claim first.
+                    if let Ok(mut l) = load.lock() {
+                        l.drained.clear();
+                    }
+                }
+                cursors.rewind(due_from, now);
                 let mut all_full = false;
                 let rooms: Vec<ClaimRoom> = match load.lock() {
                     Ok(l) => {
@@ -292,9 +329,13 @@ impl Dispatcher {
                 };
                 if all_full && now.duration_since(last_claim) < self.cfg.poll_interval {
                     self.wait(&stop).await;
+                    again = true; // still asked for: look again once woken
                     continue;
                 }
                 last_claim = now;
+                // Claims and offers share the room: no offer stands while a claim
+                // fills it.
+                self.signal.offer(None);
                 let t = Instant::now();
                 // A store that does not answer must not hold up a stop: a claim dropped
                 // mid-way at worst leaves leases to expire.
@@ -308,28 +349,18 @@ impl Dispatcher {
                         store_failures = 0;
                         claimed = claim.deliveries.len();
                         tracing::trace!(claimed, want, "claimed");
+                        note_drained(&load, &claim);
+                        self.stats
+                            .claimed
+                            .fetch_add(claimed as u64, Ordering::Relaxed);
                         let now = Instant::now();
                         for p in claim.progress {
                             cursors.advance(p, now);
                         }
                         key_blocked.store(cursors.holding(), Ordering::Relaxed);
                         enabled = claim.enabled;
-                        // One target per subscription in the claim: a claim reads
-                        // each subscription's URL and secrets once, so its
-                        // deliveries all carry the same ones.
-                        let mut targets: HashMap<String, Arc<send::Target>> = HashMap::new();
-                        for d in claim.deliveries {
-                            let to = match targets.get(d.subscription_id.as_str()) {
-                                Some(to) => to.clone(),
-                                None => {
-                                    let to = Arc::new(send::target(&d));
-                                    targets.insert(d.subscription_id.clone(), to.clone());
-                                    to
-                                }
-                            };
-                            self.spawn_attempt(d, to, &slots, &senders, &load, &tx)
-                                .await;
-                        }
+                        self.spawn_all(claim.deliveries, &slots, &senders, &load, &tx)
+                            .await;
                     }
                     Err(e) => {
                         store_failures += 1;
@@ -344,10 +375,14 @@ impl Dispatcher {
                 }
             }
             if claimed > 0 && claimed == want {
+                again = true;
                 continue; // more may be due right now
             }
+            self.signal
+                .offer(self.offer(&load, slots.available_permits(), lease, full_room));
             self.wait(&stop).await;
         }
+        self.signal.offer(None);
 
         // Drain: wait for every worker to hand in its permit, then for the recorder,
         // but no longer than the grace allows (bounded shutdown, issue 7). What is
@@ -386,6 +421,68 @@ impl Dispatcher {
     /// The live counters `/metrics` reads, and the circuits the subscription view shows.
     pub fn stats(&self) -> Arc<DispatchStats> {
         self.stats.clone()
+    }
+
+    /// Spawns `deliveries` (a claim's, or a batch's handed over), with one target per
+    /// subscription: they carry the URL and secrets read once for all of them.
+    async fn spawn_all(
+        &self,
+        deliveries: Vec<ClaimedDelivery>,
+        slots: &Arc<Semaphore>,
+        senders: &Arc<Semaphore>,
+        load: &Arc<Mutex<Load>>,
+        tx: &mpsc::Sender<hookrelay_store::Outcome>,
+    ) {
+        let mut targets: HashMap<String, Arc<send::Target>> = HashMap::new();
+        for d in deliveries {
+            let to = match targets.get(d.subscription_id.as_str()) {
+                Some(to) => to.clone(),
+                None => {
+                    let to = Arc::new(send::target(&d));
+                    targets.insert(d.subscription_id.clone(), to.clone());
+                    to
+                }
+            };
+            self.spawn_attempt(d, to, slots, senders, load, tx).await;
+        }
+    }
+
+    /// Room for fresh deliveries, for the drained subscriptions with room, within
+    /// the `free` slots this process has.
+    fn offer(
+        &self,
+        load: &Arc<Mutex<Load>>,
+        free: usize,
+        lease: Duration,
+        full_room: usize,
+    ) -> Option<Offer> {
+        let l = load.lock().ok()?;
+        if l.drained.is_empty() || free == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        let restricted = l.rooms(self.cfg.per_subscription, now);
+        let mut left = free;
+        let mut rooms = Vec::new();
+        for sub in &l.drained {
+            let room = restricted
+                .get(sub.as_str())
+                .copied()
+                .unwrap_or(full_room)
+                .min(left);
+            if room > 0 {
+                rooms.push((sub.clone(), room));
+                left -= room;
+            }
+            if left == 0 {
+                break;
+            }
+        }
+        (!rooms.is_empty()).then(|| Offer {
+            owner: self.owner.clone(),
+            lease,
+            rooms,
+        })
     }
 
     /// Until something may be due: a signal, the poll interval, or `stop`.
@@ -488,6 +585,22 @@ impl Dispatcher {
     }
 }
 
+/// A subscription is drained when the claim looked at it, saw everything waiting
+/// above its cursor and held nothing back: it took all there was. One the claim
+/// found more waiting for is not; one it did not look at keeps its state.
+fn note_drained(load: &Arc<Mutex<Load>>, claim: &Claim) {
+    let Ok(mut l) = load.lock() else {
+        return;
+    };
+    for p in &claim.progress {
+        if p.all_seen && p.hold.is_none() {
+            l.drained.insert(p.subscription_id.clone());
+        } else {
+            l.drained.remove(&p.subscription_id);
+        }
+    }
+}
+
 /// Keeps the queue's planner statistics fresh while deliveries pile in.
 async fn maintain(store: Store, stop: CancellationToken) {
     loop {
@@ -539,6 +652,7 @@ mod tests {
             subscription_id: "sub_a".into(),
             hold,
             reach,
+            all_seen: false,
         }
     }
 

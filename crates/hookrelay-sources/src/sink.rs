@@ -5,8 +5,8 @@ use hookrelay_store::{model::RejectedChange, BatchOutcome, DispatchSignal, Store
 
 use crate::{BatchSink, SourceStatus};
 
-/// Commits a source's batches to the store and wakes the local dispatcher when they
-/// created deliveries.
+/// Commits a source's batches to the store, hands the local dispatcher the deliveries
+/// leased to it at insert, and wakes it for the others.
 #[derive(Clone)]
 pub struct StoreSink {
     store: Store,
@@ -34,7 +34,19 @@ impl StoreSink {
 
 impl BatchSink for StoreSink {
     async fn commit(&self, events: &[ChangeEvent], upto: &str) -> Result<BatchOutcome, StoreError> {
-        let outcome = self.store.commit_batch(&self.source, events, upto).await?;
+        // The dispatcher's standing offer, if any: this batch leases it fresh
+        // deliveries as it inserts them. A batch that fails used it up; the dispatcher
+        // offers again when it next looks.
+        let offer = if events.is_empty() {
+            None
+        } else {
+            self.signal.take_offer()
+        };
+        let (outcome, handed) = self
+            .store
+            .commit_batch_offered(&self.source, events, upto, offer.as_deref())
+            .await?;
+        self.signal.hand(handed);
         if let Some(first) = outcome.first_delivery_id {
             self.signal.due_from(first);
         }

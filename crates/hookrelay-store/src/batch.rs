@@ -1,12 +1,19 @@
 //! The source side: a batch of events, their deliveries and the source's new
 //! checkpoint, committed in one transaction (DESIGN §1.1.1).
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
+
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hookrelay_core::ChangeEvent;
 
 use crate::{
+    claim::OpenedSecrets,
     model::{Checkpoint, RejectedChange},
-    Store, StoreError,
+    ClaimedDelivery, Handed, Offer, Store, StoreError,
 };
 
 /// What a committed batch added.
@@ -16,7 +23,8 @@ pub struct BatchOutcome {
     pub events: u64,
     /// Deliveries created for them.
     pub deliveries: u64,
-    /// The lowest id among those deliveries, for the dispatcher's claim cursors.
+    /// The lowest id among those deliveries left for a claim (not handed over), for
+    /// the dispatcher's claim cursors.
     pub first_delivery_id: Option<i64>,
 }
 
@@ -26,8 +34,9 @@ pub struct BatchOutcome {
 /// `pending` deliveries too, but no due mark, so claims do not look at it until it is
 /// resumed (`Store::update_subscription` marks it due then). Each event is stored with
 /// the number of deliveries it is given (`deliveries_left`, sql/V11): the filters are
-/// matched before the events are inserted, from the same matches.
-pub const INSERT_EVENTS_AND_DELIVERIES: &str = "
+/// matched before the events are inserted, from the same matches. The first part,
+/// shared by both forms below.
+const EVENTS_AND_MATCHES: &str = "
 with input as (
     select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::text[])
         with ordinality as t(id, source, event_type, order_key, committed_at, body, ord)
@@ -82,16 +91,76 @@ ins as (
       left join fanout f on f.source = i.source and f.event_type = i.event_type
      order by i.ord
     on conflict (id) do nothing
-    returning seq, source, event_type, order_key
+    returning seq, id, source, event_type, order_key
 ),
+";
+
+/// The deliveries, all pending for a claim (no offer).
+const DELIVERIES_PENDING: &str = "
 dlv as (
     insert into hookrelay.deliveries (event_seq, subscription_id, order_key)
     select ins.seq, m.id, case when m.ordering = 'key' then ins.order_key end
-    from ins
-    join matched m on m.source = ins.source and m.event_type = ins.event_type
-    order by ins.seq, m.id
-    returning id, subscription_id
+      from ins
+      join matched m on m.source = ins.source and m.event_type = ins.event_type
+     order by ins.seq, m.id
+    returning id, subscription_id, event_seq, false as handed
 ),
+";
+
+/// The deliveries, those that may go now leased to the local dispatcher within its
+/// offer (see `signal`).
+const DELIVERIES_OFFERED: &str = "
+fan as materialized (
+    -- every new event's deliveries, with the room offered to their subscription
+    -- ($8/$9; null: none) and their place among those of their key in this batch
+    select ins.seq, m.id as sub, m.enabled, k.key, o.room,
+           row_number() over (partition by m.id, k.key order by ins.seq) as nth
+      from ins
+      join matched m on m.source = ins.source and m.event_type = ins.event_type
+      cross join lateral (select case when m.ordering = 'key' then ins.order_key end as key) k
+      left join unnest($8::text[], $9::int[]) as o(sub, room) on o.sub = m.id
+),
+eligible as (
+    -- may be sent now, without a claim, by per-key order (DESIGN §1.1.3): no key, or
+    -- the first of its key in this batch with no delivery of that key still open
+    -- (any open one is older). The open one is looked up per delivery, and only for
+    -- subscriptions with room: as a plain NOT EXISTS the generic plan hashed every
+    -- open delivery of the store on each batch
+    select f.seq, f.sub, f.key, f.room,
+           f.room is not null and f.enabled
+               and (f.key is null or (f.nth = 1 and b.open is null)) as ok
+      from fan f
+      left join lateral (
+            select true as open
+              from hookrelay.deliveries p
+             where f.room is not null and f.nth = 1 and f.key is not null
+               and p.subscription_id = f.sub
+               and p.order_key = f.key
+               -- deliveries_key_open's predicate, so the planner uses it
+               and p.order_key is not null
+               and p.status in ('pending', 'retrying')
+             limit 1) b on true
+),
+dlv as (
+    -- leased at insert to the local dispatcher ($7, for $10 seconds), up to the room
+    -- it offered per subscription, oldest first; the rest stay pending for a claim
+    insert into hookrelay.deliveries
+           (event_seq, subscription_id, order_key, attempts, lease_owner, lease_until)
+    select seq, sub, key,
+           case when handed then 1 else 0 end,
+           case when handed then $7::text end,
+           case when handed then now() + make_interval(secs => $10::float8) end
+      from (select e.seq, e.sub, e.key,
+                   e.ok and row_number() over (partition by e.sub, e.ok order by e.seq) <= e.room
+                       as handed
+              from eligible e) picked
+     order by seq, sub
+    returning id, subscription_id, event_seq, lease_owner is not null as handed
+),
+";
+
+/// Due marks and what the batch returns, shared by both forms.
+const MARKS_AND_RESULT: &str = "
 work as (
     -- the subscriptions given work are due now (the claim starts from these, issue
     -- 16); `marks` tells a claim settling one as idle that work came since it looked.
@@ -104,7 +173,40 @@ work as (
     on conflict (subscription_id) do update
        set due_at = least(w.due_at, excluded.due_at), marks = w.marks + 1
 )
-select (select count(*) from ins), (select count(*) from dlv), (select min(id) from dlv)";
+-- kind 0: how many events and deliveries, and the lowest delivery left for a claim;
+-- kind 1: a delivery handed over (its event's id); kind 2: its subscription (URL,
+-- sealed secrets, headers; once each); kind 3: a subscription given deliveries left
+-- for a claim (more than its room, none offered, or behind an open one of their key)
+select 0, (select count(*) from ins), (select count(*) from dlv),
+       (select min(id) from dlv where not handed), null::text, null::text, null::text,
+       null::text, null::jsonb
+union all
+select 1, d.id, null, null, d.subscription_id, i.id, null, null, null
+  from dlv d join ins i on i.seq = d.event_seq
+ where d.handed
+union all
+select 2, null, null, null, s.id, s.url, s.secret,
+       case when s.previous_secret_until > now() then s.previous_secret end, s.headers
+  from hookrelay.subscriptions s
+ where s.id = any (array(select distinct subscription_id from dlv where handed))
+union all
+select distinct 3, null::bigint, null::bigint, null::bigint, d.subscription_id, null, null,
+       null, null::jsonb
+  from dlv d
+ where not d.handed";
+
+/// The batch statement without an offer, then with one; written once each, so a
+/// batch with no offer pays nothing for the hand-over.
+pub fn insert_events_and_deliveries(offered: bool) -> &'static str {
+    static PLAIN: OnceLock<String> = OnceLock::new();
+    static OFFERED: OnceLock<String> = OnceLock::new();
+    let (cell, deliveries) = if offered {
+        (&OFFERED, DELIVERIES_OFFERED)
+    } else {
+        (&PLAIN, DELIVERIES_PENDING)
+    };
+    cell.get_or_init(|| [EVENTS_AND_MATCHES, deliveries, MARKS_AND_RESULT].concat())
+}
 
 const SAVE_CHECKPOINT: &str = "
 insert into hookrelay.checkpoints (source, position, last_event_at, updated_at)
@@ -123,9 +225,30 @@ impl Store {
         events: &[ChangeEvent],
         position: &str,
     ) -> Result<BatchOutcome, StoreError> {
+        Ok(self
+            .commit_batch_offered(source, events, position, None)
+            .await?
+            .0)
+    }
+
+    /// As [`Store::commit_batch`], leasing to the offer's owner, as they are inserted,
+    /// as many fresh deliveries as it has room for (see `signal`). Those come back,
+    /// committed and ready to send.
+    pub async fn commit_batch_offered(
+        &self,
+        source: &str,
+        events: &[ChangeEvent],
+        position: &str,
+        offer: Option<&Offer>,
+    ) -> Result<(BatchOutcome, Handed), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let mut outcome = BatchOutcome::default();
+        let mut handed = Handed::default();
+        // (delivery id, subscription, event id) of the handed deliveries, and each
+        // handed subscription's URL and opened secrets
+        let mut leased: Vec<(i64, String, String)> = Vec::new();
+        let mut targets: HashMap<String, (Arc<str>, OpenedSecrets)> = HashMap::new();
         if !events.is_empty() {
             // Left to choose, Postgres re-planned the fan-out statement on every
             // batch: 0.3 ms of planning for a one-event batch that runs in 0.25 ms
@@ -140,13 +263,59 @@ impl Store {
             let keys: Vec<i64> = events.iter().map(|e| e.order_key).collect();
             let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.committed_at).collect();
             let bodies: Vec<&str> = events.iter().map(|e| e.body.as_str()).collect();
-            let stmt = tx.prepare_cached(INSERT_EVENTS_AND_DELIVERIES).await?;
-            let row = tx
-                .query_one(&stmt, &[&ids, &sources, &types, &keys, &times, &bodies])
+            let owner: Option<&str> = offer.map(|o| o.owner.as_str());
+            let lease: f64 = offer.map_or(0.0, |o| o.lease.as_secs_f64());
+            let offered: Vec<&str> = offer
+                .map(|o| o.rooms.iter().map(|(s, _)| s.as_str()).collect())
+                .unwrap_or_default();
+            let rooms: Vec<i32> = offer
+                .map(|o| {
+                    o.rooms
+                        .iter()
+                        .map(|(_, n)| i32::try_from(*n).unwrap_or(i32::MAX))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let stmt = tx
+                .prepare_cached(insert_events_and_deliveries(offer.is_some()))
                 .await?;
-            outcome.events = row.get::<_, i64>(0) as u64;
-            outcome.deliveries = row.get::<_, i64>(1) as u64;
-            outcome.first_delivery_id = row.get(2);
+            let rows = if offer.is_some() {
+                tx.query(
+                    &stmt,
+                    &[
+                        &ids, &sources, &types, &keys, &times, &bodies, &owner, &offered, &rooms,
+                        &lease,
+                    ],
+                )
+                .await?
+            } else {
+                tx.query(&stmt, &[&ids, &sources, &types, &keys, &times, &bodies])
+                    .await?
+            };
+            for r in rows {
+                match r.try_get::<_, i32>(0)? {
+                    0 => {
+                        outcome.events = r.try_get::<_, i64>(1)? as u64;
+                        outcome.deliveries = r.try_get::<_, i64>(2)? as u64;
+                        outcome.first_delivery_id = r.try_get(3)?;
+                    }
+                    1 => leased.push((r.try_get(1)?, r.try_get(4)?, r.try_get(5)?)),
+                    2 => {
+                        let id: String = r.try_get(4)?;
+                        let opened = self.opened.open(
+                            &self.secrets,
+                            &id,
+                            r.try_get(6)?,
+                            r.try_get(7)?,
+                            r.try_get(8)?,
+                        )?;
+                        let url: String = r.try_get(5)?;
+                        targets.insert(id, (url.into(), opened));
+                    }
+                    3 => handed.waiting.push(r.try_get(4)?),
+                    _ => {}
+                }
+            }
         }
         let last_event_at = events.last().map(|e| e.committed_at);
         let stmt = tx.prepare_cached(SAVE_CHECKPOINT).await?;
@@ -154,7 +323,35 @@ impl Store {
             .await?;
         tx.commit().await?;
         self.note_inserted(outcome.deliveries);
-        Ok(outcome)
+        if !leased.is_empty() {
+            // Each event's body once, shared by its deliveries (as in a claim).
+            let mut bodies: HashMap<&str, Bytes> = HashMap::with_capacity(leased.len());
+            for e in events {
+                bodies.insert(e.id.as_str(), Bytes::copy_from_slice(e.body.as_bytes()));
+            }
+            leased.sort_unstable_by_key(|(id, _, _)| *id);
+            for (delivery_id, subscription_id, event_id) in leased {
+                let (Some(body), Some((url, opened))) =
+                    (bodies.get(event_id.as_str()), targets.get(&subscription_id))
+                else {
+                    // Cannot happen (one statement returned both); if it did, the lease
+                    // expires and a claim sends it.
+                    tracing::error!(delivery = delivery_id, event = %event_id, "handed delivery without its event or subscription");
+                    continue;
+                };
+                handed.deliveries.push(ClaimedDelivery {
+                    delivery_id,
+                    attempt: 1,
+                    subscription_id,
+                    url: url.clone(),
+                    secrets: opened.0.clone(),
+                    headers: opened.1.clone(),
+                    event_id,
+                    body: body.clone(),
+                });
+            }
+        }
+        Ok((outcome, handed))
     }
 
     /// Sets aside a change its source could not turn into an event, so the source can

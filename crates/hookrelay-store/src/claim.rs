@@ -28,7 +28,7 @@ use crate::{Store, StoreError};
 
 /// A subscription's signing secrets and custom headers, opened; shared (not copied)
 /// by every delivery of the subscription a claim hands out.
-type OpenedSecrets = (Arc<[String]>, Arc<[(String, String)]>);
+pub(crate) type OpenedSecrets = (Arc<[String]>, Arc<[(String, String)]>);
 
 /// Opened secrets per subscription, kept across claims with the sealed values they
 /// came from: a claim opens a subscription's values again only when they changed
@@ -58,7 +58,7 @@ impl OpenedCache {
     /// A subscription's sealed `secret`, `previous_secret` and header values, opened. A value that does not open fails the claim: its leases
     /// expire and the deliveries wait, rather than being sent with a signature nobody
     /// can verify.
-    fn open(
+    pub(crate) fn open(
         &self,
         secrets: &Secrets,
         subscription_id: &str,
@@ -124,7 +124,8 @@ impl OpenedCache {
 /// cursor may move: `hold` is the lowest pending id it saw but did
 /// not take (blocked, locked or over the limit), `reach` the highest pending id it saw
 /// (or, having seen none, the subscription's highest id), with the subscription's
-/// `marks` and whether it looked quiet (for `SETTLE_IDLE`).
+/// `marks`, whether it looked quiet (for `SETTLE_IDLE`) and whether it saw everything
+/// waiting (`all_seen`).
 pub const CLAIM_DUE: &str = "
 with due as (
     -- only subscriptions that may have due work (issue 16): naming every enabled one
@@ -238,7 +239,10 @@ seen as (
     -- 1,000 subscriptions due at once (bench workload 9) it dominated the claim
     select c.sub,
            min(c.id) filter (where c.fresh and not c.leased and k.id is null) as hold,
-           max(c.id) filter (where c.fresh) as reach
+           max(c.id) filter (where c.fresh) as reach,
+           -- every candidate of either kind fit under the limit: none left unseen
+           count(*) filter (where c.fresh) < min(c.n) and count(*) filter (where not c.fresh) < min(c.n)
+               as all_seen
       from cand c
       left join claimed k on k.id = c.id
      group by c.sub
@@ -261,7 +265,8 @@ select 5, null, null, s.id, s.url, s.secret,
   from hookrelay.subscriptions s
  where s.id = any (array(select distinct subscription_id from claimed))
 union all
-select case when room.n > 0 then 1 else 2 end, null, null, room.id, null, null, null, null,
+select case when room.n > 0 then 1 else 2 end, null,
+       (room.n > 0 and coalesce(seen.all_seen, true))::int, room.id, null, null, null, null,
        null, null,
        case when room.n > 0 then seen.hold end,
        case when room.n > 0 then coalesce(
@@ -436,6 +441,10 @@ pub struct ClaimProgress {
     pub hold: Option<i64>,
     /// The highest id the claim saw; with nothing held, the cursor may move here.
     pub reach: Option<i64>,
+    /// The claim saw every delivery waiting for the subscription above the cursor
+    /// (fewer than it looked for, pending or due retries); with nothing held, it took
+    /// them all.
+    pub all_seen: bool,
 }
 
 /// One subscription's part in a claim: how many more it may take, and its cursor.
@@ -507,6 +516,7 @@ impl Store {
                         subscription_id: sub,
                         hold: r.get(10),
                         reach: r.get(11),
+                        all_seen: r.get::<_, Option<i32>>(2) == Some(1),
                     });
                 }
                 2 => out.enabled.push(r.get(3)),

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //!  source ──commit_batch──▶ events + deliveries + checkpoint   (one transaction; each
-//!                           event counts its deliveries, sql/V11, for retention)
+//!                           event counts its deliveries, sql/V11, for retention; fresh
+//!                           deliveries leased at insert within the local dispatcher's
+//!                           offer and handed to it, see `signal`)
 //!  dispatch ─claim_due────▶ deliveries leased FOR UPDATE SKIP LOCKED (committed before I/O)
 //!  dispatch ─record───────▶ deliveries outcome + attempts        (batched; a first
 //!                           attempt that succeeded stays on the delivery row, sql/V9)
@@ -44,14 +46,14 @@ pub use leader::SourceLock;
 pub use listing::MAX_PAGE;
 pub use retention::Pruned;
 pub use secrets::SealReport;
-pub use signal::DispatchSignal;
+pub use signal::{DispatchSignal, Handed, Offer};
 pub use text::storable;
 
 /// Statement texts, for tests that inspect what a statement reads
 /// (`EXPLAIN (ANALYZE, BUFFERS)`); nothing else should run them.
 #[doc(hidden)]
 pub mod statements {
-    pub use crate::{batch::INSERT_EVENTS_AND_DELIVERIES, claim::CLAIM_DUE};
+    pub use crate::{batch::insert_events_and_deliveries, claim::CLAIM_DUE};
 }
 
 /// A handle on the store; cheap to clone (two pools).

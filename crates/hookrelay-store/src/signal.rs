@@ -4,10 +4,49 @@
 //! (see `claim`). A batch that commits after a later-numbered one (two sources
 //! committing at once) or a replay makes rows below a cursor due again; the signal
 //! carries the lowest such id so the next claim looks there too.
+//!
+//! It also carries the hand-off: a dispatcher keeping up with a subscription offers
+//! room for it, a source's batch takes the offer and leases that many fresh deliveries
+//! to the dispatcher as it inserts them (see `batch`), and hands them over once
+//! committed, so they are sent without a claim:
+//!
+//! ```text
+//!  dispatcher ──offer(owner, lease, room per subscription)──▶ signal
+//!  batch ──take_offer──▶ insert: deliveries leased at birth ──commit──▶ hand ──▶ dispatcher
+//!        what found no room stays pending ──due_from──▶ dispatcher claims it
+//! ```
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicI64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
 use tokio::sync::Notify;
+
+use crate::ClaimedDelivery;
+
+/// Room the local dispatcher has for fresh deliveries, leased to it at insert.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    /// The lease owner, as in a claim.
+    pub owner: String,
+    pub lease: Duration,
+    /// Per subscription, at most this many of a batch's deliveries; only subscriptions
+    /// the dispatcher found with nothing else waiting, so fresh deliveries never pass
+    /// a backlog.
+    pub rooms: Vec<(String, usize)>,
+}
+
+/// What a batch handed over: its leased deliveries, and the subscriptions it left
+/// deliveries for a claim (they have something waiting again).
+#[derive(Debug, Default)]
+pub struct Handed {
+    pub deliveries: Vec<ClaimedDelivery>,
+    pub waiting: Vec<String>,
+}
 
 /// Wake-ups for the local dispatcher. Other processes sharing the store find the same
 /// rows by polling and by their periodic rescan.
@@ -16,6 +55,10 @@ pub struct DispatchSignal {
     notify: Notify,
     /// Lowest delivery id made due since the dispatcher last looked; `i64::MAX` = none.
     due_from: AtomicI64,
+    /// Set by whatever may make a claim worth running (see `take_claim`).
+    claim: AtomicBool,
+    offer: Mutex<Option<Arc<Offer>>>,
+    handed: Mutex<Handed>,
 }
 
 impl Default for DispatchSignal {
@@ -23,6 +66,9 @@ impl Default for DispatchSignal {
         Self {
             notify: Notify::new(),
             due_from: AtomicI64::new(i64::MAX),
+            claim: AtomicBool::new(false),
+            offer: Mutex::new(None),
+            handed: Mutex::new(Handed::default()),
         }
     }
 }
@@ -31,7 +77,7 @@ impl DispatchSignal {
     /// Deliveries with ids from `first_id` on were committed and are due now.
     pub fn due_from(&self, first_id: i64) {
         self.due_from.fetch_min(first_id, Ordering::AcqRel);
-        self.notify.notify_one();
+        self.wake();
     }
 
     /// Deliveries anywhere may be due again (a replay): look from the start.
@@ -41,7 +87,14 @@ impl DispatchSignal {
 
     /// Something changed that may let a claim succeed (an outcome was recorded).
     pub fn wake(&self) {
+        self.claim.store(true, Ordering::Release);
         self.notify.notify_one();
+    }
+
+    /// Whether anything asked for a claim since the last call (a hand-over alone
+    /// does not).
+    pub fn take_claim(&self) -> bool {
+        self.claim.swap(false, Ordering::AcqRel)
     }
 
     /// The lowest id signalled since the last call, if any.
@@ -50,6 +103,34 @@ impl DispatchSignal {
             i64::MAX => None,
             id => Some(id),
         }
+    }
+
+    /// Replaces the standing offer (`None` withdraws it).
+    pub fn offer(&self, offer: Option<Offer>) {
+        *self.offer.lock().unwrap_or_else(|e| e.into_inner()) = offer.map(Arc::new);
+    }
+
+    /// Takes the standing offer, so two batches never fill the same room.
+    pub fn take_offer(&self) -> Option<Arc<Offer>> {
+        self.offer.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Committed deliveries leased to the dispatcher at insert: it sends them.
+    pub fn hand(&self, handed: Handed) {
+        if handed.deliveries.is_empty() && handed.waiting.is_empty() {
+            return;
+        }
+        {
+            let mut h = self.handed.lock().unwrap_or_else(|e| e.into_inner());
+            h.deliveries.extend(handed.deliveries);
+            h.waiting.extend(handed.waiting);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Everything handed over since the last call.
+    pub fn take_handed(&self) -> Handed {
+        std::mem::take(&mut *self.handed.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Resolves at the next signal (or at once if one arrived since the last wait).
