@@ -164,8 +164,7 @@ async fn handed_over_deliveries_keep_per_key_order() {
     let key = |r: &Received| r.json()["key"]["id"].as_i64().unwrap();
     let version = |r: &Received| r.json()["after"]["version"].as_i64().unwrap();
     for id in 1..=3 {
-        let sent: Vec<i64> = all.iter().filter(|r| key(r) == id).map(&version).collect();
-        let mut tries = sent.clone();
+        let mut tries: Vec<i64> = all.iter().filter(|r| key(r) == id).map(&version).collect();
         tries.dedup();
         assert_eq!(
             tries,
