@@ -188,12 +188,33 @@ impl Ctx {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
+    // Stopped by a signal, the run is dropped, and with it the hookrelay it started
+    // (`RelayProcess` kills its child when dropped). Left running, that process went on
+    // claiming in the next run's store, which has the same name: its leases held
+    // deliveries for 50 s, and the next run reported them as stalled.
+    let outcome = tokio::select! {
+        r = run(args) => r,
+        s = stopped() => Err(anyhow::anyhow!("stopped by {s}; hookrelay stopped too")),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hookrelay-bench: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves at SIGINT or SIGTERM (the signal's name).
+async fn stopped() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
     }
 }
 
