@@ -324,15 +324,24 @@ impl Store {
         tx.commit().await?;
         self.note_inserted(outcome.deliveries);
         if !leased.is_empty() {
-            // Each event's body once, shared by its deliveries (as in a claim).
-            let mut bodies: HashMap<&str, Bytes> = HashMap::with_capacity(leased.len());
-            for e in events {
-                bodies.insert(e.id.as_str(), Bytes::copy_from_slice(e.body.as_bytes()));
-            }
+            // Each handed event's body copied once, shared by its deliveries (as in a
+            // claim); the events nothing was handed for are not copied at all.
+            let by_id: HashMap<&str, &str> = events
+                .iter()
+                .map(|e| (e.id.as_str(), e.body.as_str()))
+                .collect();
+            let mut bodies: HashMap<String, Bytes> = HashMap::new();
             leased.sort_unstable_by_key(|(id, _, _)| *id);
             for (delivery_id, subscription_id, event_id) in leased {
-                let (Some(body), Some((url, opened))) =
-                    (bodies.get(event_id.as_str()), targets.get(&subscription_id))
+                let body = match bodies.get(&event_id) {
+                    Some(b) => Some(b.clone()),
+                    None => by_id.get(event_id.as_str()).map(|b| {
+                        let b = Bytes::copy_from_slice(b.as_bytes());
+                        bodies.insert(event_id.clone(), b.clone());
+                        b
+                    }),
+                };
+                let (Some(body), Some((url, opened))) = (body, targets.get(&subscription_id))
                 else {
                     // Cannot happen (one statement returned both); if it did, the lease
                     // expires and a claim sends it.
@@ -347,7 +356,7 @@ impl Store {
                     secrets: opened.0.clone(),
                     headers: opened.1.clone(),
                     event_id,
-                    body: body.clone(),
+                    body,
                 });
             }
         }
