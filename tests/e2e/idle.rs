@@ -174,9 +174,15 @@ async fn explain_claim(db: &TestDb) -> (f64, i64) {
 }
 
 /// A batch's statement under `EXPLAIN (ANALYZE, BUFFERS)` with a generic plan (what a
-/// cached statement settles on), rolled back: (rows and shared buffers it read from the
-/// subscription tables, the plan's outline). `n` events of type `orders.update`.
-async fn explain_batch(db: &TestDb, tag: &str, n: usize) -> (f64, i64, String) {
+/// cached statement settles on), rolled back: the plan's top node. Events of type
+/// `orders.update` with order keys `keys`; with `offer`, the form that leases to the
+/// local dispatcher, each subscription named offered that much room.
+async fn batch_plan(
+    db: &TestDb,
+    tag: &str,
+    keys: std::ops::Range<i64>,
+    offer: Option<(&[String], i32)>,
+) -> Value {
     let mut c = db.connect().await;
     let tx = c.transaction().await.expect("tx");
     tx.batch_execute("set local jit = off; set local plan_cache_mode = force_generic_plan")
@@ -184,26 +190,47 @@ async fn explain_batch(db: &TestDb, tag: &str, n: usize) -> (f64, i64, String) {
         .expect("settings");
     let sql = format!(
         "explain (analyze, buffers, format json) {}",
-        hookrelay_store::statements::insert_events_and_deliveries(false)
+        hookrelay_store::statements::insert_events_and_deliveries(offer.is_some())
     );
+    let n = keys.clone().count();
     let ids: Vec<String> = (0..n).map(|i| format!("evt_{tag}{i:04}")).collect();
     let sources = vec!["shop"; n];
     let types = vec!["orders.update"; n];
-    let keys: Vec<i64> = (0..n as i64).collect();
+    let keys: Vec<i64> = keys.collect();
     let times = vec![Utc::now(); n];
     let bodies = vec!["{}"; n];
-    let row = tx
-        .query_one(&sql, &[&ids, &sources, &types, &keys, &times, &bodies])
-        .await
-        .expect("explain the batch");
+    let row = match offer {
+        None => tx
+            .query_one(&sql, &[&ids, &sources, &types, &keys, &times, &bodies])
+            .await
+            .expect("explain the batch"),
+        Some((subs, room)) => {
+            let rooms = vec![room; subs.len()];
+            tx.query_one(
+                &sql,
+                &[
+                    &ids, &sources, &types, &keys, &times, &bodies, &"owner", &subs, &rooms,
+                    &60.0f64,
+                ],
+            )
+            .await
+            .expect("explain the offered batch")
+        }
+    };
     let plan: Value = row.get(0);
     tx.rollback().await.expect("rollback");
-    let top = &plan[0]["Plan"];
+    plan[0]["Plan"].clone()
+}
+
+/// [`batch_plan`] for `n` events with no offer: (rows and shared buffers it read from
+/// the subscription tables, the plan's outline).
+async fn explain_batch(db: &TestDb, tag: &str, n: usize) -> (f64, i64, String) {
+    let top = batch_plan(db, tag, 0..n as i64, None).await;
     let tables = ["subscriptions", "subscription_matchers"];
-    let rows = rows_read(top, &tables);
-    let buffers = buffers_read(top, &tables);
+    let rows = rows_read(&top, &tables);
+    let buffers = buffers_read(&top, &tables);
     let mut plan = String::new();
-    outline(top, 0, &mut plan);
+    outline(&top, 0, &mut plan);
     (rows, buffers, plan)
 }
 
@@ -723,53 +750,14 @@ async fn a_batch_with_an_offer_does_work_in_proportion_to_its_size() {
         .batch_execute("analyze hookrelay.deliveries")
         .await
         .expect("analyze");
-    let n = 1_000usize;
-    let explain = |tag: &'static str| {
-        let db = &db;
-        let subs = &subs;
-        async move {
-            let mut c = db.connect().await;
-            let tx = c.transaction().await.expect("tx");
-            tx.batch_execute("set local jit = off; set local plan_cache_mode = force_generic_plan")
-                .await
-                .expect("settings");
-            let sql = format!(
-                "explain (analyze, format json) {}",
-                hookrelay_store::statements::insert_events_and_deliveries(true)
-            );
-            // Keys 1,500-2,499: half of them have an open delivery in the backlog.
-            let ids: Vec<String> = (0..n).map(|i| format!("evt_{tag}{i:04}")).collect();
-            let sources = vec!["shop"; n];
-            let types = vec!["orders.update"; n];
-            let keys: Vec<i64> = (1_500..1_500 + n as i64).collect();
-            let times = vec![Utc::now(); n];
-            let bodies = vec!["{}"; n];
-            let rooms = vec![128i32; subs.len()];
-            let row = tx
-                .query_one(
-                    &sql,
-                    &[
-                        &ids, &sources, &types, &keys, &times, &bodies, &"owner", subs, &rooms,
-                        &60.0f64,
-                    ],
-                )
-                .await
-                .expect("explain the offered batch");
-            let plan: Value = row.get(0);
-            tx.rollback().await.expect("rollback");
-            let top = plan[0]["Plan"].clone();
-            let mut outline_text = String::new();
-            outline(&top, 0, &mut outline_text);
-
-            (
-                rows_processed(&top),
-                rows_read(&top, &["deliveries"]),
-                outline_text,
-            )
-        }
-    };
-    explain("warm").await;
-    let (processed, deliveries_read, plan) = explain("measured").await;
+    let n = 1_000i64;
+    // Keys 1,500-2,499: half of them have an open delivery in the backlog.
+    let offer = Some((&subs[..], 128));
+    batch_plan(&db, "warm", 1_500..1_500 + n, offer).await;
+    let top = batch_plan(&db, "measured", 1_500..1_500 + n, offer).await;
+    let (processed, deliveries_read) = (rows_processed(&top), rows_read(&top, &["deliveries"]));
+    let mut plan = String::new();
+    outline(&top, 0, &mut plan);
     eprintln!(
         "an offered {n}-event batch for 3 subscriptions: {processed} rows through its \
          plan, {deliveries_read} delivery rows read"
