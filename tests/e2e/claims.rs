@@ -7,7 +7,7 @@ use chrono::Utc;
 use hookrelay_core::ChangeEvent;
 use hookrelay_store::{
     model::{NewSubscription, OrderingMode},
-    Claim, ClaimProgress, ClaimRoom, Store,
+    Claim, ClaimProgress, ClaimRoom, Offer, Store,
 };
 
 use crate::harness::TestDb;
@@ -147,4 +147,87 @@ async fn rows_below_the_cursor_wait_for_a_rescan() {
     assert!(c.deliveries.is_empty());
     let c = claim(&store, &sub, 8, first - 1).await;
     assert_eq!(ids(&c), vec![first, first + 1]);
+}
+
+/// A source re-reads what it had not acknowledged when hookrelay stopped, so a batch
+/// may hold changes already stored. The batch is written without skipping ids (cheaper
+/// per event); one that hits a stored id is written again, skipping them. Either way
+/// (with an offer or without) the stored ones are neither stored nor delivered twice,
+/// and the new ones and the checkpoint are kept.
+#[tokio::test]
+async fn a_batch_holding_stored_changes_stores_and_delivers_only_the_new_ones() {
+    let db = TestDb::new("claims_reread").await;
+    let (store, sub) = store_with_subscription(&db).await;
+    let events = |ns: std::ops::Range<u32>| -> Vec<ChangeEvent> {
+        ns.map(|n| ChangeEvent {
+            id: format!("evt_reread{n:04}"),
+            event_type: "orders.update".into(),
+            source: "shop".into(),
+            order_key: i64::from(n),
+            committed_at: Utc::now(),
+            body: format!("{{\"n\":{n}}}"),
+        })
+        .collect()
+    };
+    let first = store
+        .commit_batch("shop", &events(0..4), "4")
+        .await
+        .expect("first batch");
+    assert_eq!((first.events, first.deliveries), (4, 4));
+
+    // half stored, half new, with an offer: only the new ones are handed over
+    let offer = Offer {
+        owner: "owner".into(),
+        lease: LEASE,
+        rooms: vec![(sub.clone(), 100)],
+    };
+    let (again, handed) = store
+        .commit_batch_offered("shop", &events(2..8), "8", Some(&offer))
+        .await
+        .expect("overlapping batch");
+    assert_eq!((again.events, again.deliveries), (4, 4));
+    let mut sent: Vec<&str> = handed
+        .deliveries
+        .iter()
+        .map(|d| d.event_id.as_str())
+        .collect();
+    sent.sort_unstable();
+    assert_eq!(
+        sent,
+        [
+            "evt_reread0004",
+            "evt_reread0005",
+            "evt_reread0006",
+            "evt_reread0007"
+        ]
+    );
+
+    // all stored, without an offer: nothing new, but the checkpoint still moves
+    let none = store
+        .commit_batch("shop", &events(0..8), "9")
+        .await
+        .expect("stored batch");
+    assert_eq!((none.events, none.deliveries), (0, 0));
+    let checkpoint = store
+        .load_checkpoint("shop")
+        .await
+        .expect("checkpoint")
+        .expect("saved");
+    assert_eq!(checkpoint.position, "9");
+
+    let client = db.connect().await;
+    let per_event: Vec<(String, i64)> = client
+        .query(
+            "select e.id, count(d.id) from hookrelay.events e
+               left join hookrelay.deliveries d on d.event_seq = e.seq
+              group by e.id order by e.id",
+            &[],
+        )
+        .await
+        .expect("events")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected: Vec<(String, i64)> = (0..8).map(|n| (format!("evt_reread{n:04}"), 1)).collect();
+    assert_eq!(per_event, expected);
 }

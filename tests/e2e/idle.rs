@@ -190,7 +190,7 @@ async fn batch_plan(
         .expect("settings");
     let sql = format!(
         "explain (analyze, buffers, format json) {}",
-        hookrelay_store::statements::insert_events_and_deliveries(offer.is_some())
+        hookrelay_store::statements::insert_events_and_deliveries(offer.is_some(), false)
     );
     let n = keys.clone().count();
     let ids: Vec<String> = (0..n).map(|i| format!("evt_{tag}{i:04}")).collect();

@@ -56,6 +56,16 @@ impl StoreError {
         }
     }
 
+    /// A unique violation of `constraint` (SQLSTATE 23505).
+    pub fn violates(&self, constraint: &str) -> bool {
+        match self {
+            StoreError::Db(e) => e.as_db_error().is_some_and(|db| {
+                db.code().code() == "23505" && db.constraint() == Some(constraint)
+            }),
+            _ => false,
+        }
+    }
+
     /// The SQLSTATE, when the database answered with one.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
