@@ -269,9 +269,15 @@ select case when room.n > 0 then 1 else 2 end, null,
        (room.n > 0 and coalesce(seen.all_seen, true))::int, room.id, null, null, null, null,
        null, null,
        case when room.n > 0 then seen.hold end,
+       -- the subscription's newest delivery: each of its two (subscription_id, id)
+       -- indexes (pending, and past pending: sql/V12) answers with its last entry
        case when room.n > 0 then coalesce(
            seen.reach,
-           (select max(d.id) from hookrelay.deliveries d where d.subscription_id = room.id)) end,
+           greatest(
+               (select max(d.id) from hookrelay.deliveries d
+                 where d.subscription_id = room.id and d.status = 'pending'),
+               (select max(d.id) from hookrelay.deliveries d
+                 where d.subscription_id = room.id and d.status <> 'pending'))) end,
        room.marks,
        -- quiet: looked at from the start (cursor 0) and not one open delivery seen,
        -- leased or not, so only retries due later can be left: SETTLE_IDLE may take

@@ -68,8 +68,8 @@ impl Store {
         if let Some(v) = &filter.subscription_id {
             w.add("d.subscription_id = ?", v);
         }
-        if let Some(v) = &status {
-            w.add("d.status = ?", v);
+        if let Some(v) = status {
+            w.add_fixed(format!("d.status = '{v}'"));
         }
         if let Some(v) = &filter.event_type {
             w.add("e.event_type = ?", v);
@@ -83,11 +83,23 @@ impl Store {
         if let Some(v) = &filter.before_id {
             w.add("d.id < ?", v);
         }
-        let sql = format!(
-            "{SELECT_DELIVERY}{} order by d.id desc limit {}",
-            w.where_clause(),
-            w.param(&fetch)
-        );
+        let limit = w.param(&fetch);
+        let sql = if filter.subscription_id.is_some() && status.is_none() {
+            // A subscription's deliveries are in two indexes, its pending ones and
+            // those past pending (sql/V12): each read newest first, then merged
+            let conds = w.where_clause();
+            format!(
+                "({SELECT_DELIVERY}{conds} and d.status = 'pending' order by d.id desc limit {limit})
+                 union all
+                 ({SELECT_DELIVERY}{conds} and d.status <> 'pending' order by d.id desc limit {limit})
+                 order by 1 desc limit {limit}"
+            )
+        } else {
+            format!(
+                "{SELECT_DELIVERY}{} order by d.id desc limit {limit}",
+                w.where_clause()
+            )
+        };
         let client = self.client().await?;
         let stmt = client.prepare_cached(&sql).await?;
         let rows = client.query(&stmt, w.params()).await?;
@@ -140,7 +152,7 @@ impl Store {
         let status = req.status.as_str();
         let mut w = Conditions::default();
         w.add("d.subscription_id = ?", &req.subscription_id);
-        w.add("d.status = ?", &status);
+        w.add_fixed(format!("d.status = '{status}'"));
         if let Some(v) = &req.event_type {
             w.add(
                 "exists (select 1 from hookrelay.events e \

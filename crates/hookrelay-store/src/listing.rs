@@ -22,6 +22,13 @@ impl<'a> Conditions<'a> {
         self.conds.push(expr.replace('?', &p));
     }
 
+    /// Adds `expr` as it is, with no parameter: for a status, so that the planner sees
+    /// the value and can pick the partial index whose predicate it implies (a generic
+    /// plan, which a parameter may get, cannot).
+    pub(crate) fn add_fixed(&mut self, expr: String) {
+        self.conds.push(expr);
+    }
+
     /// Binds `value` and returns its placeholder (`$n`).
     pub(crate) fn param(&mut self, value: &'a (dyn ToSql + Sync)) -> String {
         self.params.push(value);

@@ -256,10 +256,14 @@ impl Store {
         if deleted == 0 {
             return Err(StoreError::NotFound);
         }
+        // `status = 'pending' or status <> 'pending'` (every delivery: status is never
+        // null) lets each arm use its index, pending and past pending (sql/V12), where
+        // the subscription alone has no index to go by
         tx.execute(
             "delete from hookrelay.attempts a
               using hookrelay.deliveries d
-              where a.delivery_id = d.id and d.subscription_id = $1",
+              where a.delivery_id = d.id and d.subscription_id = $1
+                and (d.status = 'pending' or d.status <> 'pending')",
             &[&id],
         )
         .await?;
@@ -267,7 +271,8 @@ impl Store {
         // for the succeeded retention like one nobody subscribed to.
         tx.execute(
             "with gone as (
-                 delete from hookrelay.deliveries where subscription_id = $1
+                 delete from hookrelay.deliveries
+                  where subscription_id = $1 and (status = 'pending' or status <> 'pending')
                  returning event_seq
              )
              update hookrelay.events e set deliveries_left = e.deliveries_left - g.n

@@ -253,6 +253,94 @@ async fn cursor_pages_cover_everything_once() {
         .assert_problem(StatusCode::BAD_REQUEST, Some("cursor"), "foreign cursor");
 }
 
+/// A subscription's pending deliveries and those past pending are in two indexes
+/// (sql/V12). Interleaved by id (a replayed old one, new ones, finished ones
+/// between), they still list as one sequence, newest first, each once, in pages of
+/// any size; and a subscription's delete takes both kinds.
+#[tokio::test]
+async fn a_subscriptions_pending_and_finished_deliveries_list_and_go_as_one() {
+    let Fixture { api, a, b } = fixture().await;
+    let fresh: Vec<_> = (9..=14)
+        .map(|n| event(n, "orders.insert", Utc::now()))
+        .collect();
+    api.store()
+        .commit_batch("shop", &fresh, "14")
+        .await
+        .expect("commit");
+    let raw = api.db.raw_client().await;
+    let oldest_failed: i64 = raw
+        .query_one(
+            "select min(id) from hookrelay.deliveries where subscription_id = $1 and status = 'failed'",
+            &[&a],
+        )
+        .await
+        .expect("failed one")
+        .get(0);
+    api.post(&format!("/v1/deliveries/{oldest_failed}/replay"), json!({}))
+        .await;
+
+    let truth: Vec<(i64, String)> = raw
+        .query(
+            "select id, status from hookrelay.deliveries where subscription_id = $1 order by id desc",
+            &[&a],
+        )
+        .await
+        .expect("deliveries")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(truth.len(), 14);
+    let pending: Vec<i64> = truth
+        .iter()
+        .filter(|(_, s)| s == "pending")
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(pending.len(), 7, "{truth:?}");
+    assert_eq!(pending.last(), Some(&oldest_failed));
+    let want: Vec<i64> = truth.iter().map(|(id, _)| *id).collect();
+
+    for limit in [1, 2, 5, 14, 100] {
+        let (paged, _) = all_pages(&api, &format!("&subscription_id={a}"), limit).await;
+        assert_eq!(paged, want, "limit {limit}");
+    }
+    let one_page = api
+        .get(&format!("/v1/deliveries?subscription_id={a}&limit=100"))
+        .await
+        .json();
+    let statuses: Vec<(i64, &str)> = data(&one_page)
+        .iter()
+        .map(|d| {
+            (
+                d["id"].as_i64().expect("id"),
+                d["status"].as_str().expect("status"),
+            )
+        })
+        .collect();
+    let truth_ref: Vec<(i64, &str)> = truth.iter().map(|(id, s)| (*id, s.as_str())).collect();
+    assert_eq!(statuses, truth_ref);
+
+    let res = api.delete(&format!("/v1/subscriptions/{a}")).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    let left: i64 = raw
+        .query_one(
+            "select count(*) from hookrelay.deliveries where subscription_id = $1",
+            &[&a],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0, "both pending and finished deliveries go");
+    let of_b: i64 = raw
+        .query_one(
+            "select count(*) from hookrelay.deliveries where subscription_id = $1",
+            &[&b],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(of_b, 14, "the other subscription keeps all of its");
+}
+
 #[tokio::test]
 async fn cursor_pages_neither_skip_nor_repeat_while_deliveries_arrive() {
     let Fixture { api, .. } = fixture().await;
