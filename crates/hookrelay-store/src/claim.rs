@@ -180,11 +180,11 @@ cand as (
                from hookrelay.deliveries d
               where d.status = 'pending'
                 -- means subscription_id = room.id and id > room.cursor, in a form
-                -- only the (subscription_id, id) indexes can serve, and that starts
-                -- the scan at the cursor: given the plain form, the planner walked
-                -- the primary key through every subscription's rows, finished ones
-                -- included, and with the equality the row comparison did not set
-                -- the scan's start
+                -- only a (subscription_id, id) index (deliveries_pending) can
+                -- serve, and that starts the scan at the cursor: given the plain
+                -- form, the planner walked the primary key through every
+                -- subscription's rows, finished ones included, and with the
+                -- equality the row comparison did not set the scan's start
                 and (d.subscription_id, d.id) > (room.id, room.cursor)
                 and d.subscription_id <= room.id
               order by d.subscription_id, d.id
