@@ -34,18 +34,21 @@ async fn store_with_subscription(db: &TestDb) -> (Store, String) {
 }
 
 /// Events `n` in order; `key(n)` picks each one's order key.
+fn events(ns: std::ops::Range<u32>, key: impl Fn(u32) -> i64) -> Vec<ChangeEvent> {
+    ns.map(|n| ChangeEvent {
+        id: format!("evt_claim{n:04}"),
+        event_type: "orders.update".into(),
+        source: "shop".into(),
+        order_key: key(n),
+        committed_at: Utc::now(),
+        body: format!("{{\"n\":{n}}}"),
+    })
+    .collect()
+}
+
+/// Commits [`events`] `ns`; returns the first delivery's id.
 async fn commit(store: &Store, ns: std::ops::Range<u32>, key: impl Fn(u32) -> i64) -> i64 {
-    let events: Vec<ChangeEvent> = ns
-        .clone()
-        .map(|n| ChangeEvent {
-            id: format!("evt_claim{n:04}"),
-            event_type: "orders.update".into(),
-            source: "shop".into(),
-            order_key: key(n),
-            committed_at: Utc::now(),
-            body: format!("{{\"n\":{n}}}"),
-        })
-        .collect();
+    let events = events(ns.clone(), key);
     let out = store
         .commit_batch("shop", &events, &ns.end.to_string())
         .await
@@ -158,19 +161,8 @@ async fn rows_below_the_cursor_wait_for_a_rescan() {
 async fn a_batch_holding_stored_changes_stores_and_delivers_only_the_new_ones() {
     let db = TestDb::new("claims_reread").await;
     let (store, sub) = store_with_subscription(&db).await;
-    let events = |ns: std::ops::Range<u32>| -> Vec<ChangeEvent> {
-        ns.map(|n| ChangeEvent {
-            id: format!("evt_reread{n:04}"),
-            event_type: "orders.update".into(),
-            source: "shop".into(),
-            order_key: i64::from(n),
-            committed_at: Utc::now(),
-            body: format!("{{\"n\":{n}}}"),
-        })
-        .collect()
-    };
     let first = store
-        .commit_batch("shop", &events(0..4), "4")
+        .commit_batch("shop", &events(0..4, i64::from), "4")
         .await
         .expect("first batch");
     assert_eq!((first.events, first.deliveries), (4, 4));
@@ -182,7 +174,7 @@ async fn a_batch_holding_stored_changes_stores_and_delivers_only_the_new_ones() 
         rooms: vec![(sub.clone(), 100)],
     };
     let (again, handed) = store
-        .commit_batch_offered("shop", &events(2..8), "8", Some(&offer))
+        .commit_batch_offered("shop", &events(2..8, i64::from), "8", Some(&offer))
         .await
         .expect("overlapping batch");
     assert_eq!((again.events, again.deliveries), (4, 4));
@@ -195,16 +187,16 @@ async fn a_batch_holding_stored_changes_stores_and_delivers_only_the_new_ones() 
     assert_eq!(
         sent,
         [
-            "evt_reread0004",
-            "evt_reread0005",
-            "evt_reread0006",
-            "evt_reread0007"
+            "evt_claim0004",
+            "evt_claim0005",
+            "evt_claim0006",
+            "evt_claim0007"
         ]
     );
 
     // all stored, without an offer: nothing new, but the checkpoint still moves
     let none = store
-        .commit_batch("shop", &events(0..8), "9")
+        .commit_batch("shop", &events(0..8, i64::from), "9")
         .await
         .expect("stored batch");
     assert_eq!((none.events, none.deliveries), (0, 0));
@@ -228,6 +220,6 @@ async fn a_batch_holding_stored_changes_stores_and_delivers_only_the_new_ones() 
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let expected: Vec<(String, i64)> = (0..8).map(|n| (format!("evt_reread{n:04}"), 1)).collect();
+    let expected: Vec<(String, i64)> = (0..8).map(|n| (format!("evt_claim{n:04}"), 1)).collect();
     assert_eq!(per_event, expected);
 }

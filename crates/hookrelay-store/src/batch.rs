@@ -29,8 +29,8 @@ pub struct BatchOutcome {
 }
 
 /// Inserts events in batch order (so `seq` follows commit order), with `DEDUPE`
-/// skipping ids already stored, and fans the new ones out to every subscription whose filters match and
-/// whose endpoint has not answered 410 (`disabled_by`, sql/V7): a paused one gets
+/// skipping ids already stored, and fans the new ones out to every subscription whose
+/// filters match and whose endpoint has not answered 410 (`disabled_by`, sql/V7): a paused one gets
 /// `pending` deliveries too, but no due mark, so claims do not look at it until it is
 /// resumed (`Store::update_subscription` marks it due then). Each event is stored with
 /// the number of deliveries it is given (`deliveries_left`, sql/V11): the filters are

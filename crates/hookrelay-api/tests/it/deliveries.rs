@@ -321,24 +321,26 @@ async fn a_subscriptions_pending_and_finished_deliveries_list_and_go_as_one() {
 
     let res = api.delete(&format!("/v1/subscriptions/{a}")).await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
-    let left: i64 = raw
-        .query_one(
-            "select count(*) from hookrelay.deliveries where subscription_id = $1",
-            &[&a],
-        )
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(left, 0, "both pending and finished deliveries go");
-    let of_b: i64 = raw
-        .query_one(
-            "select count(*) from hookrelay.deliveries where subscription_id = $1",
-            &[&b],
-        )
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(of_b, 14, "the other subscription keeps all of its");
+    assert_eq!(
+        deliveries_of(&raw, &a).await,
+        0,
+        "both pending and finished deliveries go"
+    );
+    assert_eq!(
+        deliveries_of(&raw, &b).await,
+        14,
+        "the other subscription keeps all of its"
+    );
+}
+
+async fn deliveries_of(raw: &tokio_postgres::Client, subscription_id: &str) -> i64 {
+    raw.query_one(
+        "select count(*) from hookrelay.deliveries where subscription_id = $1",
+        &[&subscription_id],
+    )
+    .await
+    .expect("count")
+    .get(0)
 }
 
 #[tokio::test]
