@@ -174,7 +174,7 @@ async fn a_batch_holding_stored_changes_stores_and_delivers_only_the_new_ones() 
         rooms: vec![(sub.clone(), 100)],
     };
     let (again, handed) = store
-        .commit_batch_offered("shop", &events(2..8, i64::from), "8", Some(&offer))
+        .commit_batch_offered("shop", &events(2..8, i64::from), "8", Some(&offer), None)
         .await
         .expect("overlapping batch");
     assert_eq!((again.events, again.deliveries), (4, 4));

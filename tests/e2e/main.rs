@@ -10,6 +10,7 @@ mod delivery;
 mod deploy;
 mod faults;
 mod idle;
+mod leadership;
 mod leaks;
 mod mongo;
 mod mysql;

@@ -234,6 +234,32 @@ on conflict (source) do update
        last_event_at = coalesce(excluded.last_event_at, hookrelay.checkpoints.last_event_at),
        updated_at = now()";
 
+/// As `SAVE_CHECKPOINT`, only while `$4` is still the source's leadership epoch
+/// (DESIGN §1.11); no row written means another process took the source over and the
+/// whole batch is rolled back. `for share` orders this with a takeover's bump: a bump
+/// already made is seen (read committed re-reads the locked row), one in flight waits
+/// for this batch to commit first.
+const SAVE_CHECKPOINT_FENCED: &str = "
+insert into hookrelay.checkpoints (source, position, last_event_at, updated_at)
+select $1, $2, $3, now()
+ where exists (select from hookrelay.source_leaders l
+                where l.source = $1 and l.epoch = $4
+                  for share)
+on conflict (source) do update
+   set position = excluded.position,
+       last_event_at = coalesce(excluded.last_event_at, hookrelay.checkpoints.last_event_at),
+       updated_at = now()";
+
+/// One batch as the source hands it over.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    source: &'a str,
+    events: &'a [ChangeEvent],
+    position: &'a str,
+    offer: Option<&'a Offer>,
+    epoch: Option<i64>,
+}
+
 impl Store {
     /// Commits `events` and the checkpoint `position` of `source` atomically. Safe to
     /// call again with the same events (after a crash before the source acknowledged).
@@ -244,33 +270,40 @@ impl Store {
         position: &str,
     ) -> Result<BatchOutcome, StoreError> {
         Ok(self
-            .commit_batch_offered(source, events, position, None)
+            .commit_batch_offered(source, events, position, None, None)
             .await?
             .0)
     }
 
     /// As [`Store::commit_batch`], leasing to the offer's owner, as they are inserted,
     /// as many fresh deliveries as it has room for (see `signal`). Those come back,
-    /// committed and ready to send.
+    /// committed and ready to send. With an `epoch` (the source's leader, see
+    /// `SourceLock::epoch`) the batch commits only while that epoch is current, else
+    /// it is rolled back as [`StoreError::Fenced`]; without one (tests, the benchmark:
+    /// callers that hold no lock) it is not fenced.
     pub async fn commit_batch_offered(
         &self,
         source: &str,
         events: &[ChangeEvent],
         position: &str,
         offer: Option<&Offer>,
+        epoch: Option<i64>,
     ) -> Result<(BatchOutcome, Handed), StoreError> {
         let mut client = self.client().await?;
-        match self
-            .commit_once(&mut client, source, events, position, offer, false)
-            .await
-        {
+        let batch = Batch {
+            source,
+            events,
+            position,
+            offer,
+            epoch,
+        };
+        match self.commit_once(&mut client, &batch, false).await {
             // A change read again: the source re-reads what it had not acknowledged
             // when hookrelay stopped, and some of it may be stored already. Rare, so
             // only such a batch is written again, skipping the ids already stored.
             Err(e) if e.violates("events_id_key") => {
                 tracing::debug!(source, "batch holds events already stored; skipping them");
-                self.commit_once(&mut client, source, events, position, offer, true)
-                    .await
+                self.commit_once(&mut client, &batch, true).await
             }
             done => done,
         }
@@ -281,12 +314,16 @@ impl Store {
     async fn commit_once(
         &self,
         client: &mut deadpool_postgres::Object,
-        source: &str,
-        events: &[ChangeEvent],
-        position: &str,
-        offer: Option<&Offer>,
+        batch: &Batch<'_>,
         dedupe: bool,
     ) -> Result<(BatchOutcome, Handed), StoreError> {
+        let Batch {
+            source,
+            events,
+            position,
+            offer,
+            epoch,
+        } = *batch;
         let tx = client.transaction().await?;
         let mut outcome = BatchOutcome::default();
         let mut handed = Handed::default();
@@ -363,9 +400,26 @@ impl Store {
             }
         }
         let last_event_at = events.last().map(|e| e.committed_at);
-        let stmt = tx.prepare_cached(SAVE_CHECKPOINT).await?;
-        tx.execute(&stmt, &[&source, &position, &last_event_at])
-            .await?;
+        match epoch {
+            None => {
+                let stmt = tx.prepare_cached(SAVE_CHECKPOINT).await?;
+                tx.execute(&stmt, &[&source, &position, &last_event_at])
+                    .await?;
+            }
+            Some(epoch) => {
+                let stmt = tx.prepare_cached(SAVE_CHECKPOINT_FENCED).await?;
+                let saved = tx
+                    .execute(&stmt, &[&source, &position, &last_event_at, &epoch])
+                    .await?;
+                if saved == 0 {
+                    // Dropping `tx` rolls the batch back.
+                    return Err(StoreError::Fenced {
+                        source_name: source.to_owned(),
+                        epoch,
+                    });
+                }
+            }
+        }
         tx.commit().await?;
         self.note_inserted(outcome.deliveries);
         if !leased.is_empty() {
