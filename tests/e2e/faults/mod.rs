@@ -1,9 +1,11 @@
-//! The fault suite (issue 3): crashes, restarts, lost connections and bad receivers,
-//! each checked against a ledger of what committed. `FAULTS_LONG=1` runs
-//! the long form (50 kills instead of 5).
+//! The fault suite (issue 3): crashes, restarts, lost connections, network partitions
+//! and bad receivers, each checked against a ledger of what committed. `FAULTS_LONG=1`
+//! runs the long form (50 kills instead of 5).
 
 mod backlog;
 mod ledger;
+mod netns;
+mod partition;
 mod pg_instance;
 mod receivers;
 mod restarts;
