@@ -12,9 +12,10 @@
 //!
 //! A starts first and leads; B waits on standby. Cutting a link takes its namespace
 //! end down: the host's packets stop arriving with no RST and no FIN, as when a host
-//! dies or a switch fails. A takeover is seen in the store: an event committed at the
-//! source after the cut can only have been captured by B, since A cannot reach the
-//! source. The tests need `ip netns` (root); elsewhere they say SKIPPED and return.
+//! dies or a switch fails. A takeover is seen in the store, where an event committed at
+//! the source after the cut can only have been captured by B (A cannot reach the
+//! source), and in B's `/v1/sources` (running, with events it captured). The tests
+//! need `ip netns` (root); elsewhere they say SKIPPED and return.
 
 use std::{
     path::{Path, PathBuf},
@@ -76,14 +77,16 @@ async fn partition_scenario(what: &str, cut: &[usize]) {
     // Changes flow (captured by A) before the cut.
     cluster.rx.wait_delivered(50, Duration::from_secs(60)).await;
 
-    let cut_at: DateTime<Utc> = Utc::now();
-    let cut_started = Instant::now();
     for &link in cut {
         cluster.ns.cut(link);
     }
+    // Taken once the links are down: a change whose trigger ran after this cannot
+    // have reached A.
+    let cut_at: DateTime<Utc> = Utc::now();
+    let cut_started = Instant::now();
     eprintln!("{what}: cut at {cut_at}");
 
-    let took = takeover(&store, cut_at, cut_started, cluster.a.pid()).await;
+    let took = takeover(&cluster, &store, cut_at, cut_started).await;
     let holders = lock_holders(&store).await;
     println!("{what}: takeover {took:?} after the cut; the source lock is now held by {holders:?}");
 
@@ -103,31 +106,47 @@ async fn partition_scenario(what: &str, cut: &[usize]) {
     println!("{what}: after healing, {leader} leads");
 }
 
-/// How long after the cut a change committed after the cut reached the store (`a_pid`
-/// names the cut-off leader in the failure message).
+/// How long after the cut a change committed after the cut reached the store, once
+/// B also reports that it captured events.
 async fn takeover(
+    cluster: &Cluster,
     store: &tokio_postgres::Client,
     cut_at: DateTime<Utc>,
     cut: Instant,
-    a_pid: u32,
 ) -> Duration {
+    let mut reached_store = None;
     loop {
-        let captured: i64 = store
-            .query_one(
-                "select count(*) from hookrelay.events where source = 'shop' and committed_at > $1",
-                &[&cut_at],
-            )
-            .await
-            .expect("count events after the cut")
-            .get(0);
-        if captured > 0 {
-            return cut.elapsed();
+        if reached_store.is_none() {
+            let captured: i64 = store
+                .query_one(
+                    "select count(*) from hookrelay.events
+                      where source = 'shop' and committed_at > $1",
+                    &[&cut_at],
+                )
+                .await
+                .expect("count events after the cut")
+                .get(0);
+            if captured > 0 {
+                reached_store = Some(cut.elapsed());
+            }
+        }
+        let b = cluster.b.source_view().await;
+        let b_captured = b
+            .as_ref()
+            .is_some_and(|v| v["state"] == "running" && v["events_captured"].as_u64() > Some(0));
+        if let (Some(took), true) = (reached_store, b_captured) {
+            return took;
         }
         if cut.elapsed() > TAKEOVER_BOUND {
             let holders = lock_holders(store).await;
             panic!(
-                "no takeover within {TAKEOVER_BOUND:?}: no change committed after the cut reached \
-                 the store; the source lock is held by {holders:?} (A is pid {a_pid})"
+                "no takeover within {TAKEOVER_BOUND:?}: a change committed after the cut reached \
+                 the store: {}; B's /v1/sources: {}; the source lock is held by {holders:?} \
+                 (A is pid {}, B is pid {})",
+                reached_store.map_or("no".to_owned(), |t| format!("after {t:?}")),
+                shown(&b),
+                cluster.a.pid(),
+                cluster.b.pid(),
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -164,12 +183,20 @@ async fn one_leader_after_healing(
         }
         if Instant::now() > deadline {
             panic!(
-                "after healing, not exactly one leader: A's /v1/sources {a:?}, B's {b:?}, \
-                 store lock holders {holders:?}"
+                "after healing, not exactly one leader: A's /v1/sources {}, B's {}, \
+                 store lock holders {holders:?}",
+                shown(&a),
+                shown(&b),
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A process's view of the source as JSON, for a failure message.
+fn shown(view: &Option<Value>) -> String {
+    view.as_ref()
+        .map_or("(no answer)".to_owned(), |v| v.to_string())
 }
 
 /// The `application_name` of every session holding the source's leadership lock.
