@@ -16,7 +16,10 @@
 use std::{
     net::Ipv4Addr,
     process::Command,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
 };
 
 use rand::Rng;
@@ -43,6 +46,10 @@ impl Netns {
     /// cannot be made here (typically: not root).
     pub fn create(links: usize) -> Result<Self, String> {
         assert!(links <= 60, "one /24 holds the links");
+        // Tests of one process (plain `cargo test`) make theirs one at a time, so two
+        // never pick the same free /24.
+        static CREATING: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = CREATING.lock().unwrap_or_else(|e| e.into_inner());
         remove_stale();
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
