@@ -10,17 +10,7 @@ source scripts/services.sh
 
 ensure_postgres
 ensure_mariadb_binaries
-# The network-partition tests make a network namespace; without the right to (not
-# root, no CAP_NET_ADMIN) they skip, and that must show.
-netns_probe="hookrelay-probe-$$"
-if ip netns add "$netns_probe" 2>/dev/null; then
-  ip netns del "$netns_probe"
-else
-  netns_notice="NOTICE: cannot create network namespaces here (needs root / CAP_NET_ADMIN): the network-partition tests (faults::partition) are SKIPPED in this run"
-  echo "$netns_notice" >&2
-  # Said again at the end, where a reader of the results looks.
-  trap 'echo "$netns_notice" >&2' EXIT
-fi
+warn_if_no_netns
 # The fault suite's failpoints are compiled into the test build only.
 features=(--features hookrelay/failpoints)
 if cargo nextest --version >/dev/null 2>&1; then
