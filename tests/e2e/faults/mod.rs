@@ -40,6 +40,17 @@ pub async fn wait_nothing_lost(rx: &TestReceiver, ledger: &Ledger, timeout: Dura
     }
 }
 
+/// Lets the generator commit at least `n` more changes.
+pub async fn let_commit(gen: &Generator, n: usize) {
+    let target = gen.ledger.len() + n;
+    crate::harness::eventually(
+        "the generator to commit more",
+        Duration::from_secs(60),
+        || async { (gen.ledger.len() >= target).then_some(()) },
+    )
+    .await;
+}
+
 /// Long mode multiplies the fault counts.
 pub fn long_mode() -> bool {
     std::env::var("FAULTS_LONG").is_ok_and(|v| v == "1")

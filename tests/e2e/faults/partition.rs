@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use hookrelay_core::Config;
 use serde_json::{json, Value};
 
-use super::{netns::Netns, wait_nothing_lost, Generator, PgInstance};
+use super::{let_commit, netns::Netns, wait_nothing_lost, Generator, PgInstance};
 use crate::harness::*;
 
 /// DESIGN §1.11: a cut-off leader is replaced within this.
@@ -216,17 +216,6 @@ async fn lock_holders(store: &tokio_postgres::Client) -> Vec<String> {
         .iter()
         .map(|r| r.get(0))
         .collect()
-}
-
-/// Lets the generator commit at least `n` more changes.
-async fn let_commit(gen: &Generator, n: usize) {
-    let target = gen.ledger.len() + n;
-    eventually(
-        "the generator to commit more",
-        Duration::from_secs(60),
-        || async { (gen.ledger.len() >= target).then_some(()) },
-    )
-    .await;
 }
 
 /// Everything one scenario runs. Fields drop in order: the processes first, then the
