@@ -19,6 +19,7 @@ async fn store_with_subscription(db: &TestDb) -> (Store, String) {
     store.migrate().await.expect("migrate");
     let sub = store
         .create_subscription(&NewSubscription {
+            filter: None,
             url: "http://127.0.0.1:9/".into(),
             description: String::new(),
             event_types: None,

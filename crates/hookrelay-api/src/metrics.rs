@@ -194,6 +194,18 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError
         failures,
     );
 
+    let filter_failures = Family::<Labels, Counter>::default();
+    for (sub, n) in state.store.filter_failures() {
+        filter_failures
+            .get_or_create(&labels(&[("subscription_id", &sub)]))
+            .inc_by(n);
+    }
+    reg.register(
+        "hookrelay_subscription_filter_failures",
+        "Events a subscription's filter could not judge (a missing field, a bad conversion), counted as not passing, in this process",
+        filter_failures,
+    );
+
     let backlog = Family::<Labels, Gauge>::default();
     let oldest = Family::<Labels, FloatGauge>::default();
     for b in state.store.backlog().await? {

@@ -28,6 +28,7 @@ mod maintenance;
 mod migrate;
 pub mod model;
 mod retention;
+mod row_filters;
 mod secrets;
 mod signal;
 mod subscriptions;
@@ -79,6 +80,8 @@ pub struct Store {
     opened: Arc<claim::OpenedCache>,
     /// Deliveries and events removed by retention (see `retention`).
     pruned: Arc<AtomicU64>,
+    /// Compiled subscription filters and their failures (see `row_filters`).
+    row_filters: Arc<row_filters::RowFilters>,
 }
 
 /// Connections in the relaxed pool: the claimer and the outcome recorder.
@@ -155,6 +158,7 @@ impl Store {
             pruned: Arc::default(),
             secrets: Arc::default(),
             opened: Arc::default(),
+            row_filters: Arc::default(),
         })
     }
 
@@ -174,6 +178,12 @@ impl Store {
     /// A connection whose commits do not wait for the WAL flush (see `relaxed`).
     pub(crate) async fn relaxed_client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.relaxed.get().await?)
+    }
+
+    /// Each subscription's filter failures in this process since start: events its
+    /// filter could not judge (counted as not passing).
+    pub fn filter_failures(&self) -> Vec<(String, u64)> {
+        self.row_filters.failures()
     }
 
     /// Is the store reachable (for `/readyz`)?
