@@ -122,6 +122,8 @@ pub struct Sizes {
     /// Workload 9: events fanned out to `w9_subs` active subscriptions.
     pub w9_events: u64,
     pub w9_subs: usize,
+    /// Workload 10: subscriptions with a row filter beside workload 3's ten.
+    pub w10_filtered: usize,
     pub receiver_requests: u64,
 }
 
@@ -139,6 +141,7 @@ impl Sizes {
                 w8_idle: 10_000,
                 w9_events: 100,
                 w9_subs: 1_000,
+                w10_filtered: 1_000,
                 receiver_requests: 10_000,
             }
         } else {
@@ -153,6 +156,7 @@ impl Sizes {
                 w8_idle: 10_000,
                 w9_events: 1_000,
                 w9_subs: 1_000,
+                w10_filtered: 1_000,
                 receiver_requests: 100_000,
             }
         }
@@ -302,7 +306,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let mut workloads = Vec::new();
-    for part in ["1", "2", "3", "4", "5", "6", "7", "8", "9"] {
+    for part in ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"] {
         if !wants(part) {
             continue;
         }

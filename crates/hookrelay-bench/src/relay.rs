@@ -206,7 +206,30 @@ impl RelayProcess {
         event_types: &[&str],
         force: bool,
     ) -> anyhow::Result<String> {
-        let body = json!({ "url": url, "event_types": event_types, "secret": secret });
+        self.create(
+            json!({ "url": url, "event_types": event_types, "secret": secret }),
+            secret,
+            force,
+        )
+        .await
+    }
+
+    /// Subscribes `url` to every event, through a row `filter`.
+    pub async fn subscribe_filtered(
+        &self,
+        url: &str,
+        secret: &str,
+        filter: &str,
+    ) -> anyhow::Result<String> {
+        self.create(
+            json!({ "url": url, "secret": secret, "filter": filter }),
+            secret,
+            false,
+        )
+        .await
+    }
+
+    async fn create(&self, body: Value, secret: &str, force: bool) -> anyhow::Result<String> {
         let resp = self
             .http
             .post(format!("{}/v1/subscriptions?force={force}", self.api))

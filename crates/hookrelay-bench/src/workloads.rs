@@ -87,8 +87,11 @@ struct Spec {
     bad: Option<Mode>,
     ceiling: Option<&'static str>,
     /// Subscriptions created beside the measured ones whose `event_types` never match
-    /// (`other.*`): they must cost nothing (issue 16).
+    /// (`other.*`): they must cost nothing.
     idle: usize,
+    /// Subscriptions beside the measured ones that match every event by type but
+    /// carry a row filter that is never true: each is evaluated for every event.
+    filtered: usize,
 }
 
 /// A hookrelay with fresh databases and subscribed endpoints.
@@ -137,6 +140,7 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
             bad: None,
             ceiling: Some(ceiling::TRIGGER_BATCH),
             idle: 0,
+            filtered: 0,
         },
         "2" => Spec {
             id: "2",
@@ -151,6 +155,7 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
             bad: None,
             ceiling: None,
             idle: 0,
+            filtered: 0,
         },
         "3" => Spec {
             id: "3",
@@ -165,6 +170,7 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
             bad: None,
             ceiling: None,
             idle: 0,
+            filtered: 0,
         },
         "4a" => Spec {
             id: "4a",
@@ -179,6 +185,7 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
             bad: None,
             ceiling: None,
             idle: 0,
+            filtered: 0,
         },
         "4b" => Spec {
             id: "4b",
@@ -193,6 +200,7 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
             bad: Some(Mode::SlowOrTimeout),
             ceiling: None,
             idle: 0,
+            filtered: 0,
         },
         "7" => Spec {
             id: "7",
@@ -206,6 +214,7 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
             bad: None,
             ceiling: Some(ceiling::TRIGGER_SINGLE),
             idle: 0,
+            filtered: 0,
         },
         "8" => Spec {
             id: "8",
@@ -223,6 +232,7 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
             bad: None,
             ceiling: None,
             idle: s.w8_idle,
+            filtered: 0,
         },
         "9" => Spec {
             id: "9",
@@ -237,6 +247,25 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
             bad: None,
             ceiling: None,
             idle: 0,
+            filtered: 0,
+        },
+        "10" => Spec {
+            id: "10",
+            name: format!(
+                "filters: {} events x 10 subs beside {} filtered subs",
+                s.w3_events, s.w10_filtered
+            ),
+            tag: "w10-filtered",
+            subs: 10,
+            load: Load::Batched {
+                writers: 4,
+                rows: 100,
+                total: s.w3_events,
+            },
+            bad: None,
+            ceiling: None,
+            idle: 0,
+            filtered: s.w10_filtered,
         },
         other => return WorkloadResult::failed(other, "unknown", format!("no workload {other}")),
     };
@@ -257,6 +286,9 @@ async fn standard(ctx: &Ctx, spec: &Spec) -> anyhow::Result<WorkloadResult> {
     } else {
         None
     };
+    if spec.filtered > 0 {
+        add_filtered(&st.relay, spec.filtered).await?;
+    }
     let measured: Vec<usize> = match spec.bad {
         Some(mode) => {
             ctx.receiver.set_mode(0, mode)?;
@@ -297,7 +329,7 @@ async fn standard(ctx: &Ctx, spec: &Spec) -> anyhow::Result<WorkloadResult> {
     drop(clients);
 
     let mut r = WorkloadResult::new(spec.id, &spec.name);
-    r.subscriptions = spec.subs + spec.idle;
+    r.subscriptions = spec.subs + spec.idle + spec.filtered;
     fill(ctx, &mut r, &written, &measured, cpu, peak);
     if let Some(admin) = admin {
         r.note("idle_subscriptions", spec.idle);
@@ -480,6 +512,29 @@ async fn add_idle(relay: &RelayProcess, dbs: &Databases, n: usize) -> anyhow::Re
         store_mib,
         tables_kib,
     })
+}
+
+/// Creates `n` subscriptions to every `orders` change whose filter is never true
+/// (`after.id < 0` on a serial key, a delete's null `after` failing it too): each is a
+/// candidate for every event and its filter runs for each, but none gets a delivery.
+async fn add_filtered(relay: &RelayProcess, n: usize) -> anyhow::Result<()> {
+    const AT_ONCE: usize = 8;
+    let t = Instant::now();
+    let secret = "whsec_aWRsZS1zdWJzY3JpcHRpb24tc2VjcmV0LTMyYnl0ZXM=";
+    for chunk in (0..n).collect::<Vec<_>>().chunks(AT_ONCE) {
+        let calls = chunk.iter().map(|i| async move {
+            let url = format!("http://127.0.0.1:9/filtered/{i}");
+            relay.subscribe_filtered(&url, secret, "after.id < 0").await
+        });
+        for created in futures_util::future::join_all(calls).await {
+            created?;
+        }
+    }
+    eprintln!(
+        "  created {n} filtered subscriptions in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Workload 5: the endpoint hangs (accepts, never answers; hookrelay times out after

@@ -579,3 +579,45 @@ async fn newest_notice(relay: &Relay) -> Value {
         .unwrap_or_default();
     notices.last().cloned().unwrap_or(Value::Null)
 }
+
+/// A row filter over a nested field of a document: only the orders shipped to Lyon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_selects_documents_by_a_nested_field() {
+    let env = MongoEnv::new().await;
+    let all = TestReceiver::start().await;
+    let relay = env.relay("", &all).await;
+    let lyon = TestReceiver::start().await;
+    let api = Api::new(relay.api_addr);
+    let sub = api
+        .subscribe(
+            &lyon.url,
+            json!({ "filter": "after.address.city == \"Lyon\"" }),
+        )
+        .await;
+    let orders = env.orders().await;
+    for (id, city) in [(1, "Paris"), (2, "Lyon"), (3, "Lyon")] {
+        orders
+            .insert_one(doc! { "_id": id, "address": { "city": city } })
+            .await
+            .unwrap();
+    }
+    orders.delete_one(doc! { "_id": 2 }).await.unwrap();
+    all.wait_delivered(4, WAIT).await;
+    let got = bodies(&lyon.wait_delivered(2, WAIT).await);
+    let keys: Vec<&Value> = got.iter().map(|b| &b["key"]["_id"]).collect();
+    assert_eq!(keys, [&json!(2), &json!(3)]);
+    // All four events are stored (the other subscription got them), and a filter is
+    // judged as its event is stored: the two are all it was given.
+    let (_, listed) = api
+        .call(
+            reqwest::Method::GET,
+            &format!(
+                "/v1/deliveries?subscription_id={}",
+                sub["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(2), "{listed}");
+    relay.shutdown().await;
+}
