@@ -14,6 +14,7 @@ pub mod network;
 pub mod sealing;
 pub mod signature;
 pub mod stats;
+pub mod tls;
 
 pub use config::{Config, ConfigError};
 pub use event::{ChangeEvent, Op};
