@@ -4,7 +4,6 @@
 //! next attempt takes over.
 
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 
 use crate::{Store, StoreError};
 
@@ -35,7 +34,7 @@ impl Drop for SourceLock {
 impl Store {
     /// Tries to become the reader of `source`; `None` when another process is.
     pub async fn try_lock_source(&self, source: &str) -> Result<Option<SourceLock>, StoreError> {
-        let (client, conn) = tokio_postgres::connect(&self.url, NoTls).await?;
+        let (client, conn) = self.connector.connect().await?;
         let conn = tokio::spawn(async move {
             let _ = conn.await;
         });

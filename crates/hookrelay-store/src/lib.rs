@@ -17,6 +17,7 @@
 
 mod batch;
 mod claim;
+pub mod connect;
 mod deliveries;
 mod error;
 mod events;
@@ -36,10 +37,10 @@ use std::sync::{atomic::AtomicU64, Arc};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use hookrelay_core::sealing::Secrets;
-use tokio_postgres::NoTls;
 
 pub use batch::BatchOutcome;
 pub use claim::{Claim, ClaimProgress, ClaimRoom, ClaimedDelivery, Outcome, OutcomeStatus};
+pub use connect::{ConnectSetupError, PgConnector};
 pub use error::{describe_pg, is_transient_pg, StoreError};
 pub use gauges::Backlog;
 pub use leader::SourceLock;
@@ -65,7 +66,9 @@ pub struct Store {
     /// last few of them, which only means a delivery is sent again with the same id
     /// (at-least-once). Events and checkpoints always use the durable `pool`.
     relaxed: Pool,
-    url: String,
+    /// For the connections the store opens outside its pools (lock sessions,
+    /// migrations); the same TLS connector as the pools'.
+    connector: PgConnector,
     /// Deliveries inserted since the last `ANALYZE` (see `maintenance`).
     grown: Arc<AtomicU64>,
     analyzed_at_size: Arc<AtomicU64>,
@@ -80,10 +83,10 @@ pub struct Store {
 /// Connections in the relaxed pool: the claimer and the outcome recorder.
 const RELAXED_POOL_SIZE: usize = 4;
 
-fn build_pool(pg: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+fn build_pool(pg: &PgConnector, size: usize) -> Result<Pool, StoreError> {
     let mgr = Manager::from_config(
-        pg,
-        NoTls,
+        pg.config().clone(),
+        pg.tls(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -128,7 +131,8 @@ impl Store {
     /// Builds the pool; connections are opened lazily, so this succeeds while the
     /// database is down and callers see transient errors until it is back.
     pub fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
-        let pg: tokio_postgres::Config = url.parse().map_err(StoreError::Config)?;
+        let connector = PgConnector::from_url(url)?;
+        let pg = connector.config().clone();
         // JIT compiles a plan whose estimated cost passes `jit_above_cost`: the claim's
         // generic plan does, and compiling took 300 ms per claim for a 1 ms query.
         let pg = with_options(pg, "-c jit=off");
@@ -143,9 +147,9 @@ impl Store {
             "-c synchronous_commit=off -c plan_cache_mode=force_generic_plan -c random_page_cost=1.1",
         );
         Ok(Self {
-            pool: build_pool(pg, pool_size)?,
-            relaxed: build_pool(relaxed, RELAXED_POOL_SIZE)?,
-            url: url.to_owned(),
+            pool: build_pool(&connector.with_config(pg), pool_size)?,
+            relaxed: build_pool(&connector.with_config(relaxed), RELAXED_POOL_SIZE)?,
+            connector,
             grown: Arc::default(),
             analyzed_at_size: Arc::default(),
             pruned: Arc::default(),
@@ -170,6 +174,11 @@ impl Store {
     /// A connection whose commits do not wait for the WAL flush (see `relaxed`).
     pub(crate) async fn relaxed_client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.relaxed.get().await?)
+    }
+
+    /// How the store's connections are made (its TLS settings included).
+    pub fn connector(&self) -> &PgConnector {
+        &self.connector
     }
 
     /// Is the store reachable (for `/readyz`)?

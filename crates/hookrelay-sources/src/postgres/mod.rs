@@ -28,8 +28,9 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use futures_util::future::poll_fn;
 use hookrelay_core::config::{split_qualified, SourceConfig};
+use hookrelay_store::PgConnector;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
+use tokio_postgres::{AsyncMessage, Client, Statement};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -55,14 +56,15 @@ pub struct PostgresSource {
     names: Names,
     tables: Vec<(String, String)>,
     database: String,
+    /// Every connection of this source, over one TLS connector.
+    connector: PgConnector,
 }
 
 impl PostgresSource {
     pub fn new(cfg: SourceConfig) -> Result<Self, SourceError> {
-        let pg: tokio_postgres::Config = cfg
-            .url
-            .parse()
-            .map_err(|e| SourceError::Setup(format!("source {} url: {e}", cfg.name)))?;
+        let connector = PgConnector::from_url(&cfg.url)
+            .map_err(|e| SourceError::Setup(format!("source {} {e}", cfg.name)))?;
+        let pg = connector.config();
         let database = pg
             .get_dbname()
             .or(pg.get_user())
@@ -81,6 +83,7 @@ impl PostgresSource {
             cfg,
             tables,
             database,
+            connector,
         })
     }
 }
@@ -89,7 +92,7 @@ impl PostgresSource {
     /// Connects and lists every problem that would keep a configured table from
     /// being captured (missing, not a table, no primary key), changing nothing.
     pub async fn check(&self) -> Result<Vec<String>, SourceError> {
-        let (client, conn) = tokio_postgres::connect(&self.cfg.url, NoTls).await?;
+        let (client, conn) = self.connector.connect().await?;
         let driver = tokio::spawn(conn);
         let result = meta::problems(&client, &self.tables).await;
         drop(client);
@@ -99,11 +102,21 @@ impl PostgresSource {
 }
 
 impl PostgresSource {
+    /// How a connection to the source database is protected (for `check`).
+    pub async fn tls_report(&self) -> Result<String, SourceError> {
+        let (client, conn) = self.connector.connect().await?;
+        let driver = tokio::spawn(conn);
+        let result = self.connector.tls_report(&client).await;
+        drop(client);
+        let _ = driver.await;
+        Ok(result?)
+    }
+
     /// Removes this source's triggers and journal from the source database (see
     /// `setup::uninstall`); hookrelay must not be running this source meanwhile, or
     /// it installs them again.
     pub async fn uninstall(&self, force: bool) -> Result<Uninstalled, SourceError> {
-        let (client, conn) = tokio_postgres::connect(&self.cfg.url, NoTls).await?;
+        let (client, conn) = self.connector.connect().await?;
         let driver = tokio::spawn(conn);
         let result = setup::uninstall(&client, &self.names, force).await;
         drop(client);
@@ -123,7 +136,7 @@ impl Source for PostgresSource {
         status: &SourceStatus,
         stop: &CancellationToken,
     ) -> Result<(), SourceError> {
-        let (client, mut conn) = tokio_postgres::connect(&self.cfg.url, NoTls).await?;
+        let (client, mut conn) = self.connector.connect().await?;
         let wake = Arc::new(Notify::new());
         let driver_wake = wake.clone();
         let driver = tokio::spawn(async move {
@@ -145,7 +158,7 @@ impl Source for PostgresSource {
     }
 
     async fn capture_installed(&self) -> Result<bool, SourceError> {
-        let (client, conn) = tokio_postgres::connect(&self.cfg.url, NoTls).await?;
+        let (client, conn) = self.connector.connect().await?;
         let driver = tokio::spawn(conn);
         let result = setup::is_installed(&client, &self.names, &self.tables).await;
         drop(client);
