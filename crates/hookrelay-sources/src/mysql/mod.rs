@@ -30,6 +30,7 @@
 //! one, else the group's first event time (MariaDB: whole seconds).
 
 mod binlog;
+mod connect;
 mod error;
 mod position;
 mod setup;
@@ -40,18 +41,20 @@ use std::collections::HashSet;
 
 use hookrelay_core::config::{split_qualified, OnHistoryLost, SourceConfig};
 use hookrelay_store::Store;
-use mysql_async::{prelude::Queryable, BinlogStreamRequest, Conn, Opts};
+use mysql_async::{prelude::Queryable, BinlogStreamRequest, Conn};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{BatchSink, Source, SourceError, SourceState, SourceStatus};
+pub use connect::MysqlConnector;
 pub use position::BinlogPosition;
 pub use setup::default_server_id;
 
 pub struct MysqlSource {
     cfg: SourceConfig,
     store: Store,
-    opts: Opts,
+    /// Every connection of this source (metadata and the binlog stream).
+    connector: MysqlConnector,
     tables: Vec<(String, String)>,
     watched: HashSet<(String, String)>,
     server_id: u32,
@@ -60,12 +63,8 @@ pub struct MysqlSource {
 impl MysqlSource {
     /// `store` is where the checkpoint is read back from on start.
     pub fn new(cfg: SourceConfig, store: Store) -> Result<Self, SourceError> {
-        let url = match cfg.url.strip_prefix("mariadb://") {
-            Some(rest) => format!("mysql://{rest}"),
-            None => cfg.url.clone(),
-        };
-        let opts = Opts::from_url(&url)
-            .map_err(|e| SourceError::Setup(format!("source {} url: {e}", cfg.name)))?;
+        let connector = MysqlConnector::from_url(&cfg.url)
+            .map_err(|e| SourceError::Setup(format!("source {}: {e}", cfg.name)))?;
         let tables: Vec<(String, String)> = cfg
             .tables
             .iter()
@@ -81,7 +80,7 @@ impl MysqlSource {
                 .unwrap_or_else(|| default_server_id(&cfg.name)),
             watched: tables.iter().cloned().collect(),
             tables,
-            opts,
+            connector,
             store,
             cfg,
         })
@@ -95,17 +94,25 @@ impl MysqlSource {
     /// Every missing prerequisite, each with the statement that fixes it (empty when
     /// the server is ready); an error only when it cannot be asked at all.
     pub async fn check(cfg: &SourceConfig) -> Result<Vec<String>, SourceError> {
-        let url = cfg.url.replacen("mariadb://", "mysql://", 1);
-        let opts = Opts::from_url(&url).map_err(|e| SourceError::Setup(format!("url: {e}")))?;
+        let connector = MysqlConnector::from_url(&cfg.url)?;
         let tables: Vec<(String, String)> = cfg
             .tables
             .iter()
             .filter_map(|t| split_qualified(t).map(|(s, t)| (s.to_owned(), t.to_owned())))
             .collect();
-        let mut conn = Conn::new(opts).await?;
+        let mut conn = connector.connect().await?;
         let problems = setup::problems(&mut conn, &tables).await;
         let _ = conn.disconnect().await;
         problems
+    }
+
+    /// How a connection to `cfg`'s server is protected (for `check`).
+    pub async fn tls_report(cfg: &SourceConfig) -> Result<String, SourceError> {
+        let connector = MysqlConnector::from_url(&cfg.url)?;
+        let mut conn = connector.connect().await?;
+        let report = connector.tls_report(&mut conn).await;
+        let _ = conn.disconnect().await;
+        report
     }
 
     /// The checkpoint to resume from, or the server's current position committed as
@@ -178,12 +185,12 @@ impl Source for MysqlSource {
         status: &SourceStatus,
         stop: &CancellationToken,
     ) -> Result<(), SourceError> {
-        let mut meta = Conn::new(self.opts.clone()).await?;
+        let mut meta = self.connector.connect().await?;
         refuse_unless_ready(setup::problems(&mut meta, &self.tables).await?)?;
         let charsets = setup::charsets(&mut meta).await?;
         let start = self.start_position(&mut meta, sink).await?;
 
-        let mut conn = Conn::new(self.opts.clone()).await?;
+        let mut conn = self.connector.connect().await?;
         // MariaDB sends its GTID events (not a BEGIN query) only to replicas that say
         // they understand them; the heartbeat lets a silent, dead connection be told
         // from an idle server.
