@@ -23,4 +23,5 @@ mod receivers;
 mod scale_out;
 mod steering;
 mod tables;
+mod tls;
 mod values;

@@ -418,7 +418,11 @@ pub fn explain_certificate_error(e: &rustls::Error, host: &str, roots: &str) -> 
             if presented.is_empty() {
                 "no names".to_owned()
             } else {
-                presented.join(", ")
+                presented
+                    .iter()
+                    .map(|n| presented_name(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         ),
         CertificateError::NotValidForName => format!(
@@ -431,6 +435,17 @@ pub fn explain_certificate_error(e: &rustls::Error, host: &str, roots: &str) -> 
         CertificateError::Other(other) => other.to_string(),
         other => format!("the certificate of {host} was refused ({other}; CA {roots})"),
     }
+}
+
+/// A name as rustls reports it among a certificate's names (`DnsName("db.example")`,
+/// `IpAddress(10.0.0.1)`), without the wrapping.
+pub fn presented_name(name: &str) -> String {
+    for wrap in ["DnsName(", "IpAddress("] {
+        if let Some(inner) = name.strip_prefix(wrap).and_then(|n| n.strip_suffix(')')) {
+            return inner.trim_matches('"').to_owned();
+        }
+    }
+    name.to_owned()
 }
 
 /// The cause of a failed TLS handshake when `e` (or its cause) is one, as a person
@@ -487,4 +502,44 @@ pub fn read_pem_certs(
     key: &str,
 ) -> Result<Vec<CertificateDer<'static>>, ConnectSetupError> {
     read_certs(path, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_host_ca_and_what_failed() {
+        let at = |s| UnixTime::since_unix_epoch(std::time::Duration::from_secs(s));
+        let cases: Vec<(rustls::Error, &str)> = vec![
+            (
+                CertificateError::UnknownIssuer.into(),
+                "the certificate of db.example is not signed by a CA in /ca.pem",
+            ),
+            (
+                CertificateError::ExpiredContext {
+                    time: at(1_600_000_000),
+                    not_after: at(1_577_923_200),
+                }
+                .into(),
+                "the certificate of db.example expired at 2020-01-02T00:00:00Z (checked at 2020-09-13T12:26:40Z",
+            ),
+            (
+                CertificateError::NotValidForNameContext {
+                    expected: ServerName::try_from("db.example").expect("name"),
+                    presented: vec!["DnsName(\"other.example\")".into(), "IpAddress(10.0.0.1)".into()],
+                }
+                .into(),
+                "host name mismatch: the certificate of db.example is issued for other.example, 10.0.0.1, not db.example",
+            ),
+            (
+                refusal("already worded".into()),
+                "already worded",
+            ),
+        ];
+        for (err, want) in cases {
+            let got = explain_certificate_error(&err, "db.example", "/ca.pem");
+            assert!(got.starts_with(want), "{got}");
+        }
+    }
 }

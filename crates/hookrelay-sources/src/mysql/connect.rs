@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 use hookrelay_core::tls::{parse_mysql_url, MysqlSslMode, MysqlTls, RootCerts};
 use hookrelay_store::connect::{
-    explain_certificate_error, find_rustls_error, load_client_cert, read_pem_certs,
+    explain_certificate_error, find_rustls_error, load_client_cert, presented_name, read_pem_certs,
 };
 use mysql_async::{
     prelude::Queryable, ClientIdentity, Conn, DriverError, Opts, OptsBuilder, SslOpts,
@@ -129,9 +129,12 @@ impl MysqlConnector {
             rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
                 presented,
                 ..
-            }) => presented.first().map(|n| match n.strip_prefix("*.") {
-                Some(rest) => format!("hookrelay.{rest}"),
-                None => n.clone(),
+            }) => presented.first().map(|n| {
+                let n = presented_name(n);
+                match n.strip_prefix("*.") {
+                    Some(rest) => format!("hookrelay.{rest}"),
+                    None => n,
+                }
             }),
             _ => None,
         }
