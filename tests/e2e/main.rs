@@ -17,6 +17,7 @@ mod operator;
 mod ordering;
 mod outside_bytes;
 mod pipeline;
+mod pooler;
 mod readiness;
 mod readme;
 mod receivers;

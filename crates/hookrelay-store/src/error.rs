@@ -5,6 +5,9 @@ pub enum StoreError {
     Config(#[source] tokio_postgres::Error),
     #[error("store {0}")]
     Connect(#[from] crate::connect::ConnectSetupError),
+    /// The store URL leads through a transaction-mode pooler (see `pooler`).
+    #[error("store.url: {0}")]
+    Pooler(String),
     #[error("store setup: {0}")]
     Setup(String),
     #[error("store database: {}", describe_pg(.0))]
@@ -39,6 +42,7 @@ impl StoreError {
             StoreError::Pool(_) => true,
             StoreError::Config(_)
             | StoreError::Connect(_)
+            | StoreError::Pooler(_)
             | StoreError::Setup(_)
             | StoreError::Migration(_)
             | StoreError::NotFound
@@ -92,6 +96,9 @@ pub fn describe_pg(e: &tokio_postgres::Error) -> String {
         }
         if let Some(hint) = db.hint() {
             out.push_str(&format!(" (hint: {hint})"));
+        }
+        if crate::pooler::looks_like_transaction_pooler(e) {
+            out.push_str(&format!(" ({})", crate::pooler::POOLER_HINT));
         }
         return out;
     }

@@ -27,6 +27,7 @@ mod listing;
 mod maintenance;
 mod migrate;
 pub mod model;
+pub mod pooler;
 mod retention;
 mod secrets;
 mod signal;
@@ -179,6 +180,16 @@ impl Store {
     /// How the store's connections are made (its TLS settings included).
     pub fn connector(&self) -> &PgConnector {
         &self.connector
+    }
+
+    /// Refuses a store URL that leads through a transaction-mode pooler (see
+    /// `pooler`): leadership and the dispatcher's sessions would not mean what they
+    /// say. Run once at start, by `run`, `migrate` and `check`.
+    pub async fn refuse_transaction_pooler(&self) -> Result<(), StoreError> {
+        match pooler::transaction_pooler(&self.connector).await? {
+            Some(why) => Err(StoreError::Pooler(why)),
+            None => Ok(()),
+        }
     }
 
     /// Is the store reachable (for `/readyz`)?

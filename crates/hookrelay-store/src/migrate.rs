@@ -15,6 +15,7 @@ impl Store {
     /// Creates schema `hookrelay` and applies pending migrations. Returns the names
     /// of the migrations applied by this call.
     pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        self.refuse_transaction_pooler().await?;
         let (mut client, conn) = self.connector.connect().await?;
         let conn = tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -27,6 +27,15 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
         Ok(store) => match store.ping().await {
             Ok(()) => {
                 println!("ok    store {}", redact_url(&cfg.store.url));
+                match store.refuse_transaction_pooler().await {
+                    Ok(()) => println!(
+                        "ok    store connections keep their sessions (no transaction pooler)"
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        println!("FAIL  {e}");
+                    }
+                }
                 match store_tls(&store).await {
                     Ok(tls) => println!("ok    store TLS: {tls}"),
                     Err(e) => {

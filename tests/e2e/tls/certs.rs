@@ -110,10 +110,8 @@ fn ca_other() -> (Certificate, KeyPair) {
 }
 
 fn server_params(names: &[&str]) -> CertificateParams {
-    let mut p = CertificateParams::new(
-        names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-    )
-    .expect("server params");
+    let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .expect("server params");
     p.distinguished_name.push(DnType::CommonName, names[0]);
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     p

@@ -131,7 +131,9 @@ async fn wrong_ca_host_mismatch_and_expired_certificate_are_each_refused() {
     )
     .await;
     assert!(
-        wrong_ca.contains(&format!("the certificate of 127.0.0.1 is not signed by a CA in {other}")),
+        wrong_ca.contains(&format!(
+            "the certificate of 127.0.0.1 is not signed by a CA in {other}"
+        )),
         "{wrong_ca}"
     );
 

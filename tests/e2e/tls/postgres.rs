@@ -95,7 +95,9 @@ async fn store_and_source_connect_under_each_mode_and_deliver() {
         pg_connect(&shop_url)
             .await
             .expect("writer")
-            .batch_execute(&format!("insert into orders (id, status) values ({i}, 'paid')"))
+            .batch_execute(&format!(
+                "insert into orders (id, status) values ({i}, 'paid')"
+            ))
             .await
             .expect("insert");
         let got = rx.wait_delivered(1, WAIT).await;
@@ -113,11 +115,15 @@ async fn store_and_source_connect_under_each_mode_and_deliver() {
         assert!(out.contains("ok    source shop TLS: TLSv1.3"), "{out}");
         if i == 0 {
             assert!(
-                out.contains(&format!("sslmode=verify-full, certificate and host name verified against {ca}")),
+                out.contains(&format!(
+                    "sslmode=verify-full, certificate and host name verified against {ca}"
+                )),
                 "{out}"
             );
             assert!(
-                out.contains(&format!("sslmode=verify-ca, certificate verified against {ca}, host name not checked")),
+                out.contains(&format!(
+                    "sslmode=verify-ca, certificate verified against {ca}, host name not checked"
+                )),
                 "{out}"
             );
         } else {
@@ -130,7 +136,10 @@ async fn store_and_source_connect_under_each_mode_and_deliver() {
 async fn refused(url: &str) -> String {
     let store = Store::connect(url, 2).expect("url parses");
     let err = store.migrate().await.expect_err("refused");
-    assert!(!err.is_transient(), "a refused certificate is not retried: {err}");
+    assert!(
+        !err.is_transient(),
+        "a refused certificate is not retried: {err}"
+    );
     err.to_string()
 }
 
@@ -150,7 +159,9 @@ async fn wrong_ca_host_mismatch_and_expired_certificate_are_each_refused() {
     ))
     .await;
     assert!(
-        wrong_ca.contains(&format!("the certificate of 127.0.0.1 is not signed by a CA in {other}")),
+        wrong_ca.contains(&format!(
+            "the certificate of 127.0.0.1 is not signed by a CA in {other}"
+        )),
         "{wrong_ca}"
     );
 
@@ -170,7 +181,12 @@ async fn wrong_ca_host_mismatch_and_expired_certificate_are_each_refused() {
     let source = PostgresSource::new(
         relay_config(
             "postgres://unused@127.0.0.1/x",
-            &url(&pg, "127.0.0.1", "postgres", &format!("sslmode=verify-ca&sslrootcert={other}")),
+            &url(
+                &pg,
+                "127.0.0.1",
+                "postgres",
+                &format!("sslmode=verify-ca&sslrootcert={other}"),
+            ),
         )
         .sources[0]
             .clone(),
@@ -238,6 +254,9 @@ async fn client_certificate_authentication() {
         2,
     )
     .expect("url");
-    store.migrate().await.expect("migrate with a client certificate");
+    store
+        .migrate()
+        .await
+        .expect("migrate with a client certificate");
     store.ping().await.expect("pool with a client certificate");
 }

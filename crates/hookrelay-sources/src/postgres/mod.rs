@@ -28,7 +28,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use futures_util::future::poll_fn;
 use hookrelay_core::config::{split_qualified, SourceConfig};
-use hookrelay_store::PgConnector;
+use hookrelay_store::{connect::PgConnection, pooler::transaction_pooler, PgConnector};
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Client, Statement};
 use tokio_util::sync::CancellationToken;
@@ -58,6 +58,8 @@ pub struct PostgresSource {
     database: String,
     /// Every connection of this source, over one TLS connector.
     connector: PgConnector,
+    /// Set once the URL was found not to lead through a transaction pooler.
+    not_pooled: tokio::sync::OnceCell<()>,
 }
 
 impl PostgresSource {
@@ -84,15 +86,34 @@ impl PostgresSource {
             tables,
             database,
             connector,
+            not_pooled: tokio::sync::OnceCell::new(),
         })
     }
 }
 
 impl PostgresSource {
+    /// Opens one connection to the source database; the first refuses a URL that
+    /// leads through a transaction-mode pooler (see `hookrelay_store::pooler`): the
+    /// reader's LISTEN and prepared statements need a session of their own.
+    async fn connect(&self) -> Result<(Client, PgConnection), SourceError> {
+        self.not_pooled
+            .get_or_try_init(|| async {
+                match transaction_pooler(&self.connector).await? {
+                    Some(why) => Err(SourceError::Setup(format!(
+                        "source {} url: {why}",
+                        self.cfg.name
+                    ))),
+                    None => Ok(()),
+                }
+            })
+            .await?;
+        Ok(self.connector.connect().await?)
+    }
+
     /// Connects and lists every problem that would keep a configured table from
     /// being captured (missing, not a table, no primary key), changing nothing.
     pub async fn check(&self) -> Result<Vec<String>, SourceError> {
-        let (client, conn) = self.connector.connect().await?;
+        let (client, conn) = self.connect().await?;
         let driver = tokio::spawn(conn);
         let result = meta::problems(&client, &self.tables).await;
         drop(client);
@@ -104,7 +125,7 @@ impl PostgresSource {
 impl PostgresSource {
     /// How a connection to the source database is protected (for `check`).
     pub async fn tls_report(&self) -> Result<String, SourceError> {
-        let (client, conn) = self.connector.connect().await?;
+        let (client, conn) = self.connect().await?;
         let driver = tokio::spawn(conn);
         let result = self.connector.tls_report(&client).await;
         drop(client);
@@ -116,7 +137,7 @@ impl PostgresSource {
     /// `setup::uninstall`); hookrelay must not be running this source meanwhile, or
     /// it installs them again.
     pub async fn uninstall(&self, force: bool) -> Result<Uninstalled, SourceError> {
-        let (client, conn) = self.connector.connect().await?;
+        let (client, conn) = self.connect().await?;
         let driver = tokio::spawn(conn);
         let result = setup::uninstall(&client, &self.names, force).await;
         drop(client);
@@ -136,7 +157,7 @@ impl Source for PostgresSource {
         status: &SourceStatus,
         stop: &CancellationToken,
     ) -> Result<(), SourceError> {
-        let (client, mut conn) = self.connector.connect().await?;
+        let (client, mut conn) = self.connect().await?;
         let wake = Arc::new(Notify::new());
         let driver_wake = wake.clone();
         let driver = tokio::spawn(async move {
@@ -158,7 +179,7 @@ impl Source for PostgresSource {
     }
 
     async fn capture_installed(&self) -> Result<bool, SourceError> {
-        let (client, conn) = self.connector.connect().await?;
+        let (client, conn) = self.connect().await?;
         let driver = tokio::spawn(conn);
         let result = setup::is_installed(&client, &self.names, &self.tables).await;
         drop(client);
