@@ -44,7 +44,7 @@ impl Pki {
             std::env::temp_dir().join(format!("hookrelay-pki-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("pki dir");
         let (ca, ca_key) = ca("hookrelay test CA");
-        let (other, _) = ca_other();
+        let (other, _) = ca("some other CA");
         let ca_file = dir.join("ca.pem");
         std::fs::write(&ca_file, ca.pem()).expect("write ca");
         let other_ca_file = dir.join("other-ca.pem");
@@ -103,10 +103,6 @@ impl Pki {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("mode");
         path
     }
-}
-
-fn ca_other() -> (Certificate, KeyPair) {
-    ca("some other CA")
 }
 
 fn server_params(names: &[&str]) -> CertificateParams {
