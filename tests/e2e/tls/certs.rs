@@ -43,8 +43,8 @@ impl Pki {
         let dir =
             std::env::temp_dir().join(format!("hookrelay-pki-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("pki dir");
-        let (ca, ca_key) = ca("hookrelay test CA");
         let (other, _) = ca("some other CA");
+        let (ca, ca_key) = ca("hookrelay test CA");
         let ca_file = dir.join("ca.pem");
         std::fs::write(&ca_file, ca.pem()).expect("write ca");
         let other_ca_file = dir.join("other-ca.pem");

@@ -61,7 +61,12 @@ impl MysqlConnector {
         let tls = parsed.tls;
         let opts = match ssl_opts(&tls)? {
             None => plain.clone(),
-            Some(ssl) => OptsBuilder::from_opts(plain.clone()).ssl_opts(ssl).into(),
+            // The driver would otherwise move a connection to the server's Unix socket
+            // (`@@socket`) when that path exists here, leaving TLS behind.
+            Some(ssl) => OptsBuilder::from_opts(plain.clone())
+                .prefer_socket(false)
+                .ssl_opts(ssl)
+                .into(),
         };
         Ok(Self {
             opts: Mutex::new(opts),
