@@ -57,6 +57,17 @@ warn_if_no_netns() {
   trap 'echo "$netns_notice" >&2' EXIT
 }
 
+# PgBouncer, which the pooler tests start in front of PostgreSQL (their own config and
+# port); the package's own service is not used.
+ensure_pgbouncer() {
+  if command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ]; then return 0; fi
+  echo "scripts/services.sh: pgbouncer is missing (the connection-pooler tests need it); installing pgbouncer" >&2
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; }; then
+    echo "could not install pgbouncer: install it by hand (apt-get install pgbouncer) and run again" >&2
+    return 1
+  fi
+}
+
 # psql against a database, quietly, stopping on the first error.
 sql() {
   local db=$1

@@ -7,7 +7,7 @@ use crate::harness::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
 
-fn hookrelay(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+pub fn hookrelay(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("HOOKRELAY_CONFIG")

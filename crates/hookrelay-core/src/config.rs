@@ -451,6 +451,8 @@ impl Config {
                 format!("{:?} is not a postgres:// URL", self.store.url),
             ));
         }
+        crate::tls::parse_pg_url(&self.store.url)
+            .map_err(|e| ConfigError::invalid("store.url", e.to_string()))?;
         if self.store.pool_size < 2 {
             return Err(ConfigError::invalid(
                 "store.pool_size",
@@ -688,6 +690,14 @@ impl Config {
                 ));
             }
         }
+        for (i, s) in self.sources.iter().enumerate() {
+            let tls = match s.kind {
+                SourceKind::Postgres => crate::tls::parse_pg_url(&s.url).map(drop),
+                SourceKind::Mysql => crate::tls::parse_mysql_url(&s.url).map(drop),
+                SourceKind::Mongodb => Ok(()),
+            };
+            tls.map_err(|e| ConfigError::invalid(format!("sources[{i}].url"), e.to_string()))?;
+        }
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::invalid("log.level", "must not be empty"));
         }
@@ -864,6 +874,8 @@ tables = ["public.orders"]
         let cases: &[(&str, &str, &str)] = &[
             ("[api]\ntokens=[\"change-me-please\"]", "store", "missing field"),
             ("[store]\nurl = \"mysql://x\"\n[api]\ntokens=[\"change-me-please\"]", "store.url", "not a postgres:// URL"),
+            ("[store]\nurl = \"postgres://x?sslmode=verify\"\n[api]\ntokens=[\"change-me-please\"]", "store.url", "not one of disable"),
+            (&GOOD.replace("127.0.0.1:5432/shop\"", "127.0.0.1:5432/shop?sslmode=verify-full\""), "sources[0].url", "needs sslrootcert"),
             ("[store]\nurl = \"postgres://x\"", "api.tokens", "is empty"),
             ("[store]\nurl = \"postgres://x\"\n[api]\ntokens=[\"short\"]", "api.tokens[0]", "at least 8"),
             (&format!("{GOOD}\n[dispatch]\nworkers = 0"), "dispatch.workers", "outside"),

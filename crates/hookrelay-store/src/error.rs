@@ -3,6 +3,11 @@
 pub enum StoreError {
     #[error("store url: {0}")]
     Config(#[source] tokio_postgres::Error),
+    #[error("store {0}")]
+    Connect(#[from] crate::connect::ConnectSetupError),
+    /// The store URL leads through a transaction-mode pooler (see `pooler`).
+    #[error("store.url: {0}")]
+    Pooler(String),
     #[error("store setup: {0}")]
     Setup(String),
     #[error("store database: {}", describe_pg(.0))]
@@ -40,8 +45,13 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Db(e) => is_transient_pg(e),
+            StoreError::Pool(deadpool_postgres::PoolError::Backend(pg)) => {
+                !crate::connect::is_tls_refusal(pg)
+            }
             StoreError::Pool(_) | StoreError::Timeout(_) => true,
             StoreError::Config(_)
+            | StoreError::Connect(_)
+            | StoreError::Pooler(_)
             | StoreError::Setup(_)
             | StoreError::Migration(_)
             | StoreError::NotFound
@@ -103,12 +113,19 @@ pub fn describe_pg(e: &tokio_postgres::Error) -> String {
         if let Some(hint) = db.hint() {
             out.push_str(&format!(" (hint: {hint})"));
         }
+        if crate::pooler::looks_like_transaction_pooler(e) {
+            out.push_str(&format!(" ({})", crate::pooler::POOLER_HINT));
+        }
         return out;
     }
     let mut out = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(cause) = src {
         out.push_str(": ");
+        if let Some(tls) = crate::connect::describe_tls(cause) {
+            out.push_str(&tls);
+            break;
+        }
         out.push_str(&cause.to_string());
         src = cause.source();
     }
@@ -128,6 +145,9 @@ fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
 pub fn is_transient_pg(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
+    }
+    if crate::connect::is_tls_refusal(e) {
+        return false;
     }
     match e.code() {
         None => true, // I/O or protocol error: the connection broke

@@ -22,7 +22,6 @@
 use std::{fmt, time::Duration};
 
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 
 use crate::{Store, StoreError};
 
@@ -107,7 +106,7 @@ impl Store {
     }
 
     async fn take_lock(&self, source: &str) -> Result<Option<SourceLock>, StoreError> {
-        let (client, conn) = self.pg.connect(NoTls).await?;
+        let (client, conn) = self.connector.connect().await?;
         let mut conn = tokio::spawn(conn);
         let got: bool = client
             .query_one(

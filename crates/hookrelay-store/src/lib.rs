@@ -17,6 +17,7 @@
 
 mod batch;
 mod claim;
+pub mod connect;
 mod deliveries;
 mod error;
 mod events;
@@ -27,6 +28,7 @@ mod liveness;
 mod maintenance;
 mod migrate;
 pub mod model;
+pub mod pooler;
 mod retention;
 mod row_filters;
 mod secrets;
@@ -38,15 +40,15 @@ use std::sync::{atomic::AtomicU64, Arc};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use hookrelay_core::sealing::Secrets;
-use tokio_postgres::NoTls;
 
 pub use batch::BatchOutcome;
 pub use claim::{Claim, ClaimProgress, ClaimRoom, ClaimedDelivery, Outcome, OutcomeStatus};
+pub use connect::{ConnectSetupError, PgConnector};
 pub use error::{describe_pg, is_transient_pg, StoreError};
 pub use gauges::Backlog;
 pub use leader::{Leader, LockLost, SourceLock};
 pub use listing::MAX_PAGE;
-pub use liveness::{bounded_config, CONNECT_TIMEOUT};
+pub use liveness::CONNECT_TIMEOUT;
 pub use retention::Pruned;
 pub use secrets::SealReport;
 pub use signal::{DispatchSignal, Handed, Offer};
@@ -68,9 +70,9 @@ pub struct Store {
     /// last few of them, which only means a delivery is sent again with the same id
     /// (at-least-once). Events and checkpoints always use the durable `pool`.
     relaxed: Pool,
-    /// For connections of their own (the source lock, migrations); bounded like the
-    /// pools' (see `liveness`).
-    pg: tokio_postgres::Config,
+    /// For the connections the store opens outside its pools (lock sessions,
+    /// migrations); the same TLS connector as the pools'.
+    connector: PgConnector,
     /// Deliveries inserted since the last `ANALYZE` (see `maintenance`).
     grown: Arc<AtomicU64>,
     analyzed_at_size: Arc<AtomicU64>,
@@ -87,10 +89,10 @@ pub struct Store {
 /// Connections in the relaxed pool: the claimer and the outcome recorder.
 const RELAXED_POOL_SIZE: usize = 4;
 
-fn build_pool(pg: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+fn build_pool(pg: &PgConnector, size: usize) -> Result<Pool, StoreError> {
     let mgr = Manager::from_config(
-        pg,
-        NoTls,
+        pg.config().clone(),
+        pg.tls(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -135,7 +137,8 @@ impl Store {
     /// Builds the pool; connections are opened lazily, so this succeeds while the
     /// database is down and callers see transient errors until it is back.
     pub fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
-        let pg = liveness::bounded(url.parse().map_err(StoreError::Config)?);
+        let connector = PgConnector::from_url(url)?;
+        let pg = connector.config().clone();
         // JIT compiles a plan whose estimated cost passes `jit_above_cost`: the claim's
         // generic plan does, and compiling took 300 ms per claim for a 1 ms query.
         let pg = with_options(pg, "-c jit=off");
@@ -150,9 +153,9 @@ impl Store {
             "-c synchronous_commit=off -c plan_cache_mode=force_generic_plan -c random_page_cost=1.1",
         );
         Ok(Self {
-            pool: build_pool(pg.clone(), pool_size)?,
-            relaxed: build_pool(relaxed, RELAXED_POOL_SIZE)?,
-            pg,
+            pool: build_pool(&connector.with_config(pg), pool_size)?,
+            relaxed: build_pool(&connector.with_config(relaxed), RELAXED_POOL_SIZE)?,
+            connector,
             grown: Arc::default(),
             analyzed_at_size: Arc::default(),
             pruned: Arc::default(),
@@ -184,6 +187,21 @@ impl Store {
     /// filter could not judge (counted as not passing).
     pub fn filter_failures(&self) -> Vec<(String, u64)> {
         self.row_filters.failures()
+    }
+
+    /// How the store's connections are made (its TLS settings included).
+    pub fn connector(&self) -> &PgConnector {
+        &self.connector
+    }
+
+    /// Refuses a store URL that leads through a transaction-mode pooler (see
+    /// `pooler`): leadership and the dispatcher's sessions would not mean what they
+    /// say. Run once at start, by `run`, `migrate` and `check`.
+    pub async fn refuse_transaction_pooler(&self) -> Result<(), StoreError> {
+        match pooler::transaction_pooler(&self.connector).await? {
+            Some(why) => Err(StoreError::Pooler(why)),
+            None => Ok(()),
+        }
     }
 
     /// Is the store reachable (for `/readyz`)?

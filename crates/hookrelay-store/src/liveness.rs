@@ -61,14 +61,13 @@ pub fn bounded(mut pg: tokio_postgres::Config) -> tokio_postgres::Config {
     crate::with_options(pg, &server_side())
 }
 
-/// Parses `url` and bounds it (see [`bounded`]).
-pub fn bounded_config(url: &str) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
-    Ok(bounded(url.parse()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bounded_config(url: &str) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+        Ok(bounded(url.parse()?))
+    }
 
     #[test]
     fn both_ends_get_bounded_waits() {

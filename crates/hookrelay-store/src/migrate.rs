@@ -2,8 +2,6 @@
 //! refinery, which records a checksum per migration and refuses to run when an applied
 //! file has changed. An advisory lock serialises concurrent `migrate` runs.
 
-use tokio_postgres::NoTls;
-
 use crate::{Store, StoreError};
 
 mod embedded {
@@ -17,7 +15,8 @@ impl Store {
     /// Creates schema `hookrelay` and applies pending migrations. Returns the names
     /// of the migrations applied by this call.
     pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
-        let (mut client, conn) = self.pg.connect(NoTls).await?;
+        self.refuse_transaction_pooler().await?;
+        let (mut client, conn) = self.connector.connect().await?;
         let conn = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::warn!(error = %e, "migration connection closed");

@@ -25,7 +25,25 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
     }
     match Store::connect(&cfg.store.url, 2) {
         Ok(store) => match store.ping().await {
-            Ok(()) => println!("ok    store {}", redact_url(&cfg.store.url)),
+            Ok(()) => {
+                println!("ok    store {}", redact_url(&cfg.store.url));
+                match store.refuse_transaction_pooler().await {
+                    Ok(()) => println!(
+                        "ok    store connections keep their sessions (no transaction pooler)"
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        println!("FAIL  {e}");
+                    }
+                }
+                match store_tls(&store).await {
+                    Ok(tls) => println!("ok    store TLS: {tls}"),
+                    Err(e) => {
+                        failed += 1;
+                        println!("FAIL  store TLS: {e}");
+                    }
+                }
+            }
             Err(e) => {
                 failed += 1;
                 println!("FAIL  store {}: {e}", redact_url(&cfg.store.url));
@@ -40,17 +58,33 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
         // Every problem of a source, one line each, not only the first; notes are
         // worth knowing but not failures.
         let mut notes = Vec::new();
+        let mut tls = None;
         let result = match src.kind {
             SourceKind::Postgres => match PostgresSource::new(src.clone()) {
-                Ok(s) => s.check().await,
+                Ok(s) => {
+                    let problems = s.check().await;
+                    if problems.is_ok() {
+                        tls = Some(s.tls_report().await);
+                    }
+                    problems
+                }
                 Err(e) => Err(e),
             },
             SourceKind::Mongodb => hookrelay_sources::mongodb::check(src).await.map(|n| {
                 notes = n;
                 Vec::new()
             }),
-            SourceKind::Mysql => MysqlSource::check(src).await,
+            SourceKind::Mysql => {
+                let problems = MysqlSource::check(src).await;
+                if problems.is_ok() {
+                    tls = Some(MysqlSource::tls_report(src).await);
+                }
+                problems
+            }
         };
+        if src.kind == SourceKind::Mongodb {
+            tls = Some(hookrelay_sources::mongodb::tls_report(src).await);
+        }
         match result {
             Ok(problems) if problems.is_empty() => {
                 let what = match src.kind {
@@ -60,6 +94,14 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
                     _ => format!("{} table(s)", src.tables.len()),
                 };
                 println!("ok    source {} ({what})", src.name);
+                match tls {
+                    Some(Ok(tls)) => println!("ok    source {} TLS: {tls}", src.name),
+                    Some(Err(e)) => {
+                        failed += 1;
+                        println!("FAIL  source {} TLS: {e}", src.name);
+                    }
+                    None => {}
+                }
                 for note in notes {
                     println!("note  source {}: {note}", src.name);
                 }
@@ -80,4 +122,21 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
         anyhow::bail!("{failed} check(s) failed");
     }
     Ok(())
+}
+
+/// How a store connection is protected (TLS version, what was verified).
+async fn store_tls(store: &Store) -> anyhow::Result<String> {
+    let connector = store.connector();
+    let (client, conn) = connector
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!(hookrelay_store::describe_pg(&e)))?;
+    let driver = tokio::spawn(conn);
+    let report = connector
+        .tls_report(&client)
+        .await
+        .map_err(|e| anyhow::anyhow!(hookrelay_store::describe_pg(&e)));
+    drop(client);
+    let _ = driver.await;
+    report
 }

@@ -24,7 +24,6 @@ use axum::{body::Bytes, extract::State, http::HeaderMap, http::StatusCode, routi
 use hookrelay_core::{signature::SigningKey, Config};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
-use tokio_postgres::NoTls;
 
 use crate::Relay;
 
@@ -263,7 +262,9 @@ fn say(line: &str) {
 }
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
+    let connector = hookrelay_store::PgConnector::from_url(url)?;
+    let (client, conn) = connector
+        .connect()
         .await
         .map_err(|e| anyhow::anyhow!(hookrelay_store::describe_pg(&e)))?;
     tokio::spawn(conn);

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::harness::TestReceiver;
 pub use ledger::{check, Generator, Ledger, Report};
-pub use pg_instance::PgInstance;
+pub use pg_instance::{PgInstance, ServerTls};
 
 /// Waits until every committed change arrived (or `timeout`), then reports.
 pub async fn wait_nothing_lost(rx: &TestReceiver, ledger: &Ledger, timeout: Duration) -> Report {

@@ -1,6 +1,7 @@
 //! A throwaway PostgreSQL server on a temp dir and a free port, so restart tests never
 //! touch the machine's shared server. `initdb`/`pg_ctl` run as the `postgres` user
-//! when the tests run as root (PostgreSQL refuses to run as root).
+//! when the tests run as root (PostgreSQL refuses to run as root). `start_tls` makes
+//! one that accepts TLS connections only.
 
 use std::{net::IpAddr, path::PathBuf, process::Command};
 
@@ -10,6 +11,17 @@ pub struct PgInstance {
     bin: PathBuf,
     /// Addresses the server listens on besides 127.0.0.1.
     also_listen: Vec<IpAddr>,
+    /// Server settings beyond the defaults (TLS files, hba file).
+    extra: String,
+}
+
+/// What a TLS-only server is started with: PEM texts and the `pg_hba.conf` lines.
+pub struct ServerTls {
+    pub cert: String,
+    pub key: String,
+    /// CA for client certificates (`cert` authentication).
+    pub client_ca: String,
+    pub hba: String,
 }
 
 fn pg_bin_dir() -> PathBuf {
@@ -40,21 +52,49 @@ fn free_port() -> u16 {
 
 impl PgInstance {
     pub fn start() -> Self {
-        Self::start_also_on(&[], &[])
+        Self::start_with(None, &[], &[])
     }
 
     /// A server that also listens on `addrs` (e.g. the host end of a veth pair) and
     /// trusts clients from the `trusted` CIDRs there, as it trusts 127.0.0.1.
     pub fn start_also_on(addrs: &[IpAddr], trusted: &[&str]) -> Self {
+        Self::start_with(None, addrs, trusted)
+    }
+
+    /// A server whose `pg_hba.conf` is `tls.hba` (hostssl lines only: plaintext TCP
+    /// connections are refused), with `tls`'s certificate and key.
+    pub fn start_tls(tls: &ServerTls) -> Self {
+        Self::start_with(Some(tls), &[], &[])
+    }
+
+    fn start_with(tls: Option<&ServerTls>, addrs: &[IpAddr], trusted: &[&str]) -> Self {
         let dir =
             std::env::temp_dir().join(format!("hookrelay-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("pg dir");
-        let inst = Self {
+        let mut inst = Self {
             dir,
             port: free_port(),
             bin: pg_bin_dir(),
             also_listen: addrs.to_vec(),
+            extra: String::new(),
         };
+        if let Some(tls) = tls {
+            let file = |name: &str, text: &str| {
+                let path = inst.dir.join(name);
+                std::fs::write(&path, text).expect("write tls file");
+                path.display().to_string()
+            };
+            let cert = file("server.crt", &tls.cert);
+            let key = file("server.key", &tls.key);
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("key mode");
+            let ca = file("client-ca.crt", &tls.client_ca);
+            let hba = file("pg_hba.conf", &tls.hba);
+            inst.extra = format!(
+                " -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key} -c ssl_ca_file={ca} -c hba_file={hba}"
+            );
+        }
         if is_root() {
             run(Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -117,10 +157,11 @@ impl PgInstance {
             .chain(self.also_listen.iter().map(|a| a.to_string()))
             .collect();
         let opts = format!(
-            "-p {} -c listen_addresses={} -k {} -c fsync=off -c max_connections=100",
+            "-p {} -c listen_addresses={} -k {} -c fsync=off -c max_connections=100{}",
             self.port,
             listen.join(","),
-            self.dir.display()
+            self.dir.display(),
+            self.extra
         );
         let log = self.dir.join("server.log").display().to_string();
         self.pg(

@@ -17,6 +17,16 @@ pub struct MariaDbInstance {
     pub port: u16,
     child: Option<Child>,
     args: Vec<String>,
+    /// Started with `require_secure_transport`: the harness's own connections use
+    /// TLS too (without verifying: they are not what a test is about).
+    tls_only: bool,
+}
+
+/// Files a TLS-only server is started with (PEM paths).
+pub struct MariaDbTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 /// How the server logs changes.
@@ -46,6 +56,15 @@ fn require(bin: &str) -> PathBuf {
 
 impl MariaDbInstance {
     pub async fn start(binlog: Binlog) -> Self {
+        Self::start_with(binlog, None).await
+    }
+
+    /// A server that accepts TLS connections only (`require_secure_transport`).
+    pub async fn start_tls(binlog: Binlog, tls: &MariaDbTls) -> Self {
+        Self::start_with(binlog, Some(tls)).await
+    }
+
+    async fn start_with(binlog: Binlog, tls: Option<&MariaDbTls>) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "hookrelay-mariadb-{}",
             uuid::Uuid::new_v4().simple()
@@ -57,6 +76,7 @@ impl MariaDbInstance {
             port: free_port(),
             child: None,
             args: Vec::new(),
+            tls_only: tls.is_some(),
         };
         let data = dir.join("data");
         // A bootstrap racing another one on a loaded machine has been seen to fail
@@ -115,6 +135,14 @@ impl MariaDbInstance {
                 "--binlog-row-image=MINIMAL".into(),
             ]),
         }
+        if let Some(tls) = tls {
+            args.extend([
+                format!("--ssl-cert={}", tls.cert.display()),
+                format!("--ssl-key={}", tls.key.display()),
+                format!("--ssl-ca={}", tls.ca.display()),
+                "--require-secure-transport=ON".into(),
+            ]);
+        }
         inst.args = args;
         inst.spawn().await;
         inst
@@ -130,7 +158,7 @@ impl MariaDbInstance {
             .expect("spawn mariadbd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
-        let opts = Opts::from_url(&self.url("mysql")).expect("url");
+        let opts = self.opts("mysql");
         loop {
             if let Ok(c) = Conn::new(opts.clone()).await {
                 let _ = c.disconnect().await;
@@ -162,8 +190,19 @@ impl MariaDbInstance {
         format!("mysql://root@127.0.0.1:{}/{db}", self.port)
     }
 
+    fn opts(&self, db: &str) -> Opts {
+        let opts = Opts::from_url(&self.url(db)).expect("url");
+        if !self.tls_only {
+            return opts;
+        }
+        let ssl = mysql_async::SslOpts::default().with_danger_accept_invalid_certs(true);
+        mysql_async::OptsBuilder::from_opts(opts)
+            .ssl_opts(ssl)
+            .into()
+    }
+
     pub async fn connect(&self, db: &str) -> Conn {
-        Conn::new(Opts::from_url(&self.url(db)).expect("url"))
+        Conn::new(self.opts(db))
             .await
             .unwrap_or_else(|e| panic!("connect to mariadb on {}: {e}", self.port))
     }

@@ -11,7 +11,7 @@ mod pipeline;
 mod values;
 
 use hookrelay_core::Config;
-pub use mariadb::{exec, Binlog, MariaDbInstance};
+pub use mariadb::{exec, Binlog, MariaDbInstance, MariaDbTls};
 
 /// The usual fast test settings, with one `kind = "mysql"` source named `legacy`.
 pub fn mysql_config(store_url: &str, source_url: &str, tables: &[&str], extra: &str) -> Config {

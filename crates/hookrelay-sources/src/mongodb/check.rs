@@ -204,3 +204,59 @@ mod tests {
         assert!(grants(&any, "find", "", ""));
     }
 }
+
+/// The driver's TLS settings in words, for `check`.
+pub(super) fn describe_tls(tls: Option<&::mongodb::options::Tls>) -> String {
+    use ::mongodb::options::Tls;
+    match tls {
+        None | Some(Tls::Disabled) => "not encrypted (no tls=true in the url)".into(),
+        Some(Tls::Enabled(o)) => {
+            let roots = o
+                .ca_file_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "the public CAs bundled with the driver".into());
+            let verified = if o.allow_invalid_certificates == Some(true) {
+                "certificate not verified (tlsAllowInvalidCertificates)".to_owned()
+            } else {
+                format!("certificate and host name verified against {roots}")
+            };
+            let client = if o.cert_key_file_path.is_some() {
+                ", client certificate"
+            } else {
+                ""
+            };
+            format!("TLS ({verified}{client})")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use ::mongodb::options::ClientOptions;
+
+    /// The url's TLS options reach the driver as written.
+    #[tokio::test]
+    async fn url_tls_options_reach_the_driver() {
+        let cases = [
+            ("mongodb://h:27017/?replicaSet=rs0", "not encrypted"),
+            (
+                "mongodb://h:27017/?tls=true&tlsCAFile=%2Fetc%2Fca.pem",
+                "TLS (certificate and host name verified against /etc/ca.pem)",
+            ),
+            (
+                "mongodb://h:27017/?tls=true&tlsAllowInvalidCertificates=true",
+                "certificate not verified",
+            ),
+            (
+                "mongodb://h:27017/?tls=true&tlsCertificateKeyFile=/me.pem",
+                "client certificate",
+            ),
+        ];
+        for (url, want) in cases {
+            let opts = ClientOptions::parse(url).await.expect(url);
+            let got = super::describe_tls(opts.tls.as_ref());
+            assert!(got.contains(want), "{url}: {got}");
+        }
+    }
+}

@@ -136,6 +136,15 @@ pub async fn check(cfg: &SourceConfig) -> Result<Vec<String>, SourceError> {
     check::check(cfg, &scope).await
 }
 
+/// How the driver will protect connections to `cfg`'s servers, from the URL's own
+/// options (`tls=true`, `tlsCAFile=`, `tlsCertificateKeyFile=`,
+/// `tlsAllowInvalidCertificates=`…; `mongodb+srv://` means TLS), which the driver reads
+/// as they are: hookrelay passes the URL on unchanged.
+pub async fn tls_report(cfg: &SourceConfig) -> Result<String, SourceError> {
+    let opts = ::mongodb::options::ClientOptions::parse(&cfg.url).await?;
+    Ok(check::describe_tls(opts.tls.as_ref()))
+}
+
 impl Source for MongoSource {
     fn name(&self) -> &str {
         &self.cfg.name

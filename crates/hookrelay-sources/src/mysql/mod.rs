@@ -30,28 +30,31 @@
 //! one, else the group's first event time (MariaDB: whole seconds).
 
 mod binlog;
+mod connect;
 mod error;
 mod position;
 mod setup;
 mod table;
 mod value;
 
-use std::{collections::HashSet, time::Duration};
+use std::collections::HashSet;
 
 use hookrelay_core::config::{split_qualified, OnHistoryLost, SourceConfig};
 use hookrelay_store::Store;
-use mysql_async::{prelude::Queryable, BinlogStreamRequest, Conn, Opts, OptsBuilder};
+use mysql_async::{prelude::Queryable, BinlogStreamRequest, Conn};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{BatchSink, Source, SourceError, SourceState, SourceStatus};
+pub use connect::MysqlConnector;
 pub use position::BinlogPosition;
 pub use setup::default_server_id;
 
 pub struct MysqlSource {
     cfg: SourceConfig,
     store: Store,
-    opts: Opts,
+    /// Every connection of this source (metadata and the binlog stream).
+    connector: MysqlConnector,
     tables: Vec<(String, String)>,
     watched: HashSet<(String, String)>,
     server_id: u32,
@@ -60,14 +63,8 @@ pub struct MysqlSource {
 impl MysqlSource {
     /// `store` is where the checkpoint is read back from on start.
     pub fn new(cfg: SourceConfig, store: Store) -> Result<Self, SourceError> {
-        let url = match cfg.url.strip_prefix("mariadb://") {
-            Some(rest) => format!("mysql://{rest}"),
-            None => cfg.url.clone(),
-        };
-        let opts = bounded(
-            Opts::from_url(&url)
-                .map_err(|e| SourceError::Setup(format!("source {} url: {e}", cfg.name)))?,
-        );
+        let connector = MysqlConnector::from_url(&cfg.url)
+            .map_err(|e| SourceError::Setup(format!("source {}: {e}", cfg.name)))?;
         let tables: Vec<(String, String)> = cfg
             .tables
             .iter()
@@ -83,7 +80,7 @@ impl MysqlSource {
                 .unwrap_or_else(|| default_server_id(&cfg.name)),
             watched: tables.iter().cloned().collect(),
             tables,
-            opts,
+            connector,
             store,
             cfg,
         })
@@ -97,17 +94,25 @@ impl MysqlSource {
     /// Every missing prerequisite, each with the statement that fixes it (empty when
     /// the server is ready); an error only when it cannot be asked at all.
     pub async fn check(cfg: &SourceConfig) -> Result<Vec<String>, SourceError> {
-        let url = cfg.url.replacen("mariadb://", "mysql://", 1);
-        let opts = Opts::from_url(&url).map_err(|e| SourceError::Setup(format!("url: {e}")))?;
+        let connector = MysqlConnector::from_url(&cfg.url)?;
         let tables: Vec<(String, String)> = cfg
             .tables
             .iter()
             .filter_map(|t| split_qualified(t).map(|(s, t)| (s.to_owned(), t.to_owned())))
             .collect();
-        let mut conn = connect(bounded(opts)).await?;
+        let mut conn = connector.connect().await?;
         let problems = setup::problems(&mut conn, &tables).await;
         let _ = conn.disconnect().await;
         problems
+    }
+
+    /// How a connection to `cfg`'s server is protected (for `check`).
+    pub async fn tls_report(cfg: &SourceConfig) -> Result<String, SourceError> {
+        let connector = MysqlConnector::from_url(&cfg.url)?;
+        let mut conn = connector.connect().await?;
+        let report = connector.tls_report(&mut conn).await;
+        let _ = conn.disconnect().await;
+        report
     }
 
     /// The checkpoint to resume from, or the server's current position committed as
@@ -157,30 +162,6 @@ impl MysqlSource {
     }
 }
 
-/// Keepalive probes after this much silence on a connection, so a server that
-/// vanished (a host crash, a partition) fails a query instead of hanging it; the binlog
-/// stream has its own, tighter silence limit (`binlog::HEARTBEAT`).
-const KEEPALIVE: Duration = Duration::from_secs(5);
-/// How long a new connection may take, handshake included.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn bounded(opts: Opts) -> Opts {
-    OptsBuilder::from_opts(opts)
-        .tcp_keepalive(Some(KEEPALIVE))
-        .into()
-}
-
-/// Connects within `CONNECT_TIMEOUT`.
-async fn connect(opts: Opts) -> Result<Conn, SourceError> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts)).await {
-        Ok(conn) => Ok(conn?),
-        Err(_) => Err(SourceError::Database {
-            message: format!("no connection within {CONNECT_TIMEOUT:?}"),
-            transient: true,
-        }),
-    }
-}
-
 fn refuse_unless_ready(problems: Vec<String>) -> Result<(), SourceError> {
     if problems.is_empty() {
         return Ok(());
@@ -209,12 +190,12 @@ impl Source for MysqlSource {
         status: &SourceStatus,
         stop: &CancellationToken,
     ) -> Result<(), SourceError> {
-        let mut meta = connect(self.opts.clone()).await?;
+        let mut meta = self.connector.connect().await?;
         refuse_unless_ready(setup::problems(&mut meta, &self.tables).await?)?;
         let charsets = setup::charsets(&mut meta).await?;
         let start = self.start_position(&mut meta, sink, status).await?;
 
-        let mut conn = connect(self.opts.clone()).await?;
+        let mut conn = self.connector.connect().await?;
         // MariaDB sends its GTID events (not a BEGIN query) only to replicas that say
         // they understand them; the heartbeat lets a silent, dead connection be told
         // from an idle server.

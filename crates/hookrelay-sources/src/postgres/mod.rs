@@ -28,8 +28,9 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use futures_util::future::poll_fn;
 use hookrelay_core::config::{split_qualified, SourceConfig};
+use hookrelay_store::{connect::PgConnection, pooler::transaction_pooler, PgConnector};
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
+use tokio_postgres::{AsyncMessage, Client, Statement};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -52,19 +53,22 @@ const SETTLE_FIRST: Duration = Duration::from_millis(1);
 
 pub struct PostgresSource {
     cfg: SourceConfig,
-    /// The source database's connection settings, with bounded waits on both ends
-    /// (`hookrelay_store::bounded_config`): a vanished server fails the reader in
-    /// seconds, and the server ends a vanished reader's session (and its locks).
-    pg: tokio_postgres::Config,
     names: Names,
     tables: Vec<(String, String)>,
     database: String,
+    /// Every connection of this source, over one TLS connector, with bounded waits on
+    /// both ends (`hookrelay_store::PgConnector`): a vanished server fails the reader
+    /// in seconds, and the server ends a vanished reader's session (and its locks).
+    connector: PgConnector,
+    /// Set once the URL was found not to lead through a transaction pooler.
+    not_pooled: tokio::sync::OnceCell<()>,
 }
 
 impl PostgresSource {
     pub fn new(cfg: SourceConfig) -> Result<Self, SourceError> {
-        let pg = hookrelay_store::bounded_config(&cfg.url)
-            .map_err(|e| SourceError::Setup(format!("source {} url: {e}", cfg.name)))?;
+        let connector = PgConnector::from_url(&cfg.url)
+            .map_err(|e| SourceError::Setup(format!("source {} {e}", cfg.name)))?;
+        let pg = connector.config();
         let database = pg
             .get_dbname()
             .or(pg.get_user())
@@ -79,20 +83,39 @@ impl PostgresSource {
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            pg,
             names: Names::new(&cfg.name),
             cfg,
             tables,
             database,
+            connector,
+            not_pooled: tokio::sync::OnceCell::new(),
         })
     }
 }
 
 impl PostgresSource {
+    /// Opens one connection to the source database; the first refuses a URL that
+    /// leads through a transaction-mode pooler (see `hookrelay_store::pooler`): the
+    /// reader's LISTEN and prepared statements need a session of their own.
+    async fn connect(&self) -> Result<(Client, PgConnection), SourceError> {
+        self.not_pooled
+            .get_or_try_init(|| async {
+                match transaction_pooler(&self.connector).await? {
+                    Some(why) => Err(SourceError::Setup(format!(
+                        "source {} url: {why}",
+                        self.cfg.name
+                    ))),
+                    None => Ok(()),
+                }
+            })
+            .await?;
+        Ok(self.connector.connect().await?)
+    }
+
     /// Connects and lists every problem that would keep a configured table from
     /// being captured (missing, not a table, no primary key), changing nothing.
     pub async fn check(&self) -> Result<Vec<String>, SourceError> {
-        let (client, conn) = self.pg.connect(NoTls).await?;
+        let (client, conn) = self.connect().await?;
         let driver = tokio::spawn(conn);
         let result = meta::problems(&client, &self.tables).await;
         drop(client);
@@ -102,11 +125,21 @@ impl PostgresSource {
 }
 
 impl PostgresSource {
+    /// How a connection to the source database is protected (for `check`).
+    pub async fn tls_report(&self) -> Result<String, SourceError> {
+        let (client, conn) = self.connect().await?;
+        let driver = tokio::spawn(conn);
+        let result = self.connector.tls_report(&client).await;
+        drop(client);
+        let _ = driver.await;
+        Ok(result?)
+    }
+
     /// Removes this source's triggers and journal from the source database (see
     /// `setup::uninstall`); hookrelay must not be running this source meanwhile, or
     /// it installs them again.
     pub async fn uninstall(&self, force: bool) -> Result<Uninstalled, SourceError> {
-        let (client, conn) = self.pg.connect(NoTls).await?;
+        let (client, conn) = self.connect().await?;
         let driver = tokio::spawn(conn);
         let result = setup::uninstall(&client, &self.names, force).await;
         drop(client);
@@ -126,7 +159,7 @@ impl Source for PostgresSource {
         status: &SourceStatus,
         stop: &CancellationToken,
     ) -> Result<(), SourceError> {
-        let (client, mut conn) = self.pg.connect(NoTls).await?;
+        let (client, mut conn) = self.connect().await?;
         let wake = Arc::new(Notify::new());
         let driver_wake = wake.clone();
         let driver = tokio::spawn(async move {
@@ -148,7 +181,7 @@ impl Source for PostgresSource {
     }
 
     async fn capture_installed(&self) -> Result<bool, SourceError> {
-        let (client, conn) = self.pg.connect(NoTls).await?;
+        let (client, conn) = self.connect().await?;
         let driver = tokio::spawn(conn);
         let result = setup::is_installed(&client, &self.names, &self.tables).await;
         drop(client);
