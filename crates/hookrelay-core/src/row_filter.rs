@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  filter text ──compile (API: 422 naming `filter` and the position)──▶ RowFilter
-//!  event body ──EventVars::from_body (once per event)─┐
+//!  event body ──Functions::event (once per event)──────┐
 //!                                                     ├─▶ matches ─▶ true: a delivery
 //!  RowFilter (one per filtered subscription) ─────────┘    false, or an error: none
 //! ```
@@ -70,7 +70,7 @@ impl RowFilter {
     }
 
     /// Does the event pass? `Err` says why it could not be told (counted as false).
-    pub fn matches(&self, event: &EventVars) -> Result<bool, String> {
+    pub fn matches(&self, event: &EventVars<'_>) -> Result<bool, String> {
         match self.0.execute(&event.context) {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(other) => Err(format!(
@@ -82,14 +82,14 @@ impl RowFilter {
     }
 }
 
-/// One event's variables, built once and shared by every filter it is tested with.
-pub struct EventVars {
-    context: Context<'static, 'static>,
-}
+/// The functions filters may call (CEL's standard library), set up once and shared by
+/// every event judged with it: building them is the costly part of a context.
+#[derive(Default)]
+pub struct Functions(Context<'static, 'static>);
 
-impl EventVars {
-    /// From the event's body (the §1.3 envelope).
-    pub fn from_body(body: &str) -> Result<Self, String> {
+impl Functions {
+    /// One event's variables, from its body (the §1.3 envelope).
+    pub fn event(&self, body: &str) -> Result<EventVars<'_>, String> {
         let mut event: serde_json::Value =
             serde_json::from_str(body).map_err(|e| format!("event body: {e}"))?;
         let mut take = |path: &[&str]| -> serde_json::Value {
@@ -111,12 +111,17 @@ impl EventVars {
             ("before", take(&["before"])),
             ("after", take(&["after"])),
         ];
-        let mut context = Context::default();
+        let mut context = self.0.new_inner_scope();
         for (name, value) in vars {
             context.add_variable_from_value(name, cel_value(value));
         }
-        Ok(Self { context })
+        Ok(EventVars { context })
     }
+}
+
+/// One event's variables, built once and shared by every filter it is tested with.
+pub struct EventVars<'f> {
+    context: Context<'f, 'static>,
 }
 
 /// JSON as CEL sees it: integers as `int` (so `after.qty > 3` compares as written),
@@ -164,7 +169,7 @@ mod tests {
 
     fn eval(filter: &str, body: &str) -> Result<bool, String> {
         let f = RowFilter::compile(filter).expect("compiles");
-        f.matches(&EventVars::from_body(body).expect("body"))
+        f.matches(&Functions::default().event(body).expect("body"))
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::{
 };
 
 use hookrelay_core::{
-    row_filter::{EventVars, RowFilter},
+    row_filter::{Functions, RowFilter},
     ChangeEvent,
 };
 
@@ -93,12 +93,13 @@ impl RowFilters {
         }
         let mut passed = Passed::default();
         let mut failed: HashMap<&str, u64> = HashMap::new();
+        let functions = Functions::default();
         for event in events {
             let Some(subs) = by_kind.get(&(event.source.as_str(), event.event_type.as_str()))
             else {
                 continue;
             };
-            let vars = match EventVars::from_body(&event.body) {
+            let vars = match functions.event(&event.body) {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(event = %event.id, error = %e, "event body unreadable for filters");
