@@ -1,4 +1,4 @@
-//! The operator surface (issue 11): `/v1/sources` and `/metrics`.
+//! The operator surface: `/v1/sources` and `/metrics`.
 
 use std::time::Duration;
 
