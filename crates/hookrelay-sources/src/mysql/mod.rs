@@ -243,6 +243,7 @@ impl Source for MysqlSource {
         status.set_state(SourceState::Running);
         binlog::Reader::new(
             &self.cfg.name,
+            status,
             sink,
             self.cfg.batch_size,
             &self.watched,
