@@ -162,8 +162,8 @@ async fn metrics_count_a_known_workload() {
         "{text}"
     );
     assert!(
-        text.trim_end().ends_with("# EOF"),
-        "OpenMetrics text ends with # EOF"
+        text.contains("# TYPE hookrelay_events_captured_total counter\n"),
+        "Prometheus text: a counter's TYPE names its samples"
     );
     relay.shutdown().await;
 }

@@ -437,3 +437,30 @@ async fn readyz_answers_fit_the_documented_problem() {
         "`sources` is documented: {resolved}"
     );
 }
+
+/// Every operation has an `operationId`, unique across the document and shaped
+/// `verbNoun` (what client generators turn into method names), so a generated client
+/// has one method per operation.
+#[tokio::test]
+async fn every_operation_has_its_own_meaningful_operation_id() {
+    let api = TestApi::new().await;
+    let spec = spec(&api).await;
+    let mut seen = BTreeSet::new();
+    for (method, path) in operations(&spec) {
+        let id = spec["paths"][&path][&method]["operationId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path}: no operationId"))
+            .to_owned();
+        let verb = [
+            "list", "get", "create", "update", "delete", "replay", "rotate", "test",
+        ]
+        .into_iter()
+        .find(|v| id.starts_with(v));
+        assert!(
+            verb.is_some_and(|v| id[v.len()..].starts_with(|c: char| c.is_ascii_uppercase()))
+                && id.chars().all(|c| c.is_ascii_alphanumeric()),
+            "{method} {path}: operationId {id:?} is not verbNoun"
+        );
+        assert!(seen.insert(id.clone()), "operationId {id:?} appears twice");
+    }
+}
