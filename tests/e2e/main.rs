@@ -19,7 +19,6 @@ mod ordering;
 mod outside_bytes;
 mod pipeline;
 mod readiness;
-mod readme;
 mod receivers;
 mod scale_out;
 mod steering;

@@ -464,3 +464,22 @@ async fn every_operation_has_its_own_meaningful_operation_id() {
         assert!(seen.insert(id.clone()), "operationId {id:?} appears twice");
     }
 }
+
+/// docs/api.md covers the API: every documented operation appears there as
+/// `METHOD /path`, so a new route cannot ship without its page.
+#[tokio::test]
+async fn every_operation_appears_in_the_api_page() {
+    let api = TestApi::new().await;
+    let spec = spec(&api).await;
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md"))
+        .expect("read docs/api.md");
+    let missing: Vec<String> = operations(&spec)
+        .into_iter()
+        .map(|(m, p)| format!("{} {p}", m.to_uppercase()))
+        .filter(|op| !page.contains(op.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/api.md does not mention {missing:?}"
+    );
+}
