@@ -463,6 +463,22 @@ async fn every_operation_has_its_own_meaningful_operation_id() {
         );
         assert!(seen.insert(id.clone()), "operationId {id:?} appears twice");
     }
+
+    // A standard validator, where it is installed (`pip install
+    // openapi-spec-validator`); elsewhere the checks above stand in for it.
+    const VALIDATE: &str = "import json, sys\n\
+        try:\n    from openapi_spec_validator import validate\n\
+        except ImportError:\n    sys.exit(3)\n\
+        validate(json.load(sys.stdin))\n";
+    let doc = serde_json::to_vec(&spec).expect("spec");
+    match crate::metrics::run_with_stdin("python3", &["-c", VALIDATE], &doc) {
+        Some((true, _)) => {}
+        Some((false, said)) if said.is_empty() => {
+            eprintln!("openapi-spec-validator is not installed: checked above only")
+        }
+        Some((false, said)) => panic!("openapi-spec-validator refuses /openapi.json: {said}"),
+        None => eprintln!("python3 is not installed: checked above only"),
+    }
 }
 
 /// docs/api.md covers the API: every documented operation appears there as
