@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark of issue 4 (not part of the test run): builds the release binaries and
+# The benchmark (docs/benchmarks.md; not part of the test run): builds the release binaries and
 # runs target/release/hookrelay-bench against the local PostgreSQL. It drops and
 # recreates the databases hookrelay_bench_store and hookrelay_bench_src, starts
 # hookrelay as a child process per workload, and writes .bench/results-<time>.json,

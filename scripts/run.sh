@@ -13,6 +13,9 @@ cd "$(dirname "$0")/.."
 source scripts/services.sh
 
 ensure_postgres
+if [[ ! -x target/release/hookrelay ]]; then
+  echo "run.sh: building the release binary first (about 7-8 minutes on 2 cores; later runs start at once)" >&2
+fi
 cargo build --release --locked -p hookrelay
 if [ "${1:-}" != "serve" ]; then
   exec target/release/hookrelay demo "$@"

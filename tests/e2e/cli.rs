@@ -115,8 +115,10 @@ async fn check_and_migrate_report_each_component() {
         "\"public.nokey\", \"public.missing\", \"public.orders\"",
     );
     std::fs::write(&cfg, text).unwrap();
-    let (code, out, _) = hookrelay(&["check", "--config", &cfg], &[]);
+    let (code, out, err) = hookrelay(&["check", "--config", &cfg], &[]);
     assert_eq!(code, 1);
+    // The last line counts problems, not the components that had them.
+    assert!(err.contains("2 problems found"), "{err}");
     // Every problem, each on its own line.
     let fails: Vec<&str> = out
         .lines()
@@ -258,6 +260,10 @@ async fn master_key_is_required_and_rotates() {
         assert_ne!(out.status.code(), Some(0), "{what}: {err}");
         assert!(err.contains(needle), "{what}: expected {needle:?} in {err}");
         assert!(err.contains("HOOKRELAY_MASTER_KEY"), "{what}: {err}");
+        assert!(
+            err.contains("environment variable `HOOKRELAY_MASTER_KEY`"),
+            "{what}: a variable, not a config key: {err}"
+        );
         if let Some(key) = key.filter(|k| k.len() > 3) {
             assert!(!err.contains(key), "{what}: the value was printed: {err}");
         }
@@ -280,4 +286,30 @@ async fn master_key_is_required_and_rotates() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(&new_id) && !out.contains(&new), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--help` says what a newcomer needs: the master key for `run`, the exit codes of
+/// `check`, and that `demo` reads no config.
+#[test]
+fn help_names_the_master_key_the_exit_codes_and_what_demo_reads() {
+    for (command, needles) in [
+        (
+            "run",
+            &["HOOKRELAY_MASTER_KEY", "openssl rand -base64 32"][..],
+        ),
+        (
+            "check",
+            &["Exit codes", "0 everything is ready", "2 the config"][..],
+        ),
+        ("demo", &["Needs no config file"][..]),
+    ] {
+        let (code, out, err) = hookrelay(&[command, "--help"], &[]);
+        assert_eq!(code, 0, "{command}: {err}");
+        for needle in needles {
+            assert!(
+                out.contains(needle),
+                "{command} --help lacks {needle:?}:\n{out}"
+            );
+        }
+    }
 }

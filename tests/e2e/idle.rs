@@ -1,4 +1,4 @@
-//! Idle subscriptions cost nothing (issue 16), against the real store: a claim reads
+//! Idle subscriptions cost nothing, against the real store: a claim reads
 //! only the subscriptions with due work, and work that comes due later on an idle
 //! subscription (a retry, a replay, an expired lease, a new batch) is found; a batch's
 //! fan-out reads only the subscriptions its filters could match, and picks exactly the

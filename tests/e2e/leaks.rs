@@ -1,4 +1,4 @@
-//! Nothing secret reaches the log (issue 12, item 6): `hookrelay run` at
+//! Nothing secret reaches the log: `hookrelay run` at
 //! `RUST_LOG=trace`, a subscription with a given secret and a custom header, a
 //! delivery through it, a key rotation; then the whole log is scanned for every
 //! secret, token and header value written during the run, and checked for the ids
@@ -111,7 +111,7 @@ async fn scan_a_run(plaintext: bool) {
         }
     }
 
-    // What the log must hold: each line carries the ids it is about (issue 11).
+    // What the log must hold: each line carries the ids it is about.
     let line = |what: &str| {
         log.lines()
             .find(|l| l.contains(what))

@@ -21,7 +21,6 @@ mod outside_bytes;
 mod pipeline;
 mod pooler;
 mod readiness;
-mod readme;
 mod receivers;
 mod scale_out;
 mod steering;

@@ -1,4 +1,4 @@
-//! The operator surface (issue 11): `/v1/sources` and `/metrics`.
+//! The operator surface: `/v1/sources` and `/metrics`.
 
 use std::time::Duration;
 
@@ -32,6 +32,20 @@ async fn sources_show_running_standby_and_error() {
     assert_eq!(shop["ready"], true);
     assert_eq!(shop["leader"]["is_this_process"], true, "{shop}");
     assert!(shop["lag_seconds"].as_f64().is_some(), "{shop}");
+    // Caught up and idle is not behind: lag is 0, and stays 0 while nothing happens.
+    eventually(
+        "lag 0 once the reader has read everything",
+        WAIT,
+        || async {
+            let (_, body) = api.call(Method::GET, "/v1/sources/shop", None).await;
+            (body["lag_seconds"].as_f64() == Some(0.0)).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, idle) = api.call(Method::GET, "/v1/sources/shop", None).await;
+    assert_eq!(idle["lag_seconds"].as_f64(), Some(0.0), "{idle}");
+    assert!(!idle["last_event_at"].is_null(), "{idle}");
     assert!(shop["last_error"].is_null(), "{shop}");
 
     // A second process on the same store waits on standby behind the leader.
@@ -41,6 +55,10 @@ async fn sources_show_running_standby_and_error() {
     let view = &list["data"][0];
     assert_eq!(view["name"], "shop");
     assert_eq!(view["state"], "standby", "{list}");
+    assert!(
+        view["lag_seconds"].is_null(),
+        "only the reader knows: {list}"
+    );
     assert!(view["leader"]["process"].is_string(), "{list}");
 
     // A source whose database does not exist is in `error`, with the cause.
@@ -162,8 +180,8 @@ async fn metrics_count_a_known_workload() {
         "{text}"
     );
     assert!(
-        text.trim_end().ends_with("# EOF"),
-        "OpenMetrics text ends with # EOF"
+        text.contains("# TYPE hookrelay_events_captured_total counter\n"),
+        "Prometheus text: a counter's TYPE names its samples"
     );
     relay.shutdown().await;
 }

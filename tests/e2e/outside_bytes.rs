@@ -1,6 +1,6 @@
 //! DESIGN §1.7: bytes from outside never stall the pipeline. Receivers answering bytes
 //! no `text` column can hold, and an outcome the store refuses outright, are recorded
-//! without holding up anyone else (issue 7).
+//! without holding up anyone else.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Steering subscriptions (issue 11): pausing keeps events queued and resuming sends
+//! Steering subscriptions: pausing keeps events queued and resuming sends
 //! them in order; the circuit breaker's state shows in the subscription and metrics.
 
 use std::{

@@ -1,4 +1,4 @@
-//! Table shapes (issue 8): names that need quoting, TRUNCATE, and a table that fails
+//! Table shapes: names that need quoting, TRUNCATE, and a table that fails
 //! its checks (no trigger, named in the source's error).
 
 use std::time::Duration;

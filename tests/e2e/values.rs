@@ -1,6 +1,6 @@
 //! DESIGN §1.3's value rules through the whole Postgres path: a golden row of many
 //! types, written once under default session settings and once under hostile ones,
-//! must reach the receiver as byte-identical images (issue 8).
+//! must reach the receiver as byte-identical images.
 
 use std::time::Duration;
 

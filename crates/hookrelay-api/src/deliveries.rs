@@ -76,6 +76,7 @@ pub struct Replayed {
 #[utoipa::path(
     get,
     path = "/deliveries",
+    operation_id = "listDeliveries",
     tag = "deliveries",
     params(DeliveryQuery),
     security(("bearer" = [])),
@@ -112,6 +113,7 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/deliveries/{id}",
+    operation_id = "getDelivery",
     tag = "deliveries",
     params(("id" = i64, Path, description = "Delivery id", minimum = 1)),
     security(("bearer" = [])),
@@ -140,6 +142,7 @@ pub async fn get(
 #[utoipa::path(
     post,
     path = "/deliveries/{id}/replay",
+    operation_id = "replayDelivery",
     tag = "deliveries",
     params(("id" = i64, Path, description = "Delivery id", minimum = 1)),
     security(("bearer" = [])),
@@ -170,6 +173,7 @@ pub async fn replay_one(
 #[utoipa::path(
     post,
     path = "/replay",
+    operation_id = "replayDeliveries",
     tag = "deliveries",
     request_body = BulkReplayRequest,
     security(("bearer" = [])),

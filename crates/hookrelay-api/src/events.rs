@@ -126,6 +126,7 @@ pub struct EventTxn {
 #[utoipa::path(
     get,
     path = "/events",
+    operation_id = "listEvents",
     tag = "events",
     params(EventQuery),
     security(("bearer" = [])),
@@ -169,6 +170,7 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/events/{id}",
+    operation_id = "getEvent",
     tag = "events",
     params(("id" = String, Path, description = "Event id")),
     security(("bearer" = [])),

@@ -69,6 +69,7 @@ pub struct WaitingSource {
 #[utoipa::path(
     get,
     path = "/healthz",
+    operation_id = "getHealth",
     tag = "probes",
     responses(
         (status = 200, description = "Alive", body = Object, example = json!({"status": "ok"})),
@@ -85,6 +86,7 @@ pub(crate) async fn healthz() -> Json<Value> {
 #[utoipa::path(
     get,
     path = "/readyz",
+    operation_id = "getReadiness",
     tag = "probes",
     responses(
         (status = 200, description = "Ready", body = Object, example = json!({"status": "ready"})),

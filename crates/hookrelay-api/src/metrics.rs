@@ -9,6 +9,13 @@
 //! ```
 //! Counters count since this process started, as Prometheus expects; gauges are read
 //! fresh. No secret or header value is ever a label.
+//!
+//! The registry encodes OpenMetrics, where a counter family `x` has the samples
+//! `x_total`; the answer is that text rewritten to Prometheus's classic text format
+//! (version 0.0.4), where HELP and TYPE name the sample itself (`x_total`). Both
+//! formats scrape the same, but Prometheus's own linter (`promtool check metrics`)
+//! and most exporters' tooling read the classic one, and with OpenMetrics names they
+//! find counters without help text.
 
 use axum::{
     extract::State,
@@ -39,9 +46,10 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 #[utoipa::path(
     get,
     path = "/metrics",
+    operation_id = "getMetrics",
     tag = "probes",
     responses(
-        (status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String),
+        (status = 200, description = "Metrics, in Prometheus's text format (0.0.4)", content_type = "text/plain", body = String),
         (status = 503, description = "Store unreachable; retry (Retry-After)", content_type = "application/problem+json", body = Problem),
     ),
 )]
@@ -105,13 +113,14 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError
 
     let lag = Family::<Labels, FloatGauge>::default();
     let now = Utc::now();
-    for (source, at) in state.store.last_event_times().await? {
-        let secs = (now - at).num_milliseconds().max(0) as f64 / 1000.0;
-        lag.get_or_create(&labels(&[("source", &source)])).set(secs);
+    for s in state.sources.all() {
+        if let Some(secs) = s.lag_seconds(now) {
+            lag.get_or_create(&labels(&[("source", &s.name)])).set(secs);
+        }
     }
     reg.register(
         "hookrelay_source_lag_seconds",
-        "Seconds since the newest stored event of each source was committed",
+        "How far capture is behind: 0 while the reader has read everything, else seconds since the latest point known captured (only from the process reading the source)",
         lag,
     );
 
@@ -262,9 +271,60 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError
     Ok((
         [(
             header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
         )],
-        body,
+        classic_text(&body),
     )
         .into_response())
+}
+
+/// OpenMetrics text as Prometheus's classic text format: a counter family's HELP and
+/// TYPE lines name its `_total` samples, and the OpenMetrics-only lines (`# UNIT`,
+/// `# EOF`) go. Samples are unchanged.
+fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) && !name.ends_with("_total") {
+                    out.push_str(&format!("{prefix}{name}_total {tail}"));
+                } else {
+                    out.push_str(line);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::classic_text;
+
+    #[test]
+    fn counters_are_named_by_their_samples_and_openmetrics_lines_go() {
+        let om = "# HELP a_events Events.\n# TYPE a_events counter\na_events_total{s=\"x\"} 3\n\
+                  # HELP a_lag_seconds Lag.\n# TYPE a_lag_seconds gauge\n# UNIT a_lag_seconds seconds\n\
+                  a_lag_seconds 1.5\n# HELP a_d_seconds D.\n# TYPE a_d_seconds histogram\n\
+                  a_d_seconds_bucket{le=\"+Inf\"} 1\na_d_seconds_sum 0.1\na_d_seconds_count 1\n# EOF\n";
+        let want = "# HELP a_events_total Events.\n# TYPE a_events_total counter\na_events_total{s=\"x\"} 3\n\
+                    # HELP a_lag_seconds Lag.\n# TYPE a_lag_seconds gauge\na_lag_seconds 1.5\n\
+                    # HELP a_d_seconds D.\n# TYPE a_d_seconds histogram\n\
+                    a_d_seconds_bucket{le=\"+Inf\"} 1\na_d_seconds_sum 0.1\na_d_seconds_count 1\n";
+        assert_eq!(classic_text(om), want);
+    }
 }

@@ -66,6 +66,7 @@ pub struct Spec(pub Arc<Document>);
 #[utoipa::path(
     get,
     path = "/openapi.json",
+    operation_id = "getOpenApi",
     tag = "probes",
     responses((status = 200, description = "This document", content_type = "application/json", body = Object)),
 )]

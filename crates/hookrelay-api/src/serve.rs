@@ -1,6 +1,6 @@
 //! The admin listener's accept loop: HTTP/1 with limits a slow or idle client cannot
 //! outlast, so a few thousand half-open connections cannot pin memory and file
-//! descriptors (issue 12: `axum::serve` sets no header timeout).
+//! descriptors (`axum::serve` sets no header timeout).
 //!
 //! ```text
 //!  accept ─(a permit of api.max_connections; none free: the kernel backlog waits)─▶

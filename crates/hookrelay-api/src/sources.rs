@@ -58,7 +58,11 @@ pub struct SourceView {
     pub position: Option<String>,
     /// `committed_at` of the newest change the store holds for this source.
     pub last_event_at: Option<DateTime<Utc>>,
-    /// Seconds from that change to now: how stale the newest captured change is.
+    /// How far capture is behind, in seconds: 0 while the reader has read everything
+    /// there is (an idle source is not behind), else the time since the latest point
+    /// known to be captured, growing while the reader works through a backlog, fails
+    /// or is stuck. Known only to the process reading the source: null on standby
+    /// (ask the leader) and before the first read.
     pub lag_seconds: Option<f64>,
     /// New events this process committed for the source since it started.
     pub events_captured: u64,
@@ -84,6 +88,7 @@ pub struct SourceList {
 #[utoipa::path(
     get,
     path = "/sources",
+    operation_id = "listSources",
     tag = "sources",
     security(("bearer" = [])),
     responses(
@@ -101,6 +106,7 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<SourceList>, Api
 #[utoipa::path(
     get,
     path = "/sources/{name}",
+    operation_id = "getSource",
     tag = "sources",
     params(("name" = String, Path, description = "Source name")),
     security(("bearer" = [])),
@@ -156,8 +162,7 @@ async fn views(state: &ApiState, live: Vec<SourceSnapshot>) -> Result<Vec<Source
         });
         let ready = s.is_ready();
         out.push(SourceView {
-            lag_seconds: last_event_at
-                .map(|t| ((now - t).num_milliseconds().max(0) as f64) / 1000.0),
+            lag_seconds: s.lag_seconds(now),
             position: checkpoint.map(|c| c.position),
             last_event_at,
             leader,

@@ -220,6 +220,7 @@ pub struct List {
 #[utoipa::path(
     post,
     path = "/subscriptions",
+    operation_id = "createSubscription",
     tag = "subscriptions",
     request_body = CreateSubscription,
     params(ForceQuery),
@@ -297,6 +298,7 @@ pub async fn create(
 #[utoipa::path(
     get,
     path = "/subscriptions",
+    operation_id = "listSubscriptions",
     tag = "subscriptions",
     params(ListQuery),
     security(("bearer" = [])),
@@ -346,6 +348,7 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/subscriptions/{id}",
+    operation_id = "getSubscription",
     tag = "subscriptions",
     params(("id" = String, Path, description = "Subscription id")),
     security(("bearer" = [])),
@@ -373,6 +376,7 @@ pub async fn get(
 #[utoipa::path(
     patch,
     path = "/subscriptions/{id}",
+    operation_id = "updateSubscription",
     tag = "subscriptions",
     request_body = PatchSubscription,
     params(("id" = String, Path, description = "Subscription id"), ForceQuery),
@@ -446,6 +450,7 @@ pub async fn update(
 #[utoipa::path(
     delete,
     path = "/subscriptions/{id}",
+    operation_id = "deleteSubscription",
     tag = "subscriptions",
     params(("id" = String, Path, description = "Subscription id")),
     security(("bearer" = [])),
@@ -473,6 +478,7 @@ pub async fn delete(
 #[utoipa::path(
     post,
     path = "/subscriptions/{id}/rotate-secret",
+    operation_id = "rotateSubscriptionSecret",
     tag = "subscriptions",
     request_body = Option<RotateSecret>,
     params(("id" = String, Path, description = "Subscription id")),

@@ -76,6 +76,7 @@ pub struct TestResult {
 #[utoipa::path(
     post,
     path = "/subscriptions/{id}/test",
+    operation_id = "testSubscription",
     tag = "subscriptions",
     params(("id" = String, Path, description = "Subscription id")),
     security(("bearer" = [])),

@@ -1,4 +1,4 @@
-//! `hookrelay-bench`: hookrelay measured end to end on this machine (issue 4).
+//! `hookrelay-bench`: hookrelay measured end to end on this machine.
 //!
 //! ```text
 //!  writers (tokio-postgres, own connections) ─▶ hookrelay_bench_src.public.orders
@@ -23,10 +23,10 @@
 //!
 //! Workloads: 1 throughput, 2 latency, 3 fan-out, 4 bad neighbour (4a control, 4b one
 //! slow endpoint), 5 backlog drain, 6 MySQL source (6a throughput, 6b latency, a throwaway MariaDB), 7 eight single-row writers as
-//! fast as they go, 8 workload 3 beside 10,000 idle subscriptions (issue 16; it also
+//! fast as they go, 8 workload 3 beside 10,000 idle subscriptions (it also
 //! times creating and listing them over the admin API, whole and by pages, and
 //! measures the store's tables holding them), 9 fan-out to 1,000 active subscriptions
-//! (issue 16: overall and per-subscription latency, so a starved one shows).
+//! (overall and per-subscription latency, so a starved one shows).
 //! `--quick` makes each 10x smaller (workload 9: 100 events, still 1,000 subscriptions). Results go to stdout and to
 //! `.bench/results-<timestamp>.json` (and `.bench/latest.json`); hookrelay's config
 //! and log for each workload go to `.bench/run-<timestamp>/`.
@@ -60,10 +60,7 @@ use crate::{
 };
 
 #[derive(Parser)]
-#[command(
-    name = "hookrelay-bench",
-    about = "Benchmark hookrelay end to end (issue 4)"
-)]
+#[command(name = "hookrelay-bench", about = "Benchmark hookrelay end to end")]
 struct Args {
     /// Every workload 10x smaller: a smoke run of a couple of minutes.
     #[arg(long)]

@@ -80,7 +80,7 @@ pub struct WorkloadResult {
     /// hookrelay's rate over the ceiling named in `ceiling`.
     pub ceiling_fraction: Option<f64>,
     pub ceiling: Option<String>,
-    /// Row writes and WAL of both databases (issue 14).
+    /// Row writes and WAL of both databases.
     pub store_work: Option<StoreWork>,
     /// With `--pg-activity`: where the Postgres backends were busy.
     pub pg_activity: Option<Vec<ActivityEntry>>,

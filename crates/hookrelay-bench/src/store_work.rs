@@ -1,4 +1,4 @@
-//! Store work per event (issue 14): what the database does for hookrelay, counted
+//! Store work per event: what the database does for hookrelay, counted
 //! rather than timed, so figures compare even on a machine busy with other work.
 //!
 //! ```text

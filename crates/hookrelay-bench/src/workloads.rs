@@ -1,4 +1,4 @@
-//! The workloads of issue 4. Each one runs against fresh databases and a fresh
+//! The benchmark's workloads (docs/benchmarks.md). Each one runs against fresh databases and a fresh
 //! hookrelay process, so figures never mix:
 //!
 //! ```text
@@ -307,7 +307,7 @@ async fn standard(ctx: &Ctx, spec: &Spec) -> anyhow::Result<WorkloadResult> {
     let cpu0 = CpuSnapshot::take(Some(st.relay.pid));
     let window = Instant::now();
     let rss = RssSampler::start(st.relay.pid);
-    // Workload 7 is always sampled: issue 14 asks for the writers' lock waits that
+    // Workload 7 is always sampled: it reports the writers' lock waits that
     // hookrelay's trigger could cause on their commit path.
     let activity = if ctx.pg_activity || spec.id == "7" {
         Some(ActivitySampler::start(&ctx.pg).await?)
@@ -427,7 +427,7 @@ fn per_subscription(ctx: &Ctx, r: &mut WorkloadResult, measured: &[usize], start
     );
 }
 
-/// How the admin API and the store fared with the idle subscriptions (issue 16 (c)).
+/// How the admin API and the store fared with the idle subscriptions.
 struct AdminLatency {
     create: Option<Latency>,
     /// The whole listing, unpaged.

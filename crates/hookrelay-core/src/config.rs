@@ -24,12 +24,22 @@ pub enum ConfigError {
     File { path: String, reason: String },
     #[error("config key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+    /// A variable read from the environment only (`HOOKRELAY_MASTER_KEY`), not a key.
+    #[error("environment variable `{name}`: {reason}")]
+    Environment { name: String, reason: String },
     /// Neither a file nor `HOOKRELAY_<SECTION>__<KEY>` variables.
     #[error("no config file given: pass --config FILE or set HOOKRELAY_CONFIG (deploy/hookrelay.toml is a complete example)")]
     NoConfig,
 }
 
 impl ConfigError {
+    fn environment(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Environment {
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
+
     fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError::Invalid {
             key: key.into(),
@@ -387,7 +397,7 @@ impl Config {
         ) {
             (Some(key), _) => Ok(Secrets::Sealed(key.clone())),
             (None, true) => Ok(Secrets::Plaintext),
-            (None, false) => Err(ConfigError::invalid(
+            (None, false) => Err(ConfigError::environment(
                 MASTER_KEY_ENV,
                 "is not set: endpoint secrets are encrypted at rest under it (base64 of 32 \
                  random bytes, e.g. `openssl rand -base64 32`); for local development only, \
@@ -710,10 +720,12 @@ impl Config {
 pub fn master_key_from_env(name: &str) -> Result<Option<MasterKey>, ConfigError> {
     match std::env::var(name) {
         Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::invalid(name, "is not base64")),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(ConfigError::environment(name, "is not base64"))
+        }
         Ok(text) => MasterKey::from_base64(&text)
             .map(Some)
-            .map_err(|e| ConfigError::invalid(name, e.to_string())),
+            .map_err(|e| ConfigError::environment(name, e.to_string())),
     }
 }
 
@@ -973,7 +985,10 @@ on_history_lost = "fail"
     fn secrets_need_a_key_unless_plaintext_is_allowed() {
         let mut cfg = Config::from_toml(GOOD).unwrap();
         let err = cfg.secrets().unwrap_err().to_string();
-        assert!(err.contains("`HOOKRELAY_MASTER_KEY`"), "{err}");
+        assert!(
+            err.starts_with("environment variable `HOOKRELAY_MASTER_KEY`"),
+            "{err}"
+        );
         cfg.store.insecure_plaintext_secrets = true;
         assert!(cfg.secrets().unwrap().key().is_none());
         cfg.store.master_key = Some(MasterKey::from_bytes([1; 32]));

@@ -160,7 +160,7 @@ mod tests {
     }
 }
 
-/// Random globs and texts (issue 12): the in-process matcher and the SQL `LIKE`
+/// Random globs and texts: the in-process matcher and the SQL `LIKE`
 /// pattern the store matches with agree, and neither panics.
 #[cfg(test)]
 mod properties {

@@ -13,6 +13,11 @@ use std::{
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+/// How recent a reader's last empty look must be for the source to count as caught
+/// up. Every reader looks at least this often while idle (PostgreSQL at its
+/// `poll_interval`, MySQL at each server heartbeat, MongoDB at each empty getMore).
+pub const CAUGHT_UP_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How many notices a source keeps for `/v1/sources`.
 pub const NOTICES_KEPT: usize = 5;
 
@@ -74,6 +79,11 @@ pub struct SourceSnapshot {
     pub events_captured: u64,
     /// `committed_at` of the newest of them.
     pub last_event_at: Option<DateTime<Utc>>,
+    /// When the reader last looked and found nothing more to read: every change
+    /// committed before then is captured.
+    pub caught_up_at: Option<DateTime<Utc>>,
+    /// The reader's last look found nothing, and no batch came since.
+    pub caught_up: bool,
     /// The latest notices, oldest first (at most [`NOTICES_KEPT`]).
     pub notices: Vec<Notice>,
     /// The leadership epoch this process reads the source under, while it leads.
@@ -101,6 +111,26 @@ impl SourceSnapshot {
         }
     }
 
+    /// How far capture is behind, in seconds, as this process sees it: 0 while its
+    /// reader is caught up (its last look, within [`CAUGHT_UP_FRESH`], found nothing
+    /// to read); else the time since the latest point known to be captured (the
+    /// newest captured change's commit, or the reader's last empty look), so a reader
+    /// that is working through a backlog, failing or stuck shows a growing figure.
+    /// None where this process does not read the source (standby) or knows nothing yet.
+    pub fn lag_seconds(&self, now: DateTime<Utc>) -> Option<f64> {
+        if matches!(self.state, SourceState::Standby | SourceState::Stopped) {
+            return None;
+        }
+        let fresh = self.caught_up_at.is_some_and(|t| {
+            now - t <= chrono::Duration::from_std(CAUGHT_UP_FRESH).unwrap_or_default()
+        });
+        if self.state == SourceState::Running && self.caught_up && fresh {
+            return Some(0.0);
+        }
+        let known = self.caught_up_at.max(self.last_event_at)?;
+        Some((now - known).num_milliseconds().max(0) as f64 / 1000.0)
+    }
+
     /// The newest notice, if any.
     pub fn last_notice(&self) -> Option<&Notice> {
         self.notices.last()
@@ -123,6 +153,8 @@ impl SourceStatus {
             errors: 0,
             events_captured: 0,
             last_event_at: None,
+            caught_up_at: None,
+            caught_up: false,
             notices: Vec::new(),
             epoch: None,
             takeovers: 0,
@@ -144,6 +176,7 @@ impl SourceStatus {
     pub fn set_state(&self, state: SourceState) {
         let mut g = self.lock();
         g.state = state;
+        g.caught_up = false;
         g.leader_capturing = false;
         if state != SourceState::Running && state != SourceState::Starting {
             g.epoch = None;
@@ -187,9 +220,19 @@ impl SourceStatus {
     pub fn note_batch(&self, events: u64, last: Option<DateTime<Utc>>) {
         let mut g = self.lock();
         g.events_captured += events;
+        if events > 0 {
+            g.caught_up = false;
+        }
         if last.is_some() {
             g.last_event_at = last;
         }
+    }
+
+    /// The reader looked and found nothing more to read.
+    pub fn note_caught_up(&self) {
+        let mut g = self.lock();
+        g.caught_up = true;
+        g.caught_up_at = Some(Utc::now());
     }
 
     /// This process took the source's leadership under `epoch`.
@@ -223,6 +266,45 @@ impl SourceStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lag_is_zero_when_caught_up_and_grows_while_behind() {
+        let s = SourceStatus::new("shop", "postgres");
+        let now = Utc::now();
+        assert_eq!(s.snapshot().lag_seconds(now), None, "nothing known yet");
+        s.set_state(SourceState::Running);
+        let old = now - chrono::Duration::seconds(7);
+        s.note_batch(3, Some(old));
+        let lag = s.snapshot().lag_seconds(now).expect("a lag");
+        assert!(
+            (6.9..8.0).contains(&lag),
+            "behind by the newest change's age: {lag}"
+        );
+        s.note_caught_up();
+        assert_eq!(
+            s.snapshot().lag_seconds(Utc::now()),
+            Some(0.0),
+            "idle is not behind"
+        );
+        let later = Utc::now() + chrono::Duration::seconds(5);
+        assert_eq!(
+            s.snapshot().lag_seconds(later),
+            Some(0.0),
+            "idle for a while is not behind"
+        );
+        s.note_batch(1, Some(Utc::now()));
+        let much_later = Utc::now() + chrono::Duration::seconds(90);
+        let lag = s.snapshot().lag_seconds(much_later).expect("a lag");
+        assert!(lag >= 89.0, "a batch, then no look for 90 s: {lag}");
+        s.note_caught_up();
+        let stale = Utc::now() + CAUGHT_UP_FRESH + chrono::Duration::seconds(10);
+        assert!(
+            s.snapshot().lag_seconds(stale).expect("a lag") >= 39.0,
+            "a look too long ago"
+        );
+        s.set_standby(true);
+        assert_eq!(s.snapshot().lag_seconds(now), None, "only the reader knows");
+    }
 
     #[test]
     fn notices_keep_the_latest_few_in_order() {

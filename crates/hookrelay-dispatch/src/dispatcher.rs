@@ -385,7 +385,8 @@ impl Dispatcher {
         self.signal.offer(None);
 
         // Drain: wait for every worker to hand in its permit, then for the recorder,
-        // but no longer than the grace allows (bounded shutdown, issue 7). What is
+        // but no longer than the grace allows (bounded shutdown: SIGTERM must stop the
+        // process even while the store or an endpoint does not answer). What is
         // still in flight or unrecorded then is left to lease expiry.
         let grace = self.cfg.shutdown_grace.saturating_sub(DRAIN_MARGIN);
         info!(grace = ?grace, "dispatcher stopping; waiting for in-flight deliveries");

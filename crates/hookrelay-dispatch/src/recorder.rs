@@ -10,7 +10,7 @@
 //!                              the delivery to lease expiry (it is sent again)
 //! ```
 //!
-//! So one outcome the store cannot take never holds up the others (issue 7), while an
+//! So one outcome the store cannot take never holds up the others, while an
 //! unreachable store loses nothing: the deliveries' leases cover their outcomes until
 //! they are written. When the process must stop (`abandon`), the outcomes not yet
 //! written are logged by delivery id and left to lease expiry (at-least-once).

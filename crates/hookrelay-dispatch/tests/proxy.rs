@@ -1,4 +1,4 @@
-//! Proxies cannot carry a delivery past the address guard (issue 12, item 2): the
+//! Proxies cannot carry a delivery past the address guard: the
 //! environment's proxy is ignored, and an explicit `dispatch.proxy` is used only for
 //! targets the guard allows. Both "servers" here are real sockets on 127.0.0.1 that
 //! record the request line they were sent. This test binary sets `HTTP_PROXY` and

@@ -53,7 +53,7 @@ kinds as (
       from (select distinct source, event_type from input) d
 ),
 matched as materialized (
-    -- only the candidates (issue 16, sql/V8): the filters whose literal prefix or
+    -- only the candidates (sql/V8): the filters whose literal prefix or
     -- suffix the type has, those for the batch's source, and those with no literal.
     -- Matching every enabled subscription's patterns read all 10,000 rows of the
     -- idle ones; this reads a few dozen index entries and the candidates (bench
@@ -175,8 +175,8 @@ dlv as (
 /// Due marks and what the batch returns, shared by both forms.
 const MARKS_AND_RESULT: &str = "
 work as (
-    -- the subscriptions given work are due now (the claim starts from these, issue
-    -- 16); `marks` tells a claim settling one as idle that work came since it looked.
+    -- the subscriptions given work are due now (the claim starts from these, so
+    -- idle subscriptions cost it nothing); `marks` tells a claim settling one as idle that work came since it looked.
     -- In subscription order, so two batches lock these rows in the same order.
     -- Paused subscriptions are left out: their deliveries wait for the resume.
     insert into hookrelay.subscription_work as w (subscription_id, due_at)

@@ -128,7 +128,7 @@ impl OpenedCache {
 /// waiting (`all_seen`).
 pub const CLAIM_DUE: &str = "
 with due as (
-    -- only subscriptions that may have due work (issue 16): naming every enabled one
+    -- only subscriptions that may have due work: naming every enabled one
     -- made each claim probe 1,000 idle subscriptions' indexes, 13x slower for 10
     -- active ones; idle subscriptions are not in this partial index at all.
     -- `enabled` is a scalar subquery, looked up by key per due row: written as a
@@ -325,7 +325,7 @@ update hookrelay.subscription_work w
 /// own row (sql/V9), every other one as a row of `attempts`.
 ///
 /// Per delivered event this is the delivery's outcome update alone, not that update
-/// plus an attempts insert and its index entry (figures: README, issue 14). `inline`
+/// plus an attempts insert and its index entry (figures: docs/benchmarks.md). `inline`
 /// takes only an attempt with nothing logged before it (no attempt rows, the columns
 /// still empty), so the columns always hold the oldest attempt and the listing stays
 /// in order. The two updates touch disjoint rows: `rest` skips the ids `inline`

@@ -122,6 +122,14 @@ impl Store {
             .iter()
             .map(attempt_from_row)
             .collect::<Result<Vec<_>, _>>()?;
+        // One numbering over the delivery's life, as a receiver counts its arrivals:
+        // a replay's attempts continue it (the stored number restarts at 1 with the
+        // replay's fresh retry budget).
+        let attempts = attempts
+            .into_iter()
+            .zip(1..)
+            .map(|(a, n)| Attempt { attempt: n, ..a })
+            .collect();
         Ok(DeliveryDetail { delivery, attempts })
     }
 

@@ -201,7 +201,8 @@ pub struct Delivery {
 /// One HTTP attempt of a delivery.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Attempt {
-    /// 1-based number within the delivery's current run (a replay starts again at 1).
+    /// 1-based number among all of the delivery's attempts, oldest first; a replay's
+    /// attempts continue the count (its retry budget, `attempt_count`, starts afresh).
     pub attempt: i32,
     pub started_at: DateTime<Utc>,
     pub duration_ms: i32,

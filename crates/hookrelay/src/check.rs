@@ -107,7 +107,7 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
                 }
             }
             Ok(problems) => {
-                failed += 1;
+                failed += problems.len();
                 for p in problems {
                     println!("FAIL  source {}: {p}", src.name);
                 }
@@ -119,7 +119,10 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
         }
     }
     if failed > 0 {
-        anyhow::bail!("{failed} check(s) failed");
+        anyhow::bail!(
+            "{failed} problem{} found (each FAIL line above says what to do)",
+            if failed == 1 { "" } else { "s" }
+        );
     }
     Ok(())
 }

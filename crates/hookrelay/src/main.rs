@@ -18,6 +18,7 @@ const NEW_MASTER_KEY_ENV: &str = "HOOKRELAY_NEW_MASTER_KEY";
 )]
 struct Cli {
     /// Config file (TOML); every key can be overridden as HOOKRELAY_<SECTION>__<KEY>.
+    /// `demo` reads none: it makes its own.
     #[arg(long, short, global = true, env = "HOOKRELAY_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -27,13 +28,33 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Migrate the store, then capture, deliver and serve the admin API until SIGINT/SIGTERM.
+    ///
+    /// Needs HOOKRELAY_MASTER_KEY in the environment (base64 of 32 random bytes, e.g.
+    /// `openssl rand -base64 32`): endpoint secrets and custom header values are
+    /// encrypted in the store under it. Without it, `run` refuses to start unless
+    /// `store.insecure_plaintext_secrets = true` (development only). On SIGINT/SIGTERM
+    /// in-flight deliveries finish within `dispatch.shutdown_grace`. Each source logs
+    /// `capturing` once changes committed from then on will be sent; /readyz answers
+    /// 200 once every source has.
     Run,
     /// Apply pending store migrations and exit.
     Migrate,
     /// Validate the config and check that the store and every source are reachable.
+    ///
+    /// Checks the master key, the store, and each source's prerequisites (tables
+    /// with primary keys; for MySQL the binlog settings and grants; for MongoDB a
+    /// replica set and the privileges), printing one line per component and one FAIL
+    /// line per problem, with the statement that fixes it where there is one.
+    ///
+    /// Exit codes: 0 everything is ready; 1 at least one problem (the last line counts
+    /// them); 2 the config itself is invalid (the message names the key).
     Check,
     /// A self-contained tour on a local PostgreSQL: scratch databases, a built-in
     /// receiver that verifies every signature, a stream of changes, a retry, a replay.
+    ///
+    /// Needs no config file (a global --config is ignored here) and no master key:
+    /// it makes scratch databases on --database-url's server and drops them when it
+    /// ends.
     Demo {
         /// A PostgreSQL server to create scratch databases on.
         #[arg(

@@ -1,7 +1,7 @@
 //! Memory stays bounded when work piles up (DESIGN §1.1.4): a dead endpoint with a
 //! large backlog, and one huge transaction. hookrelay runs as a child process so its
-//! own peak RSS can be read. Short sizes in CI; `FAULTS_LONG=1` uses the
-//! issue's 1,000,000.
+//! own peak RSS can be read. Short sizes in CI; `FAULTS_LONG=1` uses
+//! 1,000,000.
 
 use std::{
     collections::HashMap,

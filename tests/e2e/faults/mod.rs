@@ -1,4 +1,4 @@
-//! The fault suite (issue 3): crashes, restarts, lost connections, network partitions
+//! The fault suite: crashes, restarts, lost connections, network partitions
 //! and bad receivers, each checked against a ledger of what committed. `FAULTS_LONG=1`
 //! runs the long form (50 kills instead of 5).
 

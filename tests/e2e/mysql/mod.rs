@@ -1,4 +1,4 @@
-//! MySQL/MariaDB sources end to end (issue 9): a throwaway MariaDB with its binlog on,
+//! MySQL/MariaDB sources end to end: a throwaway MariaDB with its binlog on,
 //! hookrelay in-process, a real HTTP receiver.
 
 #[cfg(feature = "failpoints")]

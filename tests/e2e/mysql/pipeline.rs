@@ -342,6 +342,35 @@ async fn check_names_every_missing_prerequisite_with_its_fix() {
         assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
     }
     assert!(!err.contains("shop.orders"), "orders is fine: {err}");
+    // Fix lines name the configured user: an administrator runs them.
+    assert!(!err.contains("CURRENT_USER"), "{err}");
+    assert!(
+        err.contains("GRANT SELECT ON `shop`.`missing` TO 'cdc'@'127.0.0.1';"),
+        "{err}"
+    );
+
+    // A user the server refuses: its message, and what to run for that user.
+    let denied = mysql_config(
+        "postgres://unused@127.0.0.1/x",
+        &format!("mysql://cdc:wrong@127.0.0.1:{}/shop", off.port),
+        &["shop.orders"],
+        "",
+    );
+    let problems = MysqlSource::check(&denied.sources[0])
+        .await
+        .expect("a refusal is a problem, not an error");
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    for expected in [
+        "the server refused user cdc",
+        "Access denied",
+        "GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'cdc'@'%';",
+        "GRANT SELECT ON `shop`.`orders` TO 'cdc'@'%';",
+    ] {
+        assert!(
+            problems[0].contains(expected),
+            "{expected:?} missing from {problems:#?}"
+        );
+    }
 
     // The same tables on a ready server, as a user with the grants: nothing to fix.
     let ready = shop().await;

@@ -1,4 +1,4 @@
-//! Random request bodies and query strings against the live router (issue 12): every
+//! Random request bodies and query strings against the live router: every
 //! answer is below 500, and every refusal is a problem+json document. Bodies that
 //! happen to be valid are simply accepted.
 

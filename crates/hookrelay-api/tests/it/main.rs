@@ -6,6 +6,7 @@ mod deliveries;
 mod events;
 mod fuzz;
 mod harness;
+mod metrics;
 mod openapi;
 mod secrets;
 mod slowloris;

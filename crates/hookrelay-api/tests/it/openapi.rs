@@ -438,3 +438,65 @@ async fn readyz_answers_fit_the_documented_problem() {
         "`sources` is documented: {resolved}"
     );
 }
+
+/// Every operation has an `operationId`, unique across the document and shaped
+/// `verbNoun` (what client generators turn into method names), so a generated client
+/// has one method per operation.
+#[tokio::test]
+async fn every_operation_has_its_own_meaningful_operation_id() {
+    let api = TestApi::new().await;
+    let spec = spec(&api).await;
+    let mut seen = BTreeSet::new();
+    for (method, path) in operations(&spec) {
+        let id = spec["paths"][&path][&method]["operationId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path}: no operationId"))
+            .to_owned();
+        let verb = [
+            "list", "get", "create", "update", "delete", "replay", "rotate", "test",
+        ]
+        .into_iter()
+        .find(|v| id.starts_with(v));
+        assert!(
+            verb.is_some_and(|v| id[v.len()..].starts_with(|c: char| c.is_ascii_uppercase()))
+                && id.chars().all(|c| c.is_ascii_alphanumeric()),
+            "{method} {path}: operationId {id:?} is not verbNoun"
+        );
+        assert!(seen.insert(id.clone()), "operationId {id:?} appears twice");
+    }
+
+    // A standard validator, where it is installed (`pip install
+    // openapi-spec-validator`); elsewhere the checks above stand in for it.
+    const VALIDATE: &str = "import json, sys\n\
+        try:\n    from openapi_spec_validator import validate\n\
+        except ImportError:\n    sys.exit(3)\n\
+        validate(json.load(sys.stdin))\n";
+    let doc = serde_json::to_vec(&spec).expect("spec");
+    match crate::metrics::run_with_stdin("python3", &["-c", VALIDATE], &doc) {
+        Some((true, _)) => {}
+        Some((false, said)) if said.is_empty() => {
+            eprintln!("openapi-spec-validator is not installed: checked above only")
+        }
+        Some((false, said)) => panic!("openapi-spec-validator refuses /openapi.json: {said}"),
+        None => eprintln!("python3 is not installed: checked above only"),
+    }
+}
+
+/// docs/api.md covers the API: every documented operation appears there as
+/// `METHOD /path`, so a new route cannot ship without its page.
+#[tokio::test]
+async fn every_operation_appears_in_the_api_page() {
+    let api = TestApi::new().await;
+    let spec = spec(&api).await;
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md"))
+        .expect("read docs/api.md");
+    let missing: Vec<String> = operations(&spec)
+        .into_iter()
+        .map(|(m, p)| format!("{} {p}", m.to_uppercase()))
+        .filter(|op| !page.contains(op.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/api.md does not mention {missing:?}"
+    );
+}

@@ -1,4 +1,4 @@
-//! Secrets at rest (issue 12): what the raw store row holds, what a wrong or missing
+//! Secrets at rest: what the raw store row holds, what a wrong or missing
 //! key does, plaintext rows sealed at start-up, and master key rotation.
 
 use chrono::Utc;

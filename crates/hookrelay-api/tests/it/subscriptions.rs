@@ -407,7 +407,7 @@ async fn filters_are_checked_against_the_configured_sources() {
     assert_eq!(res.status, StatusCode::OK);
 }
 
-/// `limit`/`cursor` page the listing (issue 16); without them the answer is the plain
+/// `limit`/`cursor` page the listing (10,000 subscriptions in one answer is slow); without them the answer is the plain
 /// `{data}` it always was, every subscription oldest first.
 #[tokio::test]
 async fn the_listing_pages_with_limit_and_cursor() {

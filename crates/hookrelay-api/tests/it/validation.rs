@@ -525,7 +525,7 @@ async fn oversized_bodies_are_refused() {
 
 /// A NUL fits in JSON (`\u0000`) and in a URL (`%00`) but in no store column: every
 /// string field, path segment and query parameter that carries one is a 400 naming it,
-/// never a 500 (issue 7).
+/// never a 500.
 #[tokio::test]
 async fn nul_anywhere_is_a_bad_request_naming_the_field() {
     let api = TestApi::new().await;

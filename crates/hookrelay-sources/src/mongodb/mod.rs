@@ -301,6 +301,7 @@ impl<'a> Reader<'a> {
                 None => {
                     // An empty getMore: all caught up.
                     self.flush(sink).await?;
+                    status.note_caught_up();
                     if self.committed_at.elapsed() >= IDLE_CHECKPOINT {
                         if let Some(token) = stream.resume_token() {
                             let text = token_text(&token)?;

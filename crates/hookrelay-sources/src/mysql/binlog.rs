@@ -41,12 +41,14 @@ use super::{
     table::TableLayout,
     value::Charset,
 };
-use crate::{BatchSink, SourceError};
+use crate::{BatchSink, SourceError, SourceStatus};
 
 /// How long the stream may be quiet before the reader suspects a dead connection:
 /// the server sends a heartbeat every `HEARTBEAT` while idle.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 const SILENCE_LIMIT: Duration = Duration::from_secs(16);
+/// The binlog's HEARTBEAT_LOG_EVENT type (MySQL and MariaDB).
+const HEARTBEAT_EVENT: u8 = 27;
 /// While events wait in `done`, wait this long for more before committing: a burst of
 /// small transactions becomes one store commit.
 const BATCH_WINDOW: Duration = Duration::from_millis(1);
@@ -72,6 +74,8 @@ struct Mapped {
 
 pub(super) struct Reader<'a, S> {
     source: &'a str,
+    /// Told when the reader has read all the server sent (for `lag_seconds`).
+    status: &'a SourceStatus,
     sink: &'a S,
     batch_size: usize,
     watched: &'a HashSet<(String, String)>,
@@ -96,6 +100,7 @@ impl<'a, S: BatchSink> Reader<'a, S> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         source: &'a str,
+        status: &'a SourceStatus,
         sink: &'a S,
         batch_size: usize,
         watched: &'a HashSet<(String, String)>,
@@ -105,6 +110,7 @@ impl<'a, S: BatchSink> Reader<'a, S> {
     ) -> Self {
         Self {
             source,
+            status,
             sink,
             batch_size,
             watched,
@@ -143,7 +149,14 @@ impl<'a, S: BatchSink> Reader<'a, S> {
                 _ = stop.cancelled() => return Ok(()),
             };
             match next {
-                Some(Some(Ok(ev))) => self.handle(&ev).await?,
+                Some(Some(Ok(ev))) => {
+                    let heartbeat = ev.header().event_type_raw() == HEARTBEAT_EVENT;
+                    self.handle(&ev).await?;
+                    // The server had nothing to send for a heartbeat period.
+                    if heartbeat && self.is_between_groups() {
+                        self.status.note_caught_up();
+                    }
+                }
                 Some(Some(Err(e))) => return Err(e.into()),
                 Some(None) => {
                     return Err(SourceError::Database {
@@ -153,6 +166,11 @@ impl<'a, S: BatchSink> Reader<'a, S> {
                 }
                 None if !self.done.is_empty() || self.boundary != self.saved => {
                     self.commit_done().await?;
+                    // Nothing more came within the window: read up to what the
+                    // server has sent.
+                    if self.is_between_groups() {
+                        self.status.note_caught_up();
+                    }
                 }
                 None => {
                     return Err(SourceError::Database {
@@ -291,6 +309,11 @@ impl<'a, S: BatchSink> Reader<'a, S> {
     }
 
     /// Commits the completed groups with the boundary after them.
+    /// No event group is open and none waits to be committed.
+    fn is_between_groups(&self) -> bool {
+        self.group.is_none() && self.open.is_empty() && self.done.is_empty()
+    }
+
     async fn commit_done(&mut self) -> Result<(), SourceError> {
         let events = std::mem::take(&mut self.done);
         self.commit(events, self.boundary.clone()).await

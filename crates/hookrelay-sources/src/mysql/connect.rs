@@ -167,6 +167,11 @@ impl MysqlConnector {
 
     /// A refused certificate says which host, which CA and what failed; anything
     /// else is the driver's error as it is.
+    /// The user the URL names, for fix lines.
+    pub fn user(&self) -> Option<&str> {
+        self.plain.user()
+    }
+
     fn refusal(&self, e: mysql_async::Error) -> SourceError {
         match find_rustls_error(&e) {
             Some(r) => SourceError::Setup(format!(

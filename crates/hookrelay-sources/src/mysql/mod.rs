@@ -100,7 +100,19 @@ impl MysqlSource {
             .iter()
             .filter_map(|t| split_qualified(t).map(|(s, t)| (s.to_owned(), t.to_owned())))
             .collect();
-        let mut conn = connector.connect().await?;
+        let user = connector.user().unwrap_or("<user>").to_owned();
+        let mut conn = match connector.connect().await {
+            Ok(conn) => conn,
+            // Access denied (wrong password, unknown user, no access to the database):
+            // the server's words, then what to run.
+            Err(SourceError::Database { message, .. }) if message.contains("Access denied") => {
+                return Ok(vec![format!(
+                    "the server refused user {user} ({message}): {}",
+                    setup::access_denied_fix(&user, &tables)
+                )]);
+            }
+            Err(e) => return Err(e),
+        };
         let problems = setup::problems(&mut conn, &tables).await;
         let _ = conn.disconnect().await;
         problems
@@ -212,6 +224,7 @@ impl Source for MysqlSource {
         status.set_state(SourceState::Running);
         binlog::Reader::new(
             &self.cfg.name,
+            status,
             sink,
             self.cfg.batch_size,
             &self.watched,

@@ -80,7 +80,14 @@ pub async fn problems(
     {
         out.push("binlog_row_value_options has PARTIAL_JSON: JSON updates would carry no full value; SET GLOBAL binlog_row_value_options = '';".into());
     }
-    out.extend(missing_grants(conn).await?);
+    // Fix lines name the user hookrelay connects as: `TO CURRENT_USER` in a statement
+    // an administrator runs would grant the administrator.
+    let user: String = conn
+        .query_first("SELECT CURRENT_USER()")
+        .await?
+        .unwrap_or_else(|| "the hookrelay user".into());
+    let quoted = quote_account(&user);
+    out.extend(missing_grants(conn, &user, &quoted).await?);
     for (db, table) in tables {
         let key_columns: Vec<String> = conn
             .exec(
@@ -103,7 +110,7 @@ pub async fn problems(
                 "table {db}.{table} has no primary key: events need one for their key and per-key order; ALTER TABLE `{db}`.`{table}` ADD PRIMARY KEY (…);"
             ),
             None => format!(
-                "table {db}.{table} does not exist or this user cannot see it: create it, or GRANT SELECT ON `{db}`.`{table}` TO CURRENT_USER;"
+                "table {db}.{table} does not exist or this user cannot see it: create it, or GRANT SELECT ON `{db}`.`{table}` TO {quoted};"
             ),
         });
     }
@@ -112,7 +119,11 @@ pub async fn problems(
 
 /// REPLICATION SLAVE (to read the binlog) and REPLICATION CLIENT (MariaDB 10.5+
 /// calls it BINLOG MONITOR; to ask for the current position and the binlog list).
-async fn missing_grants(conn: &mut Conn) -> Result<Vec<String>, SourceError> {
+async fn missing_grants(
+    conn: &mut Conn,
+    user: &str,
+    quoted: &str,
+) -> Result<Vec<String>, SourceError> {
     let grants: Vec<String> = conn.query("SHOW GRANTS").await?;
     let global: Vec<String> = grants
         .iter()
@@ -123,14 +134,6 @@ async fn missing_grants(conn: &mut Conn) -> Result<Vec<String>, SourceError> {
         global
             .iter()
             .any(|g| g.contains("ALL PRIVILEGES") || names.iter().any(|n| g.contains(n)))
-    };
-    let user: String = conn
-        .query_first("SELECT CURRENT_USER()")
-        .await?
-        .unwrap_or_else(|| "the hookrelay user".into());
-    let quoted = match user.split_once('@') {
-        Some((u, h)) => format!("'{u}'@'{h}'"),
-        None => user.clone(),
     };
     let mut out = Vec::new();
     if !has(&["REPLICATION SLAVE", "REPLICATION REPLICA"]) {
@@ -144,6 +147,29 @@ async fn missing_grants(conn: &mut Conn) -> Result<Vec<String>, SourceError> {
         ));
     }
     Ok(out)
+}
+
+/// `cdc@%` as an account name a GRANT takes: `'cdc'@'%'`.
+pub fn quote_account(user: &str) -> String {
+    match user.rsplit_once('@') {
+        Some((u, h)) => format!("'{u}'@'{h}'"),
+        None => format!("'{user}'"),
+    }
+}
+
+/// What to run when the server refuses the configured user (access denied): the
+/// account with the privileges a source needs, named as the url names it.
+pub fn access_denied_fix(user: &str, tables: &[(String, String)]) -> String {
+    let account = format!("'{user}'@'%'");
+    let selects: Vec<String> = tables
+        .iter()
+        .map(|(db, t)| format!("GRANT SELECT ON `{db}`.`{t}` TO {account};"))
+        .collect();
+    format!(
+        "check the user and password in the source's url; the user needs (run as an administrator, host part as your network needs): \
+         CREATE USER {account} IDENTIFIED BY '…'; GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO {account}; {}",
+        selects.join(" ")
+    )
 }
 
 /// The server's current binlog end: where a new source starts capturing.

@@ -243,6 +243,7 @@ impl<'a> Reader<'a> {
                 }
                 let n = self.drain_once(sink, batch).await?;
                 if n == 0 {
+                    status.note_caught_up();
                     break;
                 }
                 if (n as i64) < batch {
@@ -265,6 +266,7 @@ impl<'a> Reader<'a> {
                     self.set_idle(false).await?;
                     break;
                 }
+                status.note_caught_up();
             }
         }
     }

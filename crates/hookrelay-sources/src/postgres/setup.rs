@@ -132,7 +132,7 @@ begin
     -- limit), `rows` of them, `seq` numbering the first: one heap row and two index
     -- entries per chunk instead of per row. Most statements are small, and numbering
     -- and sizing every image (a window and a sort) cost a fifth of the trigger, so a
-    -- first pass counts the rows and their stored size: one row goes in the
+    -- counting step first takes the rows and their stored size: one row goes in the
     -- one-change form, up to 1,000 rows stored in at most 256 KiB as one chunk (even
     -- compressed 255:1 and escaped 6:1 that is far below 1 GB), only larger
     -- statements are cut by count and JSON size.
