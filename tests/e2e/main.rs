@@ -11,6 +11,7 @@ mod deploy;
 mod faults;
 mod idle;
 mod leaks;
+mod lifetime;
 mod mongo;
 mod mysql;
 mod operator;

@@ -20,6 +20,7 @@ mod claim;
 mod deliveries;
 mod error;
 mod events;
+mod expiry;
 mod gauges;
 mod leader;
 mod listing;
@@ -41,6 +42,7 @@ use tokio_postgres::NoTls;
 pub use batch::BatchOutcome;
 pub use claim::{Claim, ClaimProgress, ClaimRoom, ClaimedDelivery, Outcome, OutcomeStatus};
 pub use error::{describe_pg, is_transient_pg, StoreError};
+pub use expiry::expiry_interval;
 pub use gauges::Backlog;
 pub use leader::SourceLock;
 pub use listing::MAX_PAGE;
@@ -75,6 +77,8 @@ pub struct Store {
     opened: Arc<claim::OpenedCache>,
     /// Deliveries and events removed by retention (see `retention`).
     pruned: Arc<AtomicU64>,
+    /// `dispatch.max_age`: how long a delivery lives (see `expiry`).
+    max_age: std::time::Duration,
 }
 
 /// Connections in the relaxed pool: the claimer and the outcome recorder.
@@ -151,7 +155,16 @@ impl Store {
             pruned: Arc::default(),
             secrets: Arc::default(),
             opened: Arc::default(),
+            max_age: hookrelay_core::config::DispatchConfig::default().max_age,
         })
+    }
+
+    /// Deliveries live `max_age` (`dispatch.max_age`; the default without this): the
+    /// outcome of an attempt past it fails the delivery, and
+    /// [`Store::expire_deliveries`] fails those left untried.
+    pub fn with_max_age(mut self, max_age: std::time::Duration) -> Self {
+        self.max_age = max_age;
+        self
     }
 
     /// Seals secrets with `secrets` from now on. A store built by [`Store::connect`]
