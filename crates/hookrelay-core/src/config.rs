@@ -286,6 +286,32 @@ pub struct SourceConfig {
     /// upstream (binlogs purged). `fail` keeps the source in error until a human acts.
     #[serde(default)]
     pub on_history_lost: OnHistoryLost,
+    /// mongodb: where an update's `after` comes from (see [`PostImages`]).
+    #[serde(default)]
+    pub post_images: PostImages,
+}
+
+/// Where a MongoDB update's `after` comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PostImages {
+    /// The post-image of that change where the collection keeps them
+    /// (`changeStreamPreAndPostImages`), else the document as it is when the change is
+    /// read (a lookup, which may already hold later changes).
+    #[default]
+    WhenAvailable,
+    /// Every watched collection must keep post-images; a change without one stops
+    /// the source with an error rather than sending a looked-up document.
+    Required,
+}
+
+impl PostImages {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostImages::WhenAvailable => "when_available",
+            PostImages::Required => "required",
+        }
+    }
 }
 
 /// What a source does when its checkpoint points at history the server no longer has.
@@ -734,6 +760,12 @@ impl Config {
                     "0 is not a valid replica server id (use 1..=4294967295)",
                 ));
             }
+            if s.post_images != PostImages::WhenAvailable && s.kind != SourceKind::Mongodb {
+                return Err(ConfigError::invalid(
+                    key("post_images"),
+                    "is only for kind = \"mongodb\"",
+                ));
+            }
             if s.on_history_lost != OnHistoryLost::Fail && s.kind == SourceKind::Postgres {
                 return Err(ConfigError::invalid(
                     key("on_history_lost"),
@@ -974,6 +1006,8 @@ tables = ["public.orders"]
             (&MYSQL.replace("server_id = 4242", "server_id = -1"), "sources[0].server_id", "-1"),
             (&MYSQL.replace("\"fail\"", "\"skip\""), "sources[0].on_history_lost", "skip"),
             (&GOOD.replace("tables = [", "on_history_lost = \"restart_from_now\"\ntables = ["), "sources[0].on_history_lost", "only for kind"),
+            (&GOOD.replace("tables = [", "post_images = \"required\"\ntables = ["), "sources[0].post_images", "only for kind"),
+            (&GOOD.replace("tables = [", "post_images = \"always\"\ntables = ["), "sources[0].post_images", "always"),
         ];
         for (text, key, why) in cases {
             let err = Config::from_toml(text).expect_err(text).to_string();
