@@ -37,6 +37,8 @@ struct Scene {
     api: Api,
     dead: TestReceiver,
     dead_sub: String,
+    /// Paused from the start: its deliveries wait, untried.
+    paused_sub: String,
     healthy: TestReceiver,
     t0: Instant,
 }
@@ -53,6 +55,9 @@ async fn dead_and_healthy(edit: impl FnOnce(&mut hookrelay_core::config::Dispatc
     let healthy = TestReceiver::start().await;
     let dead_sub = api.subscribe(&dead.url, json!({})).await;
     api.subscribe(&healthy.url, json!({})).await;
+    let paused = api
+        .subscribe(&healthy.url, json!({ "enabled": false }))
+        .await;
     let t0 = Instant::now();
     env.source
         .connect()
@@ -68,6 +73,7 @@ async fn dead_and_healthy(edit: impl FnOnce(&mut hookrelay_core::config::Dispatc
         api,
         dead,
         dead_sub: dead_sub["id"].as_str().expect("id").to_owned(),
+        paused_sub: paused["id"].as_str().expect("id").to_owned(),
         healthy,
         t0,
     }
@@ -81,6 +87,7 @@ async fn a_dead_endpoints_deliveries_fail_at_max_age_with_the_circuit_open() {
         api,
         dead,
         dead_sub,
+        paused_sub,
         healthy,
         t0,
     } = dead_and_healthy(|d| {
@@ -129,6 +136,18 @@ async fn a_dead_endpoints_deliveries_fail_at_max_age_with_the_circuit_open() {
         EVENTS,
         "the neighbour got all"
     );
+    // A paused subscription's deliveries age too: never tried, failed all the same.
+    let paused = eventually(
+        "the paused subscription's deliveries to be failed",
+        Duration::from_secs(10),
+        || async {
+            let f = with_status(&api, &paused_sub, "failed").await;
+            (f.len() == EVENTS).then_some(f)
+        },
+    )
+    .await;
+    assert!(paused.iter().all(|d| d["attempt_count"] == 0
+        && d["last_error"] == "expired: not delivered within dispatch.max_age (20s)"));
 
     // A replay starts a failed delivery's life over: the endpoint is back, and each
     // is delivered once the circuit's next probe succeeds, not expired again.
@@ -162,6 +181,7 @@ async fn with_the_breaker_off_a_dead_endpoints_deliveries_use_their_attempts_at_
         dead_sub,
         healthy,
         t0,
+        ..
     } = dead_and_healthy(|d| {
         d.max_attempts = 3;
         d.circuit.failures = 0;
