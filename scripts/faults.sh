@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
 ensure_postgres
+warn_if_no_netns
 
 args=(-p hookrelay --locked --features failpoints --no-capture -E 'test(/^faults::/)')
 if [ "${1:-}" = "--long" ]; then

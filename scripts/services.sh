@@ -43,6 +43,20 @@ ensure_mariadb_binaries() {
   fi
 }
 
+# The network-partition tests (faults::partition) make a network namespace; where that
+# is not allowed (not root, no CAP_NET_ADMIN, no iproute2) they skip, and that must
+# show: said now, and again when the calling script exits, where results are read.
+warn_if_no_netns() {
+  local probe="hookrelay-probe-$$"
+  if ip netns add "$probe" 2>/dev/null; then
+    ip netns del "$probe"
+    return 0
+  fi
+  netns_notice="NOTICE: cannot create network namespaces here (needs root / CAP_NET_ADMIN and iproute2): the network-partition tests (faults::partition) are SKIPPED in this run"
+  echo "$netns_notice" >&2
+  trap 'echo "$netns_notice" >&2' EXIT
+}
+
 # psql against a database, quietly, stopping on the first error.
 sql() {
   local db=$1

@@ -10,6 +10,7 @@ source scripts/services.sh
 
 ensure_postgres
 ensure_mariadb_binaries
+warn_if_no_netns
 # The fault suite's failpoints are compiled into the test build only.
 features=(--features hookrelay/failpoints)
 if cargo nextest --version >/dev/null 2>&1; then

@@ -19,6 +19,7 @@ async fn store_with_subscription(db: &TestDb) -> (Store, String) {
     store.migrate().await.expect("migrate");
     let sub = store
         .create_subscription(&NewSubscription {
+            filter: None,
             url: "http://127.0.0.1:9/".into(),
             description: String::new(),
             event_types: None,
@@ -174,7 +175,7 @@ async fn a_batch_holding_stored_changes_stores_and_delivers_only_the_new_ones() 
         rooms: vec![(sub.clone(), 100)],
     };
     let (again, handed) = store
-        .commit_batch_offered("shop", &events(2..8, i64::from), "8", Some(&offer))
+        .commit_batch_offered("shop", &events(2..8, i64::from), "8", Some(&offer), None)
         .await
         .expect("overlapping batch");
     assert_eq!((again.events, again.deliveries), (4, 4));

@@ -438,6 +438,11 @@ impl TestReceiver {
 
     /// A receiver on a given port (0 = any), e.g. one that was down until now.
     pub async fn scripted_on(port: u16, script: Script) -> Self {
+        Self::scripted_at(std::net::Ipv4Addr::LOCALHOST.into(), port, script).await
+    }
+
+    /// A receiver on another local address, e.g. one a network namespace reaches.
+    pub async fn scripted_at(ip: std::net::IpAddr, port: u16, script: Script) -> Self {
         let state = ReceiverState {
             log: Arc::default(),
             seen: Arc::default(),
@@ -451,7 +456,7 @@ impl TestReceiver {
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        let listener = tokio::net::TcpListener::bind((ip, port))
             .await
             .expect("bind receiver");
         let addr = listener.local_addr().expect("addr");

@@ -27,6 +27,7 @@ async fn store(db: &TestDb) -> Store {
 async fn subscribe(store: &Store, types: &[&str]) -> String {
     store
         .create_subscription(&NewSubscription {
+            filter: None,
             url: "http://127.0.0.1:9/".into(),
             description: String::new(),
             event_types: Some(types.iter().map(|t| t.to_string()).collect()),
@@ -502,6 +503,7 @@ async fn fan_out_picks_the_subscriptions_the_filters_name() {
     for (types, sources) in filters {
         let id = store
             .create_subscription(&NewSubscription {
+                filter: None,
                 url: "http://127.0.0.1:9/".into(),
                 description: String::new(),
                 event_types: types.map(|t| t.iter().map(|g| g.to_string()).collect()),
@@ -649,6 +651,7 @@ async fn fan_out_agrees_with_the_glob_rule_on_random_filters() {
         let globs: Vec<String> = (0..1 + next(3)).map(|_| text(&mut next, true)).collect();
         let id = store
             .create_subscription(&NewSubscription {
+                filter: None,
                 url: "http://127.0.0.1:9/".into(),
                 description: String::new(),
                 event_types: Some(globs.clone()),

@@ -1,9 +1,9 @@
 //! The probes: `/healthz` (the process answers) and `/readyz` (the store answers and
 //! every source captures, DESIGN §1.3).
 //!
-//! The API never calls a source: the binary hands it a [`SourcesReadiness`], a cheap
-//! read-only view of each source's live state, so this crate does not depend on
-//! `hookrelay-sources`.
+//! The API never calls a source: the binary hands it a [`SourcesReadiness`], each
+//! source's live status (`hookrelay_core::status`), which it only reads, so this crate
+//! does not depend on `hookrelay-sources`.
 
 use std::sync::Arc;
 
@@ -17,54 +17,27 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
+use hookrelay_core::status::{SourceSnapshot, SourceStatus};
+
 use crate::{ApiError, ApiState};
 
-/// One source's live state in this process, as `/readyz` and `/v1/sources` use it.
-/// `/readyz` (unauthenticated) shows only the first three fields.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct SourceReadiness {
-    pub name: String,
-    /// `running`, `connecting`, `standby`, `error` (DESIGN §1.5), or `stopped`.
-    pub state: String,
-    /// Capture has begun: changes committed from now on are captured.
-    pub ready: bool,
-    #[serde(skip)]
-    pub kind: String,
-    #[serde(skip)]
-    pub errors: u64,
-    #[serde(skip)]
-    pub events_captured: u64,
-    #[serde(skip)]
-    pub last_event_at: Option<chrono::DateTime<chrono::Utc>>,
-    #[serde(skip)]
-    pub last_error: Option<String>,
-    #[serde(skip)]
-    pub last_error_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// Reads every source's readiness on demand; the default has no sources.
-#[derive(Clone)]
-pub struct SourcesReadiness(Arc<dyn Fn() -> Vec<SourceReadiness> + Send + Sync>);
+/// Every source's live status in this process, read whole on each request.
+#[derive(Clone, Default)]
+pub struct SourcesReadiness(Arc<[SourceStatus]>);
 
 impl SourcesReadiness {
-    pub fn new(read: impl Fn() -> Vec<SourceReadiness> + Send + Sync + 'static) -> Self {
-        Self(Arc::new(read))
+    pub fn new(statuses: Vec<SourceStatus>) -> Self {
+        Self(statuses.into())
     }
 
     /// Every source, in config order.
-    pub fn all(&self) -> Vec<SourceReadiness> {
-        (self.0)()
+    pub fn all(&self) -> Vec<SourceSnapshot> {
+        self.0.iter().map(SourceStatus::snapshot).collect()
     }
 
     /// The sources not capturing yet.
-    pub fn not_ready(&self) -> Vec<SourceReadiness> {
-        (self.0)().into_iter().filter(|s| !s.ready).collect()
-    }
-}
-
-impl Default for SourcesReadiness {
-    fn default() -> Self {
-        Self::new(Vec::new)
+    pub fn not_ready(&self) -> Vec<SourceSnapshot> {
+        self.all().into_iter().filter(|s| !s.is_ready()).collect()
     }
 }
 
@@ -129,7 +102,7 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
     }
     let named: Vec<String> = waiting
         .iter()
-        .map(|s| format!("{} ({})", s.name, s.state))
+        .map(|s| format!("{} ({})", s.name, s.state.as_str()))
         .collect();
     let body = SourcesNotReady {
         r#type: "urn:hookrelay:problem:sources-not-ready",
@@ -139,9 +112,9 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
         sources: waiting
             .into_iter()
             .map(|s| WaitingSource {
+                ready: s.is_ready(),
                 name: s.name,
-                state: s.state,
-                ready: s.ready,
+                state: s.state.as_str().to_owned(),
             })
             .collect(),
     };

@@ -36,7 +36,7 @@ use utoipa::OpenApi as _;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use error::{ApiError, Problem};
-pub use health::{SourceReadiness, SourcesReadiness};
+pub use health::SourcesReadiness;
 pub use serve::{serve, ConnectionGauge, ServeLimits};
 pub use test_send::TestSender;
 

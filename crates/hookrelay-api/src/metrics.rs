@@ -51,12 +51,42 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError
     let captured = Family::<Labels, Counter>::default();
     let source_errors = Family::<Labels, Counter>::default();
     let source_ready = Family::<Labels, Gauge>::default();
+    let takeovers = Family::<Labels, Counter>::default();
+    let leadership_lost = Family::<Labels, Counter>::default();
+    let fenced = Family::<Labels, Counter>::default();
+    let last_notice = Family::<Labels, Gauge>::default();
     for s in state.sources.all() {
         let l = labels(&[("source", &s.name), ("kind", &s.kind)]);
         captured.get_or_create(&l).inc_by(s.events_captured);
         source_errors.get_or_create(&l).inc_by(s.errors);
-        source_ready.get_or_create(&l).set(i64::from(s.ready));
+        source_ready.get_or_create(&l).set(i64::from(s.is_ready()));
+        takeovers.get_or_create(&l).inc_by(s.takeovers);
+        leadership_lost.get_or_create(&l).inc_by(s.leadership_lost);
+        fenced.get_or_create(&l).inc_by(s.fenced_commits);
+        if let Some(n) = s.last_notice() {
+            last_notice.get_or_create(&l).set(n.at.timestamp());
+        }
     }
+    reg.register(
+        "hookrelay_source_takeovers",
+        "Times this process took a source's leadership",
+        takeovers,
+    );
+    reg.register(
+        "hookrelay_source_leadership_lost",
+        "Times this process stopped reading a source because it could not confirm its leadership",
+        leadership_lost,
+    );
+    reg.register(
+        "hookrelay_source_fenced_commits",
+        "Batches the store refused because another process had taken the source over",
+        fenced,
+    );
+    reg.register(
+        "hookrelay_source_last_notice_timestamp_seconds",
+        "When the source's newest notice (a drop, rename, invalidation, lost history or leadership; see /v1/sources) came",
+        last_notice,
+    );
     reg.register(
         "hookrelay_events_captured",
         "New events committed to the store, per source",
@@ -162,6 +192,18 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError
         "hookrelay_subscription_consecutive_failures",
         "Failed attempts in a row since the subscription's last success, in this process",
         failures,
+    );
+
+    let filter_failures = Family::<Labels, Counter>::default();
+    for (sub, n) in state.store.filter_failures() {
+        filter_failures
+            .get_or_create(&labels(&[("subscription_id", &sub)]))
+            .inc_by(n);
+    }
+    reg.register(
+        "hookrelay_subscription_filter_failures",
+        "Events a subscription's filter could not judge (a missing field, a bad conversion), counted as not passing, in this process",
+        filter_failures,
     );
 
     let backlog = Family::<Labels, Gauge>::default();

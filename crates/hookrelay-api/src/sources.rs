@@ -2,9 +2,11 @@
 //! what it is, its state in this process, who leads it, where it is, how far behind.
 //!
 //! ```text
-//!  this process's live status (state, errors, events) ─┐
+//!  this process's live status (state, errors, events, ─┐
+//!    notices; hookrelay_core::status)                  │
 //!  store: checkpoint (position, newest event time)      ├─▶ one view per source
-//!  store: lock table (which process leads, since when) ─┘
+//!  store: lock table and epochs (who leads, since when, │
+//!    last confirmed, under which epoch)                ─┘
 //! ```
 
 use axum::{extract::State, Json};
@@ -15,9 +17,9 @@ use utoipa::ToSchema;
 use crate::{
     error::{ApiError, Problem},
     extract::PathId,
-    health::SourceReadiness,
     ApiState,
 };
+use hookrelay_core::status::SourceSnapshot;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Leader {
@@ -26,6 +28,21 @@ pub struct Leader {
     pub since: DateTime<Utc>,
     /// The process answering this request is the leader.
     pub is_this_process: bool,
+    /// The leadership epoch, bumped at every takeover: the store takes the source's
+    /// batches only under the current one.
+    pub epoch: Option<i64>,
+    /// When the store last saw the leader confirm its lock (every 2 s while it
+    /// leads; a leader that cannot for 6 s stops reading).
+    pub confirmed_at: Option<DateTime<Utc>>,
+}
+
+/// Something upstream worth knowing that is neither an event nor a failure.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NoticeView {
+    /// `dropped`, `renamed`, `invalidated`, `history_lost`, `leadership_lost`.
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    pub detail: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -49,6 +66,13 @@ pub struct SourceView {
     pub errors: u64,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
+    /// The latest notices this process saw, oldest first (at most five).
+    pub notices: Vec<NoticeView>,
+    /// Times this process took the source's leadership since it started.
+    pub takeovers: u64,
+    /// Batches of this process the store refused because another process had taken
+    /// the source over meanwhile.
+    pub fenced_commits: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -92,7 +116,7 @@ pub async fn get(
     State(state): State<ApiState>,
     PathId(name): PathId,
 ) -> Result<Json<SourceView>, ApiError> {
-    let wanted: Vec<SourceReadiness> = state
+    let wanted: Vec<SourceSnapshot> = state
         .sources
         .all()
         .into_iter()
@@ -111,7 +135,7 @@ pub async fn get(
     })
 }
 
-async fn views(state: &ApiState, live: Vec<SourceReadiness>) -> Result<Vec<SourceView>, ApiError> {
+async fn views(state: &ApiState, live: Vec<SourceSnapshot>) -> Result<Vec<SourceView>, ApiError> {
     let names: Vec<String> = live.iter().map(|s| s.name.clone()).collect();
     let leaders = state.store.leaders(&names).await?;
     let me = hookrelay_store::process_name();
@@ -123,15 +147,14 @@ async fn views(state: &ApiState, live: Vec<SourceReadiness>) -> Result<Vec<Sourc
             .as_ref()
             .and_then(|c| c.last_event_at)
             .or(s.last_event_at);
-        let leader =
-            leaders
-                .iter()
-                .find(|(source, _, _)| *source == s.name)
-                .map(|(_, process, since)| Leader {
-                    is_this_process: *process == me,
-                    process: process.clone(),
-                    since: *since,
-                });
+        let leader = leaders.iter().find(|l| l.source == s.name).map(|l| Leader {
+            is_this_process: l.process == me,
+            process: l.process.clone(),
+            since: l.since,
+            epoch: l.epoch,
+            confirmed_at: l.confirmed_at,
+        });
+        let ready = s.is_ready();
         out.push(SourceView {
             lag_seconds: last_event_at
                 .map(|t| ((now - t).num_milliseconds().max(0) as f64) / 1000.0),
@@ -140,12 +163,23 @@ async fn views(state: &ApiState, live: Vec<SourceReadiness>) -> Result<Vec<Sourc
             leader,
             name: s.name,
             kind: s.kind,
-            state: s.state,
-            ready: s.ready,
+            state: s.state.as_str().to_owned(),
+            ready,
             events_captured: s.events_captured,
             errors: s.errors,
             last_error: s.last_error,
             last_error_at: s.last_error_at,
+            notices: s
+                .notices
+                .into_iter()
+                .map(|n| NoticeView {
+                    kind: n.kind,
+                    at: n.at,
+                    detail: n.detail,
+                })
+                .collect(),
+            takeovers: s.takeovers,
+            fenced_commits: s.fenced_commits,
         });
     }
     Ok(out)

@@ -45,6 +45,12 @@ pub struct CreateSubscription {
     /// Default `true`. `false` creates it paused: matching events queue as `pending`
     /// and are sent once it is enabled.
     enabled: Option<bool>,
+    /// A CEL expression over the event: the subscription gets an event only when it
+    /// is true. Variables: `op`, `source`, `schema`, `table`, `key`, `before`, `after`,
+    /// with values as the event carries them (a decimal is a string). An expression
+    /// that fails for an event (a missing field, a bad conversion) is false for it.
+    #[schema(example = "op == \"update\" && before.status != after.status")]
+    filter: Option<String>,
 }
 
 /// `?force=true` on a create or change.
@@ -87,6 +93,11 @@ pub struct PatchSubscription {
     /// `true` resumes and sends them, in order.
     #[schema(value_type = bool, required = false)]
     enabled: Option<Option<bool>>,
+    /// A CEL expression (as on create); `null` removes it. Applies to events stored
+    /// from then on.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, required = false)]
+    filter: Option<Option<String>>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from an absent one (`None`).
@@ -251,6 +262,9 @@ pub async fn create(
         Some(o) => validate::ordering(o)?,
         None => Default::default(),
     };
+    if let Some(f) = &body.filter {
+        validate::filter(f)?;
+    }
     let secret = match body.secret {
         Some(s) => {
             validate::secret(&s)?;
@@ -265,6 +279,7 @@ pub async fn create(
         sources: body.sources,
         headers,
         ordering,
+        filter: body.filter,
         enabled: body.enabled.unwrap_or(true),
         secret,
     };
@@ -402,6 +417,9 @@ pub async fn update(
     let ordering = not_null("ordering", body.ordering)?
         .map(|o| validate::ordering(&o))
         .transpose()?;
+    if let Some(Some(f)) = &body.filter {
+        validate::filter(f)?;
+    }
     let changes = SubscriptionChanges {
         url,
         description,
@@ -409,6 +427,7 @@ pub async fn update(
         sources: body.sources,
         headers,
         ordering,
+        filter: body.filter,
         enabled: not_null("enabled", body.enabled)?,
     };
     let sub = state

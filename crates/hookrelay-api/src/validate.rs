@@ -281,6 +281,23 @@ pub fn ordering(text: &str) -> Result<OrderingMode, ApiError> {
     })
 }
 
+/// Longest filter expression accepted.
+const MAX_FILTER: usize = 4096;
+
+/// A CEL expression that parses and names only the event's variables; a 422 naming
+/// `filter`, with the position, when not.
+pub fn filter(text: &str) -> Result<(), ApiError> {
+    if text.len() > MAX_FILTER {
+        return Err(ApiError::unprocessable(
+            "filter",
+            format!("must be at most {MAX_FILTER} bytes"),
+        ));
+    }
+    hookrelay_core::row_filter::RowFilter::compile(text)
+        .map(|_| ())
+        .map_err(|e| ApiError::unprocessable("filter", e.to_string()))
+}
+
 /// A `whsec_<base64>` secret of 24 to 64 bytes.
 pub fn secret(text: &str) -> Result<(), ApiError> {
     SigningKey::from_secret(text)

@@ -11,9 +11,11 @@ pub mod config;
 pub mod event;
 pub mod filter;
 pub mod network;
+pub mod row_filter;
 pub mod sealing;
 pub mod signature;
 pub mod stats;
+pub mod status;
 
 pub use config::{Config, ConfigError};
 pub use event::{ChangeEvent, Op};

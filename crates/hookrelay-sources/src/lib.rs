@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use hookrelay_store::describe_pg;
 pub use sink::StoreSink;
-pub use supervise::{supervise, SourceState, SourceStatus};
+pub use supervise::{supervise, Notice, SourceSnapshot, SourceState, SourceStatus};
 
 /// Where a source hands its batches: events and the position they reach, committed
 /// atomically.
@@ -87,6 +87,10 @@ pub enum SourceError {
     /// changes were lost, and only the operator can choose to go on (`on_history_lost`).
     #[error("history lost: {0}")]
     HistoryLost(String),
+    /// This process no longer leads the source (DESIGN §1.11): its lock could not be
+    /// confirmed in time, its connection failed, or another process took over.
+    #[error("leadership lost: {0}")]
+    LostLeadership(hookrelay_store::LockLost),
 }
 
 impl SourceError {
@@ -106,9 +110,20 @@ impl SourceError {
             }
             SourceError::Store(e) => e.is_transient(),
             SourceError::Database { transient, .. } => *transient,
+            SourceError::LostLeadership(_) => true,
             SourceError::Setup(_) | SourceError::BadChange { .. } | SourceError::HistoryLost(_) => {
                 false
             }
+        }
+    }
+
+    /// Another process leads the source now, or this one could not confirm that it
+    /// still does: stop reading and go back to standby, no backoff.
+    pub fn is_lost_leadership(&self) -> bool {
+        match self {
+            SourceError::LostLeadership(_) => true,
+            SourceError::Store(e) => e.is_fenced(),
+            _ => false,
         }
     }
 }

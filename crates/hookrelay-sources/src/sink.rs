@@ -13,6 +13,8 @@ pub struct StoreSink {
     source: String,
     signal: Arc<DispatchSignal>,
     status: Option<SourceStatus>,
+    /// The leadership epoch batches commit under (see `under_epoch`); none: unfenced.
+    epoch: Option<i64>,
 }
 
 impl StoreSink {
@@ -22,6 +24,16 @@ impl StoreSink {
             source: source.into(),
             signal,
             status: None,
+            epoch: None,
+        }
+    }
+
+    /// This sink for one leadership term: the store refuses its batches once another
+    /// process has taken the source over (DESIGN §1.11).
+    pub fn under_epoch(&self, epoch: i64) -> Self {
+        Self {
+            epoch: Some(epoch),
+            ..self.clone()
         }
     }
 
@@ -42,10 +54,22 @@ impl BatchSink for StoreSink {
         } else {
             self.signal.take_offer()
         };
-        let (outcome, handed) = self
+        if let Some(delay) = commit_delay() {
+            tokio::time::sleep(delay).await;
+        }
+        let committed = self
             .store
-            .commit_batch_offered(&self.source, events, upto, offer.as_deref())
-            .await?;
+            .commit_batch_offered(&self.source, events, upto, offer.as_deref(), self.epoch)
+            .await;
+        let (outcome, handed) = match committed {
+            Ok(done) => done,
+            Err(e) => {
+                if let (true, Some(status)) = (e.is_fenced(), &self.status) {
+                    status.note_fenced();
+                }
+                return Err(e);
+            }
+        };
         self.signal.hand(handed);
         if let Some(first) = outcome.first_delivery_id {
             self.signal.due_from(first);
@@ -59,4 +83,13 @@ impl BatchSink for StoreSink {
     async fn reject(&self, change: &RejectedChange) -> Result<(), StoreError> {
         self.store.reject_change(change).await
     }
+}
+
+/// Fault injection: holds a batch back before its commit (`return(<ms>)`), as a
+/// network that delivers it late would.
+fn commit_delay() -> Option<std::time::Duration> {
+    fail::fail_point!("source.before_commit", |ms| ms
+        .and_then(|ms| ms.parse().ok())
+        .map(std::time::Duration::from_millis));
+    None
 }

@@ -1,154 +1,16 @@
 //! What every source shares: hold the source's leadership lock, run it, and after a
 //! failure report it and retry with capped, jittered backoff, never a crash loop.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use hookrelay_store::Store;
+use hookrelay_store::{LockLost, Store};
 use rand::Rng;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::{BatchSink, Source};
+pub use hookrelay_core::status::{Notice, SourceSnapshot, SourceState, SourceStatus};
 
-/// A source's lifecycle, as `/v1/sources` and `/readyz` show it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceState {
-    /// Leading the source and setting up its capture.
-    Starting,
-    /// Another process holds this source's leadership lock.
-    Standby,
-    /// Set up and capturing.
-    Running,
-    /// Failed; retrying after a backoff.
-    Retrying,
-    Stopped,
-}
-
-impl SourceState {
-    /// The contract's name for the state (DESIGN §1.5): `connecting` while setting
-    /// up, `error` while waiting to retry after a failure.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceState::Starting => "connecting",
-            SourceState::Standby => "standby",
-            SourceState::Running => "running",
-            SourceState::Retrying => "error",
-            SourceState::Stopped => "stopped",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SourceSnapshot {
-    pub state: SourceState,
-    /// On standby: the source's capture is known to be installed in the source
-    /// database (by the leading process, or an earlier run), so nothing is missed.
-    pub leader_capturing: bool,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<DateTime<Utc>>,
-    /// Failures since start (each one retried).
-    pub errors: u64,
-    /// New events this process committed for the source since start.
-    pub events_captured: u64,
-    /// `committed_at` of the newest of them.
-    pub last_event_at: Option<DateTime<Utc>>,
-    /// Something upstream an operator should know that is not an event and not a
-    /// failure (a watched collection dropped or renamed, a stream invalidated).
-    pub last_notice: Option<String>,
-    pub last_notice_at: Option<DateTime<Utc>>,
-}
-
-impl SourceSnapshot {
-    /// Capture has begun (DESIGN §1.3): this process captures the source, or it is on
-    /// standby and the source's capture is installed, so every change committed from
-    /// now on is journalled and read by whichever process leads. A standby whose
-    /// leader has not finished setting up is not ready: a change committed then would
-    /// be missed, whichever process's `/readyz` the client asked.
-    pub fn is_ready(&self) -> bool {
-        match self.state {
-            SourceState::Running => true,
-            SourceState::Standby => self.leader_capturing,
-            SourceState::Starting | SourceState::Retrying | SourceState::Stopped => false,
-        }
-    }
-}
-
-/// Shared, cheap-to-read status of one source.
-#[derive(Debug, Clone)]
-pub struct SourceStatus(Arc<Mutex<SourceSnapshot>>);
-
-impl Default for SourceStatus {
-    fn default() -> Self {
-        Self(Arc::new(Mutex::new(SourceSnapshot {
-            state: SourceState::Starting,
-            leader_capturing: false,
-            last_error: None,
-            last_error_at: None,
-            errors: 0,
-            events_captured: 0,
-            last_event_at: None,
-            last_notice: None,
-            last_notice_at: None,
-        })))
-    }
-}
-
-impl SourceStatus {
-    pub fn snapshot(&self) -> SourceSnapshot {
-        match self.0.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    pub fn set_state(&self, state: SourceState) {
-        if let Ok(mut g) = self.0.lock() {
-            g.state = state;
-            g.leader_capturing = false;
-        }
-    }
-
-    /// Records an upstream happening for `/v1/sources` without changing the state.
-    pub fn notice(&self, what: String) {
-        if let Ok(mut g) = self.0.lock() {
-            g.last_notice = Some(what);
-            g.last_notice_at = Some(Utc::now());
-        }
-    }
-
-    fn set_standby(&self, leader_capturing: bool) {
-        if let Ok(mut g) = self.0.lock() {
-            g.state = SourceState::Standby;
-            g.leader_capturing = leader_capturing;
-        }
-    }
-
-    fn set_error(&self, err: String) {
-        if let Ok(mut g) = self.0.lock() {
-            g.state = SourceState::Retrying;
-            g.leader_capturing = false;
-            g.last_error = Some(err);
-            g.last_error_at = Some(Utc::now());
-            g.errors += 1;
-        }
-    }
-
-    /// A batch committed `events` new events, the newest committed at `last`.
-    pub fn note_batch(&self, events: u64, last: Option<DateTime<Utc>>) {
-        if let Ok(mut g) = self.0.lock() {
-            g.events_captured += events;
-            if last.is_some() {
-                g.last_event_at = last;
-            }
-        }
-    }
-}
+use crate::{Source, SourceError, StoreSink};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -157,11 +19,17 @@ const STANDBY_RECHECK: Duration = Duration::from_secs(2);
 /// yet: this process's readiness waits on it.
 const STANDBY_CONFIRM: Duration = Duration::from_millis(200);
 
-/// Runs `source` until `stop`, holding its leadership lock in `store` while reading.
-pub async fn supervise<S: Source, K: BatchSink>(
+/// After failing to read its source, how long a leader stays away from the lock at
+/// least: longer than a standby takes to look again, so a process that may reach the
+/// source when this one cannot gets to take over (DESIGN §1.11).
+const YIELD_AFTER_FAILURE: Duration = Duration::from_secs(3);
+
+/// Runs `source` until `stop`, holding its leadership lock in `store` while reading
+/// and committing its batches under that lock's epoch.
+pub async fn supervise<S: Source>(
     source: S,
     store: Store,
-    sink: K,
+    sink: StoreSink,
     status: SourceStatus,
     stop: CancellationToken,
 ) {
@@ -203,23 +71,35 @@ pub async fn supervise<S: Source, K: BatchSink>(
                     continue;
                 }
             };
-            info!("source lock held; setting up");
-            status.set_state(SourceState::Starting);
+            let epoch = lock.epoch();
+            info!(epoch, "source lock held; setting up");
+            status.note_takeover(epoch);
+            let term = sink.under_epoch(epoch);
+            let watch_lock = !ignores_lost_lock();
             // Dropping `run` mid-batch is safe: anything not yet acknowledged upstream is
-            // read again and dedupes on its event id.
+            // read again and dedupes on its event id; a commit already on its way is
+            // fenced by the epoch.
             let result = tokio::select! {
-                r = source.run(&sink, &status, &stop) => r,
-                _ = lock.lost() => Err(crate::SourceError::Setup("lost the source lock (store connection closed)".into())),
+                r = source.run(&term, &status, &stop) => r,
+                why = lost(&mut lock), if watch_lock => Err(SourceError::LostLeadership(why)),
             };
             drop(lock);
             match result {
                 Ok(()) => {
                     failures = 0;
                 }
+                Err(e) if e.is_lost_leadership() => {
+                    // Ordinary: another process leads now, or soon will. Straight back
+                    // to standby, no backoff.
+                    warn!(epoch, error = %e, "stopped reading: leadership lost; back to standby");
+                    status.note_leadership_lost(e.to_string());
+                    failures = 0;
+                }
                 Err(e) => {
                     failures += 1;
                     let delay = if e.is_transient() { backoff(failures) } else { backoff(failures).max(Duration::from_secs(5)) };
-                    warn!(error = %e, transient = e.is_transient(), retry_in = ?delay, "source failed; will retry");
+                    let delay = delay.max(YIELD_AFTER_FAILURE);
+                    warn!(error = %e, transient = e.is_transient(), retry_in = ?delay, "source failed; lock released, will retry");
                     status.set_error(e.to_string());
                     if sleep_or_stop(delay, &stop).await {
                         break;
@@ -232,6 +112,18 @@ pub async fn supervise<S: Source, K: BatchSink>(
     }
     .instrument(span)
     .await
+}
+
+/// Resolves when the lock is lost.
+async fn lost(lock: &mut hookrelay_store::SourceLock) -> LockLost {
+    lock.lost().await
+}
+
+/// Fault injection: the leader does not notice that it lost its lock, so the tests
+/// can show that the store still refuses its late commits.
+fn ignores_lost_lock() -> bool {
+    fail::fail_point!("leader.ignore_lost", |_| true);
+    false
 }
 
 /// Capped exponential backoff with full jitter, never below `MIN_BACKOFF`.

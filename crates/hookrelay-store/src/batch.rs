@@ -13,6 +13,7 @@ use hookrelay_core::ChangeEvent;
 use crate::{
     claim::OpenedSecrets,
     model::{Checkpoint, RejectedChange},
+    row_filters::{Candidate, Passed},
     ClaimedDelivery, Handed, Offer, Store, StoreError,
 };
 
@@ -73,11 +74,14 @@ matched as materialized (
       -- 10,000 subscriptions (a sequential scan) to look up three (`limit` keeps
       -- the planner from turning this back into a join)
       cross join lateral (
-            select s.id, s.ordering, s.sources, s.enabled, s.disabled_by
+            select s.id, s.ordering, s.sources, s.enabled, s.disabled_by, s.filter
               from hookrelay.subscriptions s
              where s.id = c.subscription_id
              limit 1) s
      where (s.sources is null or k.source = any (s.sources))
+       -- a filtered subscription is given deliveries per event, by `FILTERED`, for the
+       -- events its filter passed
+       and s.filter is null
        -- who is given deliveries: everyone but endpoints gone (410); paused ones too
        and s.disabled_by is distinct from 'gone'
 ),
@@ -226,6 +230,59 @@ pub fn insert_events_and_deliveries(offered: bool, dedupe: bool) -> &'static str
     })
 }
 
+/// Is any subscription filtered on row content? Asked in the round trip that sets the
+/// batch's plan mode, so a store without filters pays nothing more per batch.
+const SETTINGS_AND_ANY_FILTER: &str = "set local plan_cache_mode = force_generic_plan;
+select exists (select from hookrelay.subscriptions where filter is not null)";
+
+/// The filtered subscriptions whose other filters (types, sources) match one of the
+/// batch's (source, type) pairs, with their expressions: the candidates each event is
+/// tested against in Rust.
+const FILTER_CANDIDATES: &str = "
+select k.source, k.event_type, s.id, s.filter
+  from (select distinct source, event_type
+          from unnest($1::text[], $2::text[]) as t(source, event_type)) k
+  join hookrelay.subscriptions s
+    on s.filter is not null
+   and s.disabled_by is distinct from 'gone'
+   and (s.sources is null or k.source = any (s.sources))
+   and (s.type_patterns is null
+        or exists (select from unnest(s.type_patterns) p where k.event_type like p))";
+
+/// Deliveries for the (event, subscription) pairs whose filter passed, for the events
+/// this transaction inserted (`xmin`: a re-read event already stored has its
+/// deliveries), pending for a claim; their events count them and their subscriptions
+/// are due. A subscription whose filter was removed meanwhile got its deliveries from
+/// the batch statement and is skipped here.
+const FILTERED_DELIVERIES: &str = "
+with passed as (
+    select e.seq, e.order_key, s.id as sub, s.ordering, s.enabled
+      from unnest($1::text[], $2::text[]) as p(event_id, sub)
+      join hookrelay.events e on e.id = p.event_id and e.xmin = pg_current_xact_id()::xid
+      join hookrelay.subscriptions s on s.id = p.sub
+     where s.filter is not null and s.disabled_by is distinct from 'gone'
+),
+dlv as (
+    insert into hookrelay.deliveries (event_seq, subscription_id, order_key)
+    select seq, sub, case when ordering = 'key' then order_key end
+      from passed
+     order by seq, sub
+    returning id, subscription_id, event_seq
+),
+counted as (
+    update hookrelay.events e set deliveries_left = e.deliveries_left + c.n
+      from (select event_seq, count(*)::int as n from dlv group by event_seq) c
+     where e.seq = c.event_seq
+),
+work as (
+    insert into hookrelay.subscription_work as w (subscription_id, due_at)
+    select distinct sub, now() from passed where enabled order by 1
+    on conflict (subscription_id) do update
+       set due_at = least(w.due_at, excluded.due_at), marks = w.marks + 1
+)
+select (select count(*) from dlv) as deliveries, (select min(id) from dlv) as first_id,
+       array(select distinct subscription_id from dlv) as subscriptions";
+
 const SAVE_CHECKPOINT: &str = "
 insert into hookrelay.checkpoints (source, position, last_event_at, updated_at)
 values ($1, $2, $3, now())
@@ -233,6 +290,32 @@ on conflict (source) do update
    set position = excluded.position,
        last_event_at = coalesce(excluded.last_event_at, hookrelay.checkpoints.last_event_at),
        updated_at = now()";
+
+/// As `SAVE_CHECKPOINT`, only while `$4` is still the source's leadership epoch
+/// (DESIGN §1.11); no row written means another process took the source over and the
+/// whole batch is rolled back. `for share` orders this with a takeover's bump: a bump
+/// already made is seen (read committed re-reads the locked row), one in flight waits
+/// for this batch to commit first.
+const SAVE_CHECKPOINT_FENCED: &str = "
+insert into hookrelay.checkpoints (source, position, last_event_at, updated_at)
+select $1, $2, $3, now()
+ where exists (select from hookrelay.source_leaders l
+                where l.source = $1 and l.epoch = $4
+                  for share)
+on conflict (source) do update
+   set position = excluded.position,
+       last_event_at = coalesce(excluded.last_event_at, hookrelay.checkpoints.last_event_at),
+       updated_at = now()";
+
+/// One batch as the source hands it over.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    source: &'a str,
+    events: &'a [ChangeEvent],
+    position: &'a str,
+    offer: Option<&'a Offer>,
+    epoch: Option<i64>,
+}
 
 impl Store {
     /// Commits `events` and the checkpoint `position` of `source` atomically. Safe to
@@ -244,33 +327,40 @@ impl Store {
         position: &str,
     ) -> Result<BatchOutcome, StoreError> {
         Ok(self
-            .commit_batch_offered(source, events, position, None)
+            .commit_batch_offered(source, events, position, None, None)
             .await?
             .0)
     }
 
     /// As [`Store::commit_batch`], leasing to the offer's owner, as they are inserted,
     /// as many fresh deliveries as it has room for (see `signal`). Those come back,
-    /// committed and ready to send.
+    /// committed and ready to send. With an `epoch` (the source's leader, see
+    /// `SourceLock::epoch`) the batch commits only while that epoch is current, else
+    /// it is rolled back as [`StoreError::Fenced`]; without one (tests, the benchmark:
+    /// callers that hold no lock) it is not fenced.
     pub async fn commit_batch_offered(
         &self,
         source: &str,
         events: &[ChangeEvent],
         position: &str,
         offer: Option<&Offer>,
+        epoch: Option<i64>,
     ) -> Result<(BatchOutcome, Handed), StoreError> {
         let mut client = self.client().await?;
-        match self
-            .commit_once(&mut client, source, events, position, offer, false)
-            .await
-        {
+        let batch = Batch {
+            source,
+            events,
+            position,
+            offer,
+            epoch,
+        };
+        match self.commit_once(&mut client, &batch, false).await {
             // A change read again: the source re-reads what it had not acknowledged
             // when hookrelay stopped, and some of it may be stored already. Rare, so
             // only such a batch is written again, skipping the ids already stored.
             Err(e) if e.violates("events_id_key") => {
                 tracing::debug!(source, "batch holds events already stored; skipping them");
-                self.commit_once(&mut client, source, events, position, offer, true)
-                    .await
+                self.commit_once(&mut client, &batch, true).await
             }
             done => done,
         }
@@ -281,12 +371,16 @@ impl Store {
     async fn commit_once(
         &self,
         client: &mut deadpool_postgres::Object,
-        source: &str,
-        events: &[ChangeEvent],
-        position: &str,
-        offer: Option<&Offer>,
+        batch: &Batch<'_>,
         dedupe: bool,
     ) -> Result<(BatchOutcome, Handed), StoreError> {
+        let Batch {
+            source,
+            events,
+            position,
+            offer,
+            epoch,
+        } = *batch;
         let tx = client.transaction().await?;
         let mut outcome = BatchOutcome::default();
         let mut handed = Handed::default();
@@ -294,17 +388,41 @@ impl Store {
         // handed subscription's URL and opened secrets
         let mut leased: Vec<(i64, String, String)> = Vec::new();
         let mut targets: HashMap<String, (Arc<str>, OpenedSecrets)> = HashMap::new();
+        // (event, subscription) pairs whose filter passed (see `row_filters`)
+        let mut passed = Passed::default();
         if !events.is_empty() {
             // Left to choose, Postgres re-planned the fan-out statement on every
             // batch: 0.3 ms of planning for a one-event batch that runs in 0.25 ms
             // (bench workload 2: a millisecond on p50, 80 µs of store CPU per event).
             // Its generic plan is as good at every batch size measured. This pool
             // also serves the admin API, whose listings keep their custom plans.
-            tx.batch_execute("set local plan_cache_mode = force_generic_plan")
-                .await?;
+            let any_filter =
+                tx.simple_query(SETTINGS_AND_ANY_FILTER)
+                    .await?
+                    .iter()
+                    .any(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0) == Some("t"),
+                        _ => false,
+                    });
             let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
             let sources: Vec<&str> = events.iter().map(|e| e.source.as_str()).collect();
             let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+            if any_filter {
+                let stmt = tx.prepare_cached(FILTER_CANDIDATES).await?;
+                let rows = tx.query(&stmt, &[&sources, &types]).await?;
+                let candidates = rows
+                    .iter()
+                    .map(|r| {
+                        Ok(Candidate {
+                            source: r.try_get(0)?,
+                            event_type: r.try_get(1)?,
+                            subscription: r.try_get(2)?,
+                            filter: r.try_get(3)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                passed = self.row_filters.passes(events, &candidates);
+            }
             let keys: Vec<i64> = events.iter().map(|e| e.order_key).collect();
             let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.committed_at).collect();
             let bodies: Vec<&str> = events.iter().map(|e| e.body.as_str()).collect();
@@ -362,10 +480,46 @@ impl Store {
                 }
             }
         }
+        if !passed.is_empty() {
+            let stmt = tx.prepare_cached(FILTERED_DELIVERIES).await?;
+            let row = tx
+                .query_one(&stmt, &[&passed.events, &passed.subscriptions])
+                .await?;
+            let n: i64 = row.try_get("deliveries")?;
+            outcome.deliveries += n as u64;
+            let first: Option<i64> = row.try_get("first_id")?;
+            outcome.first_delivery_id = match (outcome.first_delivery_id, first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let subs: Vec<String> = row.try_get("subscriptions")?;
+            for sub in subs {
+                if !handed.waiting.contains(&sub) {
+                    handed.waiting.push(sub);
+                }
+            }
+        }
         let last_event_at = events.last().map(|e| e.committed_at);
-        let stmt = tx.prepare_cached(SAVE_CHECKPOINT).await?;
-        tx.execute(&stmt, &[&source, &position, &last_event_at])
-            .await?;
+        match epoch {
+            None => {
+                let stmt = tx.prepare_cached(SAVE_CHECKPOINT).await?;
+                tx.execute(&stmt, &[&source, &position, &last_event_at])
+                    .await?;
+            }
+            Some(epoch) => {
+                let stmt = tx.prepare_cached(SAVE_CHECKPOINT_FENCED).await?;
+                let saved = tx
+                    .execute(&stmt, &[&source, &position, &last_event_at, &epoch])
+                    .await?;
+                if saved == 0 {
+                    // Dropping `tx` rolls the batch back.
+                    return Err(StoreError::Fenced {
+                        source_name: source.to_owned(),
+                        epoch,
+                    });
+                }
+            }
+        }
         tx.commit().await?;
         self.note_inserted(outcome.deliveries);
         if !leased.is_empty() {

@@ -23,6 +23,15 @@ pub enum StoreError {
     /// if it were the secret.
     #[error("stored secret: {0}")]
     Secret(#[from] hookrelay_core::sealing::OpenError),
+    /// A wait on the store that has a bound took longer (see `liveness`).
+    #[error("store: timed out {0}")]
+    Timeout(&'static str),
+    /// A batch of a source this process no longer leads: another took it over (a
+    /// newer epoch), so the batch was rolled back (DESIGN §1.11).
+    #[error(
+        "source {source_name} is led by another process now (epoch {epoch} is over); batch refused"
+    )]
+    Fenced { source_name: String, epoch: i64 },
 }
 
 impl StoreError {
@@ -31,19 +40,26 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Db(e) => is_transient_pg(e),
-            StoreError::Pool(_) => true,
+            StoreError::Pool(_) | StoreError::Timeout(_) => true,
             StoreError::Config(_)
             | StoreError::Setup(_)
             | StoreError::Migration(_)
             | StoreError::NotFound
             | StoreError::Conflict(_)
             | StoreError::Corrupt(_)
-            | StoreError::Secret(_) => false,
+            | StoreError::Secret(_)
+            | StoreError::Fenced { .. } => false,
         }
     }
 }
 
 impl StoreError {
+    /// The source was taken over by another process: not a failure to retry, the
+    /// end of this process's leadership.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced { .. })
+    }
+
     /// The data cannot be stored as it is (SQLSTATE class 22: a NUL byte, invalid
     /// UTF-8, a value out of range) or breaks a constraint (class 23): retrying the
     /// same write cannot succeed, so callers split or refuse it instead.

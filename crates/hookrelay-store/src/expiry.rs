@@ -2,7 +2,7 @@
 //! `failed`, tried or not, so a dead endpoint's backlog (held back by its open circuit,
 //! one probe per cool-down) becomes visible and replayable in bounded time. Its age
 //! counts from its creation, or from the replay that started it over (`replayed_at`,
-//! sql/V13).
+//! sql/V15).
 //!
 //! ```text
 //!  outcome of a failed attempt (RECORD_OUTCOMES, already writing the row):

@@ -24,10 +24,12 @@ mod expiry;
 mod gauges;
 mod leader;
 mod listing;
+mod liveness;
 mod maintenance;
 mod migrate;
 pub mod model;
 mod retention;
+mod row_filters;
 mod secrets;
 mod signal;
 mod subscriptions;
@@ -44,8 +46,9 @@ pub use claim::{Claim, ClaimProgress, ClaimRoom, ClaimedDelivery, Outcome, Outco
 pub use error::{describe_pg, is_transient_pg, StoreError};
 pub use expiry::expiry_interval;
 pub use gauges::Backlog;
-pub use leader::SourceLock;
+pub use leader::{Leader, LockLost, SourceLock};
 pub use listing::MAX_PAGE;
+pub use liveness::{bounded_config, CONNECT_TIMEOUT};
 pub use retention::Pruned;
 pub use secrets::SealReport;
 pub use signal::{DispatchSignal, Handed, Offer};
@@ -67,7 +70,9 @@ pub struct Store {
     /// last few of them, which only means a delivery is sent again with the same id
     /// (at-least-once). Events and checkpoints always use the durable `pool`.
     relaxed: Pool,
-    url: String,
+    /// For connections of their own (the source lock, migrations); bounded like the
+    /// pools' (see `liveness`).
+    pg: tokio_postgres::Config,
     /// Deliveries inserted since the last `ANALYZE` (see `maintenance`).
     grown: Arc<AtomicU64>,
     analyzed_at_size: Arc<AtomicU64>,
@@ -79,6 +84,8 @@ pub struct Store {
     pruned: Arc<AtomicU64>,
     /// `dispatch.max_age`: how long a delivery lives (see `expiry`).
     max_age: std::time::Duration,
+    /// Compiled subscription filters and their failures (see `row_filters`).
+    row_filters: Arc<row_filters::RowFilters>,
 }
 
 /// Connections in the relaxed pool: the claimer and the outcome recorder.
@@ -132,7 +139,7 @@ impl Store {
     /// Builds the pool; connections are opened lazily, so this succeeds while the
     /// database is down and callers see transient errors until it is back.
     pub fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
-        let pg: tokio_postgres::Config = url.parse().map_err(StoreError::Config)?;
+        let pg = liveness::bounded(url.parse().map_err(StoreError::Config)?);
         // JIT compiles a plan whose estimated cost passes `jit_above_cost`: the claim's
         // generic plan does, and compiling took 300 ms per claim for a 1 ms query.
         let pg = with_options(pg, "-c jit=off");
@@ -147,15 +154,16 @@ impl Store {
             "-c synchronous_commit=off -c plan_cache_mode=force_generic_plan -c random_page_cost=1.1",
         );
         Ok(Self {
-            pool: build_pool(pg, pool_size)?,
+            pool: build_pool(pg.clone(), pool_size)?,
             relaxed: build_pool(relaxed, RELAXED_POOL_SIZE)?,
-            url: url.to_owned(),
+            pg,
             grown: Arc::default(),
             analyzed_at_size: Arc::default(),
             pruned: Arc::default(),
             secrets: Arc::default(),
             opened: Arc::default(),
             max_age: hookrelay_core::config::DispatchConfig::default().max_age,
+            row_filters: Arc::default(),
         })
     }
 
@@ -183,6 +191,12 @@ impl Store {
     /// A connection whose commits do not wait for the WAL flush (see `relaxed`).
     pub(crate) async fn relaxed_client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.relaxed.get().await?)
+    }
+
+    /// Each subscription's filter failures in this process since start: events its
+    /// filter could not judge (counted as not passing).
+    pub fn filter_failures(&self) -> Vec<(String, u64)> {
+        self.row_filters.failures()
     }
 
     /// Is the store reachable (for `/readyz`)?

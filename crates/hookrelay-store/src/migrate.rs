@@ -17,7 +17,7 @@ impl Store {
     /// Creates schema `hookrelay` and applies pending migrations. Returns the names
     /// of the migrations applied by this call.
     pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
-        let (mut client, conn) = tokio_postgres::connect(&self.url, NoTls).await?;
+        let (mut client, conn) = self.pg.connect(NoTls).await?;
         let conn = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::warn!(error = %e, "migration connection closed");

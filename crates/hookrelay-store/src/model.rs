@@ -97,6 +97,9 @@ pub struct Subscription {
     pub sources: Option<Vec<String>>,
     pub headers: BTreeMap<String, String>,
     pub ordering: OrderingMode,
+    /// A CEL expression over the event (DESIGN §1.9); `None` = every event its other
+    /// filters match.
+    pub filter: Option<String>,
     /// `false` while paused (matching events queue as `pending` and are sent once it
     /// is enabled again) or after its endpoint answered 410 Gone (its open deliveries
     /// failed and it gets no new ones); `disabled_reason` says which.
@@ -115,6 +118,8 @@ pub struct NewSubscription {
     pub sources: Option<Vec<String>>,
     pub headers: BTreeMap<String, String>,
     pub ordering: OrderingMode,
+    /// A CEL expression the caller has compiled.
+    pub filter: Option<String>,
     pub enabled: bool,
     /// `whsec_…`
     pub secret: String,
@@ -130,6 +135,8 @@ pub struct SubscriptionChanges {
     pub sources: Option<Option<Vec<String>>>,
     pub headers: Option<BTreeMap<String, String>>,
     pub ordering: Option<OrderingMode>,
+    /// `Some(None)` removes the filter; it applies to events stored from then on.
+    pub filter: Option<Option<String>>,
     /// `Some(false)` pauses; `Some(true)` resumes (what queued meanwhile is due at
     /// once) and clears `disabled_reason`.
     pub enabled: Option<bool>,

@@ -39,7 +39,7 @@ use crate::{
 };
 
 const COLUMNS: &str = "id, url, description, event_types, sources, headers, ordering, \
-                       enabled, disabled_reason, created_at, updated_at";
+                       enabled, disabled_reason, created_at, updated_at, filter";
 
 /// Why an admin-API pause shows as disabled (`disabled_by = 'api'`, sql/V7).
 const PAUSED: &str = "paused through the admin API";
@@ -69,10 +69,10 @@ impl Store {
         let sql = format!(
             "insert into hookrelay.subscriptions
                  (id, url, description, event_types, type_patterns, sources, headers,
-                  ordering, enabled, secret, disabled_by, disabled_reason)
+                  ordering, enabled, secret, disabled_by, disabled_reason, filter)
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
                      case when $9 then null else 'api' end,
-                     case when $9 then null else $11::text end)
+                     case when $9 then null else $11::text end, $12)
              returning {COLUMNS}"
         );
         let row = client
@@ -90,6 +90,7 @@ impl Store {
                     &new.enabled,
                     &secret,
                     &PAUSED,
+                    &new.filter,
                 ],
             )
             .await?;
@@ -200,6 +201,7 @@ impl Store {
                      when $11::bool then null
                      when enabled then 'api'
                      else disabled_by end,
+                 filter = case when $13::bool then $14::text else filter end,
                  updated_at = now()
              where id = $1
              returning {COLUMNS}"
@@ -222,6 +224,8 @@ impl Store {
                     &ordering,
                     &changes.enabled,
                     &PAUSED,
+                    &changes.filter.is_some(),
+                    &changes.filter.clone().flatten(),
                 ],
             )
             .await?
@@ -343,6 +347,7 @@ fn subscription_from_row(secrets: &Secrets, row: &Row) -> Result<Subscription, S
         disabled_reason: row.try_get(8)?,
         created_at: row.try_get(9)?,
         updated_at: row.try_get(10)?,
+        filter: row.try_get(11)?,
         id,
     })
 }

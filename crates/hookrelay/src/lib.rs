@@ -14,7 +14,7 @@ pub mod logging;
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use hookrelay_api::{ApiState, ConnectionGauge, ServeLimits, SourceReadiness, SourcesReadiness};
+use hookrelay_api::{ApiState, ConnectionGauge, ServeLimits, SourcesReadiness};
 use hookrelay_core::{config::SourceKind, Config};
 use hookrelay_dispatch::Dispatcher;
 use hookrelay_sources::{
@@ -73,7 +73,7 @@ impl Relay {
         let mut statuses = Vec::new();
 
         for src in &cfg.sources {
-            let status = SourceStatus::default();
+            let status = SourceStatus::new(&src.name, src.kind.as_str());
             statuses.push((src.name.clone(), status.clone()));
             let sink = StoreSink::new(store.clone(), &src.name, signal.clone())
                 .reporting_to(status.clone());
@@ -124,15 +124,7 @@ impl Relay {
             insecure_no_auth: cfg.api.insecure_no_auth,
             allow_networks: cfg.dispatch.allow_networks.clone(),
             dispatch_signal: signal.clone(),
-            sources: sources_readiness(
-                cfg.sources
-                    .iter()
-                    .zip(&statuses)
-                    .map(|(src, (name, status))| {
-                        (name.clone(), src.kind.as_str().to_owned(), status.clone())
-                    })
-                    .collect(),
-            ),
+            sources: SourcesReadiness::new(statuses.iter().map(|(_, s)| s.clone()).collect()),
             catalog: Arc::new(hookrelay_core::catalog::Catalog::new(&cfg.sources)),
             dispatch_stats,
             test_sender,
@@ -212,29 +204,6 @@ impl Relay {
     pub fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
     }
-}
-
-/// `/readyz`'s view of the sources: their live status, read on each request.
-fn sources_readiness(statuses: Vec<(String, String, SourceStatus)>) -> SourcesReadiness {
-    SourcesReadiness::new(move || {
-        statuses
-            .iter()
-            .map(|(name, kind, status)| {
-                let snap = status.snapshot();
-                SourceReadiness {
-                    name: name.clone(),
-                    state: snap.state.as_str().to_owned(),
-                    ready: snap.is_ready(),
-                    kind: kind.clone(),
-                    errors: snap.errors,
-                    events_captured: snap.events_captured,
-                    last_event_at: snap.last_event_at,
-                    last_error: snap.last_error,
-                    last_error_at: snap.last_error_at,
-                }
-            })
-            .collect()
-    })
 }
 
 /// Prunes finished deliveries and unreferenced events past `[retention]`.

@@ -53,12 +53,20 @@ pub struct Generator {
 
 impl Generator {
     pub fn start(url: &str, writers: i64, keys_per_writer: i64) -> Self {
+        Self::paced(url, writers, keys_per_writer, Duration::ZERO)
+    }
+
+    /// Like `start`, each writer resting `pause` after every commit, so a test that
+    /// writes for a minute leaves a backlog it can deliver in seconds.
+    pub fn paced(url: &str, writers: i64, keys_per_writer: i64, pause: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let ledger = Ledger::default();
         let tasks = (0..writers)
             .map(|w| {
                 let (url, stop, ledger) = (url.to_owned(), stop.clone(), ledger.clone());
-                tokio::spawn(async move { write_loop(url, w, keys_per_writer, stop, ledger).await })
+                tokio::spawn(async move {
+                    write_loop(url, w, keys_per_writer, pause, stop, ledger).await
+                })
             })
             .collect();
         Self {
@@ -78,7 +86,14 @@ impl Generator {
     }
 }
 
-async fn write_loop(url: String, writer: i64, keys: i64, stop: Arc<AtomicBool>, ledger: Ledger) {
+async fn write_loop(
+    url: String,
+    writer: i64,
+    keys: i64,
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+    ledger: Ledger,
+) {
     let mut versions: HashMap<i64, i64> = HashMap::new();
     'connect: while !stop.load(Ordering::Relaxed) {
         let Ok((mut client, conn)) = tokio_postgres::connect(&url, NoTls).await else {
@@ -119,7 +134,12 @@ async fn write_loop(url: String, writer: i64, keys: i64, stop: Arc<AtomicBool>, 
                 continue 'connect; // never committed: nothing to record
             }
             match tx.commit().await {
-                Ok(()) => ledger.committed.lock().expect("ledger").extend(batch),
+                Ok(()) => {
+                    ledger.committed.lock().expect("ledger").extend(batch);
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
                 Err(_) => {
                     ledger.uncertain.lock().expect("ledger").extend(batch);
                     continue 'connect;

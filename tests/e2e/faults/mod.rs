@@ -1,9 +1,11 @@
-//! The fault suite (issue 3): crashes, restarts, lost connections and bad receivers,
-//! each checked against a ledger of what committed. `FAULTS_LONG=1` runs
-//! the long form (50 kills instead of 5).
+//! The fault suite (issue 3): crashes, restarts, lost connections, network partitions
+//! and bad receivers, each checked against a ledger of what committed. `FAULTS_LONG=1`
+//! runs the long form (50 kills instead of 5).
 
 mod backlog;
 mod ledger;
+mod netns;
+mod partition;
 mod pg_instance;
 mod receivers;
 mod restarts;
@@ -36,6 +38,17 @@ pub async fn wait_nothing_lost(rx: &TestReceiver, ledger: &Ledger, timeout: Dura
         )
         .await;
     }
+}
+
+/// Lets the generator commit at least `n` more changes.
+pub async fn let_commit(gen: &Generator, n: usize) {
+    let target = gen.ledger.len() + n;
+    crate::harness::eventually(
+        "the generator to commit more",
+        Duration::from_secs(60),
+        || async { (gen.ledger.len() >= target).then_some(()) },
+    )
+    .await;
 }
 
 /// Long mode multiplies the fault counts.

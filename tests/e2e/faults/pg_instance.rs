@@ -2,12 +2,14 @@
 //! touch the machine's shared server. `initdb`/`pg_ctl` run as the `postgres` user
 //! when the tests run as root (PostgreSQL refuses to run as root).
 
-use std::{path::PathBuf, process::Command};
+use std::{net::IpAddr, path::PathBuf, process::Command};
 
 pub struct PgInstance {
     pub dir: PathBuf,
     pub port: u16,
     bin: PathBuf,
+    /// Addresses the server listens on besides 127.0.0.1.
+    also_listen: Vec<IpAddr>,
 }
 
 fn pg_bin_dir() -> PathBuf {
@@ -38,6 +40,12 @@ fn free_port() -> u16 {
 
 impl PgInstance {
     pub fn start() -> Self {
+        Self::start_also_on(&[], &[])
+    }
+
+    /// A server that also listens on `addrs` (e.g. the host end of a veth pair) and
+    /// trusts clients from the `trusted` CIDRs there, as it trusts 127.0.0.1.
+    pub fn start_also_on(addrs: &[IpAddr], trusted: &[&str]) -> Self {
         let dir =
             std::env::temp_dir().join(format!("hookrelay-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("pg dir");
@@ -45,6 +53,7 @@ impl PgInstance {
             dir,
             port: free_port(),
             bin: pg_bin_dir(),
+            also_listen: addrs.to_vec(),
         };
         if is_root() {
             run(Command::new("chown")
@@ -65,6 +74,14 @@ impl PgInstance {
                 "UTF8",
             ],
         );
+        if !trusted.is_empty() {
+            let hba = inst.dir.join("data").join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+            for net in trusted {
+                text.push_str(&format!("host all all {net} trust\n"));
+            }
+            std::fs::write(&hba, text).expect("write pg_hba.conf");
+        }
         inst.start_server();
         inst
     }
@@ -75,6 +92,11 @@ impl PgInstance {
 
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The same database reached at another of the server's addresses.
+    pub fn url_via(&self, addr: IpAddr, db: &str) -> String {
+        format!("postgres://postgres@{addr}:{}/{db}", self.port)
     }
 
     fn pg(&self, tool: &[&str], args: &[&str]) {
@@ -91,9 +113,13 @@ impl PgInstance {
     }
 
     fn start_server(&self) {
+        let listen: Vec<String> = std::iter::once("127.0.0.1".to_owned())
+            .chain(self.also_listen.iter().map(|a| a.to_string()))
+            .collect();
         let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=100",
+            "-p {} -c listen_addresses={} -k {} -c fsync=off -c max_connections=100",
             self.port,
+            listen.join(","),
             self.dir.display()
         );
         let log = self.dir.join("server.log").display().to_string();

@@ -6,19 +6,8 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::json;
 
-use super::{wait_nothing_lost, Generator, PgInstance};
+use super::{let_commit, wait_nothing_lost, Generator, PgInstance};
 use crate::harness::*;
-
-/// Lets the generator commit at least `n` more changes.
-async fn let_commit(gen: &Generator, n: usize) {
-    let target = gen.ledger.len() + n;
-    eventually(
-        "the generator to commit more",
-        Duration::from_secs(60),
-        || async { (gen.ledger.len() >= target).then_some(()) },
-    )
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_restart_under_load_loses_nothing() {

@@ -7,7 +7,8 @@ use axum::{
     body::Body,
     http::{header, Method, Request, StatusCode},
 };
-use hookrelay_api::{router, ApiState, SourceReadiness, SourcesReadiness};
+use hookrelay_api::{router, ApiState, SourcesReadiness};
+use hookrelay_core::status::{SourceState, SourceStatus};
 use hookrelay_store::Store;
 use tower::ServiceExt;
 
@@ -106,21 +107,18 @@ async fn probes_need_no_token() {
 
 #[tokio::test]
 async fn readyz_is_503_naming_the_sources_not_capturing_yet() {
-    let source = |name: &str, state: &str, ready: bool| SourceReadiness {
-        name: name.to_owned(),
-        state: state.to_owned(),
-        ready,
-        last_error: Some("secret cause".into()),
-        ..Default::default()
+    let source = |name: &str, state: SourceState| {
+        let s = SourceStatus::new(name, "postgres");
+        s.set_error("secret cause".into());
+        s.set_state(state);
+        s
     };
     let api = TestApi::with(|s| {
-        s.sources = SourcesReadiness::new(move || {
-            vec![
-                source("shop", "running", true),
-                source("legacy", "connecting", false),
-                source("docs", "standby", false),
-            ]
-        })
+        s.sources = SourcesReadiness::new(vec![
+            source("shop", SourceState::Running),
+            source("legacy", SourceState::Starting),
+            source("docs", SourceState::Standby),
+        ])
     })
     .await;
     let res = api.send(request(Method::GET, "/readyz", None)).await;

@@ -297,6 +297,7 @@ async fn bodies_the_schemas_accept_are_accepted_and_answers_fit_theirs() {
         "headers": {"x-team": "billing"},
         "ordering": "none",
         "enabled": true,
+        "filter": "op == \"update\" && before.status != after.status",
     });
     // Compared as sets: a workspace build may turn on serde_json's preserve_order.
     let documented: BTreeSet<&String> = spec["components"]["schemas"]["CreateSubscription"]
@@ -413,16 +414,10 @@ async fn events_are_documented_as_the_envelope_they_are() {
 
 #[tokio::test]
 async fn readyz_answers_fit_the_documented_problem() {
-    use hookrelay_api::{SourceReadiness, SourcesReadiness};
+    use hookrelay_api::SourcesReadiness;
+    use hookrelay_core::status::SourceStatus;
     let api = TestApi::with(|s| {
-        s.sources = SourcesReadiness::new(|| {
-            vec![SourceReadiness {
-                name: "shop".into(),
-                state: "connecting".into(),
-                ready: false,
-                ..Default::default()
-            }]
-        })
+        s.sources = SourcesReadiness::new(vec![SourceStatus::new("shop", "postgres")])
     })
     .await;
     let spec = spec(&api).await;

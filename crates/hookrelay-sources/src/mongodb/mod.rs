@@ -94,6 +94,11 @@ impl MongoSource {
     async fn client(&self) -> Result<Client, SourceError> {
         let mut opts = ClientOptions::parse(&self.cfg.url).await?;
         opts.app_name = Some(format!("hookrelay:{}", self.cfg.name));
+        // Bounded waits unless the URL sets its own (connectTimeoutMS,
+        // serverSelectionTimeoutMS): a vanished server fails an operation in seconds.
+        opts.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
+        opts.server_selection_timeout
+            .get_or_insert(SERVER_SELECTION_TIMEOUT);
         Ok(Client::with_options(opts)?)
     }
 
@@ -225,10 +230,13 @@ impl<'a> Reader<'a> {
                     }
                     OnHistoryLost::RestartFromNow => {
                         error!(checkpoint = %lost_at, "the stored resume token is no longer in the oplog: changes since then are LOST; restarting from now (on_history_lost = \"restart_from_now\")");
-                        status.notice(format!(
-                            "history lost after {lost_at}; restarted from now at {}",
-                            Utc::now().to_rfc3339()
-                        ));
+                        status.notice(
+                            "history_lost",
+                            format!(
+                                "history lost after {lost_at}; restarted from now at {}",
+                                Utc::now().to_rfc3339()
+                            ),
+                        );
                         self.committed = None;
                         match cancellable(self.src.open(self.client, None, self.full.clone()), stop)
                             .await
@@ -262,9 +270,22 @@ impl<'a> Reader<'a> {
                         // been read meanwhile, then wait for it (never dropping it
                         // mid-flight, which could skip the batch it brings).
                         self.flush(sink).await?;
-                        match cancellable(next, stop).await {
+                        // The driver has no socket timeout and its keepalives take
+                        // minutes: a getMore that outlives its await time by
+                        // `GETMORE_GRACE` went to a server that is gone. The stream is
+                        // dropped with it and reopened from the stored checkpoint.
+                        let bound = self.src.cfg.poll_interval + GETMORE_GRACE;
+                        match cancellable(tokio::time::timeout(bound, next), stop).await {
                             None => return Ok(()),
-                            Some(r) => r,
+                            Some(Ok(r)) => r,
+                            Some(Err(_)) => {
+                                return Err(SourceError::Database {
+                                    message: format!(
+                                        "the server did not answer a change stream read within {bound:?}"
+                                    ),
+                                    transient: true,
+                                })
+                            }
                         }
                     }
                 }
@@ -417,13 +438,20 @@ impl<'a> Reader<'a> {
                     let what = format!("{:?} of {}{to}", ev.operation_type, ns.unwrap_or_default())
                         .to_lowercase();
                     warn!(event = %what, "watched namespace changed; not an event");
-                    status.notice(what);
+                    let kind = match ev.operation_type {
+                        OperationType::Rename => "renamed",
+                        _ => "dropped",
+                    };
+                    status.notice(kind, what);
                 }
                 Ok(None)
             }
             OperationType::Invalidate => {
                 warn!("change stream invalidated (watched collection or database dropped or renamed); reopening after it");
-                status.notice("change stream invalidated; reopened after it".into());
+                status.notice(
+                    "invalidated",
+                    "change stream invalidated; reopened after it".into(),
+                );
                 Ok(Some(ev.id))
             }
             other => {
@@ -474,6 +502,13 @@ async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
 }
 
 /// `fut`'s output, or `None` once `stop` fires.
+/// How long a connection to the server may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an operation waits for a usable server.
+const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long past its await time a change stream read may take.
+const GETMORE_GRACE: Duration = Duration::from_secs(10);
+
 async fn cancellable<F: Future>(fut: F, stop: &CancellationToken) -> Option<F::Output> {
     tokio::select! {
         r = fut => Some(r),

@@ -36,11 +36,11 @@ mod setup;
 mod table;
 mod value;
 
-use std::collections::HashSet;
+use std::{collections::HashSet, time::Duration};
 
 use hookrelay_core::config::{split_qualified, OnHistoryLost, SourceConfig};
 use hookrelay_store::Store;
-use mysql_async::{prelude::Queryable, BinlogStreamRequest, Conn, Opts};
+use mysql_async::{prelude::Queryable, BinlogStreamRequest, Conn, Opts, OptsBuilder};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -64,8 +64,10 @@ impl MysqlSource {
             Some(rest) => format!("mysql://{rest}"),
             None => cfg.url.clone(),
         };
-        let opts = Opts::from_url(&url)
-            .map_err(|e| SourceError::Setup(format!("source {} url: {e}", cfg.name)))?;
+        let opts = bounded(
+            Opts::from_url(&url)
+                .map_err(|e| SourceError::Setup(format!("source {} url: {e}", cfg.name)))?,
+        );
         let tables: Vec<(String, String)> = cfg
             .tables
             .iter()
@@ -102,7 +104,7 @@ impl MysqlSource {
             .iter()
             .filter_map(|t| split_qualified(t).map(|(s, t)| (s.to_owned(), t.to_owned())))
             .collect();
-        let mut conn = Conn::new(opts).await?;
+        let mut conn = connect(bounded(opts)).await?;
         let problems = setup::problems(&mut conn, &tables).await;
         let _ = conn.disconnect().await;
         problems
@@ -114,6 +116,7 @@ impl MysqlSource {
         &self,
         conn: &mut Conn,
         sink: &S,
+        status: &SourceStatus,
     ) -> Result<BinlogPosition, SourceError> {
         let stored = self.store.load_checkpoint(&self.cfg.name).await?;
         let resume = match stored {
@@ -141,12 +144,40 @@ impl MysqlSource {
                 }
                 OnHistoryLost::RestartFromNow => {
                     warn!(%lost, "history lost; restarting from the current position (on_history_lost = restart_from_now)");
+                    status.notice(
+                        "history_lost",
+                        format!("{lost}; restarted from the current position"),
+                    );
                 }
             }
         }
         let now = setup::current_position(conn).await?;
         sink.commit(&[], &now.to_string()).await?;
         Ok(now)
+    }
+}
+
+/// Keepalive probes after this much silence on a connection, so a server that
+/// vanished (a host crash, a partition) fails a query instead of hanging it; the binlog
+/// stream has its own, tighter silence limit (`binlog::HEARTBEAT`).
+const KEEPALIVE: Duration = Duration::from_secs(5);
+/// How long a new connection may take, handshake included.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn bounded(opts: Opts) -> Opts {
+    OptsBuilder::from_opts(opts)
+        .tcp_keepalive(Some(KEEPALIVE))
+        .into()
+}
+
+/// Connects within `CONNECT_TIMEOUT`.
+async fn connect(opts: Opts) -> Result<Conn, SourceError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts)).await {
+        Ok(conn) => Ok(conn?),
+        Err(_) => Err(SourceError::Database {
+            message: format!("no connection within {CONNECT_TIMEOUT:?}"),
+            transient: true,
+        }),
     }
 }
 
@@ -178,12 +209,12 @@ impl Source for MysqlSource {
         status: &SourceStatus,
         stop: &CancellationToken,
     ) -> Result<(), SourceError> {
-        let mut meta = Conn::new(self.opts.clone()).await?;
+        let mut meta = connect(self.opts.clone()).await?;
         refuse_unless_ready(setup::problems(&mut meta, &self.tables).await?)?;
         let charsets = setup::charsets(&mut meta).await?;
-        let start = self.start_position(&mut meta, sink).await?;
+        let start = self.start_position(&mut meta, sink, status).await?;
 
-        let mut conn = Conn::new(self.opts.clone()).await?;
+        let mut conn = connect(self.opts.clone()).await?;
         // MariaDB sends its GTID events (not a BEGIN query) only to replicas that say
         // they understand them; the heartbeat lets a silent, dead connection be told
         // from an idle server.

@@ -52,6 +52,10 @@ const SETTLE_FIRST: Duration = Duration::from_millis(1);
 
 pub struct PostgresSource {
     cfg: SourceConfig,
+    /// The source database's connection settings, with bounded waits on both ends
+    /// (`hookrelay_store::bounded_config`): a vanished server fails the reader in
+    /// seconds, and the server ends a vanished reader's session (and its locks).
+    pg: tokio_postgres::Config,
     names: Names,
     tables: Vec<(String, String)>,
     database: String,
@@ -59,9 +63,7 @@ pub struct PostgresSource {
 
 impl PostgresSource {
     pub fn new(cfg: SourceConfig) -> Result<Self, SourceError> {
-        let pg: tokio_postgres::Config = cfg
-            .url
-            .parse()
+        let pg = hookrelay_store::bounded_config(&cfg.url)
             .map_err(|e| SourceError::Setup(format!("source {} url: {e}", cfg.name)))?;
         let database = pg
             .get_dbname()
@@ -77,6 +79,7 @@ impl PostgresSource {
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
+            pg,
             names: Names::new(&cfg.name),
             cfg,
             tables,
@@ -89,7 +92,7 @@ impl PostgresSource {
     /// Connects and lists every problem that would keep a configured table from
     /// being captured (missing, not a table, no primary key), changing nothing.
     pub async fn check(&self) -> Result<Vec<String>, SourceError> {
-        let (client, conn) = tokio_postgres::connect(&self.cfg.url, NoTls).await?;
+        let (client, conn) = self.pg.connect(NoTls).await?;
         let driver = tokio::spawn(conn);
         let result = meta::problems(&client, &self.tables).await;
         drop(client);
@@ -103,7 +106,7 @@ impl PostgresSource {
     /// `setup::uninstall`); hookrelay must not be running this source meanwhile, or
     /// it installs them again.
     pub async fn uninstall(&self, force: bool) -> Result<Uninstalled, SourceError> {
-        let (client, conn) = tokio_postgres::connect(&self.cfg.url, NoTls).await?;
+        let (client, conn) = self.pg.connect(NoTls).await?;
         let driver = tokio::spawn(conn);
         let result = setup::uninstall(&client, &self.names, force).await;
         drop(client);
@@ -123,7 +126,7 @@ impl Source for PostgresSource {
         status: &SourceStatus,
         stop: &CancellationToken,
     ) -> Result<(), SourceError> {
-        let (client, mut conn) = tokio_postgres::connect(&self.cfg.url, NoTls).await?;
+        let (client, mut conn) = self.pg.connect(NoTls).await?;
         let wake = Arc::new(Notify::new());
         let driver_wake = wake.clone();
         let driver = tokio::spawn(async move {
@@ -145,7 +148,7 @@ impl Source for PostgresSource {
     }
 
     async fn capture_installed(&self) -> Result<bool, SourceError> {
-        let (client, conn) = tokio_postgres::connect(&self.cfg.url, NoTls).await?;
+        let (client, conn) = self.pg.connect(NoTls).await?;
         let driver = tokio::spawn(conn);
         let result = setup::is_installed(&client, &self.names, &self.tables).await;
         drop(client);

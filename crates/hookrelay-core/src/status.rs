@@ -1,0 +1,271 @@
+//! A source's live status in this process: one type, written by the source's
+//! supervisor and reader, read whole by `/readyz`, `/v1/sources` and `/metrics`.
+//!
+//! ```text
+//!  supervise / reader ──set_*, note_*, notice──▶ SourceStatus ──snapshot()──▶ API
+//! ```
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// How many notices a source keeps for `/v1/sources`.
+pub const NOTICES_KEPT: usize = 5;
+
+/// A source's lifecycle in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceState {
+    /// Leading the source and setting up its capture.
+    Starting,
+    /// Another process holds this source's leadership lock.
+    Standby,
+    /// Set up and capturing.
+    Running,
+    /// Failed; retrying after a backoff.
+    Retrying,
+    Stopped,
+}
+
+impl SourceState {
+    /// The contract's name for the state (DESIGN §1.5): `connecting` while setting
+    /// up, `error` while waiting to retry after a failure.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceState::Starting => "connecting",
+            SourceState::Standby => "standby",
+            SourceState::Running => "running",
+            SourceState::Retrying => "error",
+            SourceState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Something upstream an operator should know that is neither an event nor a failure:
+/// a watched collection dropped or renamed, a stream invalidated, history lost and
+/// capture restarted from now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notice {
+    /// A short, stable word: `dropped`, `renamed`, `invalidated`, `history_lost`, …
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    pub detail: String,
+}
+
+/// Everything known about one source in this process, as one value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceSnapshot {
+    pub name: String,
+    /// `postgres`, `mysql` or `mongodb`.
+    pub kind: String,
+    pub state: SourceState,
+    /// On standby: the source's capture is known to be installed in the source
+    /// database (by the leading process, or an earlier run), so nothing is missed.
+    pub leader_capturing: bool,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// Failures since start (each one retried).
+    pub errors: u64,
+    /// New events this process committed for the source since start.
+    pub events_captured: u64,
+    /// `committed_at` of the newest of them.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// The latest notices, oldest first (at most [`NOTICES_KEPT`]).
+    pub notices: Vec<Notice>,
+    /// The leadership epoch this process reads the source under, while it leads.
+    pub epoch: Option<i64>,
+    /// Times this process took the source's leadership since start.
+    pub takeovers: u64,
+    /// Times it gave the leadership up because it could not confirm it (or another
+    /// process had taken over).
+    pub leadership_lost: u64,
+    /// Batches the store refused because another process had taken over meanwhile.
+    pub fenced_commits: u64,
+}
+
+impl SourceSnapshot {
+    /// Capture has begun (DESIGN §1.3): this process captures the source, or it is on
+    /// standby and the source's capture is installed, so every change committed from
+    /// now on is journalled and read by whichever process leads. A standby whose
+    /// leader has not finished setting up is not ready: a change committed then would
+    /// be missed, whichever process's `/readyz` the client asked.
+    pub fn is_ready(&self) -> bool {
+        match self.state {
+            SourceState::Running => true,
+            SourceState::Standby => self.leader_capturing,
+            SourceState::Starting | SourceState::Retrying | SourceState::Stopped => false,
+        }
+    }
+
+    /// The newest notice, if any.
+    pub fn last_notice(&self) -> Option<&Notice> {
+        self.notices.last()
+    }
+}
+
+/// Shared, cheap-to-read status of one source.
+#[derive(Debug, Clone)]
+pub struct SourceStatus(Arc<Mutex<SourceSnapshot>>);
+
+impl SourceStatus {
+    pub fn new(name: impl Into<String>, kind: impl Into<String>) -> Self {
+        Self(Arc::new(Mutex::new(SourceSnapshot {
+            name: name.into(),
+            kind: kind.into(),
+            state: SourceState::Starting,
+            leader_capturing: false,
+            last_error: None,
+            last_error_at: None,
+            errors: 0,
+            events_captured: 0,
+            last_event_at: None,
+            notices: Vec::new(),
+            epoch: None,
+            takeovers: 0,
+            leadership_lost: 0,
+            fenced_commits: 0,
+        })))
+    }
+
+    /// A status only ever written under its own lock, so a panic elsewhere cannot
+    /// leave it half-written: a poisoned lock is still read.
+    fn lock(&self) -> MutexGuard<'_, SourceSnapshot> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn snapshot(&self) -> SourceSnapshot {
+        self.lock().clone()
+    }
+
+    pub fn set_state(&self, state: SourceState) {
+        let mut g = self.lock();
+        g.state = state;
+        g.leader_capturing = false;
+        if state != SourceState::Running && state != SourceState::Starting {
+            g.epoch = None;
+        }
+    }
+
+    pub fn set_standby(&self, leader_capturing: bool) {
+        let mut g = self.lock();
+        g.state = SourceState::Standby;
+        g.leader_capturing = leader_capturing;
+        g.epoch = None;
+    }
+
+    /// A failure, retried after a backoff.
+    pub fn set_error(&self, err: String) {
+        let mut g = self.lock();
+        g.state = SourceState::Retrying;
+        g.leader_capturing = false;
+        g.epoch = None;
+        g.last_error = Some(err);
+        g.last_error_at = Some(Utc::now());
+        g.errors += 1;
+    }
+
+    /// Records an upstream happening for `/v1/sources` without changing the state.
+    pub fn notice(&self, kind: &str, detail: String) {
+        let mut g = self.lock();
+        let mut kept: VecDeque<Notice> = std::mem::take(&mut g.notices).into();
+        if kept.len() == NOTICES_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(Notice {
+            kind: kind.to_owned(),
+            at: Utc::now(),
+            detail,
+        });
+        g.notices = kept.into();
+    }
+
+    /// A batch committed `events` new events, the newest committed at `last`.
+    pub fn note_batch(&self, events: u64, last: Option<DateTime<Utc>>) {
+        let mut g = self.lock();
+        g.events_captured += events;
+        if last.is_some() {
+            g.last_event_at = last;
+        }
+    }
+
+    /// This process took the source's leadership under `epoch`.
+    pub fn note_takeover(&self, epoch: i64) {
+        let mut g = self.lock();
+        g.takeovers += 1;
+        g.epoch = Some(epoch);
+        g.state = SourceState::Starting;
+        g.leader_capturing = false;
+    }
+
+    /// This process gave the leadership up (`why`, kept as a notice: an ordinary
+    /// event, not a failure) and is back on standby.
+    pub fn note_leadership_lost(&self, why: String) {
+        {
+            let mut g = self.lock();
+            g.leadership_lost += 1;
+            g.epoch = None;
+            g.state = SourceState::Standby;
+            g.leader_capturing = false;
+        }
+        self.notice("leadership_lost", why);
+    }
+
+    /// The store refused a batch: another process leads the source now.
+    pub fn note_fenced(&self) {
+        self.lock().fenced_commits += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_keep_the_latest_few_in_order() {
+        let s = SourceStatus::new("docs", "mongodb");
+        for i in 0..(NOTICES_KEPT + 2) {
+            s.notice("dropped", format!("n{i}"));
+        }
+        let snap = s.snapshot();
+        assert_eq!(snap.notices.len(), NOTICES_KEPT);
+        assert_eq!(snap.notices[0].detail, "n2");
+        assert_eq!(
+            snap.last_notice().map(|n| n.detail.as_str()),
+            Some(format!("n{}", NOTICES_KEPT + 1).as_str())
+        );
+    }
+
+    #[test]
+    fn leadership_comes_and_goes_with_its_epoch() {
+        let s = SourceStatus::new("shop", "postgres");
+        s.note_takeover(7);
+        s.set_state(SourceState::Running);
+        assert_eq!(s.snapshot().epoch, Some(7));
+        assert!(s.snapshot().is_ready());
+        s.note_fenced();
+        s.note_leadership_lost("deposed".into());
+        let snap = s.snapshot();
+        assert_eq!(
+            (
+                snap.state,
+                snap.epoch,
+                snap.takeovers,
+                snap.leadership_lost,
+                snap.fenced_commits
+            ),
+            (SourceState::Standby, None, 1, 1, 1)
+        );
+        assert_eq!(
+            snap.last_notice().map(|n| n.kind.as_str()),
+            Some("leadership_lost")
+        );
+        assert!(
+            !snap.is_ready(),
+            "a standby is ready only once capture is known installed"
+        );
+    }
+}
