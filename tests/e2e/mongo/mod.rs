@@ -603,9 +603,12 @@ fn hex_bytes(s: &str) -> Vec<u8> {
 
 /// Five rapid updates of one document per collection, written while no relay runs, so
 /// the stream reads them all at once when it starts again. Returns the events' `after`
-/// versions per collection, in change order, and the `fullDocument` mode the stream
-/// asked for.
-async fn rapid_updates(env: &MongoEnv, collections: &[&str]) -> (Vec<(String, Vec<i64>)>, String) {
+/// versions per collection, in change order, the `fullDocument` mode the stream asked
+/// for, and the newest notice `/v1/sources` showed.
+async fn rapid_updates(
+    env: &MongoEnv,
+    collections: &[&str],
+) -> (Vec<(String, Vec<i64>)>, String, Value) {
     let rx = TestReceiver::start().await;
     let mut cfg = env.config("");
     cfg.sources[0].collections = collections.iter().map(|c| format!("app.{c}")).collect();
@@ -640,6 +643,7 @@ async fn rapid_updates(env: &MongoEnv, collections: &[&str]) -> (Vec<(String, Ve
     let stages_before = env.server.change_stream_stages().len();
     let (relay, _api) = start(cfg).await;
     let got = bodies(&rx.wait_delivered(6 * collections.len(), WAIT).await);
+    let notice = newest_notice(&relay).await;
     relay.shutdown().await;
     let mode = env.server.change_stream_stages()[stages_before]
         .get_str("fullDocument")
@@ -656,7 +660,7 @@ async fn rapid_updates(env: &MongoEnv, collections: &[&str]) -> (Vec<(String, Ve
             ((*coll).to_owned(), versions)
         })
         .collect();
-    (per_coll, mode)
+    (per_coll, mode, notice)
 }
 
 /// Where a collection keeps post-images, each update arrives with the document just
@@ -666,8 +670,13 @@ async fn rapid_updates(env: &MongoEnv, collections: &[&str]) -> (Vec<(String, Ve
 async fn rapid_updates_arrive_with_the_post_image_of_each_change_where_images_are_on() {
     let env = MongoEnv::new().await;
     env.keep_images("orders").await;
-    let (got, mode) = rapid_updates(&env, &["orders", "items"]).await;
+    let (got, mode, notice) = rapid_updates(&env, &["orders", "items"]).await;
     assert_eq!(mode, "whenAvailable");
+    assert_eq!(notice["kind"], "update_images", "{notice}");
+    assert_eq!(
+        notice["detail"],
+        "an update's \"after\": app.orders: post-image, app.items: lookup"
+    );
     assert_eq!(
         got,
         [
@@ -683,8 +692,12 @@ async fn rapid_updates_arrive_with_the_post_image_of_each_change_where_images_ar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_post_images_updates_show_the_document_when_read() {
     let env = MongoEnv::new().await;
-    let (got, mode) = rapid_updates(&env, &["orders"]).await;
+    let (got, mode, notice) = rapid_updates(&env, &["orders"]).await;
     assert_eq!(mode, "updateLookup");
+    assert_eq!(
+        notice["detail"], "an update's \"after\": app.orders: lookup",
+        "{notice}"
+    );
     assert_eq!(got, [("orders".to_owned(), vec![0, 5, 5, 5, 5, 5])]);
 }
 

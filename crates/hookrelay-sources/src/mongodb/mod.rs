@@ -82,13 +82,21 @@ pub struct MongoSource {
     cfg: SourceConfig,
     scope: Scope,
     store: Store,
+    /// Each watched collection's update mode as last shown in `/v1/sources`, so a
+    /// reconnect that changes nothing adds no notice.
+    shown_images: std::sync::Mutex<String>,
 }
 
 impl MongoSource {
     pub fn new(cfg: SourceConfig, store: Store) -> Result<Self, SourceError> {
         let scope = Scope::parse(&cfg.collections)
             .map_err(|e| SourceError::Setup(format!("source {} collections: {e}", cfg.name)))?;
-        Ok(Self { cfg, scope, store })
+        Ok(Self {
+            cfg,
+            scope,
+            store,
+            shown_images: std::sync::Mutex::default(),
+        })
     }
 
     async fn client(&self) -> Result<Client, SourceError> {
@@ -209,7 +217,7 @@ impl<'a> Reader<'a> {
             .map(|c| parse_token(&c.position))
             .transpose()?;
         self.committed = stored.map(|c| c.position);
-        self.full = self.choose_images().await?;
+        self.full = self.choose_images(status).await?;
         let opened = cancellable(
             self.src
                 .open(self.client, resume.clone(), self.full.clone()),
@@ -328,7 +336,7 @@ impl<'a> Reader<'a> {
     /// The stream's `fullDocument` mode for the watched collections as they are now,
     /// each collection's logged (see `images`). Without the right to list them, updates
     /// are looked up, unless post-images are required.
-    async fn choose_images(&self) -> Result<FullDocumentType, SourceError> {
+    async fn choose_images(&self, status: &SourceStatus) -> Result<FullDocumentType, SourceError> {
         let policy = self.src.cfg.post_images;
         let colls = match images::watched(self.client, &self.src.scope).await {
             Ok(colls) => colls,
@@ -339,6 +347,18 @@ impl<'a> Reader<'a> {
             Err(e) => return Err(e),
         };
         let (full, modes) = images::choose(policy, &colls);
+        // One notice (kind `update_images`) in `/v1/sources` when the modes change.
+        let shown: Vec<String> = modes
+            .iter()
+            .map(|(collection, mode)| format!("{collection}: {}", mode.as_str()))
+            .collect();
+        let shown = shown.join(", ");
+        if let Ok(mut last) = self.src.shown_images.lock() {
+            if *last != shown && !shown.is_empty() {
+                status.notice("update_images", format!("an update's \"after\": {shown}"));
+                *last = shown;
+            }
+        }
         for (collection, mode) in &modes {
             info!(%collection, after = mode.as_str(), "an update's \"after\": {}", match mode {
                 images::AfterMode::PostImage => "the post-image of that change",
