@@ -13,6 +13,7 @@ mod filters;
 mod idle;
 mod leadership;
 mod leaks;
+mod lifetime;
 mod mongo;
 mod mysql;
 mod operator;

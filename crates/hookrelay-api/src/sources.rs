@@ -39,7 +39,8 @@ pub struct Leader {
 /// Something upstream worth knowing that is neither an event nor a failure.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NoticeView {
-    /// `dropped`, `renamed`, `invalidated`, `history_lost`, `leadership_lost`.
+    /// `dropped`, `renamed`, `invalidated`, `history_lost`, `leadership_lost`,
+    /// `update_images` (mongodb: where each collection's updates get their `after`).
     pub kind: String,
     pub at: DateTime<Utc>,
     pub detail: String,

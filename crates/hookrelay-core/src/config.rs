@@ -171,6 +171,14 @@ pub struct DispatchConfig {
     /// are doing; outcomes not recorded by then are left to lease expiry.
     #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// A delivery older than this (counted from its creation, or from the replay that
+    /// started it over) ends `failed`, whether or not its circuit let it be tried, so
+    /// a dead endpoint's deliveries become visible and replayable in bounded time.
+    #[serde(default = "defaults::max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// The per-subscription circuit breaker.
+    #[serde(default)]
+    pub circuit: CircuitConfig,
 }
 
 impl Default for DispatchConfig {
@@ -185,6 +193,39 @@ impl Default for DispatchConfig {
             proxy: String::new(),
             poll_interval: defaults::dispatch_poll(),
             shutdown_grace: defaults::shutdown_grace(),
+            max_age: defaults::max_age(),
+            circuit: CircuitConfig::default(),
+        }
+    }
+}
+
+/// The circuit breaker each subscription gets: after `failures` failed attempts in a
+/// row its endpoint gets nothing for a cool-down (1 s, doubling on every failed probe
+/// up to `max_cooldown`), then one probe; a success closes it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitConfig {
+    /// Consecutive failed attempts that open the circuit; 0 turns the breaker off
+    /// (every due retry is sent whatever the endpoint did before).
+    #[serde(default = "defaults::circuit_failures")]
+    pub failures: u32,
+    /// The longest cool-down between probes of an open circuit.
+    #[serde(default = "defaults::circuit_max_cooldown", with = "humantime_serde")]
+    pub max_cooldown: Duration,
+}
+
+impl CircuitConfig {
+    /// The breaker is off (`failures = 0`).
+    pub fn is_off(&self) -> bool {
+        self.failures == 0
+    }
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        Self {
+            failures: defaults::circuit_failures(),
+            max_cooldown: defaults::circuit_max_cooldown(),
         }
     }
 }
@@ -255,6 +296,32 @@ pub struct SourceConfig {
     /// upstream (binlogs purged). `fail` keeps the source in error until a human acts.
     #[serde(default)]
     pub on_history_lost: OnHistoryLost,
+    /// mongodb: where an update's `after` comes from (see [`PostImages`]).
+    #[serde(default)]
+    pub post_images: PostImages,
+}
+
+/// Where a MongoDB update's `after` comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PostImages {
+    /// The post-image of that change where the collection keeps them
+    /// (`changeStreamPreAndPostImages`), else the document as it is when the change is
+    /// read (a lookup, which may already hold later changes).
+    #[default]
+    WhenAvailable,
+    /// Every watched collection must keep post-images; a change without one stops
+    /// the source with an error rather than sending a looked-up document.
+    Required,
+}
+
+impl PostImages {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostImages::WhenAvailable => "when_available",
+            PostImages::Required => "required",
+        }
+    }
 }
 
 /// What a source does when its checkpoint points at history the server no longer has.
@@ -339,6 +406,15 @@ mod defaults {
     }
     pub fn shutdown_grace() -> Duration {
         Duration::from_secs(10)
+    }
+    pub fn max_age() -> Duration {
+        Duration::from_secs(3 * 24 * 3600)
+    }
+    pub fn circuit_failures() -> u32 {
+        10
+    }
+    pub fn circuit_max_cooldown() -> Duration {
+        Duration::from_secs(60)
     }
     pub fn source_poll() -> Duration {
         Duration::from_secs(1)
@@ -590,6 +666,30 @@ impl Config {
                 format!("{:?} must be between 1s and 1h", d.shutdown_grace),
             ));
         }
+        // At least one attempt's timeout, and no more than a year: past that the
+        // store's timestamps, not the endpoint, would decide when a delivery ends.
+        if d.max_age < d.timeout.max(Duration::from_secs(1))
+            || d.max_age > Duration::from_secs(365 * 24 * 3600)
+        {
+            return Err(ConfigError::invalid(
+                "dispatch.max_age",
+                format!(
+                    "{} must be between dispatch.timeout ({}) and 365d",
+                    humantime::format_duration(d.max_age),
+                    humantime::format_duration(d.timeout)
+                ),
+            ));
+        }
+        let cooldown = d.circuit.max_cooldown;
+        if cooldown < Duration::from_secs(1) || cooldown > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::invalid(
+                "dispatch.circuit.max_cooldown",
+                format!(
+                    "{} must be between 1s (the first cool-down) and 24h",
+                    humantime::format_duration(cooldown)
+                ),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             let key = |k: &str| format!("sources[{i}].{k}");
@@ -670,6 +770,12 @@ impl Config {
                 return Err(ConfigError::invalid(
                     key("server_id"),
                     "0 is not a valid replica server id (use 1..=4294967295)",
+                ));
+            }
+            if s.post_images != PostImages::WhenAvailable && s.kind != SourceKind::Mongodb {
+                return Err(ConfigError::invalid(
+                    key("post_images"),
+                    "is only for kind = \"mongodb\"",
                 ));
             }
             if s.on_history_lost != OnHistoryLost::Fail && s.kind == SourceKind::Postgres {
@@ -876,6 +982,9 @@ tables = ["public.orders"]
         assert_eq!(cfg.dispatch.timeout, Duration::from_secs(10));
         assert_eq!(cfg.dispatch.max_attempts, 10);
         assert_eq!(cfg.dispatch.backoff, BackoffConfig::default());
+        assert_eq!(cfg.dispatch.max_age, Duration::from_secs(3 * 24 * 3600));
+        assert_eq!(cfg.dispatch.circuit.failures, 10);
+        assert_eq!(cfg.dispatch.circuit.max_cooldown, Duration::from_secs(60));
         assert_eq!(cfg.api.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(cfg.sources[0].tables, ["public.orders"]);
     }
@@ -909,12 +1018,20 @@ tables = ["public.orders"]
             ("[store]\nurl = \"postgres://x\"\n[api]\ninsecure_no_auth = true\nlisten = \"0.0.0.0:8080\"", "api.insecure_no_auth", "loopback"),
             (&format!("{GOOD}\n[log]\nformat = \"xml\""), "log.format", "xml"),
             (&format!("{GOOD}\n[retention]\ninterval = \"500ms\""), "retention.interval", "1s to 24h"),
+            (&format!("{GOOD}\n[dispatch]\nmax_age = \"3s\""), "dispatch.max_age", "between dispatch.timeout (10s)"),
+            (&format!("{GOOD}\n[dispatch]\nmax_age = \"400d\""), "dispatch.max_age", "365d"),
+            (&format!("{GOOD}\n[dispatch]\nmax_age = \"forever\""), "dispatch.max_age", "forever"),
+            (&format!("{GOOD}\n[dispatch]\ncircuit = {{ failures = -1 }}"), "dispatch.circuit.failures", "-1"),
+            (&format!("{GOOD}\n[dispatch]\ncircuit = {{ max_cooldown = \"500ms\" }}"), "dispatch.circuit.max_cooldown", "1s"),
+            (&format!("{GOOD}\n[dispatch]\ncircuit = {{ failure = 3 }}"), "dispatch.circuit.failure", "unknown field"),
             (&GOOD.replace("kind = \"postgres\"", "kind = \"mongodb\"").replace("postgres@127.0.0.1:5432/shop", "x").replace("postgres://x", "mongodb://127.0.0.1:27017/?replicaSet=rs0").replace("tables = [\"public.orders\"]", "collections = [\"orders\"]"), "sources[0].collections[0]", "db.collection"),
             (&GOOD.replace("tables = [", "server_id = 7\ntables = ["), "sources[0].server_id", "only for kind"),
             (&MYSQL.replace("server_id = 4242", "server_id = 0"), "sources[0].server_id", "0 is not"),
             (&MYSQL.replace("server_id = 4242", "server_id = -1"), "sources[0].server_id", "-1"),
             (&MYSQL.replace("\"fail\"", "\"skip\""), "sources[0].on_history_lost", "skip"),
             (&GOOD.replace("tables = [", "on_history_lost = \"restart_from_now\"\ntables = ["), "sources[0].on_history_lost", "only for kind"),
+            (&GOOD.replace("tables = [", "post_images = \"required\"\ntables = ["), "sources[0].post_images", "only for kind"),
+            (&GOOD.replace("tables = [", "post_images = \"always\"\ntables = ["), "sources[0].post_images", "always"),
         ];
         for (text, key, why) in cases {
             let err = Config::from_toml(text).expect_err(text).to_string();
@@ -924,6 +1041,24 @@ tables = ["public.orders"]
             );
             assert!(err.contains(why), "expected {why:?} in: {err}");
         }
+    }
+
+    #[test]
+    fn lifetime_and_circuit_keys() {
+        let cfg = Config::from_toml(&format!(
+            "{GOOD}\n[dispatch]\nmax_age = \"20s\"\ncircuit = {{ failures = 0 }}"
+        ))
+        .unwrap();
+        assert_eq!(cfg.dispatch.max_age, Duration::from_secs(20));
+        assert!(cfg.dispatch.circuit.is_off());
+        assert_eq!(cfg.dispatch.circuit.max_cooldown, Duration::from_secs(60));
+        let cfg = Config::from_toml(&format!(
+            "{GOOD}\n[dispatch]\ncircuit = {{ failures = 3, max_cooldown = \"5m\" }}"
+        ))
+        .unwrap();
+        assert_eq!(cfg.dispatch.circuit.failures, 3);
+        assert_eq!(cfg.dispatch.circuit.max_cooldown, Duration::from_secs(300));
+        assert!(!cfg.dispatch.circuit.is_off());
     }
 
     const MYSQL: &str = r#"

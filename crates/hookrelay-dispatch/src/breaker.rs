@@ -1,7 +1,12 @@
-//! Per-subscription circuit breaking: after a run of failed attempts an endpoint gets
-//! no deliveries for a cool-down, then one probe; a success closes the circuit. A dead
-//! endpoint's backlog then waits in the store instead of being retried in full every
-//! backoff period (DESIGN §1.1.4), and its deliveries keep their attempt budget.
+//! Per-subscription circuit breaking: after a run of failed attempts
+//! (`dispatch.circuit.failures`) an endpoint gets no deliveries for a cool-down, then
+//! one probe; a failed probe doubles the cool-down (1 s up to
+//! `dispatch.circuit.max_cooldown`), a success closes the circuit. A dead endpoint's
+//! backlog then waits in the store instead of being retried in full every backoff
+//! period (DESIGN §1.1.4), and its deliveries keep their attempt budget; they still
+//! end `failed` once older than `dispatch.max_age` (the store's expiry sweep), tried
+//! or not. `failures = 0` turns the breaker off: failures are counted (for the
+//! subscription view) but never open the circuit.
 //!
 //! [`Breakers::record`] says what an attempt changed, so the dispatcher publishes a
 //! circuit (`DispatchStats`, read by the admin API and `/metrics`) only when it counts
@@ -12,10 +17,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Consecutive failures that open a circuit.
-pub const FAILURE_THRESHOLD: u32 = 10;
+use hookrelay_core::config::CircuitConfig;
+
+/// The first cool-down; each failed probe doubles it.
 const MIN_COOLDOWN: Duration = Duration::from_secs(1);
-const MAX_COOLDOWN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 struct Circuit {
@@ -49,9 +54,17 @@ pub enum Recorded {
 #[derive(Debug, Default)]
 pub struct Breakers {
     circuits: HashMap<String, Circuit>,
+    cfg: CircuitConfig,
 }
 
 impl Breakers {
+    pub fn new(cfg: CircuitConfig) -> Self {
+        Self {
+            circuits: HashMap::new(),
+            cfg,
+        }
+    }
+
     pub fn record(&mut self, subscription: &str, success: bool, now: Instant) -> Recorded {
         if success {
             return match self.circuits.remove(subscription) {
@@ -60,13 +73,16 @@ impl Breakers {
             };
         }
         let c = self.circuits.entry(subscription.to_owned()).or_default();
-        c.failures += 1;
+        c.failures = c.failures.saturating_add(1);
+        if self.cfg.is_off() {
+            return Recorded::Failed { opened_for: None };
+        }
         let probing = c.open_until.is_some_and(|t| now >= t);
-        if c.failures >= FAILURE_THRESHOLD || probing {
+        if c.failures >= self.cfg.failures || probing {
             c.opened += 1;
             let cooldown = MIN_COOLDOWN
                 .saturating_mul(1 << (c.opened - 1).min(16))
-                .min(MAX_COOLDOWN);
+                .min(self.cfg.max_cooldown.max(MIN_COOLDOWN));
             c.open_until = Some(now + cooldown);
             c.failures = 0;
             return Recorded::Failed {
@@ -97,9 +113,12 @@ impl Breakers {
 mod tests {
     use super::*;
 
+    const FAILURE_THRESHOLD: u32 = 10;
+    const MAX_COOLDOWN: Duration = Duration::from_secs(60);
+
     #[test]
     fn opens_after_a_run_of_failures_and_probes_after_the_cooldown() {
-        let mut b = Breakers::default();
+        let mut b = Breakers::new(CircuitConfig::default());
         let t = Instant::now();
         assert_eq!(b.record("s", true, t), Recorded::Unchanged);
         for _ in 0..FAILURE_THRESHOLD - 1 {
@@ -138,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_success_resets_the_run_and_other_subscriptions_are_unaffected() {
-        let mut b = Breakers::default();
+        let mut b = Breakers::new(CircuitConfig::default());
         let t = Instant::now();
         for i in 0..FAILURE_THRESHOLD * 2 {
             b.record("s", i % 5 == 4, t);
@@ -153,7 +172,7 @@ mod tests {
 
     #[test]
     fn cooldown_is_capped() {
-        let mut b = Breakers::default();
+        let mut b = Breakers::new(CircuitConfig::default());
         let mut t = Instant::now();
         for _ in 0..FAILURE_THRESHOLD {
             b.record("s", false, t);
@@ -167,5 +186,48 @@ mod tests {
             Admission::Open
         );
         assert_eq!(b.admission("s", t + MAX_COOLDOWN), Admission::HalfOpen);
+    }
+
+    #[test]
+    fn threshold_and_cap_come_from_the_config() {
+        let mut b = Breakers::new(CircuitConfig {
+            failures: 3,
+            max_cooldown: Duration::from_secs(4),
+        });
+        let mut t = Instant::now();
+        for _ in 0..2 {
+            b.record("s", false, t);
+        }
+        assert_eq!(b.admission("s", t), Admission::Closed);
+        b.record("s", false, t);
+        assert_eq!(b.admission("s", t), Admission::Open, "opens at 3");
+        let mut cooldowns = Vec::new();
+        for _ in 0..5 {
+            t += Duration::from_secs(10);
+            match b.record("s", false, t) {
+                Recorded::Failed { opened_for } => cooldowns.push(opened_for.unwrap()),
+                other => panic!("{other:?}"),
+            }
+        }
+        let secs: Vec<u64> = cooldowns.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [2, 4, 4, 4, 4], "doubling, capped at max_cooldown");
+    }
+
+    #[test]
+    fn failures_zero_never_opens() {
+        let mut b = Breakers::new(CircuitConfig {
+            failures: 0,
+            max_cooldown: Duration::from_secs(60),
+        });
+        let t = Instant::now();
+        for _ in 0..1000 {
+            assert_eq!(
+                b.record("s", false, t),
+                Recorded::Failed { opened_for: None }
+            );
+        }
+        assert_eq!(b.admission("s", t), Admission::Closed);
+        assert_eq!(b.restricted(t).count(), 0);
+        assert_eq!(b.record("s", true, t), Recorded::Closed, "the run ends");
     }
 }

@@ -12,7 +12,8 @@ use hookrelay_core::{
     stats::{AttemptOutcome, DispatchStats},
 };
 use hookrelay_store::{
-    Claim, ClaimProgress, ClaimRoom, ClaimedDelivery, DispatchSignal, Offer, OutcomeStatus, Store,
+    expiry_interval, Claim, ClaimProgress, ClaimRoom, ClaimedDelivery, DispatchSignal, Offer,
+    OutcomeStatus, Store,
 };
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -237,7 +238,10 @@ impl Dispatcher {
         let capacity = self.cfg.workers * PREFETCH;
         let slots = Arc::new(Semaphore::new(capacity));
         let senders = Arc::new(Semaphore::new(self.cfg.workers));
-        let load: Arc<Mutex<Load>> = Arc::default();
+        let load = Arc::new(Mutex::new(Load {
+            breakers: Breakers::new(self.cfg.circuit.clone()),
+            ..Load::default()
+        }));
         let (tx, rx) = mpsc::channel(self.cfg.workers * 2);
         // Set while some key is blocked: only then can a recorded outcome make a
         // claim worth running (otherwise the recorder's wake-ups ran empty claims).
@@ -257,7 +261,12 @@ impl Dispatcher {
         let lease = self.cfg.timeout * (PREFETCH as u32 + 1) + LEASE_MARGIN;
         let mut store_failures: u32 = 0;
         info!(owner = %self.owner, workers = self.cfg.workers, "dispatcher started");
-        let maintenance = tokio::spawn(maintain(self.store.clone(), stop.clone()));
+        let maintenance = tokio::spawn(maintain(
+            self.store.clone(),
+            expiry_interval(self.cfg.max_age),
+            self.signal.clone(),
+            stop.clone(),
+        ));
 
         let mut cursors = Cursors::new(Instant::now());
         let full_room = PREFETCH * self.cfg.per_subscription;
@@ -602,8 +611,17 @@ fn note_drained(load: &Arc<Mutex<Load>>, claim: &Claim) {
     }
 }
 
-/// Keeps the queue's planner statistics fresh while deliveries pile in.
-async fn maintain(store: Store, stop: CancellationToken) {
+/// Keeps the queue's planner statistics fresh while deliveries pile in, and fails
+/// deliveries past `dispatch.max_age` every `expire_every` (see
+/// `hookrelay_store::expiry`): a periodic sweep, not part of the claim, because the
+/// claim never looks at a subscription whose circuit is open, where they pile up.
+async fn maintain(
+    store: Store,
+    expire_every: Duration,
+    signal: Arc<DispatchSignal>,
+    stop: CancellationToken,
+) {
+    let mut expired_at = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -611,6 +629,18 @@ async fn maintain(store: Store, stop: CancellationToken) {
         }
         if let Err(e) = store.analyze_if_grown().await {
             tracing::debug!(error = %e, "analyze skipped");
+        }
+        if expired_at.elapsed() >= expire_every {
+            expired_at = Instant::now();
+            match store.expire_deliveries().await {
+                Ok(Some(n)) if n > 0 => {
+                    info!(deliveries = n, "deliveries past dispatch.max_age failed");
+                    // An expired delivery may have held back later ones of its key.
+                    signal.rescan();
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "expiry sweep failed; trying again later"),
+            }
         }
     }
 }

@@ -357,14 +357,24 @@ inline as (
 ),
 rest as (
     -- the outcomes `inline` did not take, picked before the join: filtered after it,
-    -- every outcome of the batch was looked up a second time by id only to be dropped
+    -- every outcome of the batch was looked up a second time by id only to be dropped.
+    -- A delivery lives $11 seconds (dispatch.max_age) from its creation or its replay:
+    -- a retry is never scheduled past that, so an expired retry is always due, where
+    -- the expiry sweep looks (expiry.rs); a failure past it ends the delivery ($12 says
+    -- why). A comparison on the row this writes anyway, and no index or lookup more.
     update hookrelay.deliveries d
-       set status = u.status,
-           next_attempt_at = coalesce(u.next_at, d.next_attempt_at),
+       set status = case when u.status = 'retrying'
+                          and coalesce(d.replayed_at, d.created_at) + make_interval(secs => $11) <= now()
+                         then 'failed' else u.status end,
+           next_attempt_at = case when u.next_at is null then d.next_attempt_at
+                                  else least(u.next_at, coalesce(d.replayed_at, d.created_at)
+                                                        + make_interval(secs => $11)) end,
            lease_owner = null,
            lease_until = null,
            last_status_code = u.code,
-           last_error = u.err,
+           last_error = case when u.status = 'retrying'
+                              and coalesce(d.replayed_at, d.created_at) + make_interval(secs => $11) <= now()
+                             then $12 || coalesce('; last attempt: ' || u.err, '') else u.err end,
            updated_at = now()
       from (select * from u where u.id not in (select id from inline)) u
      where d.id = u.id and d.attempts = u.attempt and d.lease_owner = $7
@@ -633,7 +643,9 @@ impl Store {
 
     /// Records a batch of outcomes in one transaction. Outcomes whose lease was lost
     /// (expired and re-claimed elsewhere) are dropped from the delivery update but
-    /// their attempts are still logged (as attempt rows).
+    /// their attempts are still logged (as attempt rows). A retry is scheduled no
+    /// later than the delivery's end of life (the store's max age), and a failed
+    /// attempt after it fails the delivery (see `expiry`).
     pub async fn record_outcomes(
         &self,
         owner: &str,
@@ -676,11 +688,13 @@ impl Store {
         let mut client = self.relaxed_client().await?;
         let tx = client.transaction().await?;
         let stmt = tx.prepare_cached(RECORD_OUTCOMES).await?;
+        let max_age = self.max_age.as_secs_f64();
+        let expired = crate::expiry::expired_reason(self.max_age);
         tx.execute(
             &stmt,
             &[
                 &ids, &attempts, &statuses, &next_at, &codes, &errors, &owner, &started,
-                &durations, &bodies,
+                &durations, &bodies, &max_age, &expired,
             ],
         )
         .await?;

@@ -4,9 +4,10 @@
 //! `webhook-id` goes out):
 //!
 //! ```text
-//!  failed / succeeded ──replay──▶ pending, attempts = 0, due now, lease cleared
-//!  pending / retrying ──replay──▶ due now (lease and attempts untouched: it may be
-//!                                  in flight, and its outcome must still be recorded)
+//!  failed / succeeded ──replay──▶ pending, attempts = 0, due now, lease cleared,
+//!                                  a whole dispatch.max_age to live from now
+//!  pending / retrying ──replay──▶ due now (lease, attempts and age untouched: it may
+//!                                  be in flight, and its outcome must still be recorded)
 //! ```
 //! `last_error` and `last_status_code` stay until the next attempt overwrites them.
 //! Deliveries of a paused subscription are replayed into its queue: they wait as
@@ -46,6 +47,7 @@ set status = case when d.status in ('failed', 'succeeded') then 'pending' else d
     attempts = case when d.status in ('failed', 'succeeded') then 0 else d.attempts end,
     lease_owner = case when d.status in ('failed', 'succeeded') then null else d.lease_owner end,
     lease_until = case when d.status in ('failed', 'succeeded') then null else d.lease_until end,
+    replayed_at = case when d.status in ('failed', 'succeeded') then now() else d.replayed_at end,
     next_attempt_at = now(),
     updated_at = now()";
 

@@ -21,6 +21,7 @@ pub mod connect;
 mod deliveries;
 mod error;
 mod events;
+mod expiry;
 mod gauges;
 mod leader;
 mod listing;
@@ -45,6 +46,7 @@ pub use batch::BatchOutcome;
 pub use claim::{Claim, ClaimProgress, ClaimRoom, ClaimedDelivery, Outcome, OutcomeStatus};
 pub use connect::{ConnectSetupError, PgConnector};
 pub use error::{describe_pg, is_transient_pg, StoreError};
+pub use expiry::expiry_interval;
 pub use gauges::Backlog;
 pub use leader::{Leader, LockLost, SourceLock};
 pub use listing::MAX_PAGE;
@@ -82,6 +84,8 @@ pub struct Store {
     opened: Arc<claim::OpenedCache>,
     /// Deliveries and events removed by retention (see `retention`).
     pruned: Arc<AtomicU64>,
+    /// `dispatch.max_age`: how long a delivery lives (see `expiry`).
+    max_age: std::time::Duration,
     /// Compiled subscription filters and their failures (see `row_filters`).
     row_filters: Arc<row_filters::RowFilters>,
 }
@@ -161,8 +165,17 @@ impl Store {
             pruned: Arc::default(),
             secrets: Arc::default(),
             opened: Arc::default(),
+            max_age: hookrelay_core::config::DispatchConfig::default().max_age,
             row_filters: Arc::default(),
         })
+    }
+
+    /// Deliveries live `max_age` (`dispatch.max_age`; the default without this): the
+    /// outcome of an attempt past it fails the delivery, and
+    /// [`Store::expire_deliveries`] fails those left untried.
+    pub fn with_max_age(mut self, max_age: std::time::Duration) -> Self {
+        self.max_age = max_age;
+        self
     }
 
     /// Seals secrets with `secrets` from now on. A store built by [`Store::connect`]

@@ -49,7 +49,8 @@ impl Relay {
         }
         let store = Store::connect(&cfg.store.url, cfg.store.pool_size)
             .context("store")?
-            .with_secrets(secrets);
+            .with_secrets(secrets)
+            .with_max_age(cfg.dispatch.max_age);
         let applied = migrate_when_reachable(&store).await?;
         if !applied.is_empty() {
             info!(migrations = ?applied, "store migrated");

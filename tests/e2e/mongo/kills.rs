@@ -24,6 +24,9 @@ const KEYS: i64 = 10;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_hookrelay_loses_nothing_and_keeps_id_order() {
     let env = MongoEnv::new().await;
+    // Post-images on: each update's `after` is that change's, so the versions that
+    // arrive can be checked against the writes (a lookup could skip some).
+    env.server.enable_pre_images("app", "orders");
     let cfg = env.config("");
     let dir = std::env::temp_dir().join(format!(
         "hookrelay-mongokill-{}",

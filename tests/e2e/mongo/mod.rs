@@ -115,6 +115,22 @@ poll_interval = "300ms"
         relay
     }
 
+    /// Turns pre- and post-images on for `app.<coll>` through the driver, creating it
+    /// if need be (works on the test server and a real replica set alike).
+    async fn keep_images(&self, coll: &str) {
+        let client = Client::with_uri_str(&self.url).await.expect("driver");
+        let app = client.database("app");
+        let on = doc! { "enabled": true };
+        let created = app
+            .run_command(doc! { "create": coll, "changeStreamPreAndPostImages": on.clone() })
+            .await;
+        if created.is_err() {
+            app.run_command(doc! { "collMod": coll, "changeStreamPreAndPostImages": on })
+                .await
+                .expect("collMod");
+        }
+    }
+
     async fn checkpoint(&self) -> Option<String> {
         let db = self.store.connect().await;
         db.query_opt(
@@ -217,7 +233,7 @@ async fn insert_update_replace_delete_and_a_transaction_arrive_as_events() {
         "position is the resume token"
     );
     assert_eq!(upd["before"]["status"], "new", "pre-image");
-    assert_eq!(upd["after"]["status"], "paid", "updateLookup");
+    assert_eq!(upd["after"]["status"], "paid", "post-image");
     assert_eq!(rep["before"]["status"], "paid");
     assert_eq!(
         rep["after"],
@@ -246,8 +262,9 @@ async fn insert_update_replace_delete_and_a_transaction_arrive_as_events() {
         .iter()
         .all(|r| r.json()["source"]["table"] == "orders"));
     // The reader asked for what the contract needs.
+    // (app.orders keeps post-images: each update's `after` is that change's.)
     let stage = &env.server.change_stream_stages()[0];
-    assert_eq!(stage.get_str("fullDocument"), Ok("updateLookup"));
+    assert_eq!(stage.get_str("fullDocument"), Ok("whenAvailable"));
     assert_eq!(
         stage.get_str("fullDocumentBeforeChange"),
         Ok("whenAvailable")
@@ -262,6 +279,9 @@ async fn insert_update_replace_delete_and_a_transaction_arrive_as_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insert_update_delete_arrive_from_the_test_server_or_a_real_replica_set() {
     let (env, target) = MongoEnv::real_or_test_server().await;
+    // Post-images on, so the update's `after` is that change's even though the
+    // delete follows at once (a lookup would find nothing).
+    env.keep_images("orders").await;
     let rx = TestReceiver::start().await;
     let relay = env.relay("", &rx).await;
     let orders = env.orders().await;
@@ -295,7 +315,7 @@ async fn insert_update_delete_arrive_from_the_test_server_or_a_real_replica_set(
     let ops: Vec<&str> = got.iter().map(|b| b["op"].as_str().unwrap()).collect();
     assert_eq!(ops, ["insert", "update", "delete"], "from {target}");
     assert_eq!(got[0]["after"], json!({ "_id": id, "status": "new" }));
-    assert_eq!(got[1]["after"]["status"], "paid", "updateLookup ({target})");
+    assert_eq!(got[1]["after"]["status"], "paid", "post-image ({target})");
     assert_eq!(got[2]["after"], Value::Null);
     for b in &got {
         assert_eq!(b["type"], format!("orders.{}", b["op"].as_str().unwrap()));
@@ -544,11 +564,25 @@ async fn check_names_a_standalone_and_collections_without_pre_images() {
             .any(|n| n.contains("pre-images are off for app.orders")),
         "{notes:?}"
     );
+    let mut required = cfg.sources[0].clone();
+    required.post_images = hookrelay_core::config::PostImages::Required;
+    let err = hookrelay_sources::mongodb::check(&required)
+        .await
+        .expect_err("required without images")
+        .to_string();
+    assert!(
+        err.contains("post_images = \"required\" but app.orders keeps no post-images"),
+        "{err}"
+    );
     env.server.enable_pre_images("app", "orders");
     let notes = hookrelay_sources::mongodb::check(&cfg.sources[0])
         .await
         .expect("usable");
-    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(
+        notes,
+        ["app.orders keeps pre- and post-images: an update's \"before\" and \"after\" are the document just before and just after that change"]
+    );
+    assert!(hookrelay_sources::mongodb::check(&required).await.is_ok());
 
     let standalone = MongoServer::standalone().await;
     let mut src = cfg.sources[0].clone();
@@ -565,6 +599,129 @@ fn hex_bytes(s: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
+}
+
+/// Five rapid updates of one document per collection, written while no relay runs, so
+/// the stream reads them all at once when it starts again. Returns the events' `after`
+/// versions per collection, in change order, the `fullDocument` mode the stream asked
+/// for, and the newest notice `/v1/sources` showed.
+async fn rapid_updates(
+    env: &MongoEnv,
+    collections: &[&str],
+) -> (Vec<(String, Vec<i64>)>, String, Value) {
+    let rx = TestReceiver::start().await;
+    let mut cfg = env.config("");
+    cfg.sources[0].collections = collections.iter().map(|c| format!("app.{c}")).collect();
+    let start = |cfg: Config| async {
+        let relay = start_relay(cfg).await;
+        let api = Api::new(relay.api_addr);
+        (relay, api)
+    };
+    // The first run subscribes and takes the resume point.
+    let (relay, api) = start(cfg.clone()).await;
+    let types: Vec<String> = collections.iter().map(|c| format!("{c}.*")).collect();
+    api.subscribe(&rx.url, json!({ "event_types": types }))
+        .await;
+    eventually("the first checkpoint", WAIT, || async {
+        env.checkpoint().await
+    })
+    .await;
+    relay.shutdown().await;
+
+    let client = Client::with_uri_str(&env.url).await.expect("driver");
+    for coll in collections {
+        let c = client.database("app").collection::<Document>(coll);
+        c.insert_one(doc! { "_id": 1, "version": 0_i64 })
+            .await
+            .unwrap();
+        for v in 1..=5_i64 {
+            c.update_one(doc! { "_id": 1 }, doc! { "$set": { "version": v } })
+                .await
+                .unwrap();
+        }
+    }
+    let stages_before = env.server.change_stream_stages().len();
+    let (relay, _api) = start(cfg).await;
+    let got = bodies(&rx.wait_delivered(6 * collections.len(), WAIT).await);
+    let notice = newest_notice(&relay).await;
+    relay.shutdown().await;
+    let mode = env.server.change_stream_stages()[stages_before]
+        .get_str("fullDocument")
+        .unwrap_or("default")
+        .to_owned();
+    let per_coll = collections
+        .iter()
+        .map(|coll| {
+            let versions = got
+                .iter()
+                .filter(|b| b["source"]["table"] == *coll)
+                .map(|b| b["after"]["version"].as_i64().expect("after.version"))
+                .collect();
+            ((*coll).to_owned(), versions)
+        })
+        .collect();
+    (per_coll, mode, notice)
+}
+
+/// Where a collection keeps post-images, each update arrives with the document just
+/// after that change; in the same stream, a collection without them gets the document
+/// as it is when the change is read (hookrelay looks it up), here the last version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_updates_arrive_with_the_post_image_of_each_change_where_images_are_on() {
+    let env = MongoEnv::new().await;
+    env.keep_images("orders").await;
+    let (got, mode, notice) = rapid_updates(&env, &["orders", "items"]).await;
+    assert_eq!(mode, "whenAvailable");
+    assert_eq!(notice["kind"], "update_images", "{notice}");
+    assert_eq!(
+        notice["detail"],
+        "an update's \"after\": app.orders: post-image, app.items: lookup"
+    );
+    assert_eq!(
+        got,
+        [
+            ("orders".to_owned(), vec![0, 1, 2, 3, 4, 5]),
+            ("items".to_owned(), vec![0, 5, 5, 5, 5, 5]),
+        ]
+    );
+}
+
+/// Without post-images anywhere the server looks each update up (`updateLookup`):
+/// rapid updates read together all show the last state. (The contrast that makes the
+/// test above one that can fail.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_post_images_updates_show_the_document_when_read() {
+    let env = MongoEnv::new().await;
+    let (got, mode, notice) = rapid_updates(&env, &["orders"]).await;
+    assert_eq!(mode, "updateLookup");
+    assert_eq!(
+        notice["detail"], "an update's \"after\": app.orders: lookup",
+        "{notice}"
+    );
+    assert_eq!(got, [("orders".to_owned(), vec![0, 5, 5, 5, 5, 5])]);
+}
+
+/// `post_images = "required"`: the stream asks for them, and each change has its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_post_images_are_asked_for() {
+    let env = MongoEnv::new().await;
+    env.keep_images("orders").await;
+    let rx = TestReceiver::start().await;
+    let relay = env.relay("post_images = \"required\"", &rx).await;
+    let orders = env.orders().await;
+    orders
+        .insert_one(doc! { "_id": 1, "version": 0_i64 })
+        .await
+        .unwrap();
+    orders
+        .update_one(doc! { "_id": 1 }, doc! { "$set": { "version": 1_i64 } })
+        .await
+        .unwrap();
+    let got = bodies(&rx.wait_delivered(2, WAIT).await);
+    relay.shutdown().await;
+    assert_eq!(got[1]["after"]["version"], 1);
+    let stage = &env.server.change_stream_stages()[0];
+    assert_eq!(stage.get_str("fullDocument"), Ok("required"), "{stage}");
 }
 
 /// The newest notice `/v1/sources` shows for the (only) source.

@@ -15,6 +15,14 @@
 //! collection gives `drop` then `invalidate` on a collection stream. Every
 //! `$changeStream` stage the driver sent is recorded, so tests can see where a
 //! restarted reader resumed.
+//!
+//! `fullDocument` behaves as MongoDB documents it: `updateLookup` gives an update the
+//! document as it is when the batch is read (so rapid updates can all show the last
+//! one's state), `whenAvailable` and `required` give the post-image of that change
+//! where the collection has `changeStreamPreAndPostImages` on (set by `create`,
+//! `collMod` or [`MongoServer::enable_pre_images`]); without it `whenAvailable` gives
+//! none and `required` fails the cursor. `find` by `_id` answers the reader's own
+//! look-ups.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -144,8 +152,11 @@ impl MongoServer {
     }
 
     /// `changeStreamPreAndPostImages: {enabled: true}` on a collection.
+    /// The collection exists from then on, as one created with the option does.
     pub fn enable_pre_images(&self, db: &str, coll: &str) {
-        self.lock().pre_images.insert((db.into(), coll.into()));
+        let mut st = self.lock();
+        st.docs.entry((db.into(), coll.into())).or_default();
+        st.pre_images.insert((db.into(), coll.into()));
     }
 
     /// Forgets every change so far, as an oplog that rolled over does.
@@ -306,6 +317,42 @@ impl Server {
                 "ok": 1,
             },
             "listCollections" => self.list_collections(&db),
+            "create" | "collMod" => {
+                let coll = cmd.get_str(&name).unwrap_or_default().to_owned();
+                let on = cmd
+                    .get_document("changeStreamPreAndPostImages")
+                    .and_then(|o| o.get_bool("enabled"))
+                    .ok();
+                let mut st = self.lock();
+                let key = (db.clone(), coll);
+                st.docs.entry(key.clone()).or_default();
+                match on {
+                    Some(true) => {
+                        st.pre_images.insert(key);
+                    }
+                    Some(false) => {
+                        st.pre_images.remove(&key);
+                    }
+                    None => {}
+                }
+                doc! { "ok": 1 }
+            }
+            "find" => {
+                let coll = cmd.get_str("find").unwrap_or_default().to_owned();
+                let filter = cmd.get_document("filter").cloned().unwrap_or_default();
+                let st = self.lock();
+                let batch: Vec<Document> = st
+                    .docs
+                    .get(&(db.clone(), coll.clone()))
+                    .map(|docs| {
+                        docs.iter()
+                            .filter(|d| matches(d, &filter))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                doc! { "cursor": { "id": 0_i64, "ns": format!("{db}.{coll}"), "firstBatch": batch }, "ok": 1 }
+            }
             "killCursors" => {
                 let ids = cmd.get_array("cursors").cloned().unwrap_or_default();
                 let mut st = self.lock();
@@ -510,7 +557,10 @@ impl Server {
                 ns: ns.clone(),
             },
         );
-        let (batch, token, open) = take_batch(&mut st, id);
+        let (batch, token, open) = match take_batch(&mut st, id) {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
         doc! {
             "cursor": { "id": if open { id } else { 0 }, "ns": ns, "firstBatch": batch, "postBatchResumeToken": token },
             "ok": 1,
@@ -528,7 +578,10 @@ impl Server {
                 let Some(ns) = st.cursors.get(&id).map(|c| c.ns.clone()) else {
                     return error(43, "CursorNotFound", &format!("cursor id {id} not found"));
                 };
-                let (batch, token, open) = take_batch(&mut st, id);
+                let (batch, token, open) = match take_batch(&mut st, id) {
+                    Ok(b) => b,
+                    Err(e) => return e,
+                };
                 if !batch.is_empty() || tokio::time::Instant::now() >= deadline {
                     if !open {
                         st.cursors.remove(&id);
@@ -625,12 +678,13 @@ fn apply(
 }
 
 /// The next batch for cursor `id`: change events, the post-batch resume token, and
-/// whether the cursor stays open (an invalidate closes it).
-fn take_batch(st: &mut State, id: i64) -> (Vec<Document>, Document, bool) {
+/// whether the cursor stays open (an invalidate closes it); or the error that fails
+/// the cursor (`fullDocument: "required"` and a change without a post-image).
+fn take_batch(st: &mut State, id: i64) -> Result<(Vec<Document>, Document, bool), Document> {
     let pre_images = st.pre_images.clone();
     let head = st.next_seq - 1;
     let Some(cur) = st.cursors.get_mut(&id) else {
-        return (Vec::new(), MongoServer::token_of(head), false);
+        return Ok((Vec::new(), MongoServer::token_of(head), false));
     };
     let mut batch = Vec::new();
     let mut token = MongoServer::token_of(head);
@@ -656,11 +710,31 @@ fn take_batch(st: &mut State, id: i64) -> (Vec<Document>, Document, bool) {
         if let Some(u) = &e.update {
             ev.insert("updateDescription", u.clone());
         }
-        let lookup = cur.full_document == "updateLookup" && e.op == "update";
-        if e.op == "insert" || e.op == "replace" || lookup {
-            if let Some(a) = &e.after {
-                ev.insert("fullDocument", a.clone());
+        let images = pre_images.contains(&(e.db.clone(), e.coll.clone()));
+        let full = match (e.op, cur.full_document.as_str()) {
+            ("insert" | "replace", _) => e.after.clone().map(Bson::Document),
+            // The document now, not at the change; null once it is gone.
+            ("update", "updateLookup") => Some(
+                st.docs
+                    .get(&(e.db.clone(), e.coll.clone()))
+                    .and_then(|docs| docs.iter().find(|d| d.get("_id") == Some(&e.key)))
+                    .cloned()
+                    .map_or(Bson::Null, Bson::Document),
+            ),
+            ("update", "whenAvailable" | "required") if images => {
+                e.after.clone().map(Bson::Document)
             }
+            ("update", "required") => {
+                return Err(error(
+                    280,
+                    "ChangeStreamFatalError",
+                    "Change stream was configured to require a post-image for all update, delete and replace events, but no post-image was available",
+                ))
+            }
+            _ => None,
+        };
+        if let Some(full) = full {
+            ev.insert("fullDocument", full);
         }
         let wants_before = matches!(cur.before_change.as_str(), "whenAvailable" | "required");
         if wants_before
@@ -686,7 +760,7 @@ fn take_batch(st: &mut State, id: i64) -> (Vec<Document>, Document, bool) {
             break;
         }
     }
-    (batch, token, open)
+    Ok((batch, token, open))
 }
 
 /// A `$match` filter: `$or`, `$and`, `$in`, `$eq` and equality on dotted paths.

@@ -126,3 +126,45 @@ async fn every_type_family_maps_exactly() {
     );
     relay.shutdown().await;
 }
+
+/// A JSON column's numbers arrive as stored, digit for digit: big integers, long
+/// decimals, exponents, negative zero, nested arrays of them. (MariaDB keeps JSON as
+/// text; parsed into an f64, `12345678901234567890.5` became `1.2345678901234567e19`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_numbers_arrive_as_written() {
+    let my = shop().await;
+    let mut c = my.connect("shop").await;
+    exec(&mut c, "CREATE TABLE docs (id INT PRIMARY KEY, j JSON)").await;
+    let store = TestDb::new("store").await;
+    let relay = start_relay(mysql_config(
+        &store.url(),
+        &my.url("shop"),
+        &["shop.docs"],
+        "",
+    ))
+    .await;
+    let api = Api::new(relay.api_addr);
+    let rx = TestReceiver::start().await;
+    api.subscribe(&rx.url, json!({ "event_types": ["docs.*"] }))
+        .await;
+
+    let stored = r#"{"big": 12345678901234567890.5,
+        "ints": [123456789012345678901234567890, -9223372036854775809, 18446744073709551616],
+        "long": 0.1000000000000000055511151231257827021181583404541015625,
+        "exp": [1e400, 1E-7, 2.50e+3, -1.0e-0],
+        "zero": [-0, -0.0, 0.00],
+        "nested": [[1, [2.000, [3.14159265358979323846264338327950288]]], []]}"#;
+    exec(&mut c, &format!("INSERT INTO docs VALUES (1, '{stored}')")).await;
+    let got = rx.wait_delivered(1, Duration::from_secs(60)).await;
+    let body = std::str::from_utf8(&got[0].body).expect("utf-8").to_owned();
+    let want = concat!(
+        r#""j":{"big":12345678901234567890.5,"#,
+        r#""ints":[123456789012345678901234567890,-9223372036854775809,18446744073709551616],"#,
+        r#""long":0.1000000000000000055511151231257827021181583404541015625,"#,
+        r#""exp":[1e400,1E-7,2.50e+3,-1.0e-0],"#,
+        r#""zero":[-0,-0.0,0.00],"#,
+        r#""nested":[[1,[2.000,[3.14159265358979323846264338327950288]]],[]]}"#,
+    );
+    assert!(body.contains(want), "{body}");
+    relay.shutdown().await;
+}

@@ -1,5 +1,6 @@
 //! `hookrelay check` for a MongoDB source: the server can run change streams, the
-//! user may open this one, and which collections will have `before` images.
+//! user may open this one, and which collections keep pre- and post-images: where
+//! each update's `before` and `after` will come from (see `images`).
 
 use std::time::Duration;
 
@@ -8,9 +9,12 @@ use ::mongodb::{
     options::ClientOptions,
     Client,
 };
-use hookrelay_core::config::SourceConfig;
+use hookrelay_core::config::{PostImages, SourceConfig};
 
-use super::scope::{Scope, Target};
+use super::{
+    images::has_images,
+    scope::{Scope, Target},
+};
 use crate::SourceError;
 
 /// The actions a change stream needs on what it watches.
@@ -28,7 +32,7 @@ pub(super) async fn check(cfg: &SourceConfig, scope: &Scope) -> Result<Vec<Strin
         opts.repl_set_name = None;
     }
     let client = Client::with_options(opts)?;
-    let result = inspect(&client, scope).await;
+    let result = inspect(&client, scope, cfg.post_images).await;
     client.shutdown().await;
     let (problems, notes) = result?;
     if problems.is_empty() {
@@ -41,6 +45,7 @@ pub(super) async fn check(cfg: &SourceConfig, scope: &Scope) -> Result<Vec<Strin
 async fn inspect(
     client: &Client,
     scope: &Scope,
+    policy: PostImages,
 ) -> Result<(Vec<String>, Vec<String>), SourceError> {
     let admin = client.database("admin");
     let hello = admin.run_command(doc! { "hello": 1 }).await?;
@@ -113,40 +118,39 @@ async fn inspect(
         let colls: Vec<(&str, bool)> = batch
             .iter()
             .filter_map(Bson::as_document)
-            .filter_map(|c| Some((c.get_str("name").ok()?, has_pre_images(c))))
+            .filter_map(|c| Some((c.get_str("name").ok()?, has_images(c))))
             .collect();
+        let mut found: Vec<(&str, bool)> = Vec::new();
         for p in scope.patterns.iter().filter(|p| p.db == db) {
             match &p.coll {
                 Some(name) => match colls.iter().find(|(c, _)| c == name) {
                     None => notes.push(format!(
                         "{db}.{name} does not exist (yet); its changes are captured once it does"
                     )),
-                    Some((_, false)) => notes.push(pre_images_off(db, name)),
-                    Some((_, true)) => {}
+                    Some(c) => found.push(*c),
                 },
-                None => {
-                    for (name, _) in colls
-                        .iter()
-                        .filter(|(c, on)| !on && !c.starts_with("system."))
-                    {
-                        notes.push(pre_images_off(db, name));
-                    }
-                }
+                None => found.extend(colls.iter().filter(|(c, _)| !c.starts_with("system."))),
+            }
+        }
+        for (name, on) in found {
+            match (on, policy) {
+                (true, _) => notes.push(images_on(db, name)),
+                (false, PostImages::WhenAvailable) => notes.push(images_off(db, name)),
+                (false, PostImages::Required) => problems.push(format!(
+                    "post_images = \"required\" but {db}.{name} keeps no post-images (collMod with changeStreamPreAndPostImages: {{ enabled: true }} turns them on)"
+                )),
             }
         }
     }
     Ok((problems, notes))
 }
 
-fn pre_images_off(db: &str, coll: &str) -> String {
-    format!("pre-images are off for {db}.{coll}: its events will have \"before\": null (collMod with changeStreamPreAndPostImages: {{ enabled: true }} turns them on)")
+fn images_off(db: &str, coll: &str) -> String {
+    format!("pre-images are off for {db}.{coll}: its events will have \"before\": null, and an update's \"after\" is looked up when the change is read, so it may already hold later changes (collMod with changeStreamPreAndPostImages: {{ enabled: true }} turns images on)")
 }
 
-fn has_pre_images(coll: &Document) -> bool {
-    coll.get_document("options")
-        .and_then(|o| o.get_document("changeStreamPreAndPostImages"))
-        .and_then(|p| p.get_bool("enabled"))
-        .unwrap_or(false)
+fn images_on(db: &str, coll: &str) -> String {
+    format!("{db}.{coll} keeps pre- and post-images: an update's \"before\" and \"after\" are the document just before and just after that change")
 }
 
 /// Whether `privilege` allows `action` on `db.coll` (`""` = any, as in MongoDB's

@@ -2,12 +2,16 @@
 //! resume token in the store.
 //!
 //! ```text
+//!   listCollections: which watched collections keep post-images ──▶ fullDocument
+//!   mode (updateLookup / whenAvailable / required, see `images`), logged per collection
 //!   store checkpoint ──start_after──▶ aggregate [$changeStream, $match watched ns]
 //!   (none: open from now, commit        │
 //!    its resume token first)            ▼
 //!                      ┌──────── getMore ◀──────────────────────────────┐
 //!                      ▼                                                │
 //!   events buffered? ──yes──▶ build events into the batch ──────────────┤
+//!        │                   (an update without its post-image under
+//!        │                    whenAvailable: find it by _id first)
 //!        │ no (a getMore is on the wire)                                │
 //!        ▼                                                              │
 //!   BatchSink::commit(batch, upto = last event's token)  ── store txn ──┘
@@ -36,6 +40,7 @@
 mod change;
 mod check;
 mod error;
+mod images;
 mod scope;
 pub mod value;
 
@@ -57,7 +62,7 @@ use ::mongodb::{
 };
 use chrono::Utc;
 use hookrelay_core::{
-    config::{OnHistoryLost, SourceConfig},
+    config::{OnHistoryLost, PostImages, SourceConfig},
     ChangeEvent,
 };
 use hookrelay_store::{model::RejectedChange, Store};
@@ -77,13 +82,21 @@ pub struct MongoSource {
     cfg: SourceConfig,
     scope: Scope,
     store: Store,
+    /// Each watched collection's update mode as last shown in `/v1/sources`, so a
+    /// reconnect that changes nothing adds no notice.
+    shown_images: std::sync::Mutex<String>,
 }
 
 impl MongoSource {
     pub fn new(cfg: SourceConfig, store: Store) -> Result<Self, SourceError> {
         let scope = Scope::parse(&cfg.collections)
             .map_err(|e| SourceError::Setup(format!("source {} collections: {e}", cfg.name)))?;
-        Ok(Self { cfg, scope, store })
+        Ok(Self {
+            cfg,
+            scope,
+            store,
+            shown_images: std::sync::Mutex::default(),
+        })
     }
 
     async fn client(&self) -> Result<Client, SourceError> {
@@ -97,11 +110,13 @@ impl MongoSource {
         Ok(Client::with_options(opts)?)
     }
 
-    /// Opens the stream after `token`, or from the server's current point.
+    /// Opens the stream after `token`, or from the server's current point, with
+    /// `full` as its `fullDocument` mode (see `images`).
     async fn open(
         &self,
         client: &Client,
         token: Option<ResumeToken>,
+        full: FullDocumentType,
     ) -> Result<Stream, ::mongodb::error::Error> {
         let (database, collection);
         let watch = match self.scope.target() {
@@ -117,7 +132,7 @@ impl MongoSource {
         };
         let watch = watch
             .pipeline(self.scope.pipeline())
-            .full_document(FullDocumentType::UpdateLookup)
+            .full_document(full)
             .full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable)
             .max_await_time(self.cfg.poll_interval);
         match token {
@@ -173,6 +188,8 @@ impl Source for MongoSource {
 struct Reader<'a> {
     src: &'a MongoSource,
     client: &'a Client,
+    /// The stream's `fullDocument` mode, chosen when it first opens (see `images`).
+    full: FullDocumentType,
     txns: TxnCounter,
     batch: Vec<ChangeEvent>,
     /// The token of the last change in `batch`.
@@ -187,6 +204,7 @@ impl<'a> Reader<'a> {
         Self {
             src,
             client,
+            full: FullDocumentType::UpdateLookup,
             txns: TxnCounter::default(),
             batch: Vec::new(),
             batch_upto: None,
@@ -208,7 +226,13 @@ impl<'a> Reader<'a> {
             .map(|c| parse_token(&c.position))
             .transpose()?;
         self.committed = stored.map(|c| c.position);
-        let opened = cancellable(self.src.open(self.client, resume.clone()), stop).await;
+        self.full = self.choose_images(status).await?;
+        let opened = cancellable(
+            self.src
+                .open(self.client, resume.clone(), self.full.clone()),
+            stop,
+        )
+        .await;
         let mut stream = match opened {
             None => return Ok(()),
             Some(Ok(s)) => s,
@@ -231,7 +255,9 @@ impl<'a> Reader<'a> {
                             ),
                         );
                         self.committed = None;
-                        match cancellable(self.src.open(self.client, None), stop).await {
+                        match cancellable(self.src.open(self.client, None, self.full.clone()), stop)
+                            .await
+                        {
                             None => return Ok(()),
                             Some(r) => r?,
                         }
@@ -287,9 +313,8 @@ impl<'a> Reader<'a> {
                         // Invalidated: the stream is closed; continue after it.
                         self.flush(sink).await?;
                         self.checkpoint(sink, token_text(&token)?).await?;
-                        stream = match cancellable(self.src.open(self.client, Some(token)), stop)
-                            .await
-                        {
+                        let reopened = self.src.open(self.client, Some(token), self.full.clone());
+                        stream = match cancellable(reopened, stop).await {
                             None => return Ok(()),
                             Some(r) => r?,
                         };
@@ -318,13 +343,70 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The stream's `fullDocument` mode for the watched collections as they are now,
+    /// each collection's logged (see `images`). Without the right to list them, updates
+    /// are looked up, unless post-images are required.
+    async fn choose_images(&self, status: &SourceStatus) -> Result<FullDocumentType, SourceError> {
+        let policy = self.src.cfg.post_images;
+        let colls = match images::watched(self.client, &self.src.scope).await {
+            Ok(colls) => colls,
+            Err(e) if policy == PostImages::WhenAvailable => {
+                warn!(error = %e, "cannot list the watched collections to see which keep post-images; every update's \"after\" is looked up when read");
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        let (full, modes) = images::choose(policy, &colls);
+        // One notice (kind `update_images`) in `/v1/sources` when the modes change.
+        let shown: Vec<String> = modes
+            .iter()
+            .map(|(collection, mode)| format!("{collection}: {}", mode.as_str()))
+            .collect();
+        let shown = shown.join(", ");
+        if let Ok(mut last) = self.src.shown_images.lock() {
+            if *last != shown && !shown.is_empty() {
+                status.notice("update_images", format!("an update's \"after\": {shown}"));
+                *last = shown;
+            }
+        }
+        for (collection, mode) in &modes {
+            info!(%collection, after = mode.as_str(), "an update's \"after\": {}", match mode {
+                images::AfterMode::PostImage => "the post-image of that change",
+                images::AfterMode::Lookup => "the document when the change is read (post-images off)",
+            });
+        }
+        Ok(full)
+    }
+
+    /// An update's document as it is now, for a collection whose change carries no
+    /// post-image while the stream asks for them where available (see `images`):
+    /// what `updateLookup` would have given. `None` once it is deleted.
+    async fn look_up(
+        &self,
+        ev: &ChangeStreamEvent<Document>,
+    ) -> Result<Option<Document>, SourceError> {
+        let (Some(ns), Some(key)) = (&ev.ns, &ev.document_key) else {
+            return Ok(None);
+        };
+        let Some(coll) = &ns.coll else {
+            return Ok(None);
+        };
+        let found = self
+            .client
+            .database(&ns.db)
+            .collection::<Document>(coll)
+            .find_one(key.clone())
+            .await?;
+        Ok(found)
+    }
+
     /// Adds an insert/update/replace/delete to the batch; logs what is not an event.
     /// Returns the token to reopen after when the stream was invalidated.
     async fn handle<S: BatchSink>(
         &mut self,
         sink: &S,
         status: &SourceStatus,
-        ev: ChangeStreamEvent<Document>,
+        mut ev: ChangeStreamEvent<Document>,
     ) -> Result<Option<ResumeToken>, SourceError> {
         let ns = ev
             .ns
@@ -342,6 +424,12 @@ impl<'a> Reader<'a> {
                 });
                 if !watched {
                     return Ok(None);
+                }
+                if matches!(ev.operation_type, OperationType::Update)
+                    && ev.full_document.is_none()
+                    && matches!(self.full, FullDocumentType::WhenAvailable)
+                {
+                    ev.full_document = self.look_up(&ev).await?;
                 }
                 match change::build(&self.src.cfg.name, &ev, &mut self.txns, Utc::now()) {
                     Ok(Some(event)) => {

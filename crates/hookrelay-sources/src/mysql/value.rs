@@ -8,7 +8,14 @@ use std::fmt::Write as _;
 
 use base64::{engine::general_purpose::STANDARD, Engine};
 use chrono::{DateTime, SecondsFormat, Utc};
-use mysql_async::{binlog::value::BinlogValue, consts::ColumnType, Value};
+use mysql_async::{
+    binlog::{
+        jsonb::{JsonContainer, JsonDom, JsonNumber, JsonScalar},
+        value::BinlogValue,
+    },
+    consts::ColumnType,
+    Value,
+};
 
 /// How a column's bytes are text, from its collation's character set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,9 +92,11 @@ pub fn to_json(
     let v = match value {
         BinlogValue::Value(v) => v,
         BinlogValue::Jsonb(doc) => {
-            let json = serde_json::Value::try_from(doc.clone())
+            let dom = doc
+                .clone()
+                .parse()
                 .map_err(|e| bad(format!("binary JSON: {e}")))?;
-            push_json(out, &json);
+            push_jsonb(out, &dom);
             return Ok(());
         }
         BinlogValue::JsonDiff(_) => {
@@ -298,11 +307,86 @@ fn push_json(out: &mut String, v: &serde_json::Value) {
     }
 }
 
-/// JSON stored as text (MariaDB): nested when it parses, else the text as a string.
+/// JSON stored as text (MariaDB's JSON is LONGTEXT): nested when it is valid JSON,
+/// else the text as a string. The document is re-emitted from its own text, only the
+/// whitespace between tokens dropped: every number as written (never through an
+/// `f64`, so `12345678901234567890.5`, `1e400` and `-0` arrive as stored), strings
+/// with their escapes as written, members in their stored order. Parsing into a
+/// `serde_json::Value` instead lost digits, and serde_json's `arbitrary_precision`
+/// would change how every other crate of the workspace reads numbers.
 fn push_json_text(out: &mut String, b: &[u8]) {
-    match serde_json::from_slice::<serde_json::Value>(b) {
-        Ok(v) => push_json(out, &v),
-        Err(_) => push_str(out, &String::from_utf8_lossy(b)),
+    match std::str::from_utf8(b)
+        .ok()
+        .filter(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
+    {
+        Some(text) => push_minified(out, text),
+        None => push_str(out, &String::from_utf8_lossy(b)),
+    }
+}
+
+/// `text` (valid JSON) without the whitespace outside its strings.
+fn push_minified(out: &mut String, text: &str) {
+    out.reserve(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+}
+
+/// MySQL 8's binary JSON as the server prints it. Its number types stay distinct:
+/// integers exact (64-bit ones too), a DECIMAL (an opaque value in the binary
+/// format) in its plain digits with its scale, a double in its shortest round-trip
+/// form, written as DOUBLE columns are (`1e+300`). Strings, dates and times and other opaque values as mysql_common renders
+/// them; members in the order the binary format keeps them (sorted by key).
+fn push_jsonb(out: &mut String, v: &JsonDom) {
+    match v {
+        JsonDom::Container(JsonContainer::Array(items)) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_jsonb(out, item);
+            }
+            out.push(']');
+        }
+        JsonDom::Container(JsonContainer::Object(members)) => {
+            out.push('{');
+            for (i, (key, item)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_str(out, key);
+                out.push(':');
+                push_jsonb(out, item);
+            }
+            out.push('}');
+        }
+        JsonDom::Scalar(JsonScalar::Number(n)) => {
+            let _ = match n {
+                JsonNumber::Int(i) => write!(out, "{i}"),
+                JsonNumber::Uint(u) => write!(out, "{u}"),
+                JsonNumber::Decimal(d) => write!(out, "{d}"),
+                // A JSON document holds no NaN or infinity.
+                JsonNumber::Double(f) => match serde_json::Number::from_f64(*f) {
+                    Some(n) => write!(out, "{n}"),
+                    None => write!(out, "null"),
+                },
+            };
+        }
+        JsonDom::Scalar(other) => push_json(out, &serde_json::Value::from(other.clone())),
     }
 }
 
@@ -529,6 +613,109 @@ mod tests {
         for (c, v, want) in cases {
             let shown = format!("{:?} {v:?}", c.ty);
             assert_eq!(render(&c, v), want, "{shown}");
+        }
+    }
+
+    /// MariaDB JSON (text): every number token arrives exactly as written, nested
+    /// arrays included; only the whitespace between tokens goes.
+    #[test]
+    fn mariadb_json_numbers_are_kept_as_written() {
+        let mut c = col(MYSQL_TYPE_BLOB, &[4]);
+        c.json = true;
+        let cases = [
+            (
+                r#"{"big": 12345678901234567890.5}"#,
+                r#"{"big":12345678901234567890.5}"#,
+            ),
+            (
+                r#"{"i": 123456789012345678901234567890, "n": -9223372036854775809}"#,
+                r#"{"i":123456789012345678901234567890,"n":-9223372036854775809}"#,
+            ),
+            (
+                "[0.1000000000000000055511151231257827021181583404541015625, 3.14159265358979323846264338327950288]",
+                "[0.1000000000000000055511151231257827021181583404541015625,3.14159265358979323846264338327950288]",
+            ),
+            ("[1e400, 1E-7, 2.50e+3, -1.0e-0]", "[1e400,1E-7,2.50e+3,-1.0e-0]"),
+            ("[-0, -0.0, 0, 0.00]", "[-0,-0.0,0,0.00]"),
+            (
+                "{\"m\": [[1, [2.000, [18446744073709551616]]], []],\n \"z\" : {}}",
+                r#"{"m":[[1,[2.000,[18446744073709551616]]],[]],"z":{}}"#,
+            ),
+            // Members in their stored order, strings with their escapes as written.
+            (
+                r#"{"b": "a b\u0041\"", "a": " x "}"#,
+                r#"{"b":"a b\u0041\"","a":" x "}"#,
+            ),
+            ("  7  ", "7"),
+            // Not JSON (a bare control character in a string): the text as a string.
+            ("[\"a\u{1}\"]", "\"[\\\"a\\u0001\\\"]\""),
+            ("[1,]", "\"[1,]\""),
+        ];
+        for (stored, want) in cases {
+            let v = Value::Bytes(stored.as_bytes().to_vec());
+            assert_eq!(render(&c, v), want, "{stored}");
+        }
+    }
+
+    fn jsonb(v: mysql_async::binlog::jsonb::Value<'static>) -> JsonDom {
+        v.parse().expect("parses")
+    }
+
+    /// A DECIMAL inside MySQL 8's binary JSON: an opaque value holding precision,
+    /// scale and the binary decimal (as the server writes it).
+    fn decimal(packed: &[u8]) -> JsonDom {
+        jsonb(mysql_async::binlog::jsonb::Value::Opaque(
+            mysql_async::binlog::jsonb::OpaqueValue::new(MYSQL_TYPE_NEWDECIMAL, packed.to_vec()),
+        ))
+    }
+
+    /// MySQL 8 binary JSON: integers, decimals and doubles each as the server prints
+    /// them, none through an f64 it did not hold.
+    #[test]
+    fn mysql_binary_json_numbers_keep_their_type() {
+        use mysql_async::binlog::jsonb::Value as J;
+        let arr = |items: Vec<JsonDom>| JsonDom::Container(JsonContainer::Array(items));
+        let cases: Vec<(JsonDom, &str)> = vec![
+            (jsonb(J::U64(u64::MAX)), "18446744073709551615"),
+            (jsonb(J::I64(i64::MIN)), "-9223372036854775808"),
+            (jsonb(J::I16(-7)), "-7"),
+            // 12345678901234567890.50 as DECIMAL(22,2)
+            (
+                decimal(&[22, 2, 140, 20, 154, 164, 53, 13, 251, 56, 210, 50]),
+                "12345678901234567890.50",
+            ),
+            // -0.000000000000000000001 as DECIMAL(22,21)
+            (
+                decimal(&[
+                    22, 21, 127, 255, 255, 255, 255, 255, 255, 255, 255, 255, 254,
+                ]),
+                "-0.000000000000000000001",
+            ),
+            (decimal(&[3, 2, 129, 50]), "1.50"),
+            // A double is all the binary format keeps of 12345678901234567890.5.
+            (
+                jsonb(J::F64(12345678901234567890.5)),
+                "1.2345678901234567e+19",
+            ),
+            (jsonb(J::F64(1e300)), "1e+300"),
+            (jsonb(J::F64(-0.0)), "-0.0"),
+            (jsonb(J::F64(0.1)), "0.1"),
+            (
+                arr(vec![
+                    jsonb(J::I32(1)),
+                    arr(vec![
+                        decimal(&[3, 2, 129, 50]),
+                        arr(vec![jsonb(J::F64(2.5e-8))]),
+                    ]),
+                    arr(vec![]),
+                ]),
+                "[1,[1.50,[2.5e-8]],[]]",
+            ),
+        ];
+        for (dom, want) in cases {
+            let mut out = String::new();
+            push_jsonb(&mut out, &dom);
+            assert_eq!(out, want, "{dom:?}");
         }
     }
 
