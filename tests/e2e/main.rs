@@ -9,6 +9,7 @@ mod cli;
 mod delivery;
 mod deploy;
 mod faults;
+mod flood;
 mod idle;
 mod leadership;
 mod leaks;

@@ -22,6 +22,7 @@ mod health;
 mod metrics;
 mod openapi;
 mod params;
+mod peers;
 mod serve;
 mod sources;
 mod subscriptions;
@@ -114,6 +115,23 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(request_span))
+        .with_state(state)
+}
+
+/// The probes and metrics alone (`/healthz`, `/readyz`, `/metrics`), for
+/// `api.health_listen`: a listener with a connection budget of its own, so a flood on
+/// the admin port cannot fail a liveness probe, and an internal port for the
+/// unauthenticated `/metrics` (its labels name subscriptions).
+pub fn health_router(state: ApiState) -> Router {
+    use axum::routing::get;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(request_span))
         .with_state(state)

@@ -112,9 +112,19 @@ pub struct ApiConfig {
     /// A connection on which no byte moves either way for this long is closed.
     #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Open connections at most; more wait in the listen backlog.
+    /// Open connections at most, all peers together. When full, the oldest
+    /// connection not serving a request is closed to make room.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Open connections of one peer (an IPv4 address, or an IPv6 /64) at most; a peer
+    /// at its cap gives up its own oldest connection not serving a request.
+    #[serde(default = "defaults::max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// A second listener serving only `/healthz`, `/readyz` and `/metrics`, with a
+    /// connection budget of its own, for probes and scrapers (they stay on `listen`
+    /// too). Keep it on an internal network: `/metrics` needs no token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl Default for ApiConfig {
@@ -126,6 +136,8 @@ impl Default for ApiConfig {
             header_read_timeout: defaults::header_read_timeout(),
             idle_timeout: defaults::idle_timeout(),
             max_connections: defaults::max_connections(),
+            max_connections_per_peer: defaults::max_connections_per_peer(),
+            health_listen: None,
         }
     }
 }
@@ -302,6 +314,9 @@ mod defaults {
     }
     pub fn max_connections() -> usize {
         1024
+    }
+    pub fn max_connections_per_peer() -> usize {
+        256
     }
     pub fn workers() -> usize {
         64
@@ -497,6 +512,23 @@ impl Config {
                 "api.max_connections",
                 format!("{} is outside 1..=100000", api.max_connections),
             ));
+        }
+        if api.max_connections_per_peer == 0 || api.max_connections_per_peer > api.max_connections {
+            return Err(ConfigError::invalid(
+                "api.max_connections_per_peer",
+                format!(
+                    "{} is outside 1..=api.max_connections ({})",
+                    api.max_connections_per_peer, api.max_connections
+                ),
+            ));
+        }
+        if let Some(health) = api.health_listen {
+            if health == api.listen && health.port() != 0 {
+                return Err(ConfigError::invalid(
+                    "api.health_listen",
+                    format!("{health} is api.listen itself; give the probes a port of their own"),
+                ));
+            }
         }
         let d = &self.dispatch;
         if d.workers == 0 || d.workers > 10_000 {
@@ -884,6 +916,9 @@ tables = ["public.orders"]
             ("[store\nurl=", "(top level)", "TOML"),
             ("[store]\nurl = \"postgres://x\"\n[api]\ninsecure_no_auth = true\nlisten = \"0.0.0.0:8080\"", "api.insecure_no_auth", "loopback"),
             (&format!("{GOOD}\n[log]\nformat = \"xml\""), "log.format", "xml"),
+            (&GOOD.replace("[api]", "[api]\nmax_connections = 10\nmax_connections_per_peer = 11"), "api.max_connections_per_peer", "outside 1..="),
+            (&GOOD.replace("[api]", "[api]\nlisten = \"127.0.0.1:8080\"\nhealth_listen = \"127.0.0.1:8080\""), "api.health_listen", "port of their own"),
+            (&GOOD.replace("[api]", "[api]\nhealth_listen = \"localhost\""), "api.health_listen", "localhost"),
             (&format!("{GOOD}\n[retention]\ninterval = \"500ms\""), "retention.interval", "1s to 24h"),
             (&GOOD.replace("kind = \"postgres\"", "kind = \"mongodb\"").replace("postgres@127.0.0.1:5432/shop", "x").replace("postgres://x", "mongodb://127.0.0.1:27017/?replicaSet=rs0").replace("tables = [\"public.orders\"]", "collections = [\"orders\"]"), "sources[0].collections[0]", "db.collection"),
             (&GOOD.replace("tables = [", "server_id = 7\ntables = ["), "sources[0].server_id", "only for kind"),

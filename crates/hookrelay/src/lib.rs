@@ -5,6 +5,7 @@
 //!  config ─▶ store (migrate) ─▶ sources (one supervised task each) ─┐ wake
 //!                            └▶ dispatcher ◀────────────────────────┘
 //!                            └▶ admin API (axum) on api.listen
+//!                            └▶ probes and metrics on api.health_listen (optional)
 //! ```
 
 pub mod check;
@@ -26,10 +27,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+/// The probes' own listener (`api.health_listen`): room for kubelets and scrapers,
+/// and no more.
+const HEALTH_MAX_CONNECTIONS: usize = 128;
+const HEALTH_MAX_CONNECTIONS_PER_PEER: usize = 32;
+
 /// A running hookrelay; `shutdown` stops it cleanly.
 pub struct Relay {
     /// Where the admin API listens (useful with port 0).
     pub api_addr: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` listen on their own, if configured.
+    pub health_addr: Option<SocketAddr>,
     stop: CancellationToken,
     tasks: JoinSet<()>,
     sources: Vec<(String, SourceStatus)>,
@@ -137,12 +145,40 @@ impl Relay {
                 )
             })?;
         let api_addr = listener.local_addr()?;
-        let api_stop = stop.clone();
         let limits = ServeLimits {
             header_read_timeout: cfg.api.header_read_timeout,
             idle_timeout: cfg.api.idle_timeout,
             max_connections: cfg.api.max_connections,
+            max_connections_per_peer: cfg.api.max_connections_per_peer,
         };
+        let health_addr = match cfg.api.health_listen {
+            Some(addr) => {
+                let health = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("config key `api.health_listen`: cannot listen on {addr}")
+                })?;
+                let health_addr = health.local_addr()?;
+                let health_limits = ServeLimits {
+                    max_connections: HEALTH_MAX_CONNECTIONS,
+                    max_connections_per_peer: HEALTH_MAX_CONNECTIONS_PER_PEER,
+                    ..limits.clone()
+                };
+                let app = hookrelay_api::health_router(state.clone());
+                let health_stop = stop.clone();
+                tasks.spawn(async move {
+                    hookrelay_api::serve(
+                        health,
+                        app,
+                        health_limits,
+                        ConnectionGauge::default(),
+                        async move { health_stop.cancelled().await },
+                    )
+                    .await;
+                });
+                Some(health_addr)
+            }
+            None => None,
+        };
+        let api_stop = stop.clone();
         tasks.spawn(async move {
             let app = hookrelay_api::router(state);
             hookrelay_api::serve(
@@ -154,9 +190,10 @@ impl Relay {
             )
             .await;
         });
-        info!(%api_addr, sources = cfg.sources.len(), "hookrelay running");
+        info!(%api_addr, health_addr = ?health_addr, sources = cfg.sources.len(), "hookrelay running");
         Ok(Self {
             api_addr,
+            health_addr,
             stop,
             tasks,
             sources: statuses,
