@@ -25,4 +25,5 @@ mod receivers;
 mod scale_out;
 mod steering;
 mod tables;
+mod url_secrets;
 mod values;

@@ -11,6 +11,7 @@ pub mod config;
 pub mod event;
 pub mod filter;
 pub mod network;
+pub mod origin;
 pub mod sealing;
 pub mod signature;
 pub mod stats;
