@@ -25,5 +25,6 @@ mod receivers;
 mod scale_out;
 mod steering;
 mod tables;
+mod unreadable_secret;
 mod url_secrets;
 mod values;

@@ -384,20 +384,39 @@ impl Store {
                     1 => leased.push((r.try_get(1)?, r.try_get(4)?, r.try_get(5)?)),
                     2 => {
                         let id: String = r.try_get(4)?;
-                        let opened = self.opened.open(
+                        // A subscription whose secret does not open is not handed
+                        // over; the batch and every other subscription go on.
+                        if let Some(opened) = self.opened.open(
                             &self.secrets,
                             &id,
                             r.try_get(6)?,
                             r.try_get(7)?,
                             r.try_get(8)?,
-                        )?;
-                        let url: String = r.try_get(5)?;
-                        targets.insert(id, (url.into(), opened));
+                        ) {
+                            let url: String = r.try_get(5)?;
+                            targets.insert(id, (url.into(), opened));
+                        }
                     }
                     3 => handed.waiting.push(r.try_get(4)?),
                     _ => {}
                 }
             }
+        }
+        // Handed deliveries of a subscription whose secret did not open wait, parked
+        // like a claim parks them, in this transaction.
+        let parked: Vec<i64> = leased
+            .iter()
+            .filter(|(_, sub, _)| !targets.contains_key(sub))
+            .map(|(id, _, _)| *id)
+            .collect();
+        if let (false, Some(offer)) = (parked.is_empty(), offer) {
+            leased.retain(|(_, sub, _)| targets.contains_key(sub));
+            let retry = crate::claim::UNREADABLE_RETRY.as_secs_f64();
+            tx.execute(
+                crate::claim::PARK_UNREADABLE,
+                &[&parked, &offer.owner, &retry],
+            )
+            .await?;
         }
         let last_event_at = events.last().map(|e| e.committed_at);
         match epoch {

@@ -15,7 +15,7 @@
 //! ```
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -40,7 +40,24 @@ pub(crate) type OpenedSecrets = (Arc<[String]>, Arc<[(String, String)]>);
 #[derive(Debug, Default)]
 pub(crate) struct OpenedCache {
     entries: Mutex<HashMap<String, CachedSecrets>>,
+    /// Subscriptions whose values did not open at their last try, with why: only
+    /// they wait (DESIGN §1.7), and the API and `/metrics` say so.
+    unreadable: Mutex<BTreeMap<String, String>>,
 }
+
+/// How long the deliveries of a subscription whose secret does not open wait before
+/// a claim tries it again (a secret rotated or headers set again meanwhile opens).
+pub const UNREADABLE_RETRY: Duration = Duration::from_secs(10);
+
+/// Parks deliveries `$1`, leased to `$2`, of a subscription whose secret does not
+/// open: the lease is kept `$3` seconds more so claims leave them alone meanwhile, and
+/// the attempt the lease counted is given back, since nothing was sent.
+pub(crate) const PARK_UNREADABLE: &str = "
+update hookrelay.deliveries
+   set attempts = greatest(attempts - 1, 0),
+       lease_until = now() + make_interval(secs => $3),
+       updated_at = now()
+ where id = any ($1::bigint[]) and lease_owner = $2";
 
 #[derive(Debug)]
 struct CachedSecrets {
@@ -55,10 +72,65 @@ struct CachedSecrets {
 const MAX_CACHED: usize = 10_000;
 
 impl OpenedCache {
-    /// A subscription's sealed `secret`, `previous_secret` and header values, opened. A value that does not open fails the claim: its leases
-    /// expire and the deliveries wait, rather than being sent with a signature nobody
-    /// can verify.
+    /// A subscription's sealed `secret`, `previous_secret` and header values, opened,
+    /// or `None` when one of them does not open (tampered, sealed under another key):
+    /// then that subscription alone waits, noted as unreadable, rather than being sent
+    /// with a signature nobody can verify or stopping the claim or batch it is in.
     pub(crate) fn open(
+        &self,
+        secrets: &Secrets,
+        subscription_id: &str,
+        secret: String,
+        previous: Option<String>,
+        headers: serde_json::Value,
+    ) -> Option<OpenedSecrets> {
+        let opened = self.try_open(secrets, subscription_id, secret, previous, headers);
+        let mut unreadable = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        match opened {
+            Ok(opened) => {
+                unreadable.remove(subscription_id);
+                Some(opened)
+            }
+            Err(e) => {
+                if unreadable
+                    .insert(subscription_id.to_owned(), e.to_string())
+                    .is_none()
+                {
+                    tracing::error!(
+                        subscription_id,
+                        error = %e,
+                        "a secret or header value of this subscription does not open; \
+                         its deliveries wait until it is rotated or set again"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Subscriptions whose values did not open at their last try, with why.
+    pub(crate) fn unreadable(&self) -> BTreeMap<String, String> {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Notes the outcome of opening a subscription's values elsewhere (the API's
+    /// header view).
+    pub(crate) fn note(&self, subscription_id: &str, error: Option<String>) {
+        let mut unreadable = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        match error {
+            Some(e) => {
+                unreadable.insert(subscription_id.to_owned(), e);
+            }
+            None => {
+                unreadable.remove(subscription_id);
+            }
+        }
+    }
+
+    fn try_open(
         &self,
         secrets: &Secrets,
         subscription_id: &str,
@@ -508,6 +580,8 @@ impl Store {
         let mut leased: Vec<(i64, i32, String, i64)> = Vec::new();
         let mut events: HashMap<i64, (String, Bytes)> = HashMap::new();
         let mut subscriptions: HashMap<String, (Arc<str>, OpenedSecrets)> = HashMap::new();
+        let mut unreadable: HashSet<String> = HashSet::new();
+        let mut parked: Vec<i64> = Vec::new();
         for r in rows {
             match r.get::<_, i32>(0) {
                 0 => leased.push((r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(10)?)),
@@ -536,20 +610,30 @@ impl Store {
                 }
                 5 => {
                     let id: String = r.try_get(3)?;
-                    let opened = self.opened.open(
+                    match self.opened.open(
                         &self.secrets,
                         &id,
                         r.try_get(5)?,
                         r.try_get(6)?,
                         r.try_get(7)?,
-                    )?;
-                    let url: String = r.try_get(4)?;
-                    subscriptions.insert(id, (url.into(), opened));
+                    ) {
+                        Some(opened) => {
+                            let url: String = r.try_get(4)?;
+                            subscriptions.insert(id, (url.into(), opened));
+                        }
+                        None => {
+                            unreadable.insert(id);
+                        }
+                    }
                 }
                 _ => {}
             }
         }
         for (delivery_id, attempt, subscription_id, seq) in leased {
+            if unreadable.contains(&subscription_id) {
+                parked.push(delivery_id);
+                continue;
+            }
             let (Some((event_id, body)), Some((url, opened))) =
                 (events.get(&seq), subscriptions.get(&subscription_id))
             else {
@@ -576,6 +660,16 @@ impl Store {
         }
         // Oldest first, so per-batch spawn order follows commit order.
         out.deliveries.sort_unstable_by_key(|d| d.delivery_id);
+        if !parked.is_empty() {
+            // If this fails the leases simply expire: the deliveries wait either way.
+            let retry = UNREADABLE_RETRY.as_secs_f64();
+            if let Err(e) = client
+                .execute(PARK_UNREADABLE, &[&parked, &owner, &retry])
+                .await
+            {
+                tracing::debug!(error = %e, "parking deliveries of unreadable subscriptions failed; their leases expire instead");
+            }
+        }
         if !quiet.is_empty() || !off.is_empty() {
             // The leases above are committed: a failure here only leaves the
             // subscriptions due (looked at again by the next claim), never loses them.
@@ -612,13 +706,16 @@ impl Store {
             )
             .await?
             .ok_or(StoreError::NotFound)?;
-        let opened = self.opened.open(
-            &self.secrets,
-            subscription_id,
-            row.try_get(1)?,
-            row.try_get(2)?,
-            row.try_get(3)?,
-        )?;
+        let opened = self
+            .opened
+            .open(
+                &self.secrets,
+                subscription_id,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            )
+            .ok_or_else(|| StoreError::Unreadable(subscription_id.to_owned()))?;
         Ok(ClaimedDelivery {
             delivery_id: 0,
             attempt: 1,

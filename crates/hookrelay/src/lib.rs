@@ -62,12 +62,21 @@ impl Relay {
         if !applied.is_empty() {
             info!(migrations = ?applied, "store migrated");
         }
-        // Before anything is sent: plaintext rows are sealed, and a key that does not
-        // open what is stored stops start-up here.
+        // Before anything is sent: plaintext rows are sealed, and a key that opens
+        // nothing stored stops start-up here (a single unreadable subscription only
+        // waits).
         let sealed = store
             .seal_plaintext_secrets()
             .await
             .context("checking stored secrets against HOOKRELAY_MASTER_KEY")?;
+        for (subscription_id, error) in &sealed.unreadable {
+            tracing::error!(
+                subscription_id,
+                error,
+                "a secret or header value of this subscription does not open; its deliveries \
+                 wait until the secret is rotated or the headers are set again"
+            );
+        }
         if sealed.rewritten > 0 {
             info!(
                 subscriptions = sealed.rewritten,
