@@ -56,8 +56,8 @@ impl Store {
     }
 
     /// Opens every stored secret with the configured key and seals it under `new`.
-    /// Processes still running with the old key fail closed (their claims error)
-    /// until restarted with the new one.
+    /// Refused while any hookrelay process uses the store (see `presence`): one still
+    /// running with the old key could open nothing afterwards.
     pub async fn rotate_master_key(&self, new: &MasterKey) -> Result<SealReport, StoreError> {
         let old = self.secrets.clone();
         let new = Secrets::Sealed(new.clone());
@@ -65,8 +65,10 @@ impl Store {
     }
 
     /// Opens every stored value with `old` and writes it sealed with `new`. With
-    /// `tolerate`, a subscription whose values do not open is reported and skipped,
-    /// unless none opens at all and they name another key (the key given is wrong).
+    /// `tolerate` (start-up), a subscription whose values do not open is reported and
+    /// skipped, unless none opens at all and they name another key (the key given is
+    /// wrong); without it (a rotation), any such value refuses the whole rotation, and
+    /// so does any hookrelay process still using the store.
     async fn reseal(
         &self,
         old: &Secrets,
@@ -75,6 +77,11 @@ impl Store {
     ) -> Result<SealReport, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        if !tolerate {
+            // A rotation: a process still running with the old key would fail to
+            // open every secret afterwards.
+            crate::presence::refuse_while_running(&tx).await?;
+        }
         let rows = load_all(&tx).await?;
         let mut report = SealReport {
             subscriptions: rows.len(),

@@ -42,6 +42,8 @@ pub struct Relay {
     tasks: JoinSet<()>,
     sources: Vec<(String, SourceStatus)>,
     grace: std::time::Duration,
+    /// While held, `rotate-master-key` refuses (this process holds the current key).
+    _presence: hookrelay_store::Presence,
 }
 
 impl Relay {
@@ -83,6 +85,7 @@ impl Relay {
                 "sealed secrets stored in plaintext"
             );
         }
+        let presence = store.announce_running();
         let stop = CancellationToken::new();
         let signal = Arc::new(DispatchSignal::default());
         let mut tasks = JoinSet::new();
@@ -207,6 +210,7 @@ impl Relay {
             tasks,
             sources: statuses,
             grace: cfg.dispatch.shutdown_grace,
+            _presence: presence,
         })
     }
 
