@@ -536,11 +536,14 @@ impl Store {
                 &[&source],
             )
             .await?;
-        Ok(row.map(|r| Checkpoint {
-            source: r.get(0),
-            position: r.get(1),
-            last_event_at: r.get(2),
-            updated_at: r.get(3),
-        }))
+        row.map(|r| {
+            Ok(Checkpoint {
+                source: r.try_get(0)?,
+                position: r.try_get(1)?,
+                last_event_at: r.try_get(2)?,
+                updated_at: r.try_get(3)?,
+            })
+        })
+        .transpose()
     }
 }

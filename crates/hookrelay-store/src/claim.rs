@@ -583,26 +583,26 @@ impl Store {
         let mut unreadable: HashSet<String> = HashSet::new();
         let mut parked: Vec<i64> = Vec::new();
         for r in rows {
-            match r.get::<_, i32>(0) {
+            match r.try_get::<_, i32>(0)? {
                 0 => leased.push((r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(10)?)),
                 1 => {
-                    let sub: String = r.get(3);
-                    if r.get::<_, Option<bool>>(13) == Some(true) {
+                    let sub: String = r.try_get(3)?;
+                    if r.try_get::<_, Option<bool>>(13)? == Some(true) {
                         quiet.push(sub.clone());
-                        quiet_marks.push(r.get(12));
+                        quiet_marks.push(r.try_get(12)?);
                     }
                     out.enabled.push(sub.clone());
                     out.progress.push(ClaimProgress {
                         subscription_id: sub,
-                        hold: r.get(10),
-                        reach: r.get(11),
-                        all_seen: r.get::<_, Option<i32>>(2) == Some(1),
+                        hold: r.try_get(10)?,
+                        reach: r.try_get(11)?,
+                        all_seen: r.try_get::<_, Option<i32>>(2)? == Some(1),
                     });
                 }
-                2 => out.enabled.push(r.get(3)),
+                2 => out.enabled.push(r.try_get(3)?),
                 3 => {
-                    off.push(r.get(3));
-                    off_marks.push(r.get(12));
+                    off.push(r.try_get(3)?);
+                    off_marks.push(r.try_get(12)?);
                 }
                 4 => {
                     let body: String = r.try_get(9)?;

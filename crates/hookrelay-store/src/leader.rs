@@ -115,7 +115,7 @@ impl Store {
                 &[&source],
             )
             .await?
-            .get(0);
+            .try_get(0)?;
         if !got {
             conn.abort();
             return Ok(None);

@@ -261,5 +261,4 @@ async fn a_tampered_secret_fails_only_its_subscription() {
         .as_str()
         .is_some_and(|e| e.contains("altered")));
     assert!(by_id(&healthy)["secret_error"].is_null());
-
 }
