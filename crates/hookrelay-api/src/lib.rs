@@ -66,6 +66,9 @@ pub struct ApiState {
     pub dispatch_stats: Arc<hookrelay_core::stats::DispatchStats>,
     /// Sends `POST /v1/subscriptions/{id}/test` (the dispatcher's client, handed in).
     pub test_sender: TestSender,
+    /// Whether the process's long-running tasks (the dispatcher, each source's
+    /// supervisor, …) still run, for `/readyz` (read-only).
+    pub tasks: hookrelay_core::tasks::TaskHealth,
 }
 
 impl std::fmt::Debug for ApiState {

@@ -16,6 +16,7 @@ pub mod sealing;
 pub mod signature;
 pub mod stats;
 pub mod status;
+pub mod tasks;
 
 pub use config::{Config, ConfigError};
 pub use event::{ChangeEvent, Op};

@@ -11,6 +11,7 @@
 pub mod check;
 pub mod demo;
 pub mod logging;
+pub mod watch;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -44,6 +45,8 @@ pub struct Relay {
     grace: std::time::Duration,
     /// While held, `rotate-master-key` refuses (this process holds the current key).
     _presence: hookrelay_store::Presence,
+    /// Fires when a watched task ends unexpectedly (see `watch`).
+    failure: watch::Failure,
 }
 
 impl Relay {
@@ -90,6 +93,14 @@ impl Relay {
         let signal = Arc::new(DispatchSignal::default());
         let mut tasks = JoinSet::new();
         let mut statuses = Vec::new();
+        let health = hookrelay_core::tasks::TaskHealth::default();
+        let failure = watch::Failure::default();
+        let watched =
+            |tasks: &mut JoinSet<()>,
+             name: String,
+             task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+                watch::spawn_watched(tasks, name, task, &stop, &health, &failure)
+            };
 
         for src in &cfg.sources {
             let status = SourceStatus::new(&src.name, src.kind.as_str());
@@ -100,17 +111,29 @@ impl Relay {
                 SourceKind::Postgres => {
                     let source = PostgresSource::new(src.clone())
                         .with_context(|| format!("source {}", src.name))?;
-                    tasks.spawn(supervise(source, store.clone(), sink, status, stop.clone()));
+                    watched(
+                        &mut tasks,
+                        format!("source {}", src.name),
+                        Box::pin(supervise(source, store.clone(), sink, status, stop.clone())),
+                    );
                 }
                 SourceKind::Mongodb => {
                     let source = MongoSource::new(src.clone(), store.clone())
                         .with_context(|| format!("source {}", src.name))?;
-                    tasks.spawn(supervise(source, store.clone(), sink, status, stop.clone()));
+                    watched(
+                        &mut tasks,
+                        format!("source {}", src.name),
+                        Box::pin(supervise(source, store.clone(), sink, status, stop.clone())),
+                    );
                 }
                 SourceKind::Mysql => {
                     let source = MysqlSource::new(src.clone(), store.clone())
                         .with_context(|| format!("source {}", src.name))?;
-                    tasks.spawn(supervise(source, store.clone(), sink, status, stop.clone()));
+                    watched(
+                        &mut tasks,
+                        format!("source {}", src.name),
+                        Box::pin(supervise(source, store.clone(), sink, status, stop.clone())),
+                    );
                 }
             }
         }
@@ -127,12 +150,20 @@ impl Relay {
                 async move { hookrelay_dispatch::attempt(&client, &dispatch_cfg, d).await }
             })
         };
-        tasks.spawn(dispatcher.run(stop.clone()));
-        tasks.spawn(retention(
-            store.clone(),
-            cfg.retention.clone(),
-            stop.clone(),
-        ));
+        watched(
+            &mut tasks,
+            "dispatcher".to_owned(),
+            Box::pin(dispatcher.run(stop.clone())),
+        );
+        watched(
+            &mut tasks,
+            "retention".to_owned(),
+            Box::pin(retention(
+                store.clone(),
+                cfg.retention.clone(),
+                stop.clone(),
+            )),
+        );
 
         if cfg.api.insecure_no_auth {
             tracing::warn!("admin API runs WITHOUT authentication (api.insecure_no_auth = true); development only");
@@ -147,6 +178,7 @@ impl Relay {
             catalog: Arc::new(hookrelay_core::catalog::Catalog::new(&cfg.sources)),
             dispatch_stats,
             test_sender,
+            tasks: health.clone(),
         };
         let listener = tokio::net::TcpListener::bind(cfg.api.listen)
             .await
@@ -176,32 +208,40 @@ impl Relay {
                 };
                 let app = hookrelay_api::health_router(state.clone());
                 let health_stop = stop.clone();
-                tasks.spawn(async move {
-                    hookrelay_api::serve(
-                        health,
-                        app,
-                        health_limits,
-                        ConnectionGauge::default(),
-                        async move { health_stop.cancelled().await },
-                    )
-                    .await;
-                });
+                watched(
+                    &mut tasks,
+                    "health listener".to_owned(),
+                    Box::pin(async move {
+                        hookrelay_api::serve(
+                            health,
+                            app,
+                            health_limits,
+                            ConnectionGauge::default(),
+                            async move { health_stop.cancelled().await },
+                        )
+                        .await;
+                    }),
+                );
                 Some(health_addr)
             }
             None => None,
         };
         let api_stop = stop.clone();
-        tasks.spawn(async move {
-            let app = hookrelay_api::router(state);
-            hookrelay_api::serve(
-                listener,
-                app,
-                limits,
-                ConnectionGauge::default(),
-                async move { api_stop.cancelled().await },
-            )
-            .await;
-        });
+        watched(
+            &mut tasks,
+            "admin API".to_owned(),
+            Box::pin(async move {
+                let app = hookrelay_api::router(state);
+                hookrelay_api::serve(
+                    listener,
+                    app,
+                    limits,
+                    ConnectionGauge::default(),
+                    async move { api_stop.cancelled().await },
+                )
+                .await;
+            }),
+        );
         info!(%api_addr, health_addr = ?health_addr, sources = cfg.sources.len(), "hookrelay running");
         Ok(Self {
             api_addr,
@@ -211,6 +251,7 @@ impl Relay {
             sources: statuses,
             grace: cfg.dispatch.shutdown_grace,
             _presence: presence,
+            failure,
         })
     }
 
@@ -247,6 +288,14 @@ impl Relay {
     /// Every source has begun capturing (what `/readyz` reports, the store aside).
     pub fn is_ready(&self) -> bool {
         self.sources.iter().all(|(_, s)| s.snapshot().is_ready())
+    }
+
+    /// Completes when a task of this relay (a source, the dispatcher, retention, a
+    /// listener) has ended unexpectedly, saying which and how; the relay should then
+    /// be shut down and the process exit with an error, for its supervisor to
+    /// restart it.
+    pub async fn failed(&self) -> String {
+        self.failure.wait().await
     }
 
     /// A token that stops this relay when cancelled.
