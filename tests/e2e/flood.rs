@@ -60,9 +60,8 @@ impl Flood {
                     socks.push(sock);
                 }
                 // Drop what the server closed (or answered), to reopen it.
-                socks.retain_mut(|sock| match sock.read(&mut buf) {
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => true,
-                    _ => false,
+                socks.retain_mut(|sock| {
+                    matches!(sock.read(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock)
                 });
                 h.store(socks.len(), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(100)); // pacing, as a flooder would
