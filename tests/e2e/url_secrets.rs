@@ -1,8 +1,8 @@
 //! Endpoint URLs are credentials (a token in the path, `?api_key=…`): after failed
 //! attempts (connection refused, a redirect whose Location carries a token too), the
 //! trace log, the stored attempts and deliveries, the API's delivery view and
-//! `/metrics` name the endpoint by scheme, host and port only. The whole URL is shown
-//! where the API shows the subscription itself.
+//! `/metrics` name the endpoint by scheme, host and port only, and the store keeps the
+//! URL sealed. The whole URL is shown where the API shows the subscription itself.
 
 use std::{
     process::{Command, Stdio},
@@ -144,9 +144,10 @@ async fn failed_attempts_name_the_endpoint_by_its_origin_only() {
         assert!(!metrics.contains(secret), "{secret} in /metrics");
     }
 
-    // The store: every row of attempts and deliveries, as text.
+    // The store: every row of attempts, deliveries and subscriptions (whose URL is
+    // sealed under the master key), as text.
     let store = env.store.connect().await;
-    for table in ["attempts", "deliveries"] {
+    for table in ["attempts", "deliveries", "subscriptions"] {
         let row = store
             .query_one(
                 &format!(

@@ -22,13 +22,13 @@ use std::{
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use hookrelay_core::sealing::{header_field, secret_field, Secrets};
+use hookrelay_core::sealing::{header_field, secret_field, url_field, Secrets};
 
 use crate::{Store, StoreError};
 
-/// A subscription's signing secrets and custom headers, opened; shared (not copied)
-/// by every delivery of the subscription a claim hands out.
-pub(crate) type OpenedSecrets = (Arc<[String]>, Arc<[(String, String)]>);
+/// A subscription's endpoint URL, signing secrets and custom headers, opened; shared
+/// (not copied) by every delivery of the subscription a claim hands out.
+pub(crate) type OpenedSecrets = (Arc<str>, Arc<[String]>, Arc<[(String, String)]>);
 
 /// Opened secrets per subscription, kept across claims with the sealed values they
 /// came from: a claim opens a subscription's values again only when they changed
@@ -61,6 +61,7 @@ update hookrelay.deliveries
 
 #[derive(Debug)]
 struct CachedSecrets {
+    url: String,
     secret: String,
     previous: Option<String>,
     headers: serde_json::Value,
@@ -72,7 +73,7 @@ struct CachedSecrets {
 const MAX_CACHED: usize = 10_000;
 
 impl OpenedCache {
-    /// A subscription's sealed `secret`, `previous_secret` and header values, opened,
+    /// A subscription's sealed `url`, `secret`, `previous_secret` and header values, opened,
     /// or `None` when one of them does not open (tampered, sealed under another key):
     /// then that subscription alone waits, noted as unreadable, rather than being sent
     /// with a signature nobody can verify or stopping the claim or batch it is in.
@@ -80,11 +81,12 @@ impl OpenedCache {
         &self,
         secrets: &Secrets,
         subscription_id: &str,
+        url: String,
         secret: String,
         previous: Option<String>,
         headers: serde_json::Value,
     ) -> Option<OpenedSecrets> {
-        let opened = self.try_open(secrets, subscription_id, secret, previous, headers);
+        let opened = self.try_open(secrets, subscription_id, url, secret, previous, headers);
         let mut unreadable = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
         match opened {
             Ok(opened) => {
@@ -134,16 +136,19 @@ impl OpenedCache {
         &self,
         secrets: &Secrets,
         subscription_id: &str,
+        url: String,
         secret: String,
         previous: Option<String>,
         headers: serde_json::Value,
     ) -> Result<OpenedSecrets, StoreError> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = entries.get(subscription_id) {
-            if c.secret == secret && c.previous == previous && c.headers == headers {
+            if c.url == url && c.secret == secret && c.previous == previous && c.headers == headers
+            {
                 return Ok(c.opened.clone());
             }
         }
+        let endpoint = secrets.open(&url, &url_field(subscription_id))?;
         let field = secret_field(subscription_id);
         let mut signing = vec![secrets.open(&secret, &field)?];
         if let Some(prev) = &previous {
@@ -160,13 +165,14 @@ impl OpenedCache {
                 .collect::<Result<_, StoreError>>()?,
             _ => Vec::new(),
         };
-        let opened: OpenedSecrets = (signing.into(), opened_headers.into());
+        let opened: OpenedSecrets = (endpoint.into(), signing.into(), opened_headers.into());
         if entries.len() >= MAX_CACHED {
             entries.clear();
         }
         entries.insert(
             subscription_id.to_owned(),
             CachedSecrets {
+                url,
                 secret,
                 previous,
                 headers,
@@ -579,7 +585,7 @@ impl Store {
         // rows carry the event, kind 5 the subscription, once each.
         let mut leased: Vec<(i64, i32, String, i64)> = Vec::new();
         let mut events: HashMap<i64, (String, Bytes)> = HashMap::new();
-        let mut subscriptions: HashMap<String, (Arc<str>, OpenedSecrets)> = HashMap::new();
+        let mut subscriptions: HashMap<String, OpenedSecrets> = HashMap::new();
         let mut unreadable: HashSet<String> = HashSet::new();
         let mut parked: Vec<i64> = Vec::new();
         for r in rows {
@@ -613,13 +619,13 @@ impl Store {
                     match self.opened.open(
                         &self.secrets,
                         &id,
+                        r.try_get(4)?,
                         r.try_get(5)?,
                         r.try_get(6)?,
                         r.try_get(7)?,
                     ) {
                         Some(opened) => {
-                            let url: String = r.try_get(4)?;
-                            subscriptions.insert(id, (url.into(), opened));
+                            subscriptions.insert(id, opened);
                         }
                         None => {
                             unreadable.insert(id);
@@ -634,7 +640,7 @@ impl Store {
                 parked.push(delivery_id);
                 continue;
             }
-            let (Some((event_id, body)), Some((url, opened))) =
+            let (Some((event_id, body)), Some(opened)) =
                 (events.get(&seq), subscriptions.get(&subscription_id))
             else {
                 // Cannot happen (one statement read them all); if it did, the lease
@@ -651,9 +657,9 @@ impl Store {
                 delivery_id,
                 attempt,
                 subscription_id,
-                url: url.clone(),
-                secrets: opened.0.clone(),
-                headers: opened.1.clone(),
+                url: opened.0.clone(),
+                secrets: opened.1.clone(),
+                headers: opened.2.clone(),
                 event_id: event_id.clone(),
                 body: body.clone(),
             });
@@ -711,6 +717,7 @@ impl Store {
             .open(
                 &self.secrets,
                 subscription_id,
+                row.try_get(0)?,
                 row.try_get(1)?,
                 row.try_get(2)?,
                 row.try_get(3)?,
@@ -720,9 +727,9 @@ impl Store {
             delivery_id: 0,
             attempt: 1,
             subscription_id: subscription_id.to_owned(),
-            url: row.try_get::<_, String>(0)?.into(),
-            secrets: opened.0,
-            headers: opened.1,
+            url: opened.0,
+            secrets: opened.1,
+            headers: opened.2,
             event_id: event_id.to_owned(),
             body: Bytes::copy_from_slice(body.as_bytes()),
         })

@@ -1,6 +1,7 @@
-//! Subscription secrets at rest: `secret`, `previous_secret` and every custom header
-//! value are written sealed under the master key (`hookrelay_core::sealing`) and
-//! opened only where they are used: the claim (to sign) and the admin API's header
+//! Subscription secrets at rest: the endpoint `url` (it often carries a token),
+//! `secret`, `previous_secret` and every custom header value are written sealed under
+//! the master key (`hookrelay_core::sealing`) and opened only where they are used: the
+//! claim and a batch's hand-over (to sign and send) and the admin API's subscription
 //! view. The raw row holds `hrenc:v1:<key id>:…`, never the secret.
 //!
 //! Start-up calls [`Store::seal_plaintext_secrets`], which seals rows written in
@@ -17,7 +18,7 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::Transaction;
 use hookrelay_core::sealing::{
-    header_field, is_sealed, secret_field, MasterKey, OpenError, Secrets,
+    header_field, is_sealed, secret_field, url_field, MasterKey, OpenError, Secrets,
 };
 use tokio_postgres::types::Json;
 
@@ -37,6 +38,7 @@ pub struct SealReport {
 /// One subscription's secret-bearing columns, as stored.
 struct StoredSecrets {
     id: String,
+    url: String,
     secret: String,
     previous: Option<String>,
     headers: BTreeMap<String, String>,
@@ -108,6 +110,7 @@ impl Store {
                 Ok(new.seal(&plain, field))
             };
             let resealed = (|| {
+                let url = reseal(&row.url, &url_field(&row.id))?;
                 let secret = reseal(&row.secret, &field)?;
                 let previous = match &row.previous {
                     Some(p) => Some(reseal(p, &field)?),
@@ -117,9 +120,9 @@ impl Store {
                 for (name, value) in &row.headers {
                     headers.insert(name.clone(), reseal(value, &header_field(&row.id, name))?);
                 }
-                Ok::<_, StoreError>((secret, previous, headers))
+                Ok::<_, StoreError>((url, secret, previous, headers))
             })();
-            let (secret, previous, headers) = match resealed {
+            let (url, secret, previous, headers) = match resealed {
                 Ok(values) => values,
                 Err(StoreError::Secret(e)) if tolerate => {
                     if matches!(e, OpenError::WrongKey { .. } | OpenError::NoKey { .. }) {
@@ -135,9 +138,9 @@ impl Store {
                 report.rewritten += 1;
                 tx.execute(
                     "update hookrelay.subscriptions
-                        set secret = $2, previous_secret = $3, headers = $4
+                        set secret = $2, previous_secret = $3, headers = $4, url = $5
                       where id = $1",
-                    &[&row.id, &secret, &previous, &Json(&headers)],
+                    &[&row.id, &secret, &previous, &Json(&headers), &url],
                 )
                 .await?;
             }
@@ -155,7 +158,7 @@ impl Store {
 async fn load_all(tx: &Transaction<'_>) -> Result<Vec<StoredSecrets>, StoreError> {
     let rows = tx
         .query(
-            "select id, secret, previous_secret, headers
+            "select id, secret, previous_secret, headers, url
                from hookrelay.subscriptions order by id for update",
             &[],
         )
@@ -167,6 +170,7 @@ async fn load_all(tx: &Transaction<'_>) -> Result<Vec<StoredSecrets>, StoreError
             let headers = serde_json::from_value(headers)
                 .map_err(|e| StoreError::Corrupt(format!("subscription {id} headers: {e}")))?;
             Ok(StoredSecrets {
+                url: r.try_get(4)?,
                 secret: r.try_get(1)?,
                 previous: r.try_get(2)?,
                 headers,

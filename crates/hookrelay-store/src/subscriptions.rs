@@ -25,7 +25,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use hookrelay_core::{
     filter::glob_to_like,
-    sealing::{header_field, secret_field},
+    sealing::{header_field, secret_field, url_field},
 };
 use tokio_postgres::{types::Json, Row};
 
@@ -65,6 +65,7 @@ impl Store {
         let patterns = like_patterns(new.event_types.as_deref());
         let headers = seal_headers(&self.secrets, &id, &new.headers);
         let secret = self.secrets.seal(&new.secret, &secret_field(&id));
+        let url = self.secrets.seal(&new.url, &url_field(&id));
         let client = self.client().await?;
         let sql = format!(
             "insert into hookrelay.subscriptions
@@ -80,7 +81,7 @@ impl Store {
                 &sql,
                 &[
                     &id,
-                    &new.url,
+                    &url,
                     &new.description,
                     &new.event_types,
                     &patterns,
@@ -177,6 +178,10 @@ impl Store {
             .as_ref()
             .map(|h| seal_headers(&self.secrets, id, h));
         let headers = headers.as_ref().map(Json);
+        let url = changes
+            .url
+            .as_ref()
+            .map(|u| self.secrets.seal(u, &url_field(id)));
         let ordering = changes.ordering.map(OrderingMode::as_str);
         let sql = format!(
             "update hookrelay.subscriptions set
@@ -209,7 +214,7 @@ impl Store {
                 &sql,
                 &[
                     &id,
-                    &changes.url,
+                    &url,
                     &changes.description,
                     &set_types,
                     &types,
@@ -330,8 +335,16 @@ impl Store {
         let headers: serde_json::Value = row.try_get(5)?;
         let headers: BTreeMap<String, String> = serde_json::from_value(headers)
             .map_err(|e| StoreError::Corrupt(format!("subscription {id} headers: {e}")))?;
-        let mut opened = BTreeMap::new();
         let mut secret_error = None;
+        let stored_url: String = row.try_get(1)?;
+        let url = match self.secrets.open(&stored_url, &url_field(&id)) {
+            Ok(url) => url,
+            Err(e) => {
+                secret_error = Some(e.to_string());
+                "(cannot be opened under the master key)".to_owned()
+            }
+        };
+        let mut opened = BTreeMap::new();
         for (name, value) in headers {
             match self.secrets.open(&value, &header_field(&id, &name)) {
                 Ok(plain) => {
@@ -349,7 +362,7 @@ impl Store {
             StoreError::Corrupt(format!("subscription {id} ordering {ordering:?}"))
         })?;
         Ok(Subscription {
-            url: row.try_get(1)?,
+            url,
             description: row.try_get(2)?,
             event_types: row.try_get(3)?,
             sources: row.try_get(4)?,

@@ -27,7 +27,7 @@ async fn raw_row(api: &TestApi, id: &str) -> String {
 async fn subscription_with_everything(api: &TestApi) -> (String, String, String) {
     let sub = api
         .subscribe(json!({
-            "url": "https://example.com/hook",
+            "url": "https://example.com/hook/url-token-4d2f?api_key=url-key-9e1a",
             "headers": {"Authorization": "Bearer receiver-token-123", "X-Team": "billing"},
         }))
         .await;
@@ -53,16 +53,28 @@ async fn the_raw_row_never_shows_a_secret_or_header_value() {
     let api = TestApi::new().await;
     let (id, first, second) = subscription_with_everything(&api).await;
     let row = raw_row(&api, &id).await;
-    for secret in [&first, &second, "receiver-token-123", "billing", "whsec_"] {
+    for secret in [
+        &first,
+        &second,
+        "receiver-token-123",
+        "billing",
+        "whsec_",
+        "url-token-4d2f",
+        "url-key-9e1a",
+        "example.com",
+    ] {
         assert!(!row.contains(secret), "{secret:?} in the raw row: {row}");
     }
     assert!(row.contains("hrenc:v1:"), "sealed values: {row}");
 
     // The API and the claim still see the real values.
+    let url = "https://example.com/hook/url-token-4d2f?api_key=url-key-9e1a";
     let got = api.get(&format!("/v1/subscriptions/{id}")).await.json();
     assert_eq!(got["headers"]["Authorization"], "Bearer receiver-token-123");
+    assert_eq!(got["url"], url);
     let claimed = claim_all(api.store()).await;
     assert_eq!(claimed.len(), 1);
+    assert_eq!(&*claimed[0].url, url);
     assert_eq!(claimed[0].secrets[..], [second, first]);
     assert!(claimed[0]
         .headers
