@@ -38,7 +38,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use error::{ApiError, Problem};
 pub use health::SourcesReadiness;
-pub use serve::{serve, ConnectionGauge, ServeLimits};
+pub use serve::{serve, ConnectionGauge, ServeLimits, MAX_HEAD_BYTES};
 pub use test_send::TestSender;
 
 /// Largest request body accepted; subscriptions and replay requests are tiny.

@@ -39,6 +39,10 @@ use tower::ServiceExt as _;
 
 use crate::peers::{Admission, Connections};
 
+/// The most a connection may buffer, so about the largest request head (request line
+/// and headers) accepted: far above any real request to this API.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Limits on the admin listener's connections (`api.*` in the config).
 #[derive(Debug, Clone)]
 pub struct ServeLimits {
@@ -77,7 +81,11 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // A request head larger than this is answered 431; hyper's default (about
+        // 400 KiB) let every half-open connection pin that much while its headers
+        // trickled in.
+        .max_buf_size(MAX_HEAD_BYTES);
     tokio::pin!(shutdown);
     loop {
         let (sock, peer) = tokio::select! {

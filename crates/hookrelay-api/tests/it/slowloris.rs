@@ -225,3 +225,33 @@ async fn a_flooding_peer_costs_only_itself() {
         .expect("answered");
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
 }
+
+/// A request head well past `MAX_HEAD_BYTES` is answered 431 at once, not buffered
+/// (the bound is the read buffer's: a head that arrives whole in one read can pass it
+/// by that read's size).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_head_is_refused() {
+    let api = TestApi::new().await;
+    let (addr, _) = start(&api).await;
+    let mut sock = TcpStream::connect(addr).await.expect("connect");
+    let filler = "a".repeat(hookrelay_api::MAX_HEAD_BYTES * 2);
+    let head = format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-filler: {filler}\r\n\r\n");
+    // The server may close before it has read everything: a failed write is fine.
+    let _ = sock.write_all(head.as_bytes()).await;
+    let got = read_to_close(&mut sock, Duration::from_secs(10))
+        .await
+        .expect("answered and closed");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+    // Within the limit, the same request is answered.
+    let mut sock = TcpStream::connect(addr).await.expect("connect");
+    let filler = "a".repeat(hookrelay_api::MAX_HEAD_BYTES / 2);
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-filler: {filler}\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.expect("write");
+    let got = read_to_close(&mut sock, Duration::from_secs(10))
+        .await
+        .expect("answered");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+}
