@@ -103,7 +103,7 @@ pub async fn serve(
         let admitted = match table.admit(peer.ip()) {
             Admission::Admitted(a) => a,
             Admission::Refused => {
-                tracing::debug!(peer = %peer.ip(), "admin API: connection refused, every connection of its peer is serving a request");
+                tracing::debug!(peer = %peer.ip(), "admin API: connection refused, no idle connection could make room for it");
                 drop(sock);
                 continue;
             }
