@@ -313,3 +313,78 @@ fn help_names_the_master_key_the_exit_codes_and_what_demo_reads() {
         }
     }
 }
+
+/// `rotate-master-key` refuses while a hookrelay process uses the store (it would be
+/// left with a key that opens nothing), naming the process, and changes nothing; once
+/// the process has stopped it rotates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_master_key_refuses_while_hookrelay_runs() {
+    let env = Env::new().await;
+    let dir = std::env::temp_dir().join(format!("hookrelay-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = env.config_toml_file(&dir);
+    let cfg = cfg.to_str().unwrap().to_owned();
+    let relay = start_relay(env.config()).await;
+    let api = Api::new(relay.api_addr);
+    let sub = api
+        .subscribe("http://127.0.0.1:9/hook", serde_json::json!({}))
+        .await;
+    let id = sub["id"].as_str().unwrap().to_owned();
+    let new = hookrelay_core::sealing::MasterKey::generate_base64();
+    let new_id = hookrelay_core::sealing::MasterKey::from_base64(&new)
+        .unwrap()
+        .id()
+        .to_owned();
+    let sealed_under = || async {
+        let row = env
+            .store
+            .connect()
+            .await
+            .query_one(
+                "select secret from hookrelay.subscriptions where id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        row.get::<_, String>(0)
+    };
+
+    let rotate = || {
+        hookrelay(
+            &["rotate-master-key", "--config", &cfg],
+            &[("HOOKRELAY_NEW_MASTER_KEY", &new)],
+        )
+    };
+    let (code, out, err) = rotate();
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("still using this store"), "{err}");
+    assert!(
+        err.contains(&hookrelay_store::process_name()),
+        "names the running process: {err}"
+    );
+    assert!(
+        !sealed_under().await.contains(&new_id),
+        "nothing was rotated"
+    );
+
+    relay.shutdown().await;
+    // The process's presence ends with its connection, which the server notices at
+    // once; a delivery leased meanwhile would hold the rotation off for its lease.
+    let out = eventually(
+        "the rotation once hookrelay stopped",
+        std::time::Duration::from_secs(30),
+        || {
+            let (code, out, err) = rotate();
+            async move {
+                (code == 0).then_some(out).or_else(|| {
+                    eprintln!("{err}");
+                    None
+                })
+            }
+        },
+    )
+    .await;
+    assert!(out.contains(&new_id), "{out}");
+    assert!(sealed_under().await.contains(&new_id));
+    let _ = std::fs::remove_dir_all(&dir);
+}

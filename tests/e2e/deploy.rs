@@ -335,6 +335,24 @@ fn kubernetes_manifests_run_two_replicas_on_one_store_with_probes_and_secrets() 
         .as_i64()
         .expect("containerPort");
     assert_eq!(port, i64::from(cfg.api.listen.port()));
+    // Both probes use api.health_listen's port, not the admin port a flood can fill.
+    let health = cfg
+        .api
+        .health_listen
+        .expect("the ConfigMap sets api.health_listen");
+    assert!(health.ip().is_unspecified(), "the kubelet reaches {health}");
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let named = container[probe]["httpGet"]["port"]
+            .as_str()
+            .expect("a named probe port");
+        let number = container["ports"]
+            .as_vec()
+            .expect("ports")
+            .iter()
+            .find(|p| p["name"].as_str() == Some(named))
+            .and_then(|p| p["containerPort"].as_i64());
+        assert_eq!(number, Some(i64::from(health.port())), "{probe}");
+    }
 
     let labels = &deployment["spec"]["selector"]["matchLabels"];
     assert_eq!(by_kind["Service"]["spec"]["selector"], *labels);

@@ -144,6 +144,7 @@ impl From<StoreError> for ApiError {
                 id: String::new(),
             },
             StoreError::Conflict(msg) => ApiError::Conflict(msg),
+            e @ StoreError::Unreadable(_) => ApiError::Conflict(e.to_string()),
             // Input checks should refuse such values first; this keeps a value they
             // missed a 4xx, with the cause (SQLSTATE and message) in the log only.
             e if e.is_bad_data() => {

@@ -1,5 +1,6 @@
-//! The probes: `/healthz` (the process answers) and `/readyz` (the store answers and
-//! every source captures, DESIGN §1.3).
+//! The probes: `/healthz` (the process answers) and `/readyz` (the store answers,
+//! every source captures (DESIGN §1.3), and no task of the process, the dispatcher or
+//! a source's supervisor, has ended).
 //!
 //! The API never calls a source: the binary hands it a [`SourcesReadiness`], each
 //! source's live status (`hookrelay_core::status`), which it only reads, so this crate
@@ -55,6 +56,22 @@ pub struct SourcesNotReady {
     sources: Vec<WaitingSource>,
 }
 
+/// `/readyz`'s 503 when a task of the process (the dispatcher, a source's supervisor,
+/// a listener) ended unexpectedly: the process is stopping.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TasksEnded {
+    /// `urn:hookrelay:problem:tasks-ended`.
+    #[schema(value_type = String)]
+    r#type: &'static str,
+    #[schema(value_type = String)]
+    title: &'static str,
+    status: u16,
+    detail: String,
+    /// The tasks that ended (`dispatcher`, `source <name>`, `retention`, `admin API`,
+    /// `health listener`).
+    tasks: Vec<String>,
+}
+
 /// A source `/readyz` waits for.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WaitingSource {
@@ -90,13 +107,28 @@ pub(crate) async fn healthz() -> Json<Value> {
     tag = "probes",
     responses(
         (status = 200, description = "Ready", body = Object, example = json!({"status": "ready"})),
-        (status = 503, description = "Store unreachable (a `Problem`), or sources not capturing yet (a `SourcesNotReady`, naming them)", content_type = "application/problem+json", body = SourcesNotReady),
+        (status = 503, description = "Store unreachable (a `Problem`), a task of the process ended (a `TasksEnded`, naming it), or sources not capturing yet (a `SourcesNotReady`, naming them)", content_type = "application/problem+json", body = SourcesNotReady),
     ),
 )]
 pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
     if let Err(e) = state.store.ping().await {
         // Whatever the cause, not ready; the problem body never carries it.
         return ApiError::Unavailable(e).into_response();
+    }
+    let ended = state.tasks.ended_tasks();
+    if !ended.is_empty() {
+        // The process is about to exit (see the binary's `watch`): say which task.
+        let names: Vec<&str> = ended.iter().map(|(name, _)| name.as_str()).collect();
+        return problem_503(&TasksEnded {
+            r#type: "urn:hookrelay:problem:tasks-ended",
+            title: "A task of this process ended",
+            status: 503,
+            detail: format!(
+                "ended unexpectedly: {}; the process is stopping",
+                names.join(", ")
+            ),
+            tasks: names.iter().map(|n| (*n).to_owned()).collect(),
+        });
     }
     let waiting = state.sources.not_ready();
     if waiting.is_empty() {
@@ -120,7 +152,12 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
             })
             .collect(),
     };
-    let body = match serde_json::to_string(&body) {
+    problem_503(&body)
+}
+
+/// A 503 problem document that asks to be retried in a second.
+fn problem_503(body: &impl Serialize) -> Response {
+    let body = match serde_json::to_string(body) {
         Ok(body) => body,
         Err(e) => return ApiError::Internal(Box::new(e)).into_response(),
     };

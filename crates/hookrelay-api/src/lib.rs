@@ -22,6 +22,7 @@ mod health;
 mod metrics;
 mod openapi;
 mod params;
+mod peers;
 mod serve;
 mod sources;
 mod subscriptions;
@@ -37,7 +38,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use error::{ApiError, Problem};
 pub use health::SourcesReadiness;
-pub use serve::{serve, ConnectionGauge, ServeLimits};
+pub use serve::{serve, ConnectionGauge, ServeLimits, MAX_HEAD_BYTES};
 pub use test_send::TestSender;
 
 /// Largest request body accepted; subscriptions and replay requests are tiny.
@@ -65,6 +66,9 @@ pub struct ApiState {
     pub dispatch_stats: Arc<hookrelay_core::stats::DispatchStats>,
     /// Sends `POST /v1/subscriptions/{id}/test` (the dispatcher's client, handed in).
     pub test_sender: TestSender,
+    /// Whether the process's long-running tasks (the dispatcher, each source's
+    /// supervisor, …) still run, for `/readyz` (read-only).
+    pub tasks: hookrelay_core::tasks::TaskHealth,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -114,6 +118,23 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(request_span))
+        .with_state(state)
+}
+
+/// The probes and metrics alone (`/healthz`, `/readyz`, `/metrics`), for
+/// `api.health_listen`: a listener with a connection budget of its own, so a flood on
+/// the admin port cannot fail a liveness probe, and an internal port for the
+/// unauthenticated `/metrics` (its labels name subscriptions).
+pub fn health_router(state: ApiState) -> Router {
+    use axum::routing::get;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(request_span))
         .with_state(state)

@@ -124,6 +124,18 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError
         lag,
     );
 
+    let unreadable = Family::<Labels, Gauge>::default();
+    for sub in state.store.unreadable_secrets().into_keys() {
+        unreadable
+            .get_or_create(&labels(&[("subscription_id", &sub)]))
+            .set(1);
+    }
+    reg.register(
+        "hookrelay_subscription_secret_unreadable",
+        "1 for a subscription whose signing secret or a header value does not open under the master key (its deliveries wait; see its secret_error)",
+        unreadable,
+    );
+
     let stats = &state.dispatch_stats;
     let attempts = Family::<Labels, Counter>::default();
     for (sub, outcome, n) in stats.attempts() {

@@ -1,9 +1,12 @@
 //! The admin listener's accept loop: HTTP/1 with limits a slow or idle client cannot
 //! outlast, so a few thousand half-open connections cannot pin memory and file
-//! descriptors (`axum::serve` sets no header timeout).
+//! descriptors (`axum::serve` sets no header timeout), and one peer cannot hold the
+//! connections everyone else needs (see [`crate::peers`]).
 //!
 //! ```text
-//!  accept ─(a permit of api.max_connections; none free: the kernel backlog waits)─▶
+//!  accept ─▶ a slot under the peer (api.max_connections_per_peer) and the listener
+//!            (api.max_connections); full: the oldest connection not serving a
+//!            request gives its slot up, and only if none can, the newcomer is closed
 //!    connection task: hyper http1, headers within api.header_read_timeout
 //!                     (counted from the connection's start and after each response,
 //!                      so it is also the keep-alive idle limit)
@@ -27,45 +30,37 @@ use axum::Router;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
-    service::TowerToHyperService,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpListener,
-    sync::Semaphore,
 };
+use tower::ServiceExt as _;
+
+use crate::peers::{Admission, Connections};
+
+/// The most a connection may buffer, so about the largest request head (request line
+/// and headers) accepted: far above any real request to this API.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Limits on the admin listener's connections (`api.*` in the config).
 #[derive(Debug, Clone)]
 pub struct ServeLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Open connections at most, all peers together.
     pub max_connections: usize,
+    /// Open connections of one peer (an IPv4 address or an IPv6 /64) at most.
+    pub max_connections_per_peer: usize,
 }
 
-/// How many connections are open right now (for tests and metrics).
+/// How many connections hold a slot right now (for tests and metrics).
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionGauge(Arc<AtomicUsize>);
 
 impl ConnectionGauge {
     pub fn open(&self) -> usize {
         self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// One open connection counted in the gauge until dropped.
-struct Counted(ConnectionGauge);
-
-impl Counted {
-    fn new(gauge: &ConnectionGauge) -> Self {
-        gauge.0.fetch_add(1, Ordering::Relaxed);
-        Self(gauge.clone())
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -78,23 +73,24 @@ pub async fn serve(
     gauge: ConnectionGauge,
     shutdown: impl Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let table = Connections::new(
+        limits.max_connections,
+        limits.max_connections_per_peer,
+        gauge.0.clone(),
+    );
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // A request head larger than this is answered 431; hyper's default (about
+        // 400 KiB) let every half-open connection pin that much while its headers
+        // trickled in.
+        .max_buf_size(MAX_HEAD_BYTES);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break, // the semaphore is never closed
-            },
-            () = &mut shutdown => break,
-        };
-        let sock = tokio::select! {
+        let (sock, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((sock, _)) => sock,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: pause instead of spinning.
                     tracing::warn!(error = %e, "admin API: accepting a connection failed");
@@ -104,14 +100,39 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let admitted = match table.admit(peer.ip()) {
+            Admission::Admitted(a) => a,
+            Admission::Refused => {
+                tracing::debug!(peer = %peer.ip(), "admin API: connection refused, no idle connection could make room for it");
+                drop(sock);
+                continue;
+            }
+        };
+        if admitted.evicted {
+            tracing::debug!(peer = %peer.ip(), "admin API: closed an idle connection to make room");
+        }
         let _ = sock.set_nodelay(true);
         let activity = Activity::default();
         let io = TokioIo::new(Watched {
             inner: sock,
             activity: activity.clone(),
         });
-        let conn = graceful.watch(http.serve_connection(io, TowerToHyperService::new(app.clone())));
-        let counted = Counted::new(&gauge);
+        let slot = admitted.slot.clone();
+        let service = {
+            let app = app.clone();
+            let slot = slot.clone();
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                // Not evicted while it serves this request.
+                let serving = slot.serving();
+                let app = app.clone();
+                async move {
+                    let res = app.oneshot(req).await;
+                    drop(serving);
+                    res
+                }
+            })
+        };
+        let conn = graceful.watch(http.serve_connection(io, service));
         let idle = limits.idle_timeout;
         tokio::spawn(async move {
             tokio::select! {
@@ -121,9 +142,9 @@ pub async fn serve(
                 () = activity.idle_for(idle) => {
                     tracing::debug!(?idle, "admin API connection idle; closed");
                 }
+                () = slot.closed() => {}
             }
-            drop(counted);
-            drop(permit);
+            drop(admitted);
         });
     }
     drop(listener);

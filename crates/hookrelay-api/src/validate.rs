@@ -252,12 +252,22 @@ pub fn headers(headers: &BTreeMap<String, String>) -> Result<(), ApiError> {
                 format!("value must be at most {MAX_HEADER_VALUE} bytes"),
             ));
         }
-        HeaderValue::from_str(value).map_err(|_| {
-            ApiError::unprocessable(
+        // What the message says, exactly: HTTP also lets bytes 0x80-0xFF through
+        // (obsolete `obs-text`), which receivers read as Latin-1, UTF-8 or not at all.
+        if let Some(bad) = value
+            .chars()
+            .find(|c| !(*c == '\t' || (' '..='~').contains(c)))
+        {
+            return Err(ApiError::unprocessable(
                 &field,
-                "value must be visible ASCII, spaces and tabs (no line breaks)",
-            )
-        })?;
+                format!(
+                    "value must be visible ASCII, spaces and tabs (no line breaks, no \
+                     non-ASCII characters; found U+{:04X})",
+                    u32::from(bad)
+                ),
+            ));
+        }
+        debug_assert!(HeaderValue::from_str(value).is_ok());
     }
     Ok(())
 }
@@ -383,13 +393,26 @@ mod tests {
     #[test]
     fn header_rules() {
         let big_value = "v".repeat(MAX_HEADER_VALUE + 1);
-        let ok: BTreeMap<String, String> = [("X-Team".into(), "billing".into())].into();
+        let ok: BTreeMap<String, String> = [
+            ("X-Team".into(), "billing".into()),
+            ("X-Printable".into(), " !\"#~ with\ttab ".into()),
+        ]
+        .into();
         assert!(headers(&ok).is_ok());
+        let accented: BTreeMap<String, String> = [("X-A".into(), "caf\u{e9}".into())].into();
+        let msg = headers(&accented).unwrap_err().to_string();
+        assert!(
+            msg.contains("U+00E9") && msg.contains("visible ASCII"),
+            "{msg}"
+        );
         let cases = [
             (vec![("Content-Type", "x")], "headers.Content-Type"),
             (vec![("webhook-id", "x")], "headers.webhook-id"),
             (vec![("bad name", "x")], "headers.bad name"),
             (vec![("X-A", "line\nbreak")], "headers.X-A"),
+            (vec![("X-A", "caf\u{e9}")], "headers.X-A"),
+            (vec![("X-A", "\u{1F600}")], "headers.X-A"),
+            (vec![("X-A", "del\u{7f}")], "headers.X-A"),
             (vec![("X-A", "1"), ("x-a", "2")], "headers.x-a"),
             (
                 vec![("Transfer-Encoding", "gzip, chunked")],

@@ -122,9 +122,19 @@ pub struct ApiConfig {
     /// A connection on which no byte moves either way for this long is closed.
     #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Open connections at most; more wait in the listen backlog.
+    /// Open connections at most, all peers together. When full, the oldest
+    /// connection not serving a request is closed to make room.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Open connections of one peer (an IPv4 address, or an IPv6 /64) at most; a peer
+    /// at its cap gives up its own oldest connection not serving a request.
+    #[serde(default = "defaults::max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// A second listener serving only `/healthz`, `/readyz` and `/metrics`, with a
+    /// connection budget of its own, for probes and scrapers (they stay on `listen`
+    /// too). Keep it on an internal network: `/metrics` needs no token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl Default for ApiConfig {
@@ -136,6 +146,8 @@ impl Default for ApiConfig {
             header_read_timeout: defaults::header_read_timeout(),
             idle_timeout: defaults::idle_timeout(),
             max_connections: defaults::max_connections(),
+            max_connections_per_peer: defaults::max_connections_per_peer(),
+            health_listen: None,
         }
     }
 }
@@ -380,6 +392,9 @@ mod defaults {
     pub fn max_connections() -> usize {
         1024
     }
+    pub fn max_connections_per_peer() -> usize {
+        256
+    }
     pub fn workers() -> usize {
         64
     }
@@ -585,6 +600,23 @@ impl Config {
                 "api.max_connections",
                 format!("{} is outside 1..=100000", api.max_connections),
             ));
+        }
+        if api.max_connections_per_peer == 0 || api.max_connections_per_peer > api.max_connections {
+            return Err(ConfigError::invalid(
+                "api.max_connections_per_peer",
+                format!(
+                    "{} is outside 1..=api.max_connections ({})",
+                    api.max_connections_per_peer, api.max_connections
+                ),
+            ));
+        }
+        if let Some(health) = api.health_listen {
+            if health == api.listen && health.port() != 0 {
+                return Err(ConfigError::invalid(
+                    "api.health_listen",
+                    format!("{health} is api.listen itself; give the probes a port of their own"),
+                ));
+            }
         }
         let d = &self.dispatch;
         if d.workers == 0 || d.workers > 10_000 {
@@ -1017,6 +1049,9 @@ tables = ["public.orders"]
             ("[store\nurl=", "(top level)", "TOML"),
             ("[store]\nurl = \"postgres://x\"\n[api]\ninsecure_no_auth = true\nlisten = \"0.0.0.0:8080\"", "api.insecure_no_auth", "loopback"),
             (&format!("{GOOD}\n[log]\nformat = \"xml\""), "log.format", "xml"),
+            (&GOOD.replace("[api]", "[api]\nmax_connections = 10\nmax_connections_per_peer = 11"), "api.max_connections_per_peer", "outside 1..="),
+            (&GOOD.replace("[api]", "[api]\nlisten = \"127.0.0.1:8080\"\nhealth_listen = \"127.0.0.1:8080\""), "api.health_listen", "port of their own"),
+            (&GOOD.replace("[api]", "[api]\nhealth_listen = \"localhost\""), "api.health_listen", "localhost"),
             (&format!("{GOOD}\n[retention]\ninterval = \"500ms\""), "retention.interval", "1s to 24h"),
             (&format!("{GOOD}\n[dispatch]\nmax_age = \"3s\""), "dispatch.max_age", "between dispatch.timeout (10s)"),
             (&format!("{GOOD}\n[dispatch]\nmax_age = \"400d\""), "dispatch.max_age", "365d"),

@@ -11,11 +11,13 @@ pub mod config;
 pub mod event;
 pub mod filter;
 pub mod network;
+pub mod origin;
 pub mod row_filter;
 pub mod sealing;
 pub mod signature;
 pub mod stats;
 pub mod status;
+pub mod tasks;
 pub mod tls;
 
 pub use config::{Config, ConfigError};

@@ -240,6 +240,11 @@ pub fn secret_field(subscription_id: &str) -> String {
     format!("{subscription_id}/secret")
 }
 
+/// The associated data of a subscription's endpoint URL (it often carries a token).
+pub fn url_field(subscription_id: &str) -> String {
+    format!("{subscription_id}/url")
+}
+
 /// The associated data of one custom header's value (name lower-cased).
 pub fn header_field(subscription_id: &str, header: &str) -> String {
     format!("{subscription_id}/header/{}", header.to_ascii_lowercase())

@@ -8,6 +8,7 @@ use chrono::Utc;
 use hookrelay_core::{
     backoff,
     config::DispatchConfig,
+    origin::origin,
     signature::{signature_header, SigningKey},
 };
 use hookrelay_store::{ClaimedDelivery, Outcome, OutcomeStatus};
@@ -73,11 +74,13 @@ pub async fn attempt_to(
             let verdict = classify(Some(resp.status), resp.retry_after);
             let error = match verdict {
                 Verdict::Succeeded => None,
+                // A Location can carry the same credentials as the endpoint URL: its
+                // origin only.
                 _ if (300..400).contains(&resp.status) => Some(format!(
                     "HTTP {}: redirects are not followed{}",
                     resp.status,
                     resp.location
-                        .map(|l| format!(" (Location: {l})"))
+                        .map(|l| format!(" (Location: {})", origin(&l)))
                         .unwrap_or_default()
                 )),
                 _ => Some(format!("HTTP {}", resp.status)),
@@ -148,7 +151,11 @@ async fn post(
             req = req.header(n, v);
         }
     }
-    let mut resp = req.body(d.body.clone()).send().await.map_err(describe)?;
+    let mut resp = req
+        .body(d.body.clone())
+        .send()
+        .await
+        .map_err(|e| describe(e, &to.url))?;
     let status = resp.status().as_u16();
     let header = |name| {
         resp.headers()
@@ -180,8 +187,9 @@ async fn post(
     })
 }
 
-/// A short, stable description of a transport failure.
-fn describe(e: reqwest::Error) -> String {
+/// A short, stable description of a transport failure, naming the endpoint by its
+/// origin only: reqwest's own text quotes the whole URL, credentials and all.
+fn describe(e: reqwest::Error, endpoint: &reqwest::Url) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -191,7 +199,8 @@ fn describe(e: reqwest::Error) -> String {
     } else {
         "error"
     };
-    let mut msg = format!("{kind}: {e}");
+    let e = e.without_url();
+    let mut msg = format!("{kind}: {} ({e})", origin(endpoint.as_str()));
     let mut src = std::error::Error::source(&e);
     while let Some(s) = src {
         msg.push_str(": ");

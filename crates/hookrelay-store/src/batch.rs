@@ -1,10 +1,7 @@
 //! The source side: a batch of events, their deliveries and the source's new
 //! checkpoint, committed in one transaction (DESIGN §1.1.1).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, OnceLock},
-};
+use std::{collections::HashMap, sync::OnceLock};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -387,7 +384,7 @@ impl Store {
         // (delivery id, subscription, event id) of the handed deliveries, and each
         // handed subscription's URL and opened secrets
         let mut leased: Vec<(i64, String, String)> = Vec::new();
-        let mut targets: HashMap<String, (Arc<str>, OpenedSecrets)> = HashMap::new();
+        let mut targets: HashMap<String, OpenedSecrets> = HashMap::new();
         // (event, subscription) pairs whose filter passed (see `row_filters`)
         let mut passed = Passed::default();
         if !events.is_empty() {
@@ -465,15 +462,18 @@ impl Store {
                     1 => leased.push((r.try_get(1)?, r.try_get(4)?, r.try_get(5)?)),
                     2 => {
                         let id: String = r.try_get(4)?;
-                        let opened = self.opened.open(
+                        // A subscription whose secret does not open is not handed
+                        // over; the batch and every other subscription go on.
+                        if let Some(opened) = self.opened.open(
                             &self.secrets,
                             &id,
+                            r.try_get(5)?,
                             r.try_get(6)?,
                             r.try_get(7)?,
                             r.try_get(8)?,
-                        )?;
-                        let url: String = r.try_get(5)?;
-                        targets.insert(id, (url.into(), opened));
+                        ) {
+                            targets.insert(id, opened);
+                        }
                     }
                     3 => handed.waiting.push(r.try_get(4)?),
                     _ => {}
@@ -498,6 +498,22 @@ impl Store {
                     handed.waiting.push(sub);
                 }
             }
+        }
+        // Handed deliveries of a subscription whose secret did not open wait, parked
+        // like a claim parks them, in this transaction.
+        let parked: Vec<i64> = leased
+            .iter()
+            .filter(|(_, sub, _)| !targets.contains_key(sub))
+            .map(|(id, _, _)| *id)
+            .collect();
+        if let (false, Some(offer)) = (parked.is_empty(), offer) {
+            leased.retain(|(_, sub, _)| targets.contains_key(sub));
+            let retry = crate::claim::UNREADABLE_RETRY.as_secs_f64();
+            tx.execute(
+                crate::claim::PARK_UNREADABLE,
+                &[&parked, &offer.owner, &retry],
+            )
+            .await?;
         }
         let last_event_at = events.last().map(|e| e.committed_at);
         match epoch {
@@ -540,8 +556,7 @@ impl Store {
                         b
                     }),
                 };
-                let (Some(body), Some((url, opened))) = (body, targets.get(&subscription_id))
-                else {
+                let (Some(body), Some(opened)) = (body, targets.get(&subscription_id)) else {
                     // Cannot happen (one statement returned both); if it did, the lease
                     // expires and a claim sends it.
                     tracing::error!(delivery = delivery_id, event = %event_id, "handed delivery without its event or subscription");
@@ -551,9 +566,9 @@ impl Store {
                     delivery_id,
                     attempt: 1,
                     subscription_id,
-                    url: url.clone(),
-                    secrets: opened.0.clone(),
-                    headers: opened.1.clone(),
+                    url: opened.0.clone(),
+                    secrets: opened.1.clone(),
+                    headers: opened.2.clone(),
                     event_id,
                     body,
                 });
@@ -617,11 +632,14 @@ impl Store {
                 &[&source],
             )
             .await?;
-        Ok(row.map(|r| Checkpoint {
-            source: r.get(0),
-            position: r.get(1),
-            last_event_at: r.get(2),
-            updated_at: r.get(3),
-        }))
+        row.map(|r| {
+            Ok(Checkpoint {
+                source: r.try_get(0)?,
+                position: r.try_get(1)?,
+                last_event_at: r.try_get(2)?,
+                updated_at: r.try_get(3)?,
+            })
+        })
+        .transpose()
     }
 }

@@ -15,20 +15,20 @@
 //! ```
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use hookrelay_core::sealing::{header_field, secret_field, Secrets};
+use hookrelay_core::sealing::{header_field, secret_field, url_field, Secrets};
 
 use crate::{Store, StoreError};
 
-/// A subscription's signing secrets and custom headers, opened; shared (not copied)
-/// by every delivery of the subscription a claim hands out.
-pub(crate) type OpenedSecrets = (Arc<[String]>, Arc<[(String, String)]>);
+/// A subscription's endpoint URL, signing secrets and custom headers, opened; shared
+/// (not copied) by every delivery of the subscription a claim hands out.
+pub(crate) type OpenedSecrets = (Arc<str>, Arc<[String]>, Arc<[(String, String)]>);
 
 /// Opened secrets per subscription, kept across claims with the sealed values they
 /// came from: a claim opens a subscription's values again only when they changed
@@ -40,10 +40,28 @@ pub(crate) type OpenedSecrets = (Arc<[String]>, Arc<[(String, String)]>);
 #[derive(Debug, Default)]
 pub(crate) struct OpenedCache {
     entries: Mutex<HashMap<String, CachedSecrets>>,
+    /// Subscriptions whose values did not open at their last try, with why: only
+    /// they wait (DESIGN §1.7), and the API and `/metrics` say so.
+    unreadable: Mutex<BTreeMap<String, String>>,
 }
+
+/// How long the deliveries of a subscription whose secret does not open wait before
+/// a claim tries it again (a secret rotated or headers set again meanwhile opens).
+pub const UNREADABLE_RETRY: Duration = Duration::from_secs(10);
+
+/// Parks deliveries `$1`, leased to `$2`, of a subscription whose secret does not
+/// open: the lease is kept `$3` seconds more so claims leave them alone meanwhile, and
+/// the attempt the lease counted is given back, since nothing was sent.
+pub(crate) const PARK_UNREADABLE: &str = "
+update hookrelay.deliveries
+   set attempts = greatest(attempts - 1, 0),
+       lease_until = now() + make_interval(secs => $3),
+       updated_at = now()
+ where id = any ($1::bigint[]) and lease_owner = $2";
 
 #[derive(Debug)]
 struct CachedSecrets {
+    url: String,
     secret: String,
     previous: Option<String>,
     headers: serde_json::Value,
@@ -55,23 +73,82 @@ struct CachedSecrets {
 const MAX_CACHED: usize = 10_000;
 
 impl OpenedCache {
-    /// A subscription's sealed `secret`, `previous_secret` and header values, opened. A value that does not open fails the claim: its leases
-    /// expire and the deliveries wait, rather than being sent with a signature nobody
-    /// can verify.
+    /// A subscription's sealed `url`, `secret`, `previous_secret` and header values, opened,
+    /// or `None` when one of them does not open (tampered, sealed under another key):
+    /// then that subscription alone waits, noted as unreadable, rather than being sent
+    /// with a signature nobody can verify or stopping the claim or batch it is in.
     pub(crate) fn open(
         &self,
         secrets: &Secrets,
         subscription_id: &str,
+        url: String,
+        secret: String,
+        previous: Option<String>,
+        headers: serde_json::Value,
+    ) -> Option<OpenedSecrets> {
+        let opened = self.try_open(secrets, subscription_id, url, secret, previous, headers);
+        let mut unreadable = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        match opened {
+            Ok(opened) => {
+                unreadable.remove(subscription_id);
+                Some(opened)
+            }
+            Err(e) => {
+                if unreadable
+                    .insert(subscription_id.to_owned(), e.to_string())
+                    .is_none()
+                {
+                    tracing::error!(
+                        subscription_id,
+                        error = %e,
+                        "a secret or header value of this subscription does not open; \
+                         its deliveries wait until it is rotated or set again"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Subscriptions whose values did not open at their last try, with why.
+    pub(crate) fn unreadable(&self) -> BTreeMap<String, String> {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Notes the outcome of opening a subscription's values elsewhere (the API's
+    /// header view).
+    pub(crate) fn note(&self, subscription_id: &str, error: Option<String>) {
+        let mut unreadable = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        match error {
+            Some(e) => {
+                unreadable.insert(subscription_id.to_owned(), e);
+            }
+            None => {
+                unreadable.remove(subscription_id);
+            }
+        }
+    }
+
+    fn try_open(
+        &self,
+        secrets: &Secrets,
+        subscription_id: &str,
+        url: String,
         secret: String,
         previous: Option<String>,
         headers: serde_json::Value,
     ) -> Result<OpenedSecrets, StoreError> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = entries.get(subscription_id) {
-            if c.secret == secret && c.previous == previous && c.headers == headers {
+            if c.url == url && c.secret == secret && c.previous == previous && c.headers == headers
+            {
                 return Ok(c.opened.clone());
             }
         }
+        let endpoint = secrets.open(&url, &url_field(subscription_id))?;
         let field = secret_field(subscription_id);
         let mut signing = vec![secrets.open(&secret, &field)?];
         if let Some(prev) = &previous {
@@ -88,13 +165,14 @@ impl OpenedCache {
                 .collect::<Result<_, StoreError>>()?,
             _ => Vec::new(),
         };
-        let opened: OpenedSecrets = (signing.into(), opened_headers.into());
+        let opened: OpenedSecrets = (endpoint.into(), signing.into(), opened_headers.into());
         if entries.len() >= MAX_CACHED {
             entries.clear();
         }
         entries.insert(
             subscription_id.to_owned(),
             CachedSecrets {
+                url,
                 secret,
                 previous,
                 headers,
@@ -517,28 +595,30 @@ impl Store {
         // rows carry the event, kind 5 the subscription, once each.
         let mut leased: Vec<(i64, i32, String, i64)> = Vec::new();
         let mut events: HashMap<i64, (String, Bytes)> = HashMap::new();
-        let mut subscriptions: HashMap<String, (Arc<str>, OpenedSecrets)> = HashMap::new();
+        let mut subscriptions: HashMap<String, OpenedSecrets> = HashMap::new();
+        let mut unreadable: HashSet<String> = HashSet::new();
+        let mut parked: Vec<i64> = Vec::new();
         for r in rows {
-            match r.get::<_, i32>(0) {
+            match r.try_get::<_, i32>(0)? {
                 0 => leased.push((r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(10)?)),
                 1 => {
-                    let sub: String = r.get(3);
-                    if r.get::<_, Option<bool>>(13) == Some(true) {
+                    let sub: String = r.try_get(3)?;
+                    if r.try_get::<_, Option<bool>>(13)? == Some(true) {
                         quiet.push(sub.clone());
-                        quiet_marks.push(r.get(12));
+                        quiet_marks.push(r.try_get(12)?);
                     }
                     out.enabled.push(sub.clone());
                     out.progress.push(ClaimProgress {
                         subscription_id: sub,
-                        hold: r.get(10),
-                        reach: r.get(11),
-                        all_seen: r.get::<_, Option<i32>>(2) == Some(1),
+                        hold: r.try_get(10)?,
+                        reach: r.try_get(11)?,
+                        all_seen: r.try_get::<_, Option<i32>>(2)? == Some(1),
                     });
                 }
-                2 => out.enabled.push(r.get(3)),
+                2 => out.enabled.push(r.try_get(3)?),
                 3 => {
-                    off.push(r.get(3));
-                    off_marks.push(r.get(12));
+                    off.push(r.try_get(3)?);
+                    off_marks.push(r.try_get(12)?);
                 }
                 4 => {
                     let body: String = r.try_get(9)?;
@@ -546,21 +626,31 @@ impl Store {
                 }
                 5 => {
                     let id: String = r.try_get(3)?;
-                    let opened = self.opened.open(
+                    match self.opened.open(
                         &self.secrets,
                         &id,
+                        r.try_get(4)?,
                         r.try_get(5)?,
                         r.try_get(6)?,
                         r.try_get(7)?,
-                    )?;
-                    let url: String = r.try_get(4)?;
-                    subscriptions.insert(id, (url.into(), opened));
+                    ) {
+                        Some(opened) => {
+                            subscriptions.insert(id, opened);
+                        }
+                        None => {
+                            unreadable.insert(id);
+                        }
+                    }
                 }
                 _ => {}
             }
         }
         for (delivery_id, attempt, subscription_id, seq) in leased {
-            let (Some((event_id, body)), Some((url, opened))) =
+            if unreadable.contains(&subscription_id) {
+                parked.push(delivery_id);
+                continue;
+            }
+            let (Some((event_id, body)), Some(opened)) =
                 (events.get(&seq), subscriptions.get(&subscription_id))
             else {
                 // Cannot happen (one statement read them all); if it did, the lease
@@ -577,15 +667,25 @@ impl Store {
                 delivery_id,
                 attempt,
                 subscription_id,
-                url: url.clone(),
-                secrets: opened.0.clone(),
-                headers: opened.1.clone(),
+                url: opened.0.clone(),
+                secrets: opened.1.clone(),
+                headers: opened.2.clone(),
                 event_id: event_id.clone(),
                 body: body.clone(),
             });
         }
         // Oldest first, so per-batch spawn order follows commit order.
         out.deliveries.sort_unstable_by_key(|d| d.delivery_id);
+        if !parked.is_empty() {
+            // If this fails the leases simply expire: the deliveries wait either way.
+            let retry = UNREADABLE_RETRY.as_secs_f64();
+            if let Err(e) = client
+                .execute(PARK_UNREADABLE, &[&parked, &owner, &retry])
+                .await
+            {
+                tracing::debug!(error = %e, "parking deliveries of unreadable subscriptions failed; their leases expire instead");
+            }
+        }
         if !quiet.is_empty() || !off.is_empty() {
             // The leases above are committed: a failure here only leaves the
             // subscriptions due (looked at again by the next claim), never loses them.
@@ -622,20 +722,24 @@ impl Store {
             )
             .await?
             .ok_or(StoreError::NotFound)?;
-        let opened = self.opened.open(
-            &self.secrets,
-            subscription_id,
-            row.try_get(1)?,
-            row.try_get(2)?,
-            row.try_get(3)?,
-        )?;
+        let opened = self
+            .opened
+            .open(
+                &self.secrets,
+                subscription_id,
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            )
+            .ok_or_else(|| StoreError::Unreadable(subscription_id.to_owned()))?;
         Ok(ClaimedDelivery {
             delivery_id: 0,
             attempt: 1,
             subscription_id: subscription_id.to_owned(),
-            url: row.try_get::<_, String>(0)?.into(),
-            secrets: opened.0,
-            headers: opened.1,
+            url: opened.0,
+            secrets: opened.1,
+            headers: opened.2,
             event_id: event_id.to_owned(),
             body: Bytes::copy_from_slice(body.as_bytes()),
         })

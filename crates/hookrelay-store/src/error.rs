@@ -28,6 +28,10 @@ pub enum StoreError {
     /// if it were the secret.
     #[error("stored secret: {0}")]
     Secret(#[from] hookrelay_core::sealing::OpenError),
+    /// A subscription's secret or a header value does not open (tampered, sealed
+    /// under another key): that subscription waits, nothing else does.
+    #[error("subscription {0}: its signing secret or a header value cannot be opened under the master key; rotate the secret (grace \"0s\") or set the headers again")]
+    Unreadable(String),
     /// A wait on the store that has a bound took longer (see `liveness`).
     #[error("store: timed out {0}")]
     Timeout(&'static str),
@@ -58,6 +62,7 @@ impl StoreError {
             | StoreError::Conflict(_)
             | StoreError::Corrupt(_)
             | StoreError::Secret(_)
+            | StoreError::Unreadable(_)
             | StoreError::Fenced { .. } => false,
         }
     }

@@ -114,7 +114,7 @@ impl Store {
                 &[&source],
             )
             .await?
-            .get(0);
+            .try_get(0)?;
         if !got {
             conn.abort();
             return Ok(None);

@@ -38,7 +38,7 @@ impl Store {
         let size: i64 = client
             .query_one("select reltuples::bigint from pg_class where oid = 'hookrelay.deliveries'::regclass", &[])
             .await?
-            .get(0);
+            .try_get(0)?;
         self.grown.fetch_sub(grown, Ordering::Relaxed);
         self.analyzed_at_size
             .store(size.max(0) as u64, Ordering::Relaxed);

@@ -107,6 +107,9 @@ pub struct Subscription {
     pub disabled_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Why its signing secret or a header value cannot be opened under the master
+    /// key (tampered, sealed under another key), if so: its deliveries wait.
+    pub secret_error: Option<String>,
 }
 
 /// A subscription to create; the caller has validated every field.

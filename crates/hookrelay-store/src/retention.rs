@@ -108,7 +108,7 @@ impl Store {
         let got: bool = client
             .query_one("select pg_try_advisory_lock($1)", &[&PRUNE_LOCK])
             .await?
-            .get(0);
+            .try_get(0)?;
         if !got {
             return Ok(None);
         }
@@ -137,7 +137,7 @@ impl Store {
             let row = client
                 .query_one(&stmt, &[&ok_for, &failed_for, &PRUNE_BATCH])
                 .await?;
-            let (d, a, e): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            let (d, a, e): (i64, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
             total.deliveries += d as u64;
             total.attempts += a as u64;
             total.events += e as u64;

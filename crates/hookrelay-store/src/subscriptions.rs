@@ -25,7 +25,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use hookrelay_core::{
     filter::glob_to_like,
-    sealing::{secret_field, Secrets},
+    sealing::{header_field, secret_field, url_field},
 };
 use tokio_postgres::{types::Json, Row};
 
@@ -34,7 +34,7 @@ use crate::{
     model::{
         NewSubscription, OrderingMode, Page, Subscription, SubscriptionChanges, SubscriptionKey,
     },
-    secrets::{open_headers, seal_headers},
+    secrets::seal_headers,
     Store, StoreError,
 };
 
@@ -65,6 +65,7 @@ impl Store {
         let patterns = like_patterns(new.event_types.as_deref());
         let headers = seal_headers(&self.secrets, &id, &new.headers);
         let secret = self.secrets.seal(&new.secret, &secret_field(&id));
+        let url = self.secrets.seal(&new.url, &url_field(&id));
         let client = self.client().await?;
         let sql = format!(
             "insert into hookrelay.subscriptions
@@ -80,7 +81,7 @@ impl Store {
                 &sql,
                 &[
                     &id,
-                    &new.url,
+                    &url,
                     &new.description,
                     &new.event_types,
                     &patterns,
@@ -94,7 +95,7 @@ impl Store {
                 ],
             )
             .await?;
-        subscription_from_row(&self.secrets, &row)
+        self.subscription_from_row(&row)
     }
 
     /// One subscription, or [`StoreError::NotFound`].
@@ -103,7 +104,7 @@ impl Store {
         let sql = format!("select {COLUMNS} from hookrelay.subscriptions where id = $1");
         let stmt = client.prepare_cached(&sql).await?;
         match client.query_opt(&stmt, &[&id]).await? {
-            Some(row) => subscription_from_row(&self.secrets, &row),
+            Some(row) => self.subscription_from_row(&row),
             None => Err(StoreError::NotFound),
         }
     }
@@ -114,9 +115,7 @@ impl Store {
         let sql = format!("select {COLUMNS} from hookrelay.subscriptions order by created_at, id");
         let stmt = client.prepare_cached(&sql).await?;
         let rows = client.query(&stmt, &[]).await?;
-        rows.iter()
-            .map(|r| subscription_from_row(&self.secrets, r))
-            .collect()
+        rows.iter().map(|r| self.subscription_from_row(r)).collect()
     }
 
     /// Up to `limit` subscriptions (at most [`crate::MAX_PAGE`]) after `after`, oldest
@@ -149,7 +148,7 @@ impl Store {
         };
         let mut items = rows
             .iter()
-            .map(|r| subscription_from_row(&self.secrets, r))
+            .map(|r| self.subscription_from_row(r))
             .collect::<Result<Vec<_>, _>>()?;
         let next = page_end(&mut items, limit, |last| SubscriptionKey {
             created_at: last.created_at,
@@ -180,6 +179,10 @@ impl Store {
             .as_ref()
             .map(|h| seal_headers(&self.secrets, id, h));
         let headers = headers.as_ref().map(Json);
+        let url = changes
+            .url
+            .as_ref()
+            .map(|u| self.secrets.seal(u, &url_field(id)));
         let ordering = changes.ordering.map(OrderingMode::as_str);
         let sql = format!(
             "update hookrelay.subscriptions set
@@ -213,7 +216,7 @@ impl Store {
                 &sql,
                 &[
                     &id,
-                    &changes.url,
+                    &url,
                     &changes.description,
                     &set_types,
                     &types,
@@ -230,7 +233,7 @@ impl Store {
             )
             .await?
             .ok_or(StoreError::NotFound)?;
-        let subscription = subscription_from_row(&self.secrets, &row)?;
+        let subscription = self.subscription_from_row(&row)?;
         // What was queued while it was paused is due now.
         if changes.enabled == Some(true) {
             tx.batch_execute(HOLD_OFF_BATCHES).await?;
@@ -327,27 +330,61 @@ fn like_patterns(globs: Option<&[String]>) -> Option<Vec<String>> {
     globs.map(|g| g.iter().map(|g| glob_to_like(g)).collect())
 }
 
-fn subscription_from_row(secrets: &Secrets, row: &Row) -> Result<Subscription, StoreError> {
-    let id: String = row.try_get(0)?;
-    let headers: serde_json::Value = row.try_get(5)?;
-    let headers: BTreeMap<String, String> = serde_json::from_value(headers)
-        .map_err(|e| StoreError::Corrupt(format!("subscription {id} headers: {e}")))?;
-    let headers = open_headers(secrets, &id, headers)?;
-    let ordering: String = row.try_get(6)?;
-    let ordering = OrderingMode::parse(&ordering)
-        .ok_or_else(|| StoreError::Corrupt(format!("subscription {id} ordering {ordering:?}")))?;
-    Ok(Subscription {
-        url: row.try_get(1)?,
-        description: row.try_get(2)?,
-        event_types: row.try_get(3)?,
-        sources: row.try_get(4)?,
-        headers,
-        ordering,
-        enabled: row.try_get(7)?,
-        disabled_reason: row.try_get(8)?,
-        created_at: row.try_get(9)?,
-        updated_at: row.try_get(10)?,
-        filter: row.try_get(11)?,
-        id,
-    })
+impl Store {
+    /// A subscription as stored, its header values opened. One that does not open
+    /// is left out and named in `secret_error`, as is a signing secret a claim could
+    /// not open: the subscription still shows (and can be fixed), the others too.
+    fn subscription_from_row(&self, row: &Row) -> Result<Subscription, StoreError> {
+        let id: String = row.try_get(0)?;
+        let headers: serde_json::Value = row.try_get(5)?;
+        let headers: BTreeMap<String, String> = serde_json::from_value(headers)
+            .map_err(|e| StoreError::Corrupt(format!("subscription {id} headers: {e}")))?;
+        let mut secret_error = None;
+        let stored_url: String = row.try_get(1)?;
+        let url = match self.secrets.open(&stored_url, &url_field(&id)) {
+            Ok(url) => url,
+            Err(e) => {
+                secret_error = Some(e.to_string());
+                "(cannot be opened under the master key)".to_owned()
+            }
+        };
+        let mut opened = BTreeMap::new();
+        for (name, value) in headers {
+            match self.secrets.open(&value, &header_field(&id, &name)) {
+                Ok(plain) => {
+                    opened.insert(name, plain);
+                }
+                Err(e) => secret_error = Some(e.to_string()),
+            }
+        }
+        match &secret_error {
+            Some(e) => self.opened.note(&id, Some(e.clone())),
+            None => secret_error = self.opened.unreadable().remove(&id),
+        }
+        let ordering: String = row.try_get(6)?;
+        let ordering = OrderingMode::parse(&ordering).ok_or_else(|| {
+            StoreError::Corrupt(format!("subscription {id} ordering {ordering:?}"))
+        })?;
+        Ok(Subscription {
+            url,
+            description: row.try_get(2)?,
+            event_types: row.try_get(3)?,
+            sources: row.try_get(4)?,
+            headers: opened,
+            ordering,
+            enabled: row.try_get(7)?,
+            disabled_reason: row.try_get(8)?,
+            created_at: row.try_get(9)?,
+            updated_at: row.try_get(10)?,
+            filter: row.try_get(11)?,
+            secret_error,
+            id,
+        })
+    }
+
+    /// Subscriptions whose signing secret or a header value did not open at their
+    /// last use in this process, with why; their deliveries wait.
+    pub fn unreadable_secrets(&self) -> BTreeMap<String, String> {
+        self.opened.unreadable()
+    }
 }

@@ -5,11 +5,13 @@
 //!  config ─▶ store (migrate) ─▶ sources (one supervised task each) ─┐ wake
 //!                            └▶ dispatcher ◀────────────────────────┘
 //!                            └▶ admin API (axum) on api.listen
+//!                            └▶ probes and metrics on api.health_listen (optional)
 //! ```
 
 pub mod check;
 pub mod demo;
 pub mod logging;
+pub mod watch;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -26,14 +28,25 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+/// The probes' own listener (`api.health_listen`): room for kubelets and scrapers,
+/// and no more.
+const HEALTH_MAX_CONNECTIONS: usize = 128;
+const HEALTH_MAX_CONNECTIONS_PER_PEER: usize = 32;
+
 /// A running hookrelay; `shutdown` stops it cleanly.
 pub struct Relay {
     /// Where the admin API listens (useful with port 0).
     pub api_addr: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` listen on their own, if configured.
+    pub health_addr: Option<SocketAddr>,
     stop: CancellationToken,
     tasks: JoinSet<()>,
     sources: Vec<(String, SourceStatus)>,
     grace: std::time::Duration,
+    /// While held, `rotate-master-key` refuses (this process holds the current key).
+    _presence: hookrelay_store::Presence,
+    /// Fires when a watched task ends unexpectedly (see `watch`).
+    failure: watch::Failure,
 }
 
 impl Relay {
@@ -55,22 +68,40 @@ impl Relay {
         if !applied.is_empty() {
             info!(migrations = ?applied, "store migrated");
         }
-        // Before anything is sent: plaintext rows are sealed, and a key that does not
-        // open what is stored stops start-up here.
+        // Before anything is sent: plaintext rows are sealed, and a key that opens
+        // nothing stored stops start-up here (a single unreadable subscription only
+        // waits).
         let sealed = store
             .seal_plaintext_secrets()
             .await
             .context("checking stored secrets against HOOKRELAY_MASTER_KEY")?;
+        for (subscription_id, error) in &sealed.unreadable {
+            tracing::error!(
+                subscription_id,
+                error,
+                "a secret or header value of this subscription does not open; its deliveries \
+                 wait until the secret is rotated or the headers are set again"
+            );
+        }
         if sealed.rewritten > 0 {
             info!(
                 subscriptions = sealed.rewritten,
                 "sealed secrets stored in plaintext"
             );
         }
+        let presence = store.announce_running();
         let stop = CancellationToken::new();
         let signal = Arc::new(DispatchSignal::default());
         let mut tasks = JoinSet::new();
         let mut statuses = Vec::new();
+        let health = hookrelay_core::tasks::TaskHealth::default();
+        let failure = watch::Failure::default();
+        let watched =
+            |tasks: &mut JoinSet<()>,
+             name: String,
+             task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+                watch::spawn_watched(tasks, name, task, &stop, &health, &failure)
+            };
 
         for src in &cfg.sources {
             let status = SourceStatus::new(&src.name, src.kind.as_str());
@@ -81,17 +112,29 @@ impl Relay {
                 SourceKind::Postgres => {
                     let source = PostgresSource::new(src.clone())
                         .with_context(|| format!("source {}", src.name))?;
-                    tasks.spawn(supervise(source, store.clone(), sink, status, stop.clone()));
+                    watched(
+                        &mut tasks,
+                        format!("source {}", src.name),
+                        Box::pin(supervise(source, store.clone(), sink, status, stop.clone())),
+                    );
                 }
                 SourceKind::Mongodb => {
                     let source = MongoSource::new(src.clone(), store.clone())
                         .with_context(|| format!("source {}", src.name))?;
-                    tasks.spawn(supervise(source, store.clone(), sink, status, stop.clone()));
+                    watched(
+                        &mut tasks,
+                        format!("source {}", src.name),
+                        Box::pin(supervise(source, store.clone(), sink, status, stop.clone())),
+                    );
                 }
                 SourceKind::Mysql => {
                     let source = MysqlSource::new(src.clone(), store.clone())
                         .with_context(|| format!("source {}", src.name))?;
-                    tasks.spawn(supervise(source, store.clone(), sink, status, stop.clone()));
+                    watched(
+                        &mut tasks,
+                        format!("source {}", src.name),
+                        Box::pin(supervise(source, store.clone(), sink, status, stop.clone())),
+                    );
                 }
             }
         }
@@ -108,12 +151,20 @@ impl Relay {
                 async move { hookrelay_dispatch::attempt(&client, &dispatch_cfg, d).await }
             })
         };
-        tasks.spawn(dispatcher.run(stop.clone()));
-        tasks.spawn(retention(
-            store.clone(),
-            cfg.retention.clone(),
-            stop.clone(),
-        ));
+        watched(
+            &mut tasks,
+            "dispatcher".to_owned(),
+            Box::pin(dispatcher.run(stop.clone())),
+        );
+        watched(
+            &mut tasks,
+            "retention".to_owned(),
+            Box::pin(retention(
+                store.clone(),
+                cfg.retention.clone(),
+                stop.clone(),
+            )),
+        );
 
         if cfg.api.insecure_no_auth {
             tracing::warn!("admin API runs WITHOUT authentication (api.insecure_no_auth = true); development only");
@@ -128,6 +179,7 @@ impl Relay {
             catalog: Arc::new(hookrelay_core::catalog::Catalog::new(&cfg.sources)),
             dispatch_stats,
             test_sender,
+            tasks: health.clone(),
         };
         let listener = tokio::net::TcpListener::bind(cfg.api.listen)
             .await
@@ -138,30 +190,69 @@ impl Relay {
                 )
             })?;
         let api_addr = listener.local_addr()?;
-        let api_stop = stop.clone();
         let limits = ServeLimits {
             header_read_timeout: cfg.api.header_read_timeout,
             idle_timeout: cfg.api.idle_timeout,
             max_connections: cfg.api.max_connections,
+            max_connections_per_peer: cfg.api.max_connections_per_peer,
         };
-        tasks.spawn(async move {
-            let app = hookrelay_api::router(state);
-            hookrelay_api::serve(
-                listener,
-                app,
-                limits,
-                ConnectionGauge::default(),
-                async move { api_stop.cancelled().await },
-            )
-            .await;
-        });
-        info!(%api_addr, sources = cfg.sources.len(), "hookrelay running");
+        let health_addr = match cfg.api.health_listen {
+            Some(addr) => {
+                let health = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("config key `api.health_listen`: cannot listen on {addr}")
+                })?;
+                let health_addr = health.local_addr()?;
+                let health_limits = ServeLimits {
+                    max_connections: HEALTH_MAX_CONNECTIONS,
+                    max_connections_per_peer: HEALTH_MAX_CONNECTIONS_PER_PEER,
+                    ..limits.clone()
+                };
+                let app = hookrelay_api::health_router(state.clone());
+                let health_stop = stop.clone();
+                watched(
+                    &mut tasks,
+                    "health listener".to_owned(),
+                    Box::pin(async move {
+                        hookrelay_api::serve(
+                            health,
+                            app,
+                            health_limits,
+                            ConnectionGauge::default(),
+                            async move { health_stop.cancelled().await },
+                        )
+                        .await;
+                    }),
+                );
+                Some(health_addr)
+            }
+            None => None,
+        };
+        let api_stop = stop.clone();
+        watched(
+            &mut tasks,
+            "admin API".to_owned(),
+            Box::pin(async move {
+                let app = hookrelay_api::router(state);
+                hookrelay_api::serve(
+                    listener,
+                    app,
+                    limits,
+                    ConnectionGauge::default(),
+                    async move { api_stop.cancelled().await },
+                )
+                .await;
+            }),
+        );
+        info!(%api_addr, health_addr = ?health_addr, sources = cfg.sources.len(), "hookrelay running");
         Ok(Self {
             api_addr,
+            health_addr,
             stop,
             tasks,
             sources: statuses,
             grace: cfg.dispatch.shutdown_grace,
+            _presence: presence,
+            failure,
         })
     }
 
@@ -198,6 +289,14 @@ impl Relay {
     /// Every source has begun capturing (what `/readyz` reports, the store aside).
     pub fn is_ready(&self) -> bool {
         self.sources.iter().all(|(_, s)| s.snapshot().is_ready())
+    }
+
+    /// Completes when a task of this relay (a source, the dispatcher, retention, a
+    /// listener) has ended unexpectedly, saying which and how; the relay should then
+    /// be shut down and the process exit with an error, for its supervisor to
+    /// restart it.
+    pub async fn failed(&self) -> String {
+        self.failure.wait().await
     }
 
     /// A token that stops this relay when cancelled.

@@ -170,10 +170,18 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    signal.await;
-    tracing::info!("signal received; shutting down");
-    relay.shutdown().await;
-    Ok(())
+    tokio::select! {
+        () = &mut signal => {
+            tracing::info!("signal received; shutting down");
+            relay.shutdown().await;
+            Ok(())
+        }
+        what = relay.failed() => {
+            tracing::error!(cause = %what, "shutting down after a task ended unexpectedly");
+            relay.shutdown().await;
+            Err(anyhow::anyhow!("{what}; exiting so that a supervisor restarts hookrelay"))
+        }
+    }
 }
 
 async fn migrate(cfg: Config) -> anyhow::Result<()> {

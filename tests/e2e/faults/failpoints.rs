@@ -114,3 +114,38 @@ async fn crash_between_2xx_and_recording_resends_with_the_same_id() {
     relay.shutdown().await;
     scenario.teardown();
 }
+
+/// A source's task that panics is noticed: `/readyz` turns 503 naming it, and the
+/// relay reports the failure (`hookrelay run` then shuts down and exits 1, for its
+/// supervisor to restart it), instead of going on without capturing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_task_that_panics_stops_the_relay_loudly() {
+    let env = Env::new().await;
+    let scenario = fail::FailScenario::setup();
+    let relay = start_relay(env.config()).await;
+    fail::cfg("source.before_commit", "1*panic(injected for the test)").unwrap();
+    env.source
+        .connect()
+        .await
+        .batch_execute("insert into orders (id, status) values (1, 'x')")
+        .await
+        .unwrap();
+    let what = tokio::time::timeout(Duration::from_secs(30), relay.failed())
+        .await
+        .expect("the failure is reported");
+    assert!(
+        what.contains("source shop") && what.contains("injected for the test"),
+        "{what}"
+    );
+    let ready = reqwest::get(format!("http://{}/readyz", relay.api_addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = ready.text().await.unwrap();
+    assert!(
+        body.contains("tasks-ended") && body.contains("source shop"),
+        "{body}"
+    );
+    relay.shutdown().await;
+    scenario.teardown();
+}

@@ -156,6 +156,7 @@ async fn readyz_is_503_when_the_store_is_down() {
         catalog: Default::default(),
         dispatch_stats: Default::default(),
         test_sender: Default::default(),
+        tasks: Default::default(),
     });
     let res = app
         .clone()

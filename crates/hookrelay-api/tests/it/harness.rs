@@ -180,6 +180,7 @@ impl TestApi {
             catalog: Arc::new(test_catalog()),
             dispatch_stats: Arc::default(),
             test_sender: Default::default(),
+            tasks: Default::default(),
         };
         f(&mut state);
         let app = router(state.clone());

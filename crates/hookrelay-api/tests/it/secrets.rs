@@ -27,7 +27,7 @@ async fn raw_row(api: &TestApi, id: &str) -> String {
 async fn subscription_with_everything(api: &TestApi) -> (String, String, String) {
     let sub = api
         .subscribe(json!({
-            "url": "https://example.com/hook",
+            "url": "https://example.com/hook/url-token-4d2f?api_key=url-key-9e1a",
             "headers": {"Authorization": "Bearer receiver-token-123", "X-Team": "billing"},
         }))
         .await;
@@ -53,16 +53,28 @@ async fn the_raw_row_never_shows_a_secret_or_header_value() {
     let api = TestApi::new().await;
     let (id, first, second) = subscription_with_everything(&api).await;
     let row = raw_row(&api, &id).await;
-    for secret in [&first, &second, "receiver-token-123", "billing", "whsec_"] {
+    for secret in [
+        &first,
+        &second,
+        "receiver-token-123",
+        "billing",
+        "whsec_",
+        "url-token-4d2f",
+        "url-key-9e1a",
+        "example.com",
+    ] {
         assert!(!row.contains(secret), "{secret:?} in the raw row: {row}");
     }
     assert!(row.contains("hrenc:v1:"), "sealed values: {row}");
 
     // The API and the claim still see the real values.
+    let url = "https://example.com/hook/url-token-4d2f?api_key=url-key-9e1a";
     let got = api.get(&format!("/v1/subscriptions/{id}")).await.json();
     assert_eq!(got["headers"]["Authorization"], "Bearer receiver-token-123");
+    assert_eq!(got["url"], url);
     let claimed = claim_all(api.store()).await;
     assert_eq!(claimed.len(), 1);
+    assert_eq!(&*claimed[0].url, url);
     assert_eq!(claimed[0].secrets[..], [second, first]);
     assert!(claimed[0]
         .headers
@@ -90,15 +102,28 @@ async fn a_wrong_or_missing_key_fails_closed_naming_the_key() {
             msg.contains(&needle) && msg.contains(test_key().id()),
             "{msg}"
         );
-        // The claim refuses rather than handing out something that is not the secret
-        // (its lease stays taken, so the next store finds nothing due).
+        // The claim hands out nothing that is not the secret: the subscription's
+        // deliveries are parked (leased a while longer, the attempt given back), so the
+        // next claim finds nothing due, and the subscription is named as unreadable.
         if claims {
             let claim = store
                 .claim_due_deliveries("wrong", 10, std::time::Duration::from_secs(60), 10, &[])
-                .await;
-            assert!(matches!(claim, Err(StoreError::Secret(_))), "{claim:?}");
+                .await
+                .expect("one unreadable subscription does not fail the claim");
+            assert!(claim.deliveries.is_empty(), "{:?}", claim.deliveries);
+            assert!(store.unreadable_secrets().contains_key(&id));
+            let again = store
+                .claim_due_deliveries("wrong", 10, std::time::Duration::from_secs(60), 10, &[])
+                .await
+                .expect("claim");
+            assert!(again.deliveries.is_empty());
         }
-        assert!(store.get_subscription(&id).await.is_err());
+        // The subscription still shows, without the values that do not open, and says
+        // why.
+        let shown = store.get_subscription(&id).await.expect("still shown");
+        assert!(shown.headers.is_empty(), "{:?}", shown.headers);
+        let why = shown.secret_error.expect("secret_error");
+        assert!(why.contains(&needle), "{why}");
     }
     // Nothing was rewritten by the failed attempts: the right key still opens all.
     assert_eq!(
@@ -151,7 +176,8 @@ async fn plaintext_rows_are_sealed_and_rotation_re_seals_everything() {
     let report = api.store().rotate_master_key(&new).await.expect("rotate");
     assert_eq!(report.rewritten, 1);
     assert!(raw_row(&api, id).await.contains(new.id()));
-    assert!(api.store().get_subscription(id).await.is_err(), "old key");
+    let stale = api.store().get_subscription(id).await.expect("shown");
+    assert!(stale.secret_error.is_some(), "old key: {stale:?}");
     let rotated = api.db.store_with(Secrets::Sealed(new));
     let got = rotated.get_subscription(id).await.expect("new key opens");
     assert_eq!(got.headers["X-Key"], "k-777");
@@ -160,4 +186,91 @@ async fn plaintext_rows_are_sealed_and_rotation_re_seals_everything() {
         .await
         .expect("commit");
     assert_eq!(claim_all(&rotated).await[0].secrets[..], [secret]);
+}
+
+/// One tampered row (its sealed secret replaced by another subscription's, so it no
+/// longer opens for this one) costs only its own subscription: start-up goes on and
+/// reports it, a claim hands out the other subscription's delivery and parks its own
+/// (pending, the attempt given back), the listing still shows both with the reason on
+/// the tampered one. Rotating the master key refuses until it is fixed.
+#[tokio::test]
+async fn a_tampered_secret_fails_only_its_subscription() {
+    let api = TestApi::new().await;
+    let tampered = api.subscribe(json!({"url": "https://example.com/a"})).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let healthy = api.subscribe(json!({"url": "https://example.com/b"})).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    api.db
+        .raw_client()
+        .await
+        .execute(
+            "update hookrelay.subscriptions
+                set secret = (select secret from hookrelay.subscriptions where id = $2)
+              where id = $1",
+            &[&tampered, &healthy],
+        )
+        .await
+        .expect("tamper");
+
+    let report = api
+        .store()
+        .seal_plaintext_secrets()
+        .await
+        .expect("start-up goes on");
+    let named: Vec<&str> = report
+        .unreadable
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(named, [tampered.as_str()]);
+    assert!(report.unreadable[0].1.contains("altered"), "{:?}", report);
+    let err = api
+        .store()
+        .rotate_master_key(&MasterKey::from_bytes([7; 32]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Secret(_)), "{err}");
+
+    api.store()
+        .commit_batch("shop", &[event(1, "orders.insert", Utc::now())], "1")
+        .await
+        .expect("the batch commits");
+    let claimed = claim_all(api.store()).await;
+    let to: Vec<&str> = claimed.iter().map(|d| d.subscription_id.as_str()).collect();
+    assert_eq!(to, [healthy.as_str()]);
+    let (status, attempts, leased): (String, i32, bool) = {
+        let row = api
+            .db
+            .raw_client()
+            .await
+            .query_one(
+                "select status, attempts, lease_until > now()
+                   from hookrelay.deliveries where subscription_id = $1",
+                &[&tampered],
+            )
+            .await
+            .expect("the tampered subscription's delivery");
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!((status.as_str(), attempts, leased), ("pending", 0, true));
+    assert!(api.store().unreadable_secrets().contains_key(&tampered));
+
+    let listed = api.get("/v1/subscriptions").await.json();
+    let by_id = |id: &str| {
+        listed["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .expect("listed")
+    };
+    assert!(by_id(&tampered)["secret_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("altered")));
+    assert!(by_id(&healthy)["secret_error"].is_null());
 }

@@ -16,14 +16,22 @@ use crate::harness::{TestApi, TOKEN};
 const CAP: usize = 16;
 
 async fn start(api: &TestApi) -> (std::net::SocketAddr, ConnectionGauge) {
+    start_with(
+        api,
+        ServeLimits {
+            header_read_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(600),
+            max_connections: CAP,
+            max_connections_per_peer: CAP,
+        },
+    )
+    .await
+}
+
+async fn start_with(api: &TestApi, limits: ServeLimits) -> (std::net::SocketAddr, ConnectionGauge) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let gauge = ConnectionGauge::default();
-    let limits = ServeLimits {
-        header_read_timeout: Duration::from_millis(300),
-        idle_timeout: Duration::from_millis(600),
-        max_connections: CAP,
-    };
     tokio::spawn(serve(
         listener,
         hookrelay_api::router(api.state.clone()),
@@ -140,4 +148,110 @@ async fn stalled_bodies_and_idle_keep_alives_are_closed() {
         assert!(Instant::now() < deadline, "{} still open", gauge.open());
         tokio::task::yield_now().await;
     }
+}
+
+/// A connection from `from` (any address of 127.0.0.0/8 is this host) to `addr`.
+async fn connect_from(from: [u8; 4], addr: std::net::SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(std::net::SocketAddr::from((from, 0)))
+        .expect("bind");
+    sock.connect(addr).await.expect("connect")
+}
+
+/// One peer flooding past its cap loses its own oldest half-open connections; another
+/// peer's connections are untouched and it is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_peer_costs_only_itself() {
+    let api = TestApi::new().await;
+    let (addr, gauge) = start_with(
+        &api,
+        ServeLimits {
+            header_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 64,
+            max_connections_per_peer: 8,
+        },
+    )
+    .await;
+    // The bystander's half-open connections, opened first (the oldest of all).
+    let mut bystander = Vec::new();
+    for _ in 0..4 {
+        let mut sock = connect_from([127, 0, 0, 2], addr).await;
+        sock.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .expect("write");
+        bystander.push(sock);
+    }
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        let mut sock = connect_from([127, 0, 0, 1], addr).await;
+        sock.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .expect("write");
+        flood.push(sock);
+    }
+    // The flooder's first 32 are closed by the server to make room for its newest...
+    for sock in &mut flood[..32] {
+        read_to_close(sock, Duration::from_secs(10))
+            .await
+            .expect("the flooder's older connections are closed");
+    }
+    assert!(
+        gauge.open() <= 4 + 8,
+        "{} connections hold a slot",
+        gauge.open()
+    );
+    // ...and the bystander's are all still open: each finishes its request now.
+    for sock in &mut bystander {
+        sock.write_all(b"connection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let got = read_to_close(sock, Duration::from_secs(10))
+            .await
+            .expect("answered");
+        assert!(
+            String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    // The flooder itself is still served: its newest connection pushes out an old one.
+    let mut late = connect_from([127, 0, 0, 1], addr).await;
+    late.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let got = read_to_close(&mut late, Duration::from_secs(10))
+        .await
+        .expect("answered");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+}
+
+/// A request head well past `MAX_HEAD_BYTES` is answered 431 at once, not buffered
+/// (the bound is the read buffer's: a head that arrives whole in one read can pass it
+/// by that read's size).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_head_is_refused() {
+    let api = TestApi::new().await;
+    let (addr, _) = start(&api).await;
+    let mut sock = TcpStream::connect(addr).await.expect("connect");
+    let filler = "a".repeat(hookrelay_api::MAX_HEAD_BYTES * 2);
+    let head = format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-filler: {filler}\r\n\r\n");
+    // The server may close before it has read everything: a failed write is fine.
+    let _ = sock.write_all(head.as_bytes()).await;
+    let got = read_to_close(&mut sock, Duration::from_secs(10))
+        .await
+        .expect("answered and closed");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+    // Within the limit, the same request is answered.
+    let mut sock = TcpStream::connect(addr).await.expect("connect");
+    let filler = "a".repeat(hookrelay_api::MAX_HEAD_BYTES / 2);
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-filler: {filler}\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.expect("write");
+    let got = read_to_close(&mut sock, Duration::from_secs(10))
+        .await
+        .expect("answered");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
 }

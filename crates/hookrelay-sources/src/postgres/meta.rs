@@ -46,9 +46,9 @@ pub(super) async fn load(
     let mut key: Vec<(i32, String)> = Vec::new();
     let mut types = HashMap::new();
     for r in rows {
-        let name: String = r.get(0);
-        let ty: u32 = r.get(1);
-        let key_pos: i32 = r.get(2);
+        let name: String = r.try_get(0)?;
+        let ty: u32 = r.try_get(1)?;
+        let key_pos: i32 = r.try_get(2)?;
         if let Some(kind) = kind_of(client, ty, &mut types, 0).await? {
             meta.kinds.insert(name.clone(), kind);
         }
@@ -116,8 +116,13 @@ fn kind_of<'a>(
         else {
             return Ok(None);
         };
-        let (typtype, base, elem, relid, is_array): (String, u32, u32, u32, bool) =
-            (t.get(0), t.get(1), t.get(2), t.get(3), t.get(4));
+        let (typtype, base, elem, relid, is_array): (String, u32, u32, u32, bool) = (
+            t.try_get(0)?,
+            t.try_get(1)?,
+            t.try_get(2)?,
+            t.try_get(3)?,
+            t.try_get(4)?,
+        );
         let kind = if typtype == "d" {
             kind_of(client, base, seen, depth + 1).await?
         } else if is_array {
@@ -134,8 +139,8 @@ fn kind_of<'a>(
                 .await?;
             let mut kinds = HashMap::new();
             for f in fields {
-                if let Some(k) = kind_of(client, f.get(1), seen, depth + 1).await? {
-                    kinds.insert(f.get::<_, String>(0), k);
+                if let Some(k) = kind_of(client, f.try_get(1)?, seen, depth + 1).await? {
+                    kinds.insert(f.try_get::<_, String>(0)?, k);
                 }
             }
             (!kinds.is_empty()).then_some(ColumnKind::Composite(kinds))
@@ -171,7 +176,8 @@ pub(super) async fn table_problem(
             &[&schema, &table],
         )
         .await?
-        .map(|r| r.get::<_, String>(0));
+        .map(|r| r.try_get::<_, String>(0))
+        .transpose()?;
     let problem = |text: String, missing: bool| Ok(Some(TableProblem { text, missing }));
     match kind.as_deref() {
         None => problem(format!("table {name} does not exist in the source database"), true),

@@ -287,7 +287,7 @@ impl<'a> Reader<'a> {
                 .client
                 .query_one("select pg_try_advisory_lock($1)", &[&key])
                 .await?
-                .get(0);
+                .try_get(0)?;
             if got {
                 self.client
                     .execute("select pg_advisory_unlock($1)", &[&key])
@@ -343,7 +343,7 @@ impl<'a> Reader<'a> {
         let mut events = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
         for row in &rows {
-            let id = row.get::<_, i64>(0);
+            let id = row.try_get::<_, i64>(0)?;
             ids.push(id);
             // One change that cannot become an event is set aside, not retried
             // forever in front of every change behind it.

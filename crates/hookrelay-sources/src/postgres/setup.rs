@@ -394,7 +394,7 @@ async fn install_locked(
             SourceError::setup_step(format!("listing triggers {}_*", names.trigger_prefix), e)
         })?;
     for r in rows {
-        let (schema, table): (String, String) = (r.get(0), r.get(1));
+        let (schema, table): (String, String) = (r.try_get(0)?, r.try_get(1)?);
         if !tables.iter().any(|(s, t)| *s == schema && *t == table) {
             remove_triggers(client, &all_names, &schema, &table).await?;
             tracing::info!(table = %format!("{schema}.{table}"), "stopped capturing a table no longer in the config");
@@ -494,7 +494,7 @@ async fn uninstall_locked(
             &[],
         )
         .await?
-        .get(0);
+        .try_get(0)?;
     if !installed {
         return Ok(done);
     }
@@ -504,7 +504,7 @@ async fn uninstall_locked(
             &[&names.source],
         )
         .await?
-        .get(0);
+        .try_get(0)?;
     if waiting > 0 && !force {
         return Err(SourceError::Setup(format!(
             "source {} has {waiting} journalled change(s) not yet delivered to the store; \
@@ -522,7 +522,7 @@ async fn uninstall_locked(
         )
         .await?;
     for r in rows {
-        let (schema, table): (String, String) = (r.get(0), r.get(1));
+        let (schema, table): (String, String) = (r.try_get(0)?, r.try_get(1)?);
         remove_triggers(client, &all_names, &schema, &table).await?;
         done.tables.push(format!("{schema}.{table}"));
     }
@@ -547,7 +547,7 @@ async fn uninstall_locked(
             &[],
         )
         .await?
-        .get(0);
+        .try_get(0)?;
     if others == 0 {
         client
             .batch_execute("drop schema hookrelay cascade")
