@@ -85,6 +85,8 @@ pub struct SourceSnapshot {
     pub leadership_lost: u64,
     /// Batches the store refused because another process had taken over meanwhile.
     pub fenced_commits: u64,
+    /// Rows this process sent as backfill `read` events for the source since start.
+    pub backfill_rows: u64,
 }
 
 impl SourceSnapshot {
@@ -128,6 +130,7 @@ impl SourceStatus {
             takeovers: 0,
             leadership_lost: 0,
             fenced_commits: 0,
+            backfill_rows: 0,
         })))
     }
 
@@ -190,6 +193,11 @@ impl SourceStatus {
         if last.is_some() {
             g.last_event_at = last;
         }
+    }
+
+    /// A backfill chunk committed `rows` read events.
+    pub fn note_backfill_rows(&self, rows: u64) {
+        self.lock().backfill_rows += rows;
     }
 
     /// This process took the source's leadership under `epoch`.
