@@ -341,6 +341,16 @@ mod tests {
         assert!(!Catalog::default().glob_can_match("*", None), "no sources");
     }
 
+    /// (catalog, source asked, tables asked, the subscription's filters, the plan or
+    /// the refused field)
+    type Case<'a> = (
+        &'a Catalog,
+        Option<&'a str>,
+        Option<Vec<String>>,
+        SubscriptionFilters<'a>,
+        Result<BackfillPlan, String>,
+    );
+
     #[test]
     fn backfills_are_planned_against_the_sources_and_the_subscription() {
         let c = Catalog::new(&[
@@ -364,13 +374,7 @@ mod tests {
         };
         let no = |field: &str| field.to_owned();
         let t = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        let cases: Vec<(
-            &Catalog,
-            Option<&str>,
-            Option<Vec<String>>,
-            SubscriptionFilters,
-            Result<BackfillPlan, String>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 &pg_only,
                 None,
