@@ -88,6 +88,8 @@ pub(super) struct Backfiller {
     source: String,
     /// Rows per second at most; 0: unlimited.
     max_rows_per_second: u32,
+    /// The tables this source captures: only those can be backfilled consistently.
+    watched: Vec<(String, String)>,
     task: Option<Backfill>,
     window: Option<Window>,
     next_look: Instant,
@@ -104,11 +106,12 @@ pub(super) enum Reached {
 }
 
 impl Backfiller {
-    pub fn new(source: &str, max_rows_per_second: u32) -> Self {
+    pub fn new(source: &str, max_rows_per_second: u32, watched: Vec<(String, String)>) -> Self {
         let now = Instant::now();
         Self {
             source: source.to_owned(),
             max_rows_per_second,
+            watched,
             task: None,
             window: None,
             next_look: now,
@@ -119,7 +122,8 @@ impl Backfiller {
 
     /// Forgets what this session read (a new session asks the store again).
     pub fn reset(&mut self) {
-        *self = Self::new(&self.source, self.max_rows_per_second);
+        let watched = std::mem::take(&mut self.watched);
+        *self = Self::new(&self.source, self.max_rows_per_second, watched);
     }
 
     /// The reader should poll the journal without pause: a window is open, or the
@@ -209,6 +213,17 @@ impl Backfiller {
             let why = format!("table {current:?} is not schema.table");
             return Ok(Some(self.give_up(why)));
         };
+        if !self
+            .watched
+            .iter()
+            .any(|(s, t)| *s == schema && *t == table)
+        {
+            let why = format!(
+                "table {current} is no longer captured by source {}",
+                self.source
+            );
+            return Ok(Some(self.give_up(why)));
+        }
         let key = builder.key_columns(client, &schema, &table).await?;
         if key.is_empty() {
             let why = format!("table {current} is missing or has no primary key");

@@ -142,6 +142,9 @@ pub(super) struct EventBuilder {
     tables: HashMap<(String, String), TableMeta>,
     image: String,
     key: String,
+    /// An update's key before it (differs from `key` when the update changed the
+    /// primary key); empty otherwise.
+    before_key: String,
 }
 
 impl EventBuilder {
@@ -152,6 +155,7 @@ impl EventBuilder {
             tables: HashMap::new(),
             image: String::with_capacity(512),
             key: String::with_capacity(64),
+            before_key: String::new(),
         }
     }
 
@@ -163,6 +167,11 @@ impl EventBuilder {
     /// The key (JSON text) of the last change or row built.
     pub fn last_key(&self) -> &str {
         &self.key
+    }
+
+    /// The key before the last change when it was an update that changed it.
+    pub fn last_old_key(&self) -> Option<&str> {
+        (!self.before_key.is_empty() && self.before_key != self.key).then_some(&*self.before_key)
     }
 
     /// The table's metadata, loaded when unknown or when `image` shows a column it
@@ -235,6 +244,7 @@ impl EventBuilder {
         let meta = &self.tables[&tkey];
         self.image.clear();
         self.key.clear();
+        self.before_key.clear();
         image.render(&meta.kinds, &meta.key, &mut self.image, &mut self.key);
         let raw = |s: &str| serde_json::value::RawValue::from_string(s.to_owned());
         let key_raw = raw(&self.key).map_err(|e| bad(format!("key: {e}")))?;
@@ -315,6 +325,7 @@ impl EventBuilder {
         let mut before_json = String::new();
         self.image.clear();
         self.key.clear();
+        self.before_key.clear();
         if op == Op::Truncate {
             // A whole table emptied: no row, so no key and no images.
             self.key.push_str("null");
@@ -330,6 +341,9 @@ impl EventBuilder {
                 img.render(&meta.kinds, &meta.key, &mut before_json, &mut self.key);
             }
             if let Some(img) = &after {
+                if before.is_some() {
+                    std::mem::swap(&mut self.key, &mut self.before_key);
+                }
                 self.key.clear();
                 img.render(&meta.kinds, &meta.key, &mut self.image, &mut self.key);
             }

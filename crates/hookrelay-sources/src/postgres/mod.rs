@@ -189,7 +189,11 @@ impl<'a> Reader<'a> {
             client,
             wake,
             builder,
-            backfill: Backfiller::new(&src.cfg.name, src.backfill_rows_per_second),
+            backfill: Backfiller::new(
+                &src.cfg.name,
+                src.backfill_rows_per_second,
+                src.tables.clone(),
+            ),
             statements: None,
         }
     }
@@ -359,6 +363,11 @@ impl<'a> Reader<'a> {
                     Ok(event) => {
                         let key = (change.op != "TRUNCATE").then(|| self.builder.last_key());
                         self.backfill.note_change(change.schema, change.table, key);
+                        if let Some(old) = self.builder.last_old_key() {
+                            // the row left its old key: that key changed too
+                            self.backfill
+                                .note_change(change.schema, change.table, Some(old));
+                        }
                         events.push(event);
                     }
                     Err(SourceError::BadChange { position, reason }) => {
