@@ -146,11 +146,21 @@ async fn every_documented_operation_is_routed_and_nothing_else_on_its_paths() {
         .await
         .json();
     let delivery_id = listed["data"][0]["id"].as_i64().expect("a delivery");
+    let backfill = api
+        .post(
+            &format!("/v1/subscriptions/{sub_id}/backfill"),
+            json!({"source": "shop"}),
+        )
+        .await
+        .json();
+    let backfill_id = backfill["id"].as_str().expect("a backfill").to_owned();
     let spec = spec(&api).await;
 
     let concrete = |path: &str| {
         let id = if path.starts_with("/v1/deliveries/") {
             delivery_id.to_string()
+        } else if path.starts_with("/v1/backfills/") {
+            backfill_id.clone()
         } else if path.starts_with("/v1/events/") {
             "evt_test0001".to_owned()
         } else {
@@ -302,6 +312,7 @@ async fn bodies_the_schemas_accept_are_accepted_and_answers_fit_theirs() {
         "ordering": "none",
         "enabled": true,
         "filter": "op == \"update\" && before.status != after.status",
+        "backfill": true,
     });
     // Compared as sets: a workspace build may turn on serde_json's preserve_order.
     let documented: BTreeSet<&String> = spec["components"]["schemas"]["CreateSubscription"]
