@@ -52,18 +52,6 @@ impl Writer for PgWriter {
                 .expect("delete");
         })
     }
-
-    fn rekey(&mut self, id: i64, to: i64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            self.0
-                .execute(
-                    "update public.items set id = $2, v = v + 1 where id = $1",
-                    &[&id, &to],
-                )
-                .await
-                .expect("move to a new key");
-        })
-    }
 }
 
 impl Fixture for Postgres {
