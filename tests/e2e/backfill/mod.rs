@@ -38,6 +38,8 @@ pub trait Fixture: Send + Sync + 'static {
     fn writer(&self) -> impl Future<Output = Box<dyn Writer>> + Send;
     /// Every row: key → `v`.
     fn rows(&self) -> impl Future<Output = BTreeMap<i64, i64>> + Send;
+    /// The `/metrics` series of rows read for the fixture's source.
+    fn rows_read_series(&self) -> String;
 }
 
 /// Writes to the fixture's table.
@@ -221,6 +223,22 @@ pub async fn backfill_under_writes<F: Fixture>(fx: F) {
     assert!(
         reads > (ROWS as usize) / 2,
         "most rows came as read events ({reads})"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", api.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert_eq!(
+        sample(&metrics, "hookrelay_backfills_running"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, &fx.rows_read_series()),
+        Some(reads as f64),
+        "every row this process read is counted"
     );
     let others = other.requests();
     let other_reads = others.iter().filter(|r| r.json()["op"] == "read").count();

@@ -74,6 +74,10 @@ batch_size = 500
         "public.items"
     }
 
+    fn rows_read_series(&self) -> String {
+        r#"hookrelay_backfill_rows_read_total{source="src",kind="postgres"}"#.to_owned()
+    }
+
     async fn fill(&self, n: i64) {
         self.db
             .connect()
