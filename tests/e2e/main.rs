@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod backfill;
 mod claims;
 mod cli;
 mod delivery;

@@ -14,6 +14,7 @@
 //! `dispatch_signal` so due work is claimed at once.
 
 mod auth;
+mod backfills;
 mod deliveries;
 mod error;
 mod events;
@@ -99,6 +100,9 @@ pub fn router(state: ApiState) -> Router {
         .routes(routes!(deliveries::get))
         .routes(routes!(deliveries::replay_one))
         .routes(routes!(deliveries::replay_bulk))
+        .routes(routes!(backfills::create))
+        .routes(routes!(backfills::list))
+        .routes(routes!(backfills::get, backfills::cancel))
         .routes(routes!(sources::list))
         .routes(routes!(sources::get))
         .split_for_parts();

@@ -63,6 +63,7 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError
     let leadership_lost = Family::<Labels, Counter>::default();
     let fenced = Family::<Labels, Counter>::default();
     let last_notice = Family::<Labels, Gauge>::default();
+    let backfill_rows = Family::<Labels, Counter>::default();
     for s in state.sources.all() {
         let l = labels(&[("source", &s.name), ("kind", &s.kind)]);
         captured.get_or_create(&l).inc_by(s.events_captured);
@@ -71,6 +72,7 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError
         takeovers.get_or_create(&l).inc_by(s.takeovers);
         leadership_lost.get_or_create(&l).inc_by(s.leadership_lost);
         fenced.get_or_create(&l).inc_by(s.fenced_commits);
+        backfill_rows.get_or_create(&l).inc_by(s.backfill_rows);
         if let Some(n) = s.last_notice() {
             last_notice.get_or_create(&l).set(n.at.timestamp());
         }
@@ -104,6 +106,18 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError
         "hookrelay_source_errors",
         "Source failures (each retried), per source",
         source_errors,
+    );
+    reg.register(
+        "hookrelay_backfill_rows_read",
+        "Rows this process read from a source and sent as backfill read events, per source",
+        backfill_rows,
+    );
+    let running = Gauge::<i64>::default();
+    running.set(state.store.backfill_totals().await?.running);
+    reg.register(
+        "hookrelay_backfills_running",
+        "Backfills in the store that are still reading",
+        running,
     );
     reg.register(
         "hookrelay_source_ready",

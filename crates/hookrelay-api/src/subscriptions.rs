@@ -51,6 +51,9 @@ pub struct CreateSubscription {
     /// that fails for an event (a missing field, a bad conversion) is false for it.
     #[schema(example = "op == \"update\" && before.status != after.status")]
     filter: Option<String>,
+    /// `true` starts a backfill of every watched table the subscription matches
+    /// (as `POST /v1/subscriptions/{id}/backfill` with no body); it is in the answer.
+    backfill: Option<bool>,
 }
 
 /// `?force=true` on a create or change.
@@ -182,6 +185,9 @@ pub struct WithSecret {
     #[serde(flatten)]
     subscription: SubscriptionView,
     secret: String,
+    /// The backfill started with `"backfill": true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backfill: Option<crate::backfills::BackfillView>,
 }
 
 /// The new secret (`whsec_…`), shown this once.
@@ -266,6 +272,24 @@ pub async fn create(
     if let Some(f) = &body.filter {
         validate::filter(f)?;
     }
+    // A backfill asked for is planned before anything is created: a request that
+    // cannot be served is a 422, not a subscription without its backfill.
+    let backfill_plan = if body.backfill == Some(true) {
+        let filters = hookrelay_core::catalog::SubscriptionFilters {
+            sources: body.sources.as_deref(),
+            event_types: body.event_types.as_deref(),
+        };
+        Some(
+            crate::backfills::plan(&state, filters, None, None).map_err(|e| match e {
+                ApiError::Unprocessable { field, detail } => {
+                    ApiError::unprocessable("backfill", format!("{field}: {detail}"))
+                }
+                e => e,
+            })?,
+        )
+    } else {
+        None
+    };
     let secret = match body.secret {
         Some(s) => {
             validate::secret(&s)?;
@@ -285,11 +309,16 @@ pub async fn create(
         secret,
     };
     let subscription = state.store.create_subscription(&new).await?;
+    let backfill = match &backfill_plan {
+        Some(plan) => Some(crate::backfills::record(&state, &subscription.id, plan).await?),
+        None => None,
+    };
     Ok((
         StatusCode::CREATED,
         Json(WithSecret {
             subscription: SubscriptionView::new(&state, subscription),
             secret: new.secret,
+            backfill: backfill.map(Into::into),
         }),
     ))
 }

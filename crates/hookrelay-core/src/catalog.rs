@@ -24,6 +24,8 @@ struct CatalogSource {
     name: String,
     kind: SourceKind,
     tables: Vec<Table>,
+    /// The watched tables as configured (`schema.table`), for backfills.
+    qualified: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,10 +57,15 @@ impl Catalog {
                         })
                         .collect(),
                 };
+                let qualified = match s.kind {
+                    SourceKind::Postgres | SourceKind::Mysql => s.tables.clone(),
+                    SourceKind::Mongodb => s.collections.clone(),
+                };
                 CatalogSource {
                     name: s.name.clone(),
                     kind: s.kind,
                     tables,
+                    qualified,
                 }
             })
             .collect();
@@ -94,10 +101,172 @@ impl Catalog {
     }
 }
 
+/// What a backfill reads: one source's tables, as configured (`schema.table`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillPlan {
+    pub source: String,
+    pub tables: Vec<String>,
+}
+
+/// Why a backfill request cannot be planned: the request field at fault and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillRefusal {
+    pub field: String,
+    pub reason: String,
+}
+
+/// What a subscription's own filters let through (absent: everything).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubscriptionFilters<'a> {
+    pub sources: Option<&'a [String]>,
+    pub event_types: Option<&'a [String]>,
+}
+
+impl SubscriptionFilters<'_> {
+    fn admits(&self, source: &str, table: &str) -> bool {
+        self.sources.is_none_or(|s| s.iter().any(|n| n == source))
+            && self.event_types.is_none_or(|globs| {
+                let ty = format!("{table}.{}", Op::Read.as_str());
+                globs.iter().any(|g| glob_matches(g, &ty))
+            })
+    }
+}
+
+/// Source kinds whose backfill is implemented.
+fn backfills(kind: SourceKind) -> bool {
+    matches!(kind, SourceKind::Postgres)
+}
+
+impl Catalog {
+    /// Which source and tables a backfill for a subscription reads (DESIGN §1.8):
+    /// the `tables` asked for, or every watched table whose `<table>.read` events the
+    /// subscription's filters can match; one source, named or the only one that fits.
+    pub fn backfill_plan(
+        &self,
+        source: Option<&str>,
+        tables: Option<&[String]>,
+        filters: SubscriptionFilters<'_>,
+    ) -> Result<BackfillPlan, BackfillRefusal> {
+        let refuse = |field: &str, reason: String| BackfillRefusal {
+            field: field.to_owned(),
+            reason,
+        };
+        let candidates: Vec<&CatalogSource> = match source {
+            Some(name) => {
+                let Some(s) = self.sources.iter().find(|s| s.name == name) else {
+                    return Err(refuse(
+                        "source",
+                        format!(
+                            "{name:?} is not a configured source (configured: {})",
+                            self.source_names().join(", ")
+                        ),
+                    ));
+                };
+                vec![s]
+            }
+            None => self.sources.iter().collect(),
+        };
+        let plans: Vec<BackfillPlan> = match tables {
+            Some([]) => return Err(refuse("tables", "is empty: name at least one table, or leave it out for every table the subscription matches".into())),
+            Some(asked) => {
+                let mut plans: Vec<BackfillPlan> = Vec::new();
+                for (i, t) in asked.iter().enumerate() {
+                    let wanted = split_qualified(t);
+                    let owner = candidates.iter().find(|s| {
+                        s.qualified
+                            .iter()
+                            .any(|q| q == t || (wanted.is_some() && split_qualified(q) == wanted))
+                    });
+                    let Some(owner) = owner else {
+                        return Err(refuse(
+                            &format!("tables[{i}]"),
+                            format!("{t:?} is not a watched table{}", match source {
+                                Some(s) => format!(" of source {s}"),
+                                None => String::new(),
+                            }),
+                        ));
+                    };
+                    let name = wanted.map(|(_, table)| table).unwrap_or_default();
+                    if !filters.admits(&owner.name, &name) {
+                        return Err(refuse(
+                            &format!("tables[{i}]"),
+                            format!("the subscription's sources and event_types do not match {name}.read events"),
+                        ));
+                    }
+                    match plans.iter_mut().find(|p| p.source == owner.name) {
+                        Some(p) if !p.tables.contains(t) => p.tables.push(t.clone()),
+                        Some(_) => {}
+                        None => plans.push(BackfillPlan {
+                            source: owner.name.clone(),
+                            tables: vec![t.clone()],
+                        }),
+                    }
+                }
+                plans
+            }
+            None => candidates
+                .iter()
+                .map(|s| BackfillPlan {
+                    source: s.name.clone(),
+                    tables: s
+                        .qualified
+                        .iter()
+                        .filter(|q| {
+                            split_qualified(q)
+                                .is_some_and(|(_, table)| filters.admits(&s.name, &table))
+                        })
+                        .cloned()
+                        .collect(),
+                })
+                .filter(|p| !p.tables.is_empty())
+                .collect(),
+        };
+        let plan = match <[BackfillPlan; 1]>::try_from(plans) {
+            Ok([plan]) => plan,
+            Err(plans) if plans.is_empty() => {
+                return Err(refuse(
+                    "tables",
+                    "the subscription's sources and event_types match no watched table".into(),
+                ))
+            }
+            Err(plans) => {
+                let names: Vec<&str> = plans.iter().map(|p| p.source.as_str()).collect();
+                return Err(refuse(
+                    "source",
+                    format!(
+                        "the tables span several sources ({}); a backfill reads one: name it",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        };
+        let kind = self
+            .sources
+            .iter()
+            .find(|s| s.name == plan.source)
+            .map(|s| s.kind);
+        match kind {
+            Some(kind) if backfills(kind) => Ok(plan),
+            Some(kind) => Err(refuse(
+                "source",
+                format!(
+                    "source {} is a {} source; backfill supports postgres sources only so far",
+                    plan.source,
+                    kind.as_str()
+                ),
+            )),
+            None => Err(refuse(
+                "source",
+                format!("{} is not configured", plan.source),
+            )),
+        }
+    }
+}
+
 /// The operations a source of `kind` reports.
 fn ops(kind: SourceKind) -> &'static [Op] {
     match kind {
-        SourceKind::Postgres => &[Op::Insert, Op::Update, Op::Delete, Op::Truncate],
+        SourceKind::Postgres => &[Op::Insert, Op::Update, Op::Delete, Op::Truncate, Op::Read],
         SourceKind::Mysql | SourceKind::Mongodb => &[Op::Insert, Op::Update, Op::Delete],
     }
 }
@@ -170,5 +339,134 @@ mod tests {
             );
         }
         assert!(!Catalog::default().glob_can_match("*", None), "no sources");
+    }
+
+    /// (catalog, source asked, tables asked, the subscription's filters, the plan or
+    /// the refused field)
+    type Case<'a> = (
+        &'a Catalog,
+        Option<&'a str>,
+        Option<Vec<String>>,
+        SubscriptionFilters<'a>,
+        Result<BackfillPlan, String>,
+    );
+
+    #[test]
+    fn backfills_are_planned_against_the_sources_and_the_subscription() {
+        let c = Catalog::new(&[
+            source("shop", "postgres", &["public.orders", "public.customers"]),
+            source("legacy", "mysql", &["shop.accounts"]),
+        ]);
+        let pg_only = Catalog::new(&[source(
+            "shop",
+            "postgres",
+            &["public.orders", "public.customers"],
+        )]);
+        let all = SubscriptionFilters::default();
+        let orders_only = ["orders.*".to_owned()];
+        let inserts = ["*.insert".to_owned()];
+        let shop = ["shop".to_owned()];
+        let ok = |source: &str, tables: &[&str]| {
+            Ok(BackfillPlan {
+                source: source.to_owned(),
+                tables: tables.iter().map(|t| t.to_string()).collect(),
+            })
+        };
+        let no = |field: &str| field.to_owned();
+        let t = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let cases: Vec<Case> = vec![
+            (
+                &pg_only,
+                None,
+                None,
+                all,
+                ok("shop", &["public.orders", "public.customers"]),
+            ),
+            (
+                &pg_only,
+                None,
+                None,
+                SubscriptionFilters {
+                    event_types: Some(&orders_only),
+                    sources: None,
+                },
+                ok("shop", &["public.orders"]),
+            ),
+            (
+                &pg_only,
+                None,
+                None,
+                SubscriptionFilters {
+                    event_types: Some(&inserts),
+                    sources: None,
+                },
+                Err(no("tables")),
+            ),
+            (
+                &pg_only,
+                None,
+                Some(t(&["public.customers"])),
+                all,
+                ok("shop", &["public.customers"]),
+            ),
+            (
+                &pg_only,
+                None,
+                Some(t(&["public.nope"])),
+                all,
+                Err(no("tables[0]")),
+            ),
+            (
+                &pg_only,
+                None,
+                Some(t(&["public.customers"])),
+                SubscriptionFilters {
+                    event_types: Some(&orders_only),
+                    sources: None,
+                },
+                Err(no("tables[0]")),
+            ),
+            (&pg_only, None, Some(vec![]), all, Err(no("tables"))),
+            (&pg_only, Some("nope"), None, all, Err(no("source"))),
+            (&c, None, None, all, Err(no("source"))),
+            (
+                &c,
+                None,
+                None,
+                SubscriptionFilters {
+                    sources: Some(&shop),
+                    event_types: None,
+                },
+                ok("shop", &["public.orders", "public.customers"]),
+            ),
+            (
+                &c,
+                Some("shop"),
+                None,
+                all,
+                ok("shop", &["public.orders", "public.customers"]),
+            ),
+            (&c, Some("legacy"), None, all, Err(no("source"))),
+            (
+                &c,
+                None,
+                Some(t(&["shop.accounts"])),
+                all,
+                Err(no("source")),
+            ),
+            (
+                &c,
+                None,
+                Some(t(&["public.orders", "shop.accounts"])),
+                all,
+                Err(no("source")),
+            ),
+        ];
+        for (catalog, src, tables, filters, want) in cases {
+            let got = catalog
+                .backfill_plan(src, tables.as_deref(), filters)
+                .map_err(|r| r.field);
+            assert_eq!(got, want, "{src:?} {tables:?}");
+        }
     }
 }

@@ -62,6 +62,18 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    #[serde(default)]
+    pub backfill: BackfillConfig,
+}
+
+/// Backfills (DESIGN §1.8): reading a source's current rows for one subscription.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillConfig {
+    /// The most rows a source reads per second for backfills, to spare a busy source
+    /// database; 0 = unlimited.
+    #[serde(default)]
+    pub max_rows_per_second: u32,
 }
 
 /// How long finished deliveries (with their attempts, and events nothing refers to

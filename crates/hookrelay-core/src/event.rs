@@ -18,6 +18,8 @@ pub enum Op {
     Delete,
     /// The whole table was emptied (PostgreSQL `TRUNCATE`): no key, no images.
     Truncate,
+    /// A current row read by a backfill (DESIGN §1.8): no `before`, no `txn`.
+    Read,
 }
 
 impl Op {
@@ -27,6 +29,7 @@ impl Op {
             Op::Update => "update",
             Op::Delete => "delete",
             Op::Truncate => "truncate",
+            Op::Read => "read",
         }
     }
 }
@@ -54,7 +57,8 @@ pub struct Envelope<'a> {
     pub key: &'a RawValue,
     pub before: Option<&'a RawValue>,
     pub after: Option<&'a RawValue>,
-    pub txn: Txn<'a>,
+    /// `null` for a backfilled row: it was read, not written by a transaction.
+    pub txn: Option<Txn<'a>>,
     pub committed_at: Timestamp,
     pub captured_at: Timestamp,
 }
@@ -176,7 +180,7 @@ mod tests {
             key: &key,
             before: None,
             after: Some(&after),
-            txn: Txn { id: "77", seq: 0 },
+            txn: Some(Txn { id: "77", seq: 0 }),
             committed_at: Timestamp(at("2026-11-22T20:01:02.345678Z")),
             captured_at: Timestamp(at("2026-11-22T20:01:02.351Z")),
         };

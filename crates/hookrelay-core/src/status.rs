@@ -95,6 +95,8 @@ pub struct SourceSnapshot {
     pub leadership_lost: u64,
     /// Batches the store refused because another process had taken over meanwhile.
     pub fenced_commits: u64,
+    /// Rows this process sent as backfill `read` events for the source since start.
+    pub backfill_rows: u64,
 }
 
 impl SourceSnapshot {
@@ -160,6 +162,7 @@ impl SourceStatus {
             takeovers: 0,
             leadership_lost: 0,
             fenced_commits: 0,
+            backfill_rows: 0,
         })))
     }
 
@@ -233,6 +236,11 @@ impl SourceStatus {
         let mut g = self.lock();
         g.caught_up = true;
         g.caught_up_at = Some(Utc::now());
+    }
+
+    /// A backfill chunk committed `rows` read events.
+    pub fn note_backfill_rows(&self, rows: u64) {
+        self.lock().backfill_rows += rows;
     }
 
     /// This process took the source's leadership under `epoch`.

@@ -50,6 +50,7 @@ fn full() -> Vec<Table> {
         table("[dispatch]", &[]),
         table("[log]", &[]),
         table("[retention]", &[]),
+        table("[backfill]", &[]),
         table(
             "[[sources]]",
             &[

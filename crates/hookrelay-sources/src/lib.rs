@@ -21,7 +21,9 @@ mod supervise;
 use std::future::Future;
 
 use hookrelay_core::ChangeEvent;
-use hookrelay_store::{model::RejectedChange, BatchOutcome, StoreError};
+use hookrelay_store::{
+    model::RejectedChange, Backfill, BackfillChunk, BatchOutcome, ChunkOutcome, StoreError,
+};
 use tokio_util::sync::CancellationToken;
 
 pub use hookrelay_store::describe_pg;
@@ -42,6 +44,26 @@ pub trait BatchSink: Send + Sync {
     fn reject(
         &self,
         change: &RejectedChange,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// As `commit`, with a backfill chunk whose high watermark the batch reached: the
+    /// chunk's read events, their deliveries and its progress commit with the batch.
+    fn commit_with_backfill(
+        &self,
+        events: &[ChangeEvent],
+        upto: &str,
+        chunk: &BackfillChunk,
+    ) -> impl Future<Output = Result<(BatchOutcome, ChunkOutcome), StoreError>> + Send;
+
+    /// The source's oldest running backfill, the one to read next.
+    fn running_backfill(&self)
+        -> impl Future<Output = Result<Option<Backfill>, StoreError>> + Send;
+
+    /// Ends a backfill as failed (a table it cannot read), naming why.
+    fn fail_backfill(
+        &self,
+        id: &str,
+        error: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 

@@ -1,7 +1,10 @@
 use std::sync::Arc;
 
 use hookrelay_core::ChangeEvent;
-use hookrelay_store::{model::RejectedChange, BatchOutcome, DispatchSignal, Store, StoreError};
+use hookrelay_store::{
+    model::RejectedChange, Backfill, BackfillChunk, BatchOutcome, ChunkOutcome, DispatchSignal,
+    Store, StoreError,
+};
 
 use crate::{BatchSink, SourceStatus};
 
@@ -46,6 +49,48 @@ impl StoreSink {
 
 impl BatchSink for StoreSink {
     async fn commit(&self, events: &[ChangeEvent], upto: &str) -> Result<BatchOutcome, StoreError> {
+        Ok(self.commit_chunk(events, upto, None).await?.0)
+    }
+
+    async fn commit_with_backfill(
+        &self,
+        events: &[ChangeEvent],
+        upto: &str,
+        chunk: &BackfillChunk,
+    ) -> Result<(BatchOutcome, ChunkOutcome), StoreError> {
+        let (outcome, chunked) = self.commit_chunk(events, upto, Some(chunk)).await?;
+        if let Some(status) = &self.status {
+            status.note_backfill_rows(if chunked.applied {
+                chunk.events.len() as u64
+            } else {
+                0
+            });
+        }
+        Ok((outcome, chunked))
+    }
+
+    async fn running_backfill(&self) -> Result<Option<Backfill>, StoreError> {
+        self.store.running_backfill(&self.source).await
+    }
+
+    async fn fail_backfill(&self, id: &str, error: &str) -> Result<(), StoreError> {
+        self.store
+            .fail_backfill(id, error, &self.source, self.epoch)
+            .await
+    }
+
+    async fn reject(&self, change: &RejectedChange) -> Result<(), StoreError> {
+        self.store.reject_change(change).await
+    }
+}
+
+impl StoreSink {
+    async fn commit_chunk(
+        &self,
+        events: &[ChangeEvent],
+        upto: &str,
+        chunk: Option<&BackfillChunk>,
+    ) -> Result<(BatchOutcome, ChunkOutcome), StoreError> {
         // The dispatcher's standing offer, if any: this batch leases it fresh
         // deliveries as it inserts them. A batch that fails used it up; the dispatcher
         // offers again when it next looks.
@@ -59,9 +104,16 @@ impl BatchSink for StoreSink {
         }
         let committed = self
             .store
-            .commit_batch_offered(&self.source, events, upto, offer.as_deref(), self.epoch)
+            .commit_batch_with_backfill(
+                &self.source,
+                events,
+                upto,
+                offer.as_deref(),
+                self.epoch,
+                chunk,
+            )
             .await;
-        let (outcome, handed) = match committed {
+        let (outcome, handed, chunked) = match committed {
             Ok(done) => done,
             Err(e) => {
                 if let (true, Some(status)) = (e.is_fenced(), &self.status) {
@@ -77,11 +129,7 @@ impl BatchSink for StoreSink {
         if let Some(status) = &self.status {
             status.note_batch(outcome.events, events.last().map(|e| e.committed_at));
         }
-        Ok(outcome)
-    }
-
-    async fn reject(&self, change: &RejectedChange) -> Result<(), StoreError> {
-        self.store.reject_change(change).await
+        Ok((outcome, chunked))
     }
 }
 

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use hookrelay_core::ChangeEvent;
 
 use crate::{
+    backfills::{BackfillChunk, ChunkOutcome},
     claim::OpenedSecrets,
     model::{Checkpoint, RejectedChange},
     row_filters::{Candidate, Passed},
@@ -312,6 +313,8 @@ struct Batch<'a> {
     position: &'a str,
     offer: Option<&'a Offer>,
     epoch: Option<i64>,
+    /// A backfill chunk whose high watermark this batch reached (see `backfills`).
+    chunk: Option<&'a BackfillChunk>,
 }
 
 impl Store {
@@ -343,6 +346,24 @@ impl Store {
         offer: Option<&Offer>,
         epoch: Option<i64>,
     ) -> Result<(BatchOutcome, Handed), StoreError> {
+        let (outcome, handed, _) = self
+            .commit_batch_with_backfill(source, events, position, offer, epoch, None)
+            .await?;
+        Ok((outcome, handed))
+    }
+
+    /// As [`Store::commit_batch_offered`], with a backfill chunk: its progress, its
+    /// read events and their deliveries (to its subscription only) commit in the same
+    /// transaction, after the batch's events, under the same epoch.
+    pub async fn commit_batch_with_backfill(
+        &self,
+        source: &str,
+        events: &[ChangeEvent],
+        position: &str,
+        offer: Option<&Offer>,
+        epoch: Option<i64>,
+        chunk: Option<&BackfillChunk>,
+    ) -> Result<(BatchOutcome, Handed, ChunkOutcome), StoreError> {
         let mut client = self.client().await?;
         let batch = Batch {
             source,
@@ -350,6 +371,7 @@ impl Store {
             position,
             offer,
             epoch,
+            chunk,
         };
         match self.commit_once(&mut client, &batch, false).await {
             // A change read again: the source re-reads what it had not acknowledged
@@ -370,13 +392,14 @@ impl Store {
         client: &mut deadpool_postgres::Object,
         batch: &Batch<'_>,
         dedupe: bool,
-    ) -> Result<(BatchOutcome, Handed), StoreError> {
+    ) -> Result<(BatchOutcome, Handed, ChunkOutcome), StoreError> {
         let Batch {
             source,
             events,
             position,
             offer,
             epoch,
+            chunk,
         } = *batch;
         let tx = client.transaction().await?;
         let mut outcome = BatchOutcome::default();
@@ -515,6 +538,13 @@ impl Store {
             )
             .await?;
         }
+        let chunked = match chunk {
+            Some(chunk) => {
+                self.apply_chunk(&tx, chunk, &mut outcome, &mut handed.waiting)
+                    .await?
+            }
+            None => ChunkOutcome::default(),
+        };
         let last_event_at = events.last().map(|e| e.committed_at);
         match epoch {
             None => {
@@ -574,7 +604,7 @@ impl Store {
                 });
             }
         }
-        Ok((outcome, handed))
+        Ok((outcome, handed, chunked))
     }
 
     /// Sets aside a change its source could not turn into an event, so the source can

@@ -15,6 +15,7 @@
 //! together or not at all; events dedupe on their deterministic id; a delivery is
 //! leased to one dispatcher at a time; an outcome is only recorded by the lease holder.
 
+mod backfills;
 mod batch;
 mod claim;
 pub mod connect;
@@ -43,6 +44,9 @@ use std::sync::{atomic::AtomicU64, Arc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use hookrelay_core::sealing::Secrets;
 
+pub use backfills::{
+    Backfill, BackfillChunk, BackfillState, BackfillTotals, Cancelled, ChunkOutcome,
+};
 pub use batch::BatchOutcome;
 pub use claim::{Claim, ClaimProgress, ClaimRoom, ClaimedDelivery, Outcome, OutcomeStatus};
 pub use connect::{ConnectSetupError, PgConnector};

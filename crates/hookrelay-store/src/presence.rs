@@ -17,9 +17,9 @@
 
 use std::time::Duration;
 
+use crate::{PgConnector, Store, StoreError};
 use deadpool_postgres::Transaction;
 use tokio::task::JoinHandle;
-use crate::{PgConnector, Store, StoreError};
 
 const RUNNING: &str = "select hashtextextended('hookrelay.running', 0)";
 

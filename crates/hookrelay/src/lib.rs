@@ -111,7 +111,8 @@ impl Relay {
             match src.kind {
                 SourceKind::Postgres => {
                     let source = PostgresSource::new(src.clone())
-                        .with_context(|| format!("source {}", src.name))?;
+                        .with_context(|| format!("source {}", src.name))?
+                        .with_backfill_rate(cfg.backfill.max_rows_per_second);
                     watched(
                         &mut tasks,
                         format!("source {}", src.name),

@@ -283,10 +283,10 @@ pub fn event(n: u32, event_type: &str, committed_at: DateTime<Utc>) -> ChangeEve
         key: &key,
         before: None,
         after: Some(&after),
-        txn: Txn {
+        txn: Some(Txn {
             id: &position,
             seq: 0,
-        },
+        }),
         committed_at: Timestamp(committed_at),
         captured_at: Timestamp(committed_at),
     };

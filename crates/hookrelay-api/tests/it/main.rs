@@ -2,6 +2,7 @@
 //! socket) over a real store in a fresh PostgreSQL database per test.
 
 mod auth;
+mod backfills;
 mod deliveries;
 mod events;
 mod fuzz;

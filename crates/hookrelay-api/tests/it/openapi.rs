@@ -30,6 +30,10 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/v1/replay"),
     ("get", "/v1/sources"),
     ("get", "/v1/sources/{name}"),
+    ("post", "/v1/subscriptions/{id}/backfill"),
+    ("get", "/v1/backfills"),
+    ("get", "/v1/backfills/{id}"),
+    ("delete", "/v1/backfills/{id}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -142,11 +146,21 @@ async fn every_documented_operation_is_routed_and_nothing_else_on_its_paths() {
         .await
         .json();
     let delivery_id = listed["data"][0]["id"].as_i64().expect("a delivery");
+    let backfill = api
+        .post(
+            &format!("/v1/subscriptions/{sub_id}/backfill"),
+            json!({"source": "shop"}),
+        )
+        .await
+        .json();
+    let backfill_id = backfill["id"].as_str().expect("a backfill").to_owned();
     let spec = spec(&api).await;
 
     let concrete = |path: &str| {
         let id = if path.starts_with("/v1/deliveries/") {
             delivery_id.to_string()
+        } else if path.starts_with("/v1/backfills/") {
+            backfill_id.clone()
         } else if path.starts_with("/v1/events/") {
             "evt_test0001".to_owned()
         } else {
@@ -298,6 +312,7 @@ async fn bodies_the_schemas_accept_are_accepted_and_answers_fit_theirs() {
         "ordering": "none",
         "enabled": true,
         "filter": "op == \"update\" && before.status != after.status",
+        "backfill": true,
     });
     // Compared as sets: a workspace build may turn on serde_json's preserve_order.
     let documented: BTreeSet<&String> = spec["components"]["schemas"]["CreateSubscription"]
@@ -453,7 +468,8 @@ async fn every_operation_has_its_own_meaningful_operation_id() {
             .unwrap_or_else(|| panic!("{method} {path}: no operationId"))
             .to_owned();
         let verb = [
-            "list", "get", "create", "update", "delete", "replay", "rotate", "test",
+            "list", "get", "create", "update", "delete", "replay", "rotate", "test", "start",
+            "cancel",
         ]
         .into_iter()
         .find(|v| id.starts_with(v));

@@ -140,7 +140,7 @@ pub(super) fn build(
         key: &key_raw,
         before: before_raw.as_deref(),
         after: after_raw.as_deref(),
-        txn: Txn { id: &txn, seq },
+        txn: Some(Txn { id: &txn, seq }),
         committed_at: Timestamp(committed_at),
         captured_at: Timestamp(captured_at),
     };

@@ -484,7 +484,7 @@ impl<'a, S: BatchSink> Reader<'a, S> {
             key: &key_raw,
             before: before_raw.as_deref(),
             after: after_raw.as_deref(),
-            txn: Txn { id: &group.id, seq },
+            txn: Some(Txn { id: &group.id, seq }),
             committed_at: Timestamp(group.committed_at),
             captured_at: Timestamp(captured_at),
         };

@@ -142,6 +142,9 @@ pub(super) struct EventBuilder {
     tables: HashMap<(String, String), TableMeta>,
     image: String,
     key: String,
+    /// An update's key before it (differs from `key` when the update changed the
+    /// primary key); empty otherwise.
+    before_key: String,
 }
 
 impl EventBuilder {
@@ -152,12 +155,133 @@ impl EventBuilder {
             tables: HashMap::new(),
             image: String::with_capacity(512),
             key: String::with_capacity(64),
+            before_key: String::new(),
         }
     }
 
     /// Forget table metadata (after a reconnect, DDL may have happened).
     pub fn reset(&mut self) {
         self.tables.clear();
+    }
+
+    /// The key (JSON text) of the last change or row built.
+    pub fn last_key(&self) -> &str {
+        &self.key
+    }
+
+    /// The key before the last change when it was an update that changed it.
+    pub fn last_old_key(&self) -> Option<&str> {
+        (!self.before_key.is_empty() && self.before_key != self.key).then_some(&*self.before_key)
+    }
+
+    /// The table's metadata, loaded when unknown or when `image` shows a column it
+    /// does not know (ALTER TABLE while running).
+    async fn load_meta(
+        &mut self,
+        client: &Client,
+        schema: &str,
+        table: &str,
+        image: &Image<'_>,
+    ) -> Result<(String, String), SourceError> {
+        let tkey = (schema.to_owned(), table.to_owned());
+        let stale = match self.tables.get(&tkey) {
+            None => true,
+            Some(m) => image
+                .columns
+                .iter()
+                .any(|(c, _)| !m.columns.iter().any(|k| k == c)),
+        };
+        if stale {
+            let m = meta::load(client, schema, table).await?.unwrap_or_else(|| {
+                tracing::warn!(table = %format!("{schema}.{table}"), "journalled table no longer exists; passing values through");
+                TableMeta::default()
+            });
+            self.tables.insert(tkey.clone(), m);
+        }
+        Ok(tkey)
+    }
+
+    /// The primary-key columns of a table, in key order (loaded if unknown); empty
+    /// when it has none or does not exist.
+    pub async fn key_columns(
+        &mut self,
+        client: &Client,
+        schema: &str,
+        table: &str,
+    ) -> Result<Vec<String>, SourceError> {
+        let tkey = (schema.to_owned(), table.to_owned());
+        if !self.tables.contains_key(&tkey) {
+            let m = meta::load(client, schema, table).await?.unwrap_or_default();
+            self.tables.insert(tkey.clone(), m);
+        }
+        Ok(self.tables[&tkey].key.clone())
+    }
+
+    /// A backfilled row (`to_json` text under the capture functions' settings, as the
+    /// trigger journals it) as a `read` event (DESIGN §1.8): rendered exactly as a
+    /// change's `after`, `before` and `txn` null, committed at `read_at`. Its id comes
+    /// from the backfill, the table and the key, its time part from the backfill's
+    /// start, so a chunk read again after a crash dedupes in the store.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn build_read(
+        &mut self,
+        client: &Client,
+        backfill: (&str, DateTime<Utc>),
+        schema: &str,
+        table: &str,
+        row: &str,
+        read_at: DateTime<Utc>,
+        captured_at: DateTime<Utc>,
+    ) -> Result<ChangeEvent, SourceError> {
+        let (backfill_id, started_at) = backfill;
+        let position = format!("backfill:{backfill_id}");
+        let bad = |reason: String| SourceError::BadChange {
+            position: position.clone(),
+            reason,
+        };
+        let image = Image::parse(row).map_err(|e| bad(format!("row image: {e}")))?;
+        let tkey = self.load_meta(client, schema, table, &image).await?;
+        let meta = &self.tables[&tkey];
+        self.image.clear();
+        self.key.clear();
+        self.before_key.clear();
+        image.render(&meta.kinds, &meta.key, &mut self.image, &mut self.key);
+        let raw = |s: &str| serde_json::value::RawValue::from_string(s.to_owned());
+        let key_raw = raw(&self.key).map_err(|e| bad(format!("key: {e}")))?;
+        let after_raw = raw(&self.image).map_err(|e| bad(format!("row: {e}")))?;
+        let id = event::event_id(
+            &self.source,
+            &[
+                b"read",
+                backfill_id.as_bytes(),
+                schema.as_bytes(),
+                table.as_bytes(),
+                self.key.as_bytes(),
+            ],
+            started_at,
+        );
+        let event_type = format!("{table}.{}", Op::Read.as_str());
+        let env = Envelope {
+            id: &id,
+            event_type: &event_type,
+            source: SourceRef {
+                name: &self.source,
+                kind: "postgres",
+                database: &self.database,
+                schema,
+                table,
+                position: &position,
+            },
+            op: Op::Read,
+            key: &key_raw,
+            before: None,
+            after: Some(&after_raw),
+            txn: None,
+            committed_at: Timestamp(read_at),
+            captured_at: Timestamp(captured_at),
+        };
+        let order_key = event::order_key(&self.source, schema, table, key_raw.get());
+        ChangeEvent::from_envelope(&env, order_key).map_err(|e| bad(format!("envelope: {e}")))
     }
 
     pub async fn build(
@@ -201,6 +325,7 @@ impl EventBuilder {
         let mut before_json = String::new();
         self.image.clear();
         self.key.clear();
+        self.before_key.clear();
         if op == Op::Truncate {
             // A whole table emptied: no row, so no key and no images.
             self.key.push_str("null");
@@ -210,26 +335,15 @@ impl EventBuilder {
                 _ => after.as_ref(),
             }
             .ok_or_else(|| bad("row image missing".into()))?;
-            let tkey = (schema.to_owned(), table.to_owned());
-            let stale = match self.tables.get(&tkey) {
-                None => true,
-                Some(m) => keyed
-                    .columns
-                    .iter()
-                    .any(|(c, _)| !m.columns.iter().any(|k| k == c)),
-            };
-            if stale {
-                let m = meta::load(client, schema, table).await?.unwrap_or_else(|| {
-                    tracing::warn!(table = %format!("{schema}.{table}"), "journalled table no longer exists; passing values through");
-                    TableMeta::default()
-                });
-                self.tables.insert(tkey.clone(), m);
-            }
+            let tkey = self.load_meta(client, schema, table, keyed).await?;
             let meta = &self.tables[&tkey];
             if let Some(img) = &before {
                 img.render(&meta.kinds, &meta.key, &mut before_json, &mut self.key);
             }
             if let Some(img) = &after {
+                if before.is_some() {
+                    std::mem::swap(&mut self.key, &mut self.before_key);
+                }
                 self.key.clear();
                 img.render(&meta.kinds, &meta.key, &mut self.image, &mut self.key);
             }
@@ -271,10 +385,10 @@ impl EventBuilder {
             key: &key_raw,
             before: before_raw.as_deref(),
             after: after_raw.as_deref(),
-            txn: Txn {
+            txn: Some(Txn {
                 id: txid,
                 seq: seq.max(0) as u32,
-            },
+            }),
             committed_at: Timestamp(changed_at),
             captured_at: Timestamp(captured_at),
         };

@@ -18,6 +18,7 @@
 //! `committed_at` is the time the trigger ran (`clock_timestamp()`), which precedes
 //! the commit by the rest of the transaction; Postgres exposes no cheaper commit time.
 
+mod backfill;
 mod journal;
 mod meta;
 mod row;
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::{BatchSink, Source, SourceError, SourceStatus};
+use backfill::{Backfiller, Reached};
 use hookrelay_store::model::RejectedChange;
 use journal::EventBuilder;
 use setup::Names;
@@ -62,6 +64,8 @@ pub struct PostgresSource {
     connector: PgConnector,
     /// Set once the URL was found not to lead through a transaction pooler.
     not_pooled: tokio::sync::OnceCell<()>,
+    /// `backfill.max_rows_per_second` (0: unlimited).
+    backfill_rows_per_second: u32,
 }
 
 impl PostgresSource {
@@ -89,7 +93,15 @@ impl PostgresSource {
             database,
             connector,
             not_pooled: tokio::sync::OnceCell::new(),
+            backfill_rows_per_second: 0,
         })
+    }
+
+    /// Reads backfills at most `n` rows per second (`backfill.max_rows_per_second`;
+    /// 0: unlimited).
+    pub fn with_backfill_rate(mut self, n: u32) -> Self {
+        self.backfill_rows_per_second = n;
+        self
     }
 }
 
@@ -196,6 +208,8 @@ struct Reader<'a> {
     client: &'a Client,
     wake: Arc<Notify>,
     builder: EventBuilder,
+    /// The backfill this reader is reading, if any (see `backfill`).
+    backfill: Backfiller,
     /// Prepared once the journal exists.
     statements: Option<(Statement, Statement)>,
 }
@@ -208,6 +222,11 @@ impl<'a> Reader<'a> {
             client,
             wake,
             builder,
+            backfill: Backfiller::new(
+                &src.cfg.name,
+                src.backfill_rows_per_second,
+                src.tables.clone(),
+            ),
             statements: None,
         }
     }
@@ -234,9 +253,10 @@ impl<'a> Reader<'a> {
         info!(tables = ?self.src.cfg.tables, "capturing");
         status.set_state(crate::SourceState::Running);
         self.builder.reset();
+        self.backfill.reset();
         let batch = self.src.cfg.batch_size as i64;
         loop {
-            // busy: drain while rows keep coming
+            // busy: drain while rows keep coming (or a backfill's chunk is open)
             loop {
                 if stop.is_cancelled() {
                     return Ok(());
@@ -244,6 +264,9 @@ impl<'a> Reader<'a> {
                 let n = self.drain_once(sink, batch).await?;
                 if n == 0 {
                     status.note_caught_up();
+                }
+                self.backfill_tick(sink).await?;
+                if n == 0 && !self.backfill.wants_busy() {
                     break;
                 }
                 if (n as i64) < batch {
@@ -256,13 +279,15 @@ impl<'a> Reader<'a> {
             }
             debug!("idle");
             loop {
+                let wait = self.src.cfg.poll_interval.min(self.backfill.wake_in());
                 tokio::select! {
                     _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(self.src.cfg.poll_interval) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stop.cancelled() => return Ok(()),
                 }
                 let n = self.drain_once(sink, batch).await?;
-                if n > 0 {
+                self.backfill_tick(sink).await?;
+                if n > 0 || self.backfill.wants_busy() {
                     self.set_idle(false).await?;
                     break;
                 }
@@ -342,9 +367,23 @@ impl<'a> Reader<'a> {
         let captured_at = Utc::now();
         let mut events = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
+        let mut reached = None;
         for row in &rows {
             let id = row.try_get::<_, i64>(0)?;
             ids.push(id);
+            if row.try_get::<_, &str>(5)? == backfill::WATERMARK {
+                // The open backfill window's high watermark ends this batch: the
+                // chunk commits with the changes before it (see `backfill`); rows
+                // after it are read again next time. Any other mark is stale.
+                if self.backfill.is_open_mark(row.try_get(7)?) {
+                    reached = self
+                        .backfill
+                        .reached(self.client, &mut self.builder)
+                        .await?;
+                    break;
+                }
+                continue;
+            }
             // One change that cannot become an event is set aside, not retried
             // forever in front of every change behind it.
             let changes = match journal::changes(row) {
@@ -358,7 +397,16 @@ impl<'a> Reader<'a> {
             };
             for change in &changes {
                 match self.builder.build(self.client, change, captured_at).await {
-                    Ok(event) => events.push(event),
+                    Ok(event) => {
+                        let key = (change.op != "TRUNCATE").then(|| self.builder.last_key());
+                        self.backfill.note_change(change.schema, change.table, key);
+                        if let Some(old) = self.builder.last_old_key() {
+                            // the row left its old key: that key changed too
+                            self.backfill
+                                .note_change(change.schema, change.table, Some(old));
+                        }
+                        events.push(event);
+                    }
                     Err(SourceError::BadChange { position, reason }) => {
                         self.reject(sink, id, position, reason, change.raw_text())
                             .await?;
@@ -368,7 +416,20 @@ impl<'a> Reader<'a> {
             }
         }
         let last = ids.iter().copied().max().unwrap_or_default();
-        let outcome = sink.commit(&events, &format!("journal:{last}")).await?;
+        let upto = format!("journal:{last}");
+        let outcome = match reached {
+            Some(Reached::Chunk(chunk)) => {
+                let (outcome, chunked) = sink.commit_with_backfill(&events, &upto, &chunk).await?;
+                self.backfill
+                    .committed(&chunk, chunked.applied, chunked.completed);
+                outcome
+            }
+            Some(Reached::Failed(backfill, why)) => {
+                sink.fail_backfill(&backfill, &why).await?;
+                sink.commit(&events, &upto).await?
+            }
+            None => sink.commit(&events, &upto).await?,
+        };
         // Fault suite: die after the store commit, before acknowledging upstream.
         fail::fail_point!("source.before_ack", |_| Err(SourceError::Setup(
             "failpoint source.before_ack".into()
@@ -376,12 +437,25 @@ impl<'a> Reader<'a> {
         // Acknowledge only after the store commit (DESIGN §1.1.1).
         self.client.execute(&delete, &[&ids]).await?;
         debug!(
-            read = rows.len(),
+            read = ids.len(),
             new_events = outcome.events,
             deliveries = outcome.deliveries,
             "batch committed"
         );
-        Ok(events.len().max(rows.len()))
+        Ok(events.len().max(ids.len()))
+    }
+
+    /// Lets the backfill start its next chunk when one is due (see `backfill`); a
+    /// backfill whose table cannot be read ends as failed.
+    async fn backfill_tick<S: BatchSink>(&mut self, sink: &S) -> Result<(), SourceError> {
+        let failed = self
+            .backfill
+            .tick(self.client, &mut self.builder, sink.running_backfill())
+            .await?;
+        if let Some((backfill, why)) = failed {
+            sink.fail_backfill(&backfill, &why).await?;
+        }
+        Ok(())
     }
 
     async fn reject<S: BatchSink>(
