@@ -8,7 +8,8 @@
 //! collection name, so its types are the globs `?*.<op>`.
 
 use crate::{
-    config::{split_qualified, SourceConfig, SourceKind},
+    config::{SourceConfig, SourceKind},
+    scope::{NamePart, TablePattern},
     filter::{glob_matches, globs_overlap},
     Op,
 };
@@ -31,6 +32,8 @@ enum Table {
     Named(String),
     /// A MongoDB `db.*`: any collection of that database.
     Any,
+    /// A `tables` glob (`public.order_*`): any table its table part matches.
+    Glob(String),
 }
 
 impl Catalog {
@@ -43,7 +46,11 @@ impl Catalog {
                     SourceKind::Postgres | SourceKind::Mysql => s
                         .tables
                         .iter()
-                        .filter_map(|t| split_qualified(t).map(|(_, table)| Table::Named(table)))
+                        .filter_map(|t| TablePattern::parse(t))
+                        .map(|p| match p.table {
+                            NamePart::Exact(table) => Table::Named(table),
+                            NamePart::Glob(glob) => Table::Glob(glob),
+                        })
                         .collect(),
                     SourceKind::Mongodb => s
                         .collections
@@ -88,6 +95,9 @@ impl Catalog {
                             glob_matches(glob, &format!("{table}.{}", op.as_str()))
                         }
                         Table::Any => globs_overlap(glob, &format!("?*.{}", op.as_str())),
+                        Table::Glob(table) => {
+                            globs_overlap(glob, &format!("{table}.{}", op.as_str()))
+                        }
                     })
                 })
             })
@@ -124,7 +134,7 @@ mod tests {
                 "postgres",
                 &["public.orders", r#""Sales"."Order Items""#],
             ),
-            source("legacy", "mysql", &["shop.customers"]),
+            source("legacy", "mysql", &["shop.customers", "shop.order_*"]),
             source("docs", "mongodb", &["app.invoices", "crm.*"]),
         ])
     }
@@ -143,7 +153,10 @@ mod tests {
         let shop = ["shop".to_owned()];
         let legacy = ["legacy".to_owned()];
         let invoices_only = Catalog::new(&[source("docs", "mongodb", &["app.invoices"])]);
-        let cases: [(&Catalog, &str, Option<&[String]>, bool); 16] = [
+        let cases: [(&Catalog, &str, Option<&[String]>, bool); 19] = [
+            (&c, "order_lines.insert", Some(&legacy), true),
+            (&c, "order_*.delete", Some(&legacy), true),
+            (&c, "orders.insert", Some(&legacy), false),
             (&c, "orders.*", None, true),
             (&c, "orders.insert", Some(&shop), true),
             (&c, "orders.truncate", Some(&shop), true),

@@ -11,6 +11,7 @@ pub mod config;
 pub mod event;
 pub mod filter;
 pub mod network;
+pub mod scope;
 pub mod sealing;
 pub mod signature;
 pub mod stats;
