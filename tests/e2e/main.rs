@@ -22,6 +22,7 @@ mod readiness;
 mod readme;
 mod receivers;
 mod scale_out;
+mod scope;
 mod steering;
 mod tables;
 mod values;

@@ -42,6 +42,7 @@ fn full() -> Vec<Table> {
                 ("kind", r#""postgres""#),
                 ("url", r#""postgres://u@db/shop""#),
                 ("tables", r#"["public.orders"]"#),
+                ("exclude_columns", r#"["public.orders.note"]"#),
             ],
         ),
         table(
@@ -61,6 +62,7 @@ fn full() -> Vec<Table> {
                 ("kind", r#""mongodb""#),
                 ("url", r#""mongodb://db/?replicaSet=rs0""#),
                 ("collections", r#"["app.orders"]"#),
+                ("exclude_fields", r#"["app.orders.card.number"]"#),
             ],
         ),
     ]

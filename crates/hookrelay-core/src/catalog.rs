@@ -9,8 +9,8 @@
 
 use crate::{
     config::{SourceConfig, SourceKind},
-    scope::{NamePart, TablePattern},
     filter::{glob_matches, globs_overlap},
+    scope::{NamePart, TablePattern},
     Op,
 };
 

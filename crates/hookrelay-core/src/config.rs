@@ -637,10 +637,20 @@ impl Config {
                                 format!("{c:?} is not of the form \"schema.table.column\" (each part a name or a glob: \"*.*.ssn\")"),
                             ));
                         };
-                        if !s.tables.iter().filter_map(|t| TablePattern::parse(t)).any(|t| {
-                            crate::filter::globs_overlap(t.schema.as_glob(), p.table.schema.as_glob())
-                                && crate::filter::globs_overlap(t.table.as_glob(), p.table.table.as_glob())
-                        }) {
+                        if !s
+                            .tables
+                            .iter()
+                            .filter_map(|t| TablePattern::parse(t))
+                            .any(|t| {
+                                crate::filter::globs_overlap(
+                                    t.schema.as_glob(),
+                                    p.table.schema.as_glob(),
+                                ) && crate::filter::globs_overlap(
+                                    t.table.as_glob(),
+                                    p.table.table.as_glob(),
+                                )
+                            })
+                        {
                             return Err(ConfigError::invalid(
                                 format!("sources[{i}].exclude_columns[{j}]"),
                                 format!("{c:?} names a column of no table in `tables`"),
@@ -912,7 +922,10 @@ tables = ["public.orders"]
         );
         let cfg = Config::from_toml(&text).unwrap();
         assert_eq!(cfg.sources[0].tables, ["public.*", "sales.order_*"]);
-        assert_eq!(cfg.sources[0].exclude_columns, ["public.users.password_hash", "*.*.ssn"]);
+        assert_eq!(
+            cfg.sources[0].exclude_columns,
+            ["public.users.password_hash", "*.*.ssn"]
+        );
     }
 
     /// Each bad config names the key it is about, and says why.

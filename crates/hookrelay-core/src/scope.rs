@@ -199,13 +199,16 @@ impl TableScope {
     pub fn parse(tables: &[String], exclude: &[String]) -> Result<Self, String> {
         let tables = tables
             .iter()
-            .map(|t| TablePattern::parse(t).ok_or_else(|| format!("table {t:?} is not schema.table")))
+            .map(|t| {
+                TablePattern::parse(t).ok_or_else(|| format!("table {t:?} is not schema.table"))
+            })
             .collect::<Result<_, _>>()?;
         let exclude = exclude
             .iter()
             .map(|c| {
-                ColumnPattern::parse(c)
-                    .ok_or_else(|| format!("exclude_columns entry {c:?} is not schema.table.column"))
+                ColumnPattern::parse(c).ok_or_else(|| {
+                    format!("exclude_columns entry {c:?} is not schema.table.column")
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { tables, exclude })
@@ -250,7 +253,12 @@ impl TableScope {
 
     /// The first primary-key column an exclusion would remove: such a config is
     /// refused (the key is each event's identity and order).
-    pub fn excluded_key<'k>(&self, schema: &str, table: &str, key: &'k [String]) -> Option<&'k str> {
+    pub fn excluded_key<'k>(
+        &self,
+        schema: &str,
+        table: &str,
+        key: &'k [String],
+    ) -> Option<&'k str> {
         key.iter()
             .find(|k| self.excludes(schema, table, k))
             .map(String::as_str)
@@ -295,7 +303,16 @@ mod tests {
         assert_eq!(p.exact(), Some(("Sales", "Order Items")));
         let p = TablePattern::parse("*.order_*").unwrap();
         assert!(p.matches("x", "order_1") && !p.matches("x", "orders"));
-        for bad in ["orders", "public.", ".x", "a.b.c", "1a.b", "a b.c", "public.*x y", ""] {
+        for bad in [
+            "orders",
+            "public.",
+            ".x",
+            "a.b.c",
+            "1a.b",
+            "a b.c",
+            "public.*x y",
+            "",
+        ] {
             assert_eq!(TablePattern::parse(bad), None, "{bad}");
         }
     }
@@ -344,7 +361,10 @@ mod tests {
         assert!(s.excludes("public", "users", "password_hash"));
         assert!(!s.excludes("public", "admins", "password_hash"));
         assert!(s.excludes("sales", "orders", "ssn"));
-        assert_eq!(s.excluded_likes("public", "users"), ["password\\_hash", "ssn"]);
+        assert_eq!(
+            s.excluded_likes("public", "users"),
+            ["password\\_hash", "ssn"]
+        );
         assert_eq!(s.excluded_likes("sales", "orders"), ["ssn"]);
         let key = ["id".to_owned(), "ssn".to_owned()];
         assert_eq!(s.excluded_key("x", "y", &key), Some("ssn"));

@@ -265,7 +265,10 @@ mod tests {
             reason: "no primary key".into(),
         };
         s.set_tables(vec!["public.orders".into()], vec![nokey.clone()]);
-        s.set_tables(vec!["public.orders".into(), "public.late".into()], vec![nokey.clone()]);
+        s.set_tables(
+            vec!["public.orders".into(), "public.late".into()],
+            vec![nokey.clone()],
+        );
         let snap = s.snapshot();
         assert_eq!(snap.captured_tables, ["public.orders", "public.late"]);
         assert_eq!(snap.skipped_tables, [nokey]);

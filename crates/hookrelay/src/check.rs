@@ -42,7 +42,10 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
         let mut notes = Vec::new();
         let result = match src.kind {
             SourceKind::Postgres => match PostgresSource::new(src.clone()) {
-                Ok(s) => s.check().await,
+                Ok(s) => s.check().await.map(|(problems, n)| {
+                    notes = n;
+                    problems
+                }),
                 Err(e) => Err(e),
             },
             SourceKind::Mongodb => hookrelay_sources::mongodb::check(src).await.map(|n| {
@@ -57,7 +60,7 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
                     SourceKind::Mongodb => {
                         format!("{} collection pattern(s)", src.collections.len())
                     }
-                    _ => format!("{} table(s)", src.tables.len()),
+                    _ => format!("{} table pattern(s)", src.tables.len()),
                 };
                 println!("ok    source {} ({what})", src.name);
                 for note in notes {
