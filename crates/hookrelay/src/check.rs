@@ -52,7 +52,10 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
                 notes = n;
                 Vec::new()
             }),
-            SourceKind::Mysql => MysqlSource::check(src).await,
+            SourceKind::Mysql => MysqlSource::check(src).await.map(|(problems, n)| {
+                notes = n;
+                problems
+            }),
         };
         match result {
             Ok(problems) if problems.is_empty() => {

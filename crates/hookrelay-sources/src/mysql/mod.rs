@@ -36,9 +36,12 @@ mod setup;
 mod table;
 mod value;
 
-use std::{collections::HashSet, time::Duration};
+use std::time::Duration;
 
-use hookrelay_core::config::{split_qualified, OnHistoryLost, SourceConfig};
+use hookrelay_core::{
+    config::{OnHistoryLost, SourceConfig},
+    scope::TableScope,
+};
 use hookrelay_store::Store;
 use mysql_async::{prelude::Queryable, BinlogStreamRequest, Conn, Opts, OptsBuilder};
 use tokio_util::sync::CancellationToken;
@@ -52,8 +55,7 @@ pub struct MysqlSource {
     cfg: SourceConfig,
     store: Store,
     opts: Opts,
-    tables: Vec<(String, String)>,
-    watched: HashSet<(String, String)>,
+    scope: TableScope,
     server_id: u32,
 }
 
@@ -68,21 +70,13 @@ impl MysqlSource {
             Opts::from_url(&url)
                 .map_err(|e| SourceError::Setup(format!("source {} url: {e}", cfg.name)))?,
         );
-        let tables: Vec<(String, String)> = cfg
-            .tables
-            .iter()
-            .map(|t| {
-                split_qualified(t)
-                    .map(|(s, t)| (s.to_owned(), t.to_owned()))
-                    .ok_or_else(|| SourceError::Setup(format!("table {t:?} is not database.table")))
-            })
-            .collect::<Result<_, _>>()?;
+        let scope = TableScope::parse(&cfg.tables, &cfg.exclude_columns)
+            .map_err(|e| SourceError::Setup(format!("source {}: {e}", cfg.name)))?;
         Ok(Self {
             server_id: cfg
                 .server_id
                 .unwrap_or_else(|| default_server_id(&cfg.name)),
-            watched: tables.iter().cloned().collect(),
-            tables,
+            scope,
             opts,
             store,
             cfg,
@@ -95,19 +89,17 @@ impl MysqlSource {
     }
 
     /// Every missing prerequisite, each with the statement that fixes it (empty when
-    /// the server is ready); an error only when it cannot be asked at all.
-    pub async fn check(cfg: &SourceConfig) -> Result<Vec<String>, SourceError> {
+    /// the server is ready), and as notes the tables a glob matches that would be
+    /// skipped; an error only when it cannot be asked at all.
+    pub async fn check(cfg: &SourceConfig) -> Result<(Vec<String>, Vec<String>), SourceError> {
         let url = cfg.url.replacen("mariadb://", "mysql://", 1);
         let opts = Opts::from_url(&url).map_err(|e| SourceError::Setup(format!("url: {e}")))?;
-        let tables: Vec<(String, String)> = cfg
-            .tables
-            .iter()
-            .filter_map(|t| split_qualified(t).map(|(s, t)| (s.to_owned(), t.to_owned())))
-            .collect();
+        let scope = TableScope::parse(&cfg.tables, &cfg.exclude_columns)
+            .map_err(|e| SourceError::Setup(format!("source {}: {e}", cfg.name)))?;
         let mut conn = connect(bounded(opts)).await?;
-        let problems = setup::problems(&mut conn, &tables).await;
+        let result = check_scope(&mut conn, &scope).await;
         let _ = conn.disconnect().await;
-        problems
+        result
     }
 
     /// The checkpoint to resume from, or the server's current position committed as
@@ -155,6 +147,21 @@ impl MysqlSource {
         sink.commit(&[], &now.to_string()).await?;
         Ok(now)
     }
+}
+
+async fn check_scope(
+    conn: &mut Conn,
+    scope: &TableScope,
+) -> Result<(Vec<String>, Vec<String>), SourceError> {
+    let mut problems = setup::problems(conn, &scope.named()).await?;
+    problems.extend(setup::excluded_keys(conn, scope).await?);
+    let (_, skipped) = setup::scope_tables(conn, scope).await?;
+    let notes = skipped
+        .into_iter()
+        .filter(|s| !problems.iter().any(|p| p.contains(&s.table)))
+        .map(|s| format!("skipped: {}: {}", s.table, s.reason))
+        .collect();
+    Ok((problems, notes))
 }
 
 /// Keepalive probes after this much silence on a connection, so a server that
@@ -210,7 +217,14 @@ impl Source for MysqlSource {
         stop: &CancellationToken,
     ) -> Result<(), SourceError> {
         let mut meta = connect(self.opts.clone()).await?;
-        refuse_unless_ready(setup::problems(&mut meta, &self.tables).await?)?;
+        let mut problems = setup::problems(&mut meta, &self.scope.named()).await?;
+        problems.extend(setup::excluded_keys(&mut meta, &self.scope).await?);
+        refuse_unless_ready(problems)?;
+        let (captured, skipped) = setup::scope_tables(&mut meta, &self.scope).await?;
+        for s in skipped.iter() {
+            warn!(table = %s.table, reason = %s.reason, "a table matching the source's patterns is not captured");
+        }
+        status.set_tables(captured, skipped);
         let charsets = setup::charsets(&mut meta).await?;
         let start = self.start_position(&mut meta, sink, status).await?;
 
@@ -233,7 +247,8 @@ impl Source for MysqlSource {
             &self.cfg.name,
             sink,
             self.cfg.batch_size,
-            &self.watched,
+            &self.scope,
+            status,
             meta,
             charsets,
             start,
