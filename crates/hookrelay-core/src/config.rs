@@ -689,10 +689,16 @@ impl Config {
                         }
                     }
                     for (j, f) in s.exclude_fields.iter().enumerate() {
-                        if FieldPattern::parse(f).is_none() {
+                        let Some(p) = FieldPattern::parse(f) else {
                             return Err(ConfigError::invalid(
                                 format!("sources[{i}].exclude_fields[{j}]"),
                                 format!("{f:?} is not of the form \"db.collection.field\" (a dotted path for a nested field: \"app.users.profile.ssn\")"),
+                            ));
+                        };
+                        if p.path[0] == "_id" {
+                            return Err(ConfigError::invalid(
+                                format!("sources[{i}].exclude_fields[{j}]"),
+                                format!("{f:?} would exclude _id, the event key: key fields cannot be excluded"),
                             ));
                         }
                     }
@@ -953,6 +959,7 @@ tables = ["public.orders"]
             (&GOOD.replace("tables = [", "exclude_columns = [\"public.users\"]\ntables = ["), "sources[0].exclude_columns[0]", "schema.table.column"),
             (&GOOD.replace("tables = [", "exclude_columns = [\"sales.*.ssn\"]\ntables = ["), "sources[0].exclude_columns[0]", "no table in `tables`"),
             (&GOOD.replace("tables = [", "exclude_fields = [\"a.b.c\"]\ntables = ["), "sources[0].exclude_fields", "only for kind"),
+            (&GOOD.replace("kind = \"postgres\"", "kind = \"mongodb\"").replace("postgres@127.0.0.1:5432/shop", "x").replace("postgres://x", "mongodb://127.0.0.1:27017/?replicaSet=rs0").replace("tables = [\"public.orders\"]", "collections = [\"app.users\"]\nexclude_fields = [\"app.users._id.x\"]"), "sources[0].exclude_fields[0]", "_id, the event key"),
             (&GOOD.replace("url = \"postgres://postgres@127.0.0.1:5432/shop\"", "url = \"mysql://u:pw@h/db\""), "sources[0].url", "u:***@h"),
             (&format!("{GOOD}\n[[sources]]\nname = \"shop\"\nkind = \"postgres\"\nurl = \"postgres://x\"\ntables = [\"a.b\"]"), "sources[1].name", "used by another"),
             ("[store\nurl=", "(top level)", "TOML"),

@@ -82,6 +82,7 @@ pub struct MongoSource {
 impl MongoSource {
     pub fn new(cfg: SourceConfig, store: Store) -> Result<Self, SourceError> {
         let scope = Scope::parse(&cfg.collections)
+            .and_then(|s| s.excluding(&cfg.exclude_fields))
             .map_err(|e| SourceError::Setup(format!("source {} collections: {e}", cfg.name)))?;
         Ok(Self { cfg, scope, store })
     }
@@ -314,7 +315,7 @@ impl<'a> Reader<'a> {
         &mut self,
         sink: &S,
         status: &SourceStatus,
-        ev: ChangeStreamEvent<Document>,
+        mut ev: ChangeStreamEvent<Document>,
     ) -> Result<Option<ResumeToken>, SourceError> {
         let ns = ev
             .ns
@@ -332,6 +333,13 @@ impl<'a> Reader<'a> {
                 });
                 if !watched {
                     return Ok(None);
+                }
+                if let Some(ns) = &ev.ns {
+                    let paths = self
+                        .src
+                        .scope
+                        .excluded_paths(&ns.db, ns.coll.as_deref().unwrap_or_default());
+                    change::strip_fields(&mut ev, &paths);
                 }
                 match change::build(&self.src.cfg.name, &ev, &mut self.txns, Utc::now()) {
                     Ok(Some(event)) => {

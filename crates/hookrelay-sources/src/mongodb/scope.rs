@@ -6,6 +6,7 @@
 //! stream; one database → a database stream; several databases → a cluster stream.
 
 use ::mongodb::bson::{doc, Bson, Document};
+use hookrelay_core::scope::FieldPattern;
 
 /// One `collections` entry: a database and a collection, or every collection in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub(super) enum Target {
 #[derive(Debug, Clone)]
 pub(super) struct Scope {
     pub patterns: Vec<Pattern>,
+    /// `exclude_fields`: left out of every event.
+    pub exclude: Vec<FieldPattern>,
 }
 
 impl Scope {
@@ -46,7 +49,32 @@ impl Scope {
         if patterns.is_empty() {
             return Err("no collections listed".into());
         }
-        Ok(Self { patterns })
+        Ok(Self {
+            patterns,
+            exclude: Vec::new(),
+        })
+    }
+
+    /// With `exclude_fields` (`db.collection.path.to.field`, db and collection may be
+    /// globs).
+    pub fn excluding(mut self, fields: &[String]) -> Result<Self, String> {
+        self.exclude = fields
+            .iter()
+            .map(|f| {
+                FieldPattern::parse(f)
+                    .ok_or_else(|| format!("exclude_fields entry {f:?} is not db.collection.field"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// The field paths excluded from `db.coll`'s documents.
+    pub fn excluded_paths(&self, db: &str, coll: &str) -> Vec<&[String]> {
+        self.exclude
+            .iter()
+            .filter(|f| f.collection.matches(db, coll))
+            .map(|f| f.path.as_slice())
+            .collect()
     }
 
     pub fn target(&self) -> Target {
