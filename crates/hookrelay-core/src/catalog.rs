@@ -58,6 +58,7 @@ impl Catalog {
                         .filter_map(|c| c.split_once('.'))
                         .map(|(_, coll)| match coll {
                             "*" => Table::Any,
+                            glob if glob.contains(['*', '?']) => Table::Glob(glob.to_owned()),
                             coll => Table::Named(coll.to_owned()),
                         })
                         .collect(),

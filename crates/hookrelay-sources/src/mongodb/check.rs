@@ -117,17 +117,17 @@ async fn inspect(
             .collect();
         for p in scope.patterns.iter().filter(|p| p.db == db) {
             match &p.coll {
-                Some(name) => match colls.iter().find(|(c, _)| c == name) {
+                Some(name) if !p.glob => match colls.iter().find(|(c, _)| c == name) {
                     None => notes.push(format!(
                         "{db}.{name} does not exist (yet); its changes are captured once it does"
                     )),
                     Some((_, false)) => notes.push(pre_images_off(db, name)),
                     Some((_, true)) => {}
                 },
-                None => {
+                _ => {
                     for (name, _) in colls
                         .iter()
-                        .filter(|(c, on)| !on && !c.starts_with("system."))
+                        .filter(|(c, on)| !on && !c.starts_with("system.") && p.takes(c))
                     {
                         notes.push(pre_images_off(db, name));
                     }
