@@ -314,10 +314,10 @@ impl<'a> Reader<'a> {
         }
         let was = self.status.snapshot().captured_tables;
         for t in was.iter().filter(|t| !captured.contains(t)) {
-            info!(table = %t, "stopped capturing a table (dropped or no longer matched)");
+            info!(table = %t, "table no longer captured (dropped or no longer matched)");
         }
         for t in captured.iter().filter(|t| !was.contains(t)) {
-            info!(table = %t, "capturing a table");
+            info!(table = %t, "table captured");
         }
         self.status.set_tables(captured, skipped);
     }

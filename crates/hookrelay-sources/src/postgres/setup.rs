@@ -295,6 +295,8 @@ declare
     sc hookrelay.scopes;
     excluded text[];
     args text;
+    names text[];
+    whens text[];
     target text := format('%I.%I', nsp, rel);
     why text := hookrelay.capture_problem(src, nsp, rel);
 begin
@@ -311,14 +313,22 @@ begin
     end if;
     -- Triggers first: the ALTER TABLE below fires the event trigger again, which then
     -- finds this source's capture in place.
-    execute format('create or replace trigger %I after insert on %s referencing new table as hookrelay_new for each statement execute function hookrelay.capture_statement(%s)',
-                   sc.trigger_prefix || '_ins', target, args);
-    execute format('create or replace trigger %I after delete on %s referencing old table as hookrelay_old for each statement execute function hookrelay.capture_statement(%s)',
-                   sc.trigger_prefix || '_del', target, args);
-    execute format('create or replace trigger %I after update on %s for each row execute function hookrelay.capture(%s)',
-                   sc.trigger_prefix || '_upd', target, args);
-    execute format('create or replace trigger %I after truncate on %s for each statement execute function hookrelay.capture_statement(%s)',
-                   sc.trigger_prefix || '_trunc', target, args);
+    names := array[sc.trigger_prefix || '_ins', sc.trigger_prefix || '_del',
+                   sc.trigger_prefix || '_upd', sc.trigger_prefix || '_trunc'];
+    whens := array[
+        'after insert on %s referencing new table as hookrelay_new for each statement execute function hookrelay.capture_statement(%s)',
+        'after delete on %s referencing old table as hookrelay_old for each statement execute function hookrelay.capture_statement(%s)',
+        'after update on %s for each row execute function hookrelay.capture(%s)',
+        'after truncate on %s for each statement execute function hookrelay.capture_statement(%s)'];
+    for i in 1..4 loop
+        begin
+            execute format('create or replace trigger %I ', names[i]) || format(whens[i], target, args);
+        exception when others then
+            -- Name the trigger and table in the error, keeping its SQLSTATE.
+            raise exception using errcode = sqlstate,
+                message = format('trigger %s on %s.%s: %s', names[i], nsp, rel, sqlerrm);
+        end;
+    end loop;
     execute format('drop trigger if exists %I on %s', sc.legacy_trigger, target);
     if (select relreplident from pg_class where oid = target::regclass) <> 'f' then
         execute format('alter table %s replica identity full', target);
@@ -561,7 +571,7 @@ async fn install_locked(
                 &[&names.source, &schema, &table],
             )
             .await
-            .map_err(|e| SourceError::setup_step(format!("capture on {schema}.{table}"), e))?
+            .map_err(|e| SourceError::setup_step(format!("capture of {schema}.{table}"), e))?
             .get(0);
         let qualified = format!("{schema}.{table}");
         match why {
