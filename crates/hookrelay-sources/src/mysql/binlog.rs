@@ -258,9 +258,8 @@ impl<'a, S: BatchSink> Reader<'a, S> {
                         // A table created, altered or dropped: list what the patterns
                         // match now (a new table's rows are captured from its first
                         // table map, whatever this says).
-                        let (captured, skipped) =
-                            setup::scope_tables(&mut self.meta_conn, self.scope).await?;
-                        self.status.set_tables(captured, skipped);
+                        let now = setup::scope_now(&mut self.meta_conn, self.scope).await?;
+                        self.status.set_tables(now.captured, now.skipped);
                     }
                     if self.group.as_ref().is_none_or(|g| g.standalone) {
                         self.pending_gtid = None;

@@ -154,9 +154,10 @@ async fn check_scope(
     scope: &TableScope,
 ) -> Result<(Vec<String>, Vec<String>), SourceError> {
     let mut problems = setup::problems(conn, &scope.named()).await?;
-    problems.extend(setup::excluded_keys(conn, scope).await?);
-    let (_, skipped) = setup::scope_tables(conn, scope).await?;
-    let notes = skipped
+    let now = setup::scope_now(conn, scope).await?;
+    problems.extend(now.excluded_keys);
+    let notes = now
+        .skipped
         .into_iter()
         .filter(|s| !problems.iter().any(|p| p.contains(&s.table)))
         .map(|s| format!("skipped: {}: {}", s.table, s.reason))
@@ -217,16 +218,17 @@ impl Source for MysqlSource {
         stop: &CancellationToken,
     ) -> Result<(), SourceError> {
         let mut meta = connect(self.opts.clone()).await?;
-        let mut problems = setup::problems(&mut meta, &self.scope.named()).await?;
-        problems.extend(setup::excluded_keys(&mut meta, &self.scope).await?);
-        refuse_unless_ready(problems)?;
-        let (captured, skipped) = setup::scope_tables(&mut meta, &self.scope).await?;
-        for s in skipped.iter() {
+        refuse_unless_ready(setup::problems(&mut meta, &self.scope.named()).await?)?;
+        let charsets = setup::charsets(&mut meta).await?;
+        // The position first: a new source captures from here, so the slower look
+        // at every matching table comes after it.
+        let start = self.start_position(&mut meta, sink, status).await?;
+        let scope = setup::scope_now(&mut meta, &self.scope).await?;
+        refuse_unless_ready(scope.excluded_keys)?;
+        for s in scope.skipped.iter() {
             warn!(table = %s.table, reason = %s.reason, "a table matching the source's patterns is not captured");
         }
-        status.set_tables(captured, skipped);
-        let charsets = setup::charsets(&mut meta).await?;
-        let start = self.start_position(&mut meta, sink, status).await?;
+        status.set_tables(scope.captured, scope.skipped);
 
         let mut conn = connect(self.opts.clone()).await?;
         // MariaDB sends its GTID events (not a BEGIN query) only to replicas that say

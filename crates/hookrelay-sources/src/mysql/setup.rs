@@ -143,48 +143,40 @@ async fn matching_tables(
     Ok(out)
 }
 
-/// The tables the patterns match now: captured (a primary key, none of it excluded)
-/// and skipped, with why.
-pub async fn scope_tables(
-    conn: &mut Conn,
-    scope: &TableScope,
-) -> Result<(Vec<String>, Vec<SkippedTable>), SourceError> {
-    let (mut captured, mut skipped) = (Vec::new(), Vec::new());
+/// The tables the patterns match now.
+#[derive(Debug, Default)]
+pub struct ScopeNow {
+    /// `db.table` of each table with a primary key, none of it excluded.
+    pub captured: Vec<String>,
+    /// The others, with why.
+    pub skipped: Vec<SkippedTable>,
+    /// `exclude_columns` removing a key column of a matching table: such a config is
+    /// refused at start.
+    pub excluded_keys: Vec<String>,
+}
+
+/// One look at the server's tables (information_schema is slow on MariaDB: once).
+pub async fn scope_now(conn: &mut Conn, scope: &TableScope) -> Result<ScopeNow, SourceError> {
+    let mut now = ScopeNow::default();
     for (db, table, key) in matching_tables(conn, scope).await? {
         let qualified = format!("{db}.{table}");
         let reason = if key.is_empty() {
             LayoutError::NoKey
         } else if let Some(col) = scope.excluded_key(&db, &table, &key) {
+            now.excluded_keys.push(format!(
+                "exclude_columns would exclude {db}.{table}.{col}, part of the table's primary key: key columns are each event's identity and cannot be excluded"
+            ));
             LayoutError::ExcludedKey(col.to_owned())
         } else {
-            captured.push(qualified);
+            now.captured.push(qualified);
             continue;
         };
-        skipped.push(SkippedTable {
+        now.skipped.push(SkippedTable {
             table: qualified,
             reason: reason.to_string(),
         });
     }
-    Ok((captured, skipped))
-}
-
-/// `exclude_columns` entries that would remove a primary-key column of a table the
-/// patterns match: such a config is refused at start.
-pub async fn excluded_keys(
-    conn: &mut Conn,
-    scope: &TableScope,
-) -> Result<Vec<String>, SourceError> {
-    Ok(matching_tables(conn, scope)
-        .await?
-        .into_iter()
-        .filter_map(|(db, table, key)| {
-            scope.excluded_key(&db, &table, &key).map(|col| {
-                format!(
-                    "exclude_columns would exclude {db}.{table}.{col}, part of the table's primary key: key columns are each event's identity and cannot be excluded"
-                )
-            })
-        })
-        .collect())
+    Ok(now)
 }
 
 /// REPLICATION SLAVE (to read the binlog) and REPLICATION CLIENT (MariaDB 10.5+
