@@ -557,13 +557,27 @@ async fn install_locked(
                 continue;
             }
         }
-        if let Some(m) = meta::load(client, &schema, &table).await? {
-            if let Some(col) = scope.excluded_key(&schema, &table, &m.key) {
-                problems.push(format!(
-                    "exclude_columns would exclude {schema}.{table}.{col}, part of the table's primary key: key columns are each event's identity and cannot be excluded"
-                ));
-                continue;
-            }
+        // One query for the key columns (not the reader's full column metadata):
+        // setup is kept short, since a new table's capture starts when it ends.
+        let key: Vec<String> = client
+            .query(
+                "select a.attname::text from pg_index i
+                   join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any (i.indkey)
+                  where i.indisprimary and i.indrelid = (select c.oid from pg_class c
+                          join pg_namespace n on n.oid = c.relnamespace
+                         where n.nspname = $1 and c.relname = $2)",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| SourceError::setup_step(format!("primary key of {schema}.{table}"), e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if let Some(col) = scope.excluded_key(&schema, &table, &key) {
+            problems.push(format!(
+                "exclude_columns would exclude {schema}.{table}.{col}, part of the table's primary key: key columns are each event's identity and cannot be excluded"
+            ));
+            continue;
         }
         let why: Option<String> = client
             .query_one(
