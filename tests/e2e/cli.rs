@@ -167,6 +167,20 @@ async fn uninstall_refuses_while_changes_wait_then_removes_everything() {
         .get::<_, i64>(0)
     };
     assert_eq!(triggers().await, 4, "nothing removed while changes wait");
+    let event_triggers = || async {
+        db.query_one(
+            "select count(*) from pg_event_trigger where evtname like 'hookrelay%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    assert_eq!(
+        event_triggers().await,
+        2,
+        "the new-table capture is in place"
+    );
 
     let (code, out, err) = hookrelay(
         &[
@@ -184,6 +198,7 @@ async fn uninstall_refuses_while_changes_wait_then_removes_everything() {
     assert!(out.contains("discarded 1 undelivered"), "{out}");
     assert!(out.contains("dropped schema hookrelay"), "{out}");
     assert_eq!(triggers().await, 0);
+    assert_eq!(event_triggers().await, 0, "event triggers removed too");
     let schema: bool = db
         .query_one(
             "select exists (select 1 from pg_namespace where nspname = 'hookrelay')",

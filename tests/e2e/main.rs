@@ -26,6 +26,7 @@ mod pooler;
 mod readiness;
 mod receivers;
 mod scale_out;
+mod scope;
 mod steering;
 mod tables;
 mod tls;

@@ -46,6 +46,23 @@ pub struct NoticeView {
     pub detail: String,
 }
 
+/// A table the source's patterns match but that it does not capture.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkippedTableView {
+    /// `schema.table`.
+    pub table: String,
+    /// Why (no primary key, an excluded key column, …).
+    pub reason: String,
+}
+
+/// What a PostgreSQL or MySQL source captures now (empty for MongoDB).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TablesView {
+    /// `schema.table` of each table captured.
+    pub captured: Vec<String>,
+    pub skipped: Vec<SkippedTableView>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SourceView {
     pub name: String,
@@ -73,6 +90,9 @@ pub struct SourceView {
     pub last_error_at: Option<DateTime<Utc>>,
     /// The latest notices this process saw, oldest first (at most five).
     pub notices: Vec<NoticeView>,
+    /// The tables captured and those the patterns match but skipped, as this
+    /// process's reader last saw them (empty while it does not lead the source).
+    pub tables: TablesView,
     /// Times this process took the source's leadership since it started.
     pub takeovers: u64,
     /// Batches of this process the store refused because another process had taken
@@ -184,6 +204,17 @@ async fn views(state: &ApiState, live: Vec<SourceSnapshot>) -> Result<Vec<Source
                     detail: n.detail,
                 })
                 .collect(),
+            tables: TablesView {
+                captured: s.captured_tables,
+                skipped: s
+                    .skipped_tables
+                    .into_iter()
+                    .map(|t| SkippedTableView {
+                        table: t.table,
+                        reason: t.reason,
+                    })
+                    .collect(),
+            },
             takeovers: s.takeovers,
             fenced_commits: s.fenced_commits,
         });

@@ -10,6 +10,7 @@
 use crate::{
     config::{split_qualified, SourceConfig, SourceKind},
     filter::{glob_matches, globs_overlap},
+    scope::{NamePart, TablePattern},
     Op,
 };
 
@@ -33,6 +34,8 @@ enum Table {
     Named(String),
     /// A MongoDB `db.*`: any collection of that database.
     Any,
+    /// A `tables` glob (`public.order_*`): any table its table part matches.
+    Glob(String),
 }
 
 impl Catalog {
@@ -45,7 +48,11 @@ impl Catalog {
                     SourceKind::Postgres | SourceKind::Mysql => s
                         .tables
                         .iter()
-                        .filter_map(|t| split_qualified(t).map(|(_, table)| Table::Named(table)))
+                        .filter_map(|t| TablePattern::parse(t))
+                        .map(|p| match p.table {
+                            NamePart::Exact(table) => Table::Named(table),
+                            NamePart::Glob(glob) => Table::Glob(glob),
+                        })
                         .collect(),
                     SourceKind::Mongodb => s
                         .collections
@@ -53,6 +60,7 @@ impl Catalog {
                         .filter_map(|c| c.split_once('.'))
                         .map(|(_, coll)| match coll {
                             "*" => Table::Any,
+                            glob if glob.contains(['*', '?']) => Table::Glob(glob.to_owned()),
                             coll => Table::Named(coll.to_owned()),
                         })
                         .collect(),
@@ -95,6 +103,9 @@ impl Catalog {
                             glob_matches(glob, &format!("{table}.{}", op.as_str()))
                         }
                         Table::Any => globs_overlap(glob, &format!("?*.{}", op.as_str())),
+                        Table::Glob(table) => {
+                            globs_overlap(glob, &format!("{table}.{}", op.as_str()))
+                        }
                     })
                 })
             })
@@ -172,10 +183,14 @@ impl Catalog {
                 let mut plans: Vec<BackfillPlan> = Vec::new();
                 for (i, t) in asked.iter().enumerate() {
                     let wanted = split_qualified(t);
+                    // named exactly, or matched by one of the source's globs
                     let owner = candidates.iter().find(|s| {
-                        s.qualified
-                            .iter()
-                            .any(|q| q == t || (wanted.is_some() && split_qualified(q) == wanted))
+                        s.qualified.iter().any(|q| {
+                            q == t
+                                || wanted.as_ref().is_some_and(|(schema, table)| {
+                                    TablePattern::parse(q).is_some_and(|p| p.matches(schema, table))
+                                })
+                        })
                     });
                     let Some(owner) = owner else {
                         return Err(refuse(
@@ -211,9 +226,12 @@ impl Catalog {
                     tables: s
                         .qualified
                         .iter()
+                        // the tables named exactly; a glob's tables are read when named
                         .filter(|q| {
-                            split_qualified(q)
-                                .is_some_and(|(_, table)| filters.admits(&s.name, &table))
+                            TablePattern::parse(q).is_some_and(|p| {
+                                p.exact()
+                                    .is_some_and(|(_, table)| filters.admits(&s.name, table))
+                            })
                         })
                         .cloned()
                         .collect(),
@@ -293,7 +311,7 @@ mod tests {
                 "postgres",
                 &["public.orders", r#""Sales"."Order Items""#],
             ),
-            source("legacy", "mysql", &["shop.customers"]),
+            source("legacy", "mysql", &["shop.customers", "shop.order_*"]),
             source("docs", "mongodb", &["app.invoices", "crm.*"]),
         ])
     }
@@ -312,7 +330,10 @@ mod tests {
         let shop = ["shop".to_owned()];
         let legacy = ["legacy".to_owned()];
         let invoices_only = Catalog::new(&[source("docs", "mongodb", &["app.invoices"])]);
-        let cases: [(&Catalog, &str, Option<&[String]>, bool); 16] = [
+        let cases: [(&Catalog, &str, Option<&[String]>, bool); 19] = [
+            (&c, "order_lines.insert", Some(&legacy), true),
+            (&c, "order_*.delete", Some(&legacy), true),
+            (&c, "orders.insert", Some(&legacy), false),
             (&c, "orders.*", None, true),
             (&c, "orders.insert", Some(&shop), true),
             (&c, "orders.truncate", Some(&shop), true),

@@ -12,6 +12,7 @@ use figment::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::scope::{ColumnPattern, FieldPattern, TablePattern};
 use crate::sealing::{MasterKey, Secrets};
 
 /// The environment variable holding the master key that seals secrets at rest.
@@ -299,12 +300,20 @@ pub struct SourceConfig {
     pub name: String,
     pub kind: SourceKind,
     pub url: String,
-    /// `schema.table` (postgres, mysql).
+    /// `schema.table` (postgres, mysql); either part may be a glob (`public.*`,
+    /// `sales.order_*`, see [`crate::scope`]).
     #[serde(default)]
     pub tables: Vec<String>,
     /// `db.collection` (mongodb).
     #[serde(default)]
     pub collections: Vec<String>,
+    /// `schema.table.column` (postgres, mysql), any part a glob: left out of every
+    /// event. A primary-key column cannot be excluded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_columns: Vec<String>,
+    /// `db.collection.path.to.field` (mongodb): left out of every event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_fields: Vec<String>,
     /// Safety-net poll when no wake-up arrives.
     #[serde(default = "defaults::source_poll", with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -770,12 +779,45 @@ impl Config {
                         ));
                     }
                     for (j, t) in s.tables.iter().enumerate() {
-                        if split_qualified(t).is_none() {
+                        if TablePattern::parse(t).is_none() {
                             return Err(ConfigError::invalid(
                                 format!("sources[{i}].tables[{j}]"),
-                                format!("{t:?} is not of the form \"schema.table\" (letters, digits, _ and $; double-quote other names: '\"Sales\".\"Order Items\"')"),
+                                format!("{t:?} is not of the form \"schema.table\" (letters, digits, _ and $, globs * and ?: \"public.*\"; double-quote other names: '\"Sales\".\"Order Items\"')"),
                             ));
                         }
+                    }
+                    for (j, c) in s.exclude_columns.iter().enumerate() {
+                        let Some(p) = ColumnPattern::parse(c) else {
+                            return Err(ConfigError::invalid(
+                                format!("sources[{i}].exclude_columns[{j}]"),
+                                format!("{c:?} is not of the form \"schema.table.column\" (each part a name or a glob: \"*.*.ssn\")"),
+                            ));
+                        };
+                        if !s
+                            .tables
+                            .iter()
+                            .filter_map(|t| TablePattern::parse(t))
+                            .any(|t| {
+                                crate::filter::globs_overlap(
+                                    t.schema.as_glob(),
+                                    p.table.schema.as_glob(),
+                                ) && crate::filter::globs_overlap(
+                                    t.table.as_glob(),
+                                    p.table.table.as_glob(),
+                                )
+                            })
+                        {
+                            return Err(ConfigError::invalid(
+                                format!("sources[{i}].exclude_columns[{j}]"),
+                                format!("{c:?} names a column of no table in `tables`"),
+                            ));
+                        }
+                    }
+                    if !s.exclude_fields.is_empty() {
+                        return Err(ConfigError::invalid(
+                            key("exclude_fields"),
+                            "is only for kind = \"mongodb\" (use exclude_columns)",
+                        ));
                     }
                     if !s.collections.is_empty() {
                         return Err(ConfigError::invalid(
@@ -801,6 +843,26 @@ impl Config {
                                 format!("{c:?} is not of the form \"db.collection\" or \"db.*\""),
                             ));
                         }
+                    }
+                    for (j, f) in s.exclude_fields.iter().enumerate() {
+                        let Some(p) = FieldPattern::parse(f) else {
+                            return Err(ConfigError::invalid(
+                                format!("sources[{i}].exclude_fields[{j}]"),
+                                format!("{f:?} is not of the form \"db.collection.field\" (a dotted path for a nested field: \"app.users.profile.ssn\")"),
+                            ));
+                        };
+                        if p.path[0] == "_id" {
+                            return Err(ConfigError::invalid(
+                                format!("sources[{i}].exclude_fields[{j}]"),
+                                format!("{f:?} would exclude _id, the event key: key fields cannot be excluded"),
+                            ));
+                        }
+                    }
+                    if !s.exclude_columns.is_empty() {
+                        return Err(ConfigError::invalid(
+                            key("exclude_columns"),
+                            "is only for kind = \"postgres\" or \"mysql\" (use exclude_fields)",
+                        ));
                     }
                 }
             }
@@ -1033,6 +1095,20 @@ tables = ["public.orders"]
         assert_eq!(cfg.sources[0].tables, ["public.orders"]);
     }
 
+    #[test]
+    fn table_globs_and_exclusions_load() {
+        let text = GOOD.replace(
+            "tables = [\"public.orders\"]",
+            "tables = [\"public.*\", \"sales.order_*\"]\nexclude_columns = [\"public.users.password_hash\", \"*.*.ssn\"]",
+        );
+        let cfg = Config::from_toml(&text).unwrap();
+        assert_eq!(cfg.sources[0].tables, ["public.*", "sales.order_*"]);
+        assert_eq!(
+            cfg.sources[0].exclude_columns,
+            ["public.users.password_hash", "*.*.ssn"]
+        );
+    }
+
     /// Each bad config names the key it is about, and says why.
     #[test]
     fn bad_configs_name_the_key() {
@@ -1056,6 +1132,11 @@ tables = ["public.orders"]
             (&GOOD.replace("kind = \"postgres\"", "kind = \"oracle\""), "sources[0].kind", "oracle"),
             (&GOOD.replace("public.orders", "orders"), "sources[0].tables[0]", "schema.table"),
             (&GOOD.replace("tables = [\"public.orders\"]", "tables = []"), "sources[0].tables", "is empty"),
+            (&GOOD.replace("public.orders", "public.order s"), "sources[0].tables[0]", "schema.table"),
+            (&GOOD.replace("tables = [", "exclude_columns = [\"public.users\"]\ntables = ["), "sources[0].exclude_columns[0]", "schema.table.column"),
+            (&GOOD.replace("tables = [", "exclude_columns = [\"sales.*.ssn\"]\ntables = ["), "sources[0].exclude_columns[0]", "no table in `tables`"),
+            (&GOOD.replace("tables = [", "exclude_fields = [\"a.b.c\"]\ntables = ["), "sources[0].exclude_fields", "only for kind"),
+            (&GOOD.replace("kind = \"postgres\"", "kind = \"mongodb\"").replace("postgres@127.0.0.1:5432/shop", "x").replace("postgres://x", "mongodb://127.0.0.1:27017/?replicaSet=rs0").replace("tables = [\"public.orders\"]", "collections = [\"app.users\"]\nexclude_fields = [\"app.users._id.x\"]"), "sources[0].exclude_fields[0]", "_id, the event key"),
             (&GOOD.replace("url = \"postgres://postgres@127.0.0.1:5432/shop\"", "url = \"mysql://u:pw@h/db\""), "sources[0].url", "u:***@h"),
             (&format!("{GOOD}\n[[sources]]\nname = \"shop\"\nkind = \"postgres\"\nurl = \"postgres://x\"\ntables = [\"a.b\"]"), "sources[1].name", "used by another"),
             ("[store\nurl=", "(top level)", "TOML"),

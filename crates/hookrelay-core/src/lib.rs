@@ -13,6 +13,7 @@ pub mod filter;
 pub mod network;
 pub mod origin;
 pub mod row_filter;
+pub mod scope;
 pub mod sealing;
 pub mod signature;
 pub mod stats;

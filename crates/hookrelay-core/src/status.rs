@@ -61,6 +61,14 @@ pub struct Notice {
     pub detail: String,
 }
 
+/// A table a source's patterns match but that it does not capture, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedTable {
+    /// `schema.table`.
+    pub table: String,
+    pub reason: String,
+}
+
 /// Everything known about one source in this process, as one value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceSnapshot {
@@ -86,6 +94,10 @@ pub struct SourceSnapshot {
     pub caught_up: bool,
     /// The latest notices, oldest first (at most [`NOTICES_KEPT`]).
     pub notices: Vec<Notice>,
+    /// The tables (`schema.table`) captured now, as the reader last saw them.
+    pub captured_tables: Vec<String>,
+    /// Tables the patterns match that are not captured, with why.
+    pub skipped_tables: Vec<SkippedTable>,
     /// The leadership epoch this process reads the source under, while it leads.
     pub epoch: Option<i64>,
     /// Times this process took the source's leadership since start.
@@ -158,6 +170,8 @@ impl SourceStatus {
             caught_up_at: None,
             caught_up: false,
             notices: Vec::new(),
+            captured_tables: Vec::new(),
+            skipped_tables: Vec::new(),
             epoch: None,
             takeovers: 0,
             leadership_lost: 0,
@@ -220,6 +234,25 @@ impl SourceStatus {
     }
 
     /// A batch committed `events` new events, the newest committed at `last`.
+    /// The tables captured and skipped now; each table newly skipped is also a notice
+    /// (`skipped`), so it shows in the API's history (the reader logs it).
+    pub fn set_tables(&self, captured: Vec<String>, skipped: Vec<SkippedTable>) {
+        let fresh: Vec<SkippedTable> = {
+            let g = self.lock();
+            skipped
+                .iter()
+                .filter(|s| !g.skipped_tables.contains(s))
+                .cloned()
+                .collect()
+        };
+        for s in fresh {
+            self.notice("skipped", format!("{}: {}", s.table, s.reason));
+        }
+        let mut g = self.lock();
+        g.captured_tables = captured;
+        g.skipped_tables = skipped;
+    }
+
     pub fn note_batch(&self, events: u64, last: Option<DateTime<Utc>>) {
         let mut g = self.lock();
         g.events_captured += events;
@@ -312,6 +345,29 @@ mod tests {
         );
         s.set_standby(true);
         assert_eq!(s.snapshot().lag_seconds(now), None, "only the reader knows");
+    }
+
+    #[test]
+    fn a_newly_skipped_table_is_one_notice() {
+        let s = SourceStatus::new("shop", "postgres");
+        let nokey = SkippedTable {
+            table: "public.nokey".into(),
+            reason: "no primary key".into(),
+        };
+        s.set_tables(vec!["public.orders".into()], vec![nokey.clone()]);
+        s.set_tables(
+            vec!["public.orders".into(), "public.late".into()],
+            vec![nokey.clone()],
+        );
+        let snap = s.snapshot();
+        assert_eq!(snap.captured_tables, ["public.orders", "public.late"]);
+        assert_eq!(snap.skipped_tables, [nokey]);
+        let notices: Vec<(&str, &str)> = snap
+            .notices
+            .iter()
+            .map(|n| (n.kind.as_str(), n.detail.as_str()))
+            .collect();
+        assert_eq!(notices, [("skipped", "public.nokey: no primary key")]);
     }
 
     #[test]

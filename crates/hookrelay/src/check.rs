@@ -62,11 +62,14 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
         let result = match src.kind {
             SourceKind::Postgres => match PostgresSource::new(src.clone()) {
                 Ok(s) => {
-                    let problems = s.check().await;
-                    if problems.is_ok() {
+                    let checked = s.check().await.map(|(problems, n)| {
+                        notes = n;
+                        problems
+                    });
+                    if checked.is_ok() {
                         tls = Some(s.tls_report().await);
                     }
-                    problems
+                    checked
                 }
                 Err(e) => Err(e),
             },
@@ -75,11 +78,14 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
                 Vec::new()
             }),
             SourceKind::Mysql => {
-                let problems = MysqlSource::check(src).await;
-                if problems.is_ok() {
+                let checked = MysqlSource::check(src).await.map(|(problems, n)| {
+                    notes = n;
+                    problems
+                });
+                if checked.is_ok() {
                     tls = Some(MysqlSource::tls_report(src).await);
                 }
-                problems
+                checked
             }
         };
         if src.kind == SourceKind::Mongodb {
@@ -91,7 +97,7 @@ pub async fn check(cfg: &Config) -> anyhow::Result<()> {
                     SourceKind::Mongodb => {
                         format!("{} collection pattern(s)", src.collections.len())
                     }
-                    _ => format!("{} table(s)", src.tables.len()),
+                    _ => format!("{} table pattern(s)", src.tables.len()),
                 };
                 println!("ok    source {} ({what})", src.name);
                 match tls {

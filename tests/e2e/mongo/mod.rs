@@ -778,3 +778,82 @@ async fn a_filter_selects_documents_by_a_nested_field() {
     assert_eq!(listed["data"].as_array().map(Vec::len), Some(2), "{listed}");
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excluded_fields_are_in_no_event_and_not_in_the_store() {
+    let env = MongoEnv::new().await;
+    env.server.enable_pre_images("app", "orders");
+    let rx = TestReceiver::start().await;
+    let relay = env
+        .relay(
+            r#"exclude_fields = ["app.orders.card", "app.*.customer.ssn"]"#,
+            &rx,
+        )
+        .await;
+    let orders = env.orders().await;
+    orders
+        .insert_one(doc! {
+            "_id": 1, "status": "new", "card": "4111-SECRET",
+            "customer": { "name": "Ann", "ssn": "SSN-1", "address": { "ssn": "kept: not this path" } },
+        })
+        .await
+        .unwrap();
+    orders
+        .update_one(
+            doc! { "_id": 1 },
+            // The whole sub-document (the test server's $set takes no dotted paths).
+            doc! { "$set": { "status": "paid", "customer": {
+                "name": "Ann", "ssn": "SSN-2", "address": { "ssn": "kept: not this path" },
+            } } },
+        )
+        .await
+        .unwrap();
+    orders.delete_one(doc! { "_id": 1 }).await.unwrap();
+
+    let got = bodies(&rx.wait_delivered(3, WAIT).await);
+    let kept = json!({ "_id": 1, "status": "new",
+                       "customer": { "name": "Ann", "address": { "ssn": "kept: not this path" } } });
+    let paid = json!({ "_id": 1, "status": "paid",
+                       "customer": { "name": "Ann", "address": { "ssn": "kept: not this path" } } });
+    let shape: Vec<(&str, Value, Value, Value)> = got
+        .iter()
+        .map(|b| {
+            (
+                b["type"].as_str().unwrap(),
+                b["key"].clone(),
+                b["before"].clone(),
+                b["after"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (
+                "orders.insert",
+                json!({"_id": 1}),
+                Value::Null,
+                kept.clone()
+            ),
+            ("orders.update", json!({"_id": 1}), kept, paid.clone()),
+            ("orders.delete", json!({"_id": 1}), paid, Value::Null),
+        ]
+    );
+    let stored: Vec<String> = env
+        .store
+        .connect()
+        .await
+        .query("select body from hookrelay.events", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored.len(), 3);
+    for body in &stored {
+        for secret in ["SECRET", "SSN-", "\"card\""] {
+            assert!(!body.contains(secret), "{secret} in {body}");
+        }
+    }
+    relay.shutdown().await;
+}

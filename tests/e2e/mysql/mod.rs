@@ -8,6 +8,7 @@ mod leader;
 mod mariadb;
 mod metadata;
 mod pipeline;
+mod scope;
 mod values;
 
 use hookrelay_core::Config;

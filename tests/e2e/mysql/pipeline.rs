@@ -323,9 +323,10 @@ async fn check_names_every_missing_prerequisite_with_its_fix() {
         &["shop.orders", "shop.nokey", "shop.missing"],
         "",
     );
-    let problems = MysqlSource::check(&cfg.sources[0])
+    let (problems, notes) = MysqlSource::check(&cfg.sources[0])
         .await
         .expect("the server answers");
+    assert!(notes.is_empty(), "{notes:?}");
     assert_eq!(problems.len(), 8, "one entry per problem: {problems:#?}");
     let err = problems.join("\n");
     for expected in [
@@ -356,7 +357,7 @@ async fn check_names_every_missing_prerequisite_with_its_fix() {
         &["shop.orders"],
         "",
     );
-    let problems = MysqlSource::check(&denied.sources[0])
+    let (problems, _) = MysqlSource::check(&denied.sources[0])
         .await
         .expect("a refusal is a problem, not an error");
     assert_eq!(problems.len(), 1, "{problems:#?}");
@@ -384,10 +385,11 @@ async fn check_names_every_missing_prerequisite_with_its_fix() {
     }
     let url = format!("mysql://cdc:pw@127.0.0.1:{}/shop", ready.port);
     let cfg = mysql_config("postgres://unused@127.0.0.1/x", &url, &["shop.orders"], "");
-    let problems = MysqlSource::check(&cfg.sources[0])
+    let (problems, notes) = MysqlSource::check(&cfg.sources[0])
         .await
         .expect("the server answers");
     assert!(problems.is_empty(), "a ready server passes: {problems:?}");
+    assert!(notes.is_empty(), "{notes:?}");
 }
 
 /// Binlogs purged past the checkpoint: an explicit error state, never a silent skip;

@@ -77,6 +77,36 @@ fn committed_at(ev: &ChangeStreamEvent<Document>) -> Option<DateTime<Utc>> {
         })
 }
 
+/// Removes the excluded fields (`exclude_fields`, each a path into embedded
+/// documents) from the change's documents, before they become JSON: they are never
+/// in the event nor in the store. The key (`_id`) cannot be excluded (config).
+pub(super) fn strip_fields(ev: &mut ChangeStreamEvent<Document>, paths: &[&[String]]) {
+    if paths.is_empty() {
+        return;
+    }
+    fn remove(doc: &mut Document, path: &[String]) {
+        match path {
+            [] => {}
+            [last] => {
+                doc.remove(last);
+            }
+            [first, rest @ ..] => {
+                if let Some(Bson::Document(inner)) = doc.get_mut(first) {
+                    remove(inner, rest);
+                }
+            }
+        }
+    }
+    for doc in [&mut ev.full_document, &mut ev.full_document_before_change]
+        .into_iter()
+        .flatten()
+    {
+        for path in paths {
+            remove(doc, path);
+        }
+    }
+}
+
 /// Builds the event for an insert/update/replace/delete; `None` for other kinds.
 pub(super) fn build(
     source: &str,
@@ -207,6 +237,37 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_ne!(a.id, other.id);
+    }
+
+    #[test]
+    fn excluded_fields_are_removed_at_any_depth() {
+        let mut ev = event(doc! {
+            "_id": { "_data": "82AB" }, "operationType": "update",
+            "ns": { "db": "app", "coll": "users" },
+            "documentKey": { "_id": 1 },
+            "fullDocument": { "_id": 1, "name": "Ann", "password": "x",
+                              "profile": { "ssn": "123", "city": "Oslo" }, "tags": ["a"] },
+            "fullDocumentBeforeChange": { "_id": 1, "password": "y", "profile": "not a document" },
+        });
+        let paths = [
+            vec!["password".to_owned()],
+            vec!["profile".to_owned(), "ssn".to_owned()],
+            vec!["absent".to_owned(), "deeper".to_owned()],
+        ];
+        let paths: Vec<&[String]> = paths.iter().map(Vec::as_slice).collect();
+        strip_fields(&mut ev, &paths);
+        let e = build("docs", &ev, &mut TxnCounter::default(), Utc::now())
+            .unwrap()
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+        assert_eq!(
+            body["after"],
+            serde_json::json!({ "_id": 1, "name": "Ann", "profile": { "city": "Oslo" }, "tags": ["a"] })
+        );
+        assert_eq!(
+            body["before"],
+            serde_json::json!({ "_id": 1, "profile": "not a document" })
+        );
     }
 
     #[test]

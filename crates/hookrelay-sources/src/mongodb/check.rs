@@ -123,13 +123,17 @@ async fn inspect(
         let mut found: Vec<(&str, bool)> = Vec::new();
         for p in scope.patterns.iter().filter(|p| p.db == db) {
             match &p.coll {
-                Some(name) => match colls.iter().find(|(c, _)| c == name) {
+                Some(name) if !p.glob => match colls.iter().find(|(c, _)| c == name) {
                     None => notes.push(format!(
                         "{db}.{name} does not exist (yet); its changes are captured once it does"
                     )),
                     Some(c) => found.push(*c),
                 },
-                None => found.extend(colls.iter().filter(|(c, _)| !c.starts_with("system."))),
+                _ => found.extend(
+                    colls
+                        .iter()
+                        .filter(|(c, _)| !c.starts_with("system.") && p.takes(c)),
+                ),
             }
         }
         for (name, on) in found {

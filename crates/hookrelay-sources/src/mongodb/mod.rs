@@ -90,6 +90,7 @@ pub struct MongoSource {
 impl MongoSource {
     pub fn new(cfg: SourceConfig, store: Store) -> Result<Self, SourceError> {
         let scope = Scope::parse(&cfg.collections)
+            .and_then(|s| s.excluding(&cfg.exclude_fields))
             .map_err(|e| SourceError::Setup(format!("source {} collections: {e}", cfg.name)))?;
         Ok(Self {
             cfg,
@@ -430,6 +431,13 @@ impl<'a> Reader<'a> {
                     && matches!(self.full, FullDocumentType::WhenAvailable)
                 {
                     ev.full_document = self.look_up(&ev).await?;
+                }
+                if let Some(ns) = &ev.ns {
+                    let paths = self
+                        .src
+                        .scope
+                        .excluded_paths(&ns.db, ns.coll.as_deref().unwrap_or_default());
+                    change::strip_fields(&mut ev, &paths);
                 }
                 match change::build(&self.src.cfg.name, &ev, &mut self.txns, Utc::now()) {
                     Ok(Some(event)) => {

@@ -6,6 +6,7 @@
 //! stream; one database → a database stream; several databases → a cluster stream.
 
 use ::mongodb::bson::{doc, Bson, Document};
+use hookrelay_core::{filter::glob_matches, scope::FieldPattern};
 
 /// One `collections` entry: a database and a collection, or every collection in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +14,19 @@ pub(super) struct Pattern {
     pub db: String,
     /// `None` for `db.*`.
     pub coll: Option<String>,
+    /// `coll` is a glob (`order_*`, matched as `tables` globs are).
+    pub glob: bool,
+}
+
+impl Pattern {
+    /// Whether the pattern takes collection `coll` of its database.
+    pub fn takes(&self, coll: &str) -> bool {
+        match &self.coll {
+            None => true,
+            Some(c) if self.glob => glob_matches(c, coll),
+            Some(c) => c == coll,
+        }
+    }
 }
 
 /// The change stream to open.
@@ -26,6 +40,8 @@ pub(super) enum Target {
 #[derive(Debug, Clone)]
 pub(super) struct Scope {
     pub patterns: Vec<Pattern>,
+    /// `exclude_fields`: left out of every event.
+    pub exclude: Vec<FieldPattern>,
 }
 
 impl Scope {
@@ -41,12 +57,38 @@ impl Scope {
             patterns.push(Pattern {
                 db: db.to_owned(),
                 coll: (coll != "*").then(|| coll.to_owned()),
+                glob: coll != "*" && coll.contains(['*', '?']),
             });
         }
         if patterns.is_empty() {
             return Err("no collections listed".into());
         }
-        Ok(Self { patterns })
+        Ok(Self {
+            patterns,
+            exclude: Vec::new(),
+        })
+    }
+
+    /// With `exclude_fields` (`db.collection.path.to.field`, db and collection may be
+    /// globs).
+    pub fn excluding(mut self, fields: &[String]) -> Result<Self, String> {
+        self.exclude = fields
+            .iter()
+            .map(|f| {
+                FieldPattern::parse(f)
+                    .ok_or_else(|| format!("exclude_fields entry {f:?} is not db.collection.field"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// The field paths excluded from `db.coll`'s documents.
+    pub fn excluded_paths(&self, db: &str, coll: &str) -> Vec<&[String]> {
+        self.exclude
+            .iter()
+            .filter(|f| f.collection.matches(db, coll))
+            .map(|f| f.path.as_slice())
+            .collect()
     }
 
     pub fn target(&self) -> Target {
@@ -55,7 +97,7 @@ impl Scope {
             return Target::Cluster;
         }
         match (&first.coll, self.patterns.len()) {
-            (Some(coll), 1) => Target::Collection {
+            (Some(coll), 1) if !first.glob => Target::Collection {
                 db: first.db.clone(),
                 coll: coll.clone(),
             },
@@ -65,9 +107,7 @@ impl Scope {
 
     /// Whether changes to `db.coll` become events.
     pub fn watches(&self, db: &str, coll: &str) -> bool {
-        self.patterns
-            .iter()
-            .any(|p| p.db == db && p.coll.as_deref().is_none_or(|c| c == coll))
+        self.patterns.iter().any(|p| p.db == db && p.takes(coll))
     }
 
     pub fn watches_db(&self, db: &str) -> bool {
@@ -86,7 +126,9 @@ impl Scope {
         }
         for db in dbs {
             let of_db: Vec<&Pattern> = self.patterns.iter().filter(|p| p.db == db).collect();
-            if of_db.iter().any(|p| p.coll.is_none()) {
+            // A glob takes the whole database from the server; the reader keeps the
+            // collections it matches (`watches`).
+            if of_db.iter().any(|p| p.coll.is_none() || p.glob) {
                 or.push(Bson::Document(doc! { "ns.db": db }));
             } else {
                 let colls: Vec<Bson> = of_db
@@ -135,6 +177,16 @@ mod tests {
         let s = scope(&["app.orders", "crm.*", "app.a.b"]);
         assert!(s.watches("app", "orders") && s.watches("crm", "x") && s.watches("app", "a.b"));
         assert!(!s.watches("app", "users") && !s.watches("other", "orders"));
+        let g = scope(&["app.order_*"]);
+        assert_eq!(g.target(), Target::Database("app".into()));
+        assert!(g.watches("app", "order_lines") && !g.watches("app", "orders"));
+        assert_eq!(
+            g.pipeline(),
+            vec![doc! { "$match": { "$or": [
+                { "ns.db": "app" },
+                { "operationType": { "$in": ["invalidate", "dropDatabase"] } },
+            ] } }]
+        );
         for bad in ["orders", ".x", "app.", ""] {
             assert!(Scope::parse(&[bad.to_string()]).is_err(), "{bad}");
         }

@@ -12,8 +12,11 @@
 //!                                     at one batch
 //! ```
 //!
-//! Unwatched tables cost a table-name comparison per table map: their rows are
-//! never decoded, and the checkpoint follows them at most once a second.
+//! Unwatched tables cost a pattern match per table map: their rows are never
+//! decoded, and the checkpoint follows them at most once a second. A table created
+//! while hookrelay runs is captured from its first table map (the binlog carries its
+//! rows with the layout they were written with), so nothing after its CREATE TABLE
+//! is missed; excluded columns are skipped as each row is rendered, never decoded.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -38,10 +41,11 @@ use tracing::{debug, warn};
 use super::{
     position::{rotate_file_name, BinlogPosition, MariadbGtid, MARIADB_GTID_EVENT},
     setup,
-    table::TableLayout,
+    table::{LayoutError, TableLayout},
     value::Charset,
 };
 use crate::{BatchSink, SourceError, SourceStatus};
+use hookrelay_core::{scope::TableScope, status::SkippedTable};
 
 /// How long the stream may be quiet before the reader suspects a dead connection:
 /// the server sends a heartbeat every `HEARTBEAT` while idle.
@@ -78,7 +82,7 @@ pub(super) struct Reader<'a, S> {
     status: &'a SourceStatus,
     sink: &'a S,
     batch_size: usize,
-    watched: &'a HashSet<(String, String)>,
+    scope: &'a TableScope,
     /// For schema look-ups while the other connection streams.
     meta_conn: Conn,
     charsets: HashMap<u16, Charset>,
@@ -103,7 +107,7 @@ impl<'a, S: BatchSink> Reader<'a, S> {
         status: &'a SourceStatus,
         sink: &'a S,
         batch_size: usize,
-        watched: &'a HashSet<(String, String)>,
+        scope: &'a TableScope,
         meta_conn: Conn,
         charsets: HashMap<u16, Charset>,
         start: BinlogPosition,
@@ -113,7 +117,7 @@ impl<'a, S: BatchSink> Reader<'a, S> {
             status,
             sink,
             batch_size,
-            watched,
+            scope,
             meta_conn,
             charsets,
             file: start.file.clone(),
@@ -265,6 +269,13 @@ impl<'a, S: BatchSink> Reader<'a, S> {
                     // DDL (or another statement): table maps after it describe the new
                     // shape; MariaDB JSON columns must be looked up again.
                     self.json.clear();
+                    if changes_tables(&verb) {
+                        // A table created, altered or dropped: list what the patterns
+                        // match now (a new table's rows are captured from its first
+                        // table map, whatever this says).
+                        let now = setup::scope_now(&mut self.meta_conn, self.scope).await?;
+                        self.status.set_tables(now.captured, now.skipped);
+                    }
                     if self.group.as_ref().is_none_or(|g| g.standalone) {
                         self.pending_gtid = None;
                         self.close_group(log_pos).await?;
@@ -344,20 +355,52 @@ impl<'a, S: BatchSink> Reader<'a, S> {
             tme.database_name().into_owned(),
             tme.table_name().into_owned(),
         );
-        let layout = if self.watched.contains(&name) {
+        let layout = if self.scope.captures(&name.0, &name.1) {
             if !self.json.contains_key(&name) {
                 let cols = setup::json_columns(&mut self.meta_conn, &name.0, &name.1).await?;
                 self.json.insert(name.clone(), cols);
             }
             let json = self.json.get(&name).cloned().unwrap_or_default();
-            let layout = TableLayout::from_table_map(&tme, &self.charsets, &json)
-                .map_err(|e| self.bad(log_pos, format!("table {}.{}: {e}", name.0, name.1)))?;
-            Some(Arc::new(layout))
+            let scope = self.scope;
+            let excluded = |c: &str| scope.excludes(&name.0, &name.1, c);
+            match TableLayout::from_table_map(&tme, &self.charsets, &json, &excluded) {
+                Ok(layout) => Some(Arc::new(layout)),
+                // A table a glob matched (not one named exactly) that cannot be
+                // captured is skipped, listed with why; its rows are not decoded.
+                Err(e @ (LayoutError::NoKey | LayoutError::ExcludedKey(_)))
+                    if !self.scope.names(&name.0, &name.1) =>
+                {
+                    self.skip(format!("{}.{}", name.0, name.1), e.to_string());
+                    None
+                }
+                Err(e) => {
+                    return Err(self.bad(log_pos, format!("table {}.{}: {e}", name.0, name.1)))
+                }
+            }
         } else {
             None
         };
         self.tables.insert(id, Mapped { tme, layout });
         Ok(())
+    }
+
+    /// Lists a table as skipped (a newly skipped one is logged and a notice).
+    fn skip(&self, table: String, reason: String) {
+        let now = self.status.snapshot();
+        let skipped = SkippedTable { table, reason };
+        if now.skipped_tables.contains(&skipped) {
+            return;
+        }
+        warn!(table = %skipped.table, reason = %skipped.reason, "a table matching the source's patterns is not captured");
+        let captured = now
+            .captured_tables
+            .into_iter()
+            .filter(|t| *t != skipped.table)
+            .collect();
+        let mut all = now.skipped_tables;
+        all.retain(|s| s.table != skipped.table);
+        all.push(skipped);
+        self.status.set_tables(captured, all);
     }
 
     async fn read_rows(
@@ -499,6 +542,21 @@ impl<'a, S: BatchSink> Reader<'a, S> {
             reason,
         }
     }
+}
+
+/// Whether a statement (upper-cased) creates, alters, renames or drops tables.
+fn changes_tables(verb: &str) -> bool {
+    [
+        "CREATE TABLE",
+        "CREATE OR REPLACE TABLE",
+        "ALTER TABLE",
+        "RENAME TABLE",
+        "DROP TABLE",
+        "DROP DATABASE",
+        "DROP SCHEMA",
+    ]
+    .iter()
+    .any(|v| verb.starts_with(v))
 }
 
 fn secs(t: u32) -> DateTime<Utc> {

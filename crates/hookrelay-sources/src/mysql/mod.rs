@@ -37,9 +37,10 @@ mod setup;
 mod table;
 mod value;
 
-use std::collections::HashSet;
-
-use hookrelay_core::config::{split_qualified, OnHistoryLost, SourceConfig};
+use hookrelay_core::{
+    config::{OnHistoryLost, SourceConfig},
+    scope::TableScope,
+};
 use hookrelay_store::Store;
 use mysql_async::{prelude::Queryable, BinlogStreamRequest, Conn};
 use tokio_util::sync::CancellationToken;
@@ -55,8 +56,7 @@ pub struct MysqlSource {
     store: Store,
     /// Every connection of this source (metadata and the binlog stream).
     connector: MysqlConnector,
-    tables: Vec<(String, String)>,
-    watched: HashSet<(String, String)>,
+    scope: TableScope,
     server_id: u32,
 }
 
@@ -65,21 +65,13 @@ impl MysqlSource {
     pub fn new(cfg: SourceConfig, store: Store) -> Result<Self, SourceError> {
         let connector = MysqlConnector::from_url(&cfg.url)
             .map_err(|e| SourceError::Setup(format!("source {}: {e}", cfg.name)))?;
-        let tables: Vec<(String, String)> = cfg
-            .tables
-            .iter()
-            .map(|t| {
-                split_qualified(t)
-                    .map(|(s, t)| (s.to_owned(), t.to_owned()))
-                    .ok_or_else(|| SourceError::Setup(format!("table {t:?} is not database.table")))
-            })
-            .collect::<Result<_, _>>()?;
+        let scope = TableScope::parse(&cfg.tables, &cfg.exclude_columns)
+            .map_err(|e| SourceError::Setup(format!("source {}: {e}", cfg.name)))?;
         Ok(Self {
             server_id: cfg
                 .server_id
                 .unwrap_or_else(|| default_server_id(&cfg.name)),
-            watched: tables.iter().cloned().collect(),
-            tables,
+            scope,
             connector,
             store,
             cfg,
@@ -92,30 +84,31 @@ impl MysqlSource {
     }
 
     /// Every missing prerequisite, each with the statement that fixes it (empty when
-    /// the server is ready); an error only when it cannot be asked at all.
-    pub async fn check(cfg: &SourceConfig) -> Result<Vec<String>, SourceError> {
+    /// the server is ready), and as notes the tables a glob matches that would be
+    /// skipped; an error only when it cannot be asked at all.
+    pub async fn check(cfg: &SourceConfig) -> Result<(Vec<String>, Vec<String>), SourceError> {
         let connector = MysqlConnector::from_url(&cfg.url)?;
-        let tables: Vec<(String, String)> = cfg
-            .tables
-            .iter()
-            .filter_map(|t| split_qualified(t).map(|(s, t)| (s.to_owned(), t.to_owned())))
-            .collect();
+        let scope = TableScope::parse(&cfg.tables, &cfg.exclude_columns)
+            .map_err(|e| SourceError::Setup(format!("source {}: {e}", cfg.name)))?;
         let user = connector.user().unwrap_or("<user>").to_owned();
         let mut conn = match connector.connect().await {
             Ok(conn) => conn,
             // Access denied (wrong password, unknown user, no access to the database):
             // the server's words, then what to run.
             Err(SourceError::Database { message, .. }) if message.contains("Access denied") => {
-                return Ok(vec![format!(
-                    "the server refused user {user} ({message}): {}",
-                    setup::access_denied_fix(&user, &tables)
-                )]);
+                return Ok((
+                    vec![format!(
+                        "the server refused user {user} ({message}): {}",
+                        setup::access_denied_fix(&user, &scope.named())
+                    )],
+                    Vec::new(),
+                ));
             }
             Err(e) => return Err(e),
         };
-        let problems = setup::problems(&mut conn, &tables).await;
+        let result = check_scope(&mut conn, &scope).await;
         let _ = conn.disconnect().await;
-        problems
+        result
     }
 
     /// How a connection to `cfg`'s server is protected (for `check`).
@@ -174,6 +167,22 @@ impl MysqlSource {
     }
 }
 
+async fn check_scope(
+    conn: &mut Conn,
+    scope: &TableScope,
+) -> Result<(Vec<String>, Vec<String>), SourceError> {
+    let mut problems = setup::problems(conn, &scope.named()).await?;
+    let now = setup::scope_now(conn, scope).await?;
+    problems.extend(now.excluded_keys);
+    let notes = now
+        .skipped
+        .into_iter()
+        .filter(|s| !problems.iter().any(|p| p.contains(&s.table)))
+        .map(|s| format!("skipped: {}: {}", s.table, s.reason))
+        .collect();
+    Ok((problems, notes))
+}
+
 fn refuse_unless_ready(problems: Vec<String>) -> Result<(), SourceError> {
     if problems.is_empty() {
         return Ok(());
@@ -203,9 +212,17 @@ impl Source for MysqlSource {
         stop: &CancellationToken,
     ) -> Result<(), SourceError> {
         let mut meta = self.connector.connect().await?;
-        refuse_unless_ready(setup::problems(&mut meta, &self.tables).await?)?;
+        refuse_unless_ready(setup::problems(&mut meta, &self.scope.named()).await?)?;
         let charsets = setup::charsets(&mut meta).await?;
+        // The position first: a new source captures from here, so the slower look
+        // at every matching table comes after it.
         let start = self.start_position(&mut meta, sink, status).await?;
+        let scope = setup::scope_now(&mut meta, &self.scope).await?;
+        refuse_unless_ready(scope.excluded_keys)?;
+        for s in scope.skipped.iter() {
+            warn!(table = %s.table, reason = %s.reason, "a table matching the source's patterns is not captured");
+        }
+        status.set_tables(scope.captured, scope.skipped);
 
         let mut conn = self.connector.connect().await?;
         // MariaDB sends its GTID events (not a BEGIN query) only to replicas that say
@@ -227,7 +244,7 @@ impl Source for MysqlSource {
             status,
             sink,
             self.cfg.batch_size,
-            &self.watched,
+            &self.scope,
             meta,
             charsets,
             start,

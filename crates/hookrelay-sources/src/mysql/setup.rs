@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 
 use mysql_async::{prelude::Queryable, Conn};
 
-use super::{position::BinlogPosition, value::Charset};
+use hookrelay_core::{scope::TableScope, status::SkippedTable};
+
+use super::{position::BinlogPosition, table::LayoutError, value::Charset};
 use crate::SourceError;
 
 /// A stable replica id from the source name (FNV-1a), in the upper half of the id
@@ -115,6 +117,73 @@ pub async fn problems(
         });
     }
     Ok(out)
+}
+
+/// Every existing base table the patterns match, with its primary-key columns (empty
+/// for none), in name order.
+async fn matching_tables(
+    conn: &mut Conn,
+    scope: &TableScope,
+) -> Result<Vec<(String, String, Vec<String>)>, SourceError> {
+    // One row per key column (one with NULL for a table without a key).
+    let rows: Vec<(String, String, Option<String>)> = conn
+        .query(
+            "SELECT t.TABLE_SCHEMA, t.TABLE_NAME, k.COLUMN_NAME
+               FROM information_schema.TABLES t
+               LEFT JOIN information_schema.COLUMNS k
+                 ON k.TABLE_SCHEMA = t.TABLE_SCHEMA AND k.TABLE_NAME = t.TABLE_NAME AND k.COLUMN_KEY = 'PRI'
+              WHERE t.TABLE_TYPE = 'BASE TABLE'
+                AND t.TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')
+              ORDER BY t.TABLE_SCHEMA, t.TABLE_NAME, k.ORDINAL_POSITION",
+        )
+        .await?;
+    let mut out: Vec<(String, String, Vec<String>)> = Vec::new();
+    for (db, table, key) in rows {
+        if !scope.captures(&db, &table) {
+            continue;
+        }
+        match out.last_mut() {
+            Some((d, t, k)) if *d == db && *t == table => k.extend(key),
+            _ => out.push((db, table, key.into_iter().collect())),
+        }
+    }
+    Ok(out)
+}
+
+/// The tables the patterns match now.
+#[derive(Debug, Default)]
+pub struct ScopeNow {
+    /// `db.table` of each table with a primary key, none of it excluded.
+    pub captured: Vec<String>,
+    /// The others, with why.
+    pub skipped: Vec<SkippedTable>,
+    /// `exclude_columns` removing a key column of a matching table: such a config is
+    /// refused at start.
+    pub excluded_keys: Vec<String>,
+}
+
+/// One look at the server's tables (information_schema is slow on MariaDB: once).
+pub async fn scope_now(conn: &mut Conn, scope: &TableScope) -> Result<ScopeNow, SourceError> {
+    let mut now = ScopeNow::default();
+    for (db, table, key) in matching_tables(conn, scope).await? {
+        let qualified = format!("{db}.{table}");
+        let reason = if key.is_empty() {
+            LayoutError::NoKey
+        } else if let Some(col) = scope.excluded_key(&db, &table, &key) {
+            now.excluded_keys.push(format!(
+                "exclude_columns would exclude {db}.{table}.{col}, part of the table's primary key: key columns are each event's identity and cannot be excluded"
+            ));
+            LayoutError::ExcludedKey(col.to_owned())
+        } else {
+            now.captured.push(qualified);
+            continue;
+        };
+        now.skipped.push(SkippedTable {
+            table: qualified,
+            reason: reason.to_string(),
+        });
+    }
+    Ok(now)
 }
 
 /// REPLICATION SLAVE (to read the binlog) and REPLICATION CLIENT (MariaDB 10.5+

@@ -25,15 +25,51 @@ pub struct TableLayout {
     pub columns: Vec<ColumnSpec>,
     /// Primary key column indexes, in table order.
     pub key: Vec<usize>,
+    /// Per column: excluded (`exclude_columns`), never decoded nor written.
+    pub excluded: Vec<bool>,
+}
+
+/// Why a watched table's rows cannot become events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayoutError {
+    /// The table map says the table has no primary key.
+    NoKey,
+    /// `exclude_columns` matches this key column.
+    ExcludedKey(String),
+    /// The table map cannot be read as the contract needs.
+    Unreadable(String),
+}
+
+impl std::fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayoutError::NoKey => f.write_str(
+                "it has no primary key; hookrelay needs one for the event key and per-key ordering",
+            ),
+            LayoutError::ExcludedKey(c) => write!(
+                f,
+                "exclude_columns excludes {c}, part of its primary key; key columns cannot be excluded"
+            ),
+            LayoutError::Unreadable(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for LayoutError {
+    fn from(e: String) -> Self {
+        LayoutError::Unreadable(e)
+    }
 }
 
 impl TableLayout {
-    /// Reads the layout from `tme`; `json` names MariaDB JSON columns (see setup).
+    /// Reads the layout from `tme`; `json` names MariaDB JSON columns (see setup),
+    /// `excluded` says which columns `exclude_columns` leaves out.
     pub fn from_table_map(
         tme: &TableMapEvent<'_>,
         charsets: &HashMap<u16, Charset>,
         json: &HashSet<String>,
-    ) -> Result<Self, String> {
+        excluded: &dyn Fn(&str) -> bool,
+    ) -> Result<Self, LayoutError> {
         let n = usize::try_from(tme.columns_count()).map_err(|e| e.to_string())?;
         let meta =
             OptionalMetaExtractor::new(tme.iter_optional_meta()).map_err(|e| e.to_string())?;
@@ -43,10 +79,10 @@ impl TableLayout {
             .collect::<Result<_, _>>()
             .map_err(|e| e.to_string())?;
         if names.len() != n {
-            return Err(
+            return Err(LayoutError::Unreadable(
                 "the table map has no column names: it was written while binlog_row_metadata was not FULL"
                     .into(),
-            );
+            ));
         }
         let mut enums = Vec::new();
         let mut sets = Vec::new();
@@ -121,11 +157,19 @@ impl TableLayout {
             .collect::<Result<_, _>>()
             .map_err(|e| e.to_string())?;
         if key.is_empty() {
-            return Err("the table has no primary key".into());
+            return Err(LayoutError::NoKey);
         }
         key.sort_unstable();
         key.dedup();
-        Ok(Self { columns, key })
+        let excluded: Vec<bool> = columns.iter().map(|c| excluded(&c.name)).collect();
+        if let Some(&k) = key.iter().find(|&&k| excluded.get(k) == Some(&true)) {
+            return Err(LayoutError::ExcludedKey(columns[k].name.clone()));
+        }
+        Ok(Self {
+            columns,
+            key,
+            excluded,
+        })
     }
 
     /// Appends the row image `{"col": value, …}` to `out` and its key columns to
@@ -148,10 +192,15 @@ impl TableLayout {
         }
         out.push('{');
         key_out.push('{');
+        let mut first = true;
         for (i, col) in self.columns.iter().enumerate() {
-            if i > 0 {
+            if self.excluded[i] {
+                continue;
+            }
+            if !first {
                 out.push(',');
             }
+            first = false;
             let start = out.len();
             out.push_str(&serde_json::to_string(&col.name).unwrap_or_default());
             out.push(':');

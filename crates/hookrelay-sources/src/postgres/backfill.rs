@@ -38,7 +38,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use hookrelay_core::{config::split_qualified, ChangeEvent};
+use hookrelay_core::{config::split_qualified, scope::TableScope, ChangeEvent};
 use hookrelay_store::{Backfill, BackfillChunk};
 use tokio_postgres::Client;
 use tracing::{info, warn};
@@ -89,7 +89,7 @@ pub(super) struct Backfiller {
     /// Rows per second at most; 0: unlimited.
     max_rows_per_second: u32,
     /// The tables this source captures: only those can be backfilled consistently.
-    watched: Vec<(String, String)>,
+    watched: TableScope,
     task: Option<Backfill>,
     window: Option<Window>,
     next_look: Instant,
@@ -106,7 +106,7 @@ pub(super) enum Reached {
 }
 
 impl Backfiller {
-    pub fn new(source: &str, max_rows_per_second: u32, watched: Vec<(String, String)>) -> Self {
+    pub fn new(source: &str, max_rows_per_second: u32, watched: TableScope) -> Self {
         let now = Instant::now();
         Self {
             source: source.to_owned(),
@@ -213,11 +213,7 @@ impl Backfiller {
             let why = format!("table {current:?} is not schema.table");
             return Ok(Some(self.give_up(why)));
         };
-        if !self
-            .watched
-            .iter()
-            .any(|(s, t)| *s == schema && *t == table)
-        {
+        if !self.watched.captures(&schema, &table) {
             let why = format!(
                 "table {current} is no longer captured by source {}",
                 self.source
@@ -244,18 +240,27 @@ impl Backfiller {
         )
         .await?;
         let read_at = Utc::now();
-        let rows =
-            match select_chunk(client, &schema, &table, &key, last_key.as_deref(), limit).await {
-                Ok(rows) => rows,
-                Err(e) if e.code().is_some_and(|c| c.code().starts_with("42")) => {
-                    // undefined table or column, no privilege: this table cannot be read
-                    return Ok(Some(self.give_up(format!(
-                        "reading {current}: {}",
-                        crate::describe_pg(&e)
-                    ))));
-                }
-                Err(e) => return Err(e.into()),
-            };
+        let rows = match select_chunk(
+            client,
+            &schema,
+            &table,
+            &key,
+            &self.watched.excluded_likes(&schema, &table),
+            last_key.as_deref(),
+            limit,
+        )
+        .await
+        {
+            Ok(rows) => rows,
+            Err(e) if e.code().is_some_and(|c| c.code().starts_with("42")) => {
+                // undefined table or column, no privilege: this table cannot be read
+                return Ok(Some(self.give_up(format!(
+                    "reading {current}: {}",
+                    crate::describe_pg(&e)
+                ))));
+            }
+            Err(e) => return Err(e.into()),
+        };
         write_mark(
             client,
             &self.source,
@@ -372,12 +377,15 @@ impl Backfiller {
 /// each as `to_json` text under the capture functions' settings. The key's values
 /// come back typed through `json_populate_record` (the inverse of `to_json` under the
 /// same settings), each in a scalar subquery, so the row comparison is an index
-/// condition on the primary key: every chunk is an index range scan.
+/// condition on the primary key: every chunk is an index range scan. Columns matching
+/// `excluded` (LIKE patterns, `exclude_columns`) are left out of each image in the
+/// source database, by the function the capture trigger uses, so they never leave it.
 async fn select_chunk(
     client: &Client,
     schema: &str,
     table: &str,
     key: &[String],
+    excluded: &[String],
     last_key: Option<&str>,
     limit: usize,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
@@ -388,15 +396,29 @@ async fn select_chunk(
         .collect();
     let order = cols.join(", ");
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let image = if excluded.is_empty() {
+        "to_json(t)"
+    } else {
+        "hookrelay.without(to_json(t), $3::text[])"
+    };
     client.batch_execute("begin").await?;
     let result = async {
         client.execute(PIN_CAPTURE_SETTINGS, &[]).await?;
         let rows = match last_key {
             None => {
+                // `$2` is a placeholder for `after`, so `$3` is `excluded` in both forms
                 let sql = format!(
-                    "select to_json(t)::text from {relation} t order by {order} limit $1"
+                    "select {image}::text from {relation} t
+                      where $2::text is null
+                      order by {order} limit $1"
                 );
-                client.query(&sql, &[&limit]).await?
+                let none: Option<&str> = None;
+                if excluded.is_empty() {
+                    let sql = sql.replace("$2::text is null", "true");
+                    client.query(&sql, &[&limit]).await?
+                } else {
+                    client.query(&sql, &[&limit, &none, &excluded]).await?
+                }
             }
             Some(after) => {
                 let bounds: Vec<String> = key
@@ -409,12 +431,16 @@ async fn select_chunk(
                     })
                     .collect();
                 let sql = format!(
-                    "select to_json(t)::text from {relation} t
+                    "select {image}::text from {relation} t
                       where ({order}) > ({bounds})
                       order by {order} limit $2",
                     bounds = bounds.join(", ")
                 );
-                client.query(&sql, &[&after, &limit]).await?
+                if excluded.is_empty() {
+                    client.query(&sql, &[&after, &limit]).await?
+                } else {
+                    client.query(&sql, &[&after, &limit, &excluded]).await?
+                }
             }
         };
         rows.iter()

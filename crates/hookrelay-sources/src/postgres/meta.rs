@@ -194,17 +194,3 @@ pub(super) async fn table_problem(
         ),
     }
 }
-
-/// Every problem of every configured table, for `hookrelay check`.
-pub(super) async fn problems(
-    client: &Client,
-    tables: &[(String, String)],
-) -> Result<Vec<String>, SourceError> {
-    let mut all = Vec::new();
-    for (schema, table) in tables {
-        if let Some(p) = table_problem(client, schema, table).await? {
-            all.push(p.text);
-        }
-    }
-    Ok(all)
-}

@@ -24,11 +24,17 @@ mod meta;
 mod row;
 mod setup;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use chrono::Utc;
 use futures_util::future::poll_fn;
-use hookrelay_core::config::{split_qualified, SourceConfig};
+use hookrelay_core::{config::SourceConfig, scope::TableScope};
 use hookrelay_store::{connect::PgConnection, pooler::transaction_pooler, PgConnector};
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Client, Statement};
@@ -37,6 +43,7 @@ use tracing::{debug, info};
 
 use crate::{BatchSink, Source, SourceError, SourceStatus};
 use backfill::{Backfiller, Reached};
+use hookrelay_core::status::SkippedTable;
 use hookrelay_store::model::RejectedChange;
 use journal::EventBuilder;
 use setup::Names;
@@ -56,7 +63,7 @@ const SETTLE_FIRST: Duration = Duration::from_millis(1);
 pub struct PostgresSource {
     cfg: SourceConfig,
     names: Names,
-    tables: Vec<(String, String)>,
+    scope: TableScope,
     database: String,
     /// Every connection of this source, over one TLS connector, with bounded waits on
     /// both ends (`hookrelay_store::PgConnector`): a vanished server fails the reader
@@ -78,18 +85,12 @@ impl PostgresSource {
             .or(pg.get_user())
             .unwrap_or("postgres")
             .to_owned();
-        let tables = cfg
-            .tables
-            .iter()
-            .map(|t| {
-                split_qualified(t)
-                    .ok_or_else(|| SourceError::Setup(format!("table {t:?} is not schema.table")))
-            })
-            .collect::<Result<_, _>>()?;
+        let scope = TableScope::parse(&cfg.tables, &cfg.exclude_columns)
+            .map_err(|e| SourceError::Setup(format!("source {}: {e}", cfg.name)))?;
         Ok(Self {
             names: Names::new(&cfg.name),
             cfg,
-            tables,
+            scope,
             database,
             connector,
             not_pooled: tokio::sync::OnceCell::new(),
@@ -124,12 +125,13 @@ impl PostgresSource {
         Ok(self.connector.connect().await?)
     }
 
-    /// Connects and lists every problem that would keep a configured table from
-    /// being captured (missing, not a table, no primary key), changing nothing.
-    pub async fn check(&self) -> Result<Vec<String>, SourceError> {
+    /// Connects and lists every problem that would keep a table named exactly from
+    /// being captured (missing, not a table, no primary key, an excluded key column)
+    /// and, as notes, the tables a glob matches that would be skipped; changes nothing.
+    pub async fn check(&self) -> Result<(Vec<String>, Vec<String>), SourceError> {
         let (client, conn) = self.connect().await?;
         let driver = tokio::spawn(conn);
-        let result = meta::problems(&client, &self.tables).await;
+        let result = setup::check(&client, &self.scope).await;
         drop(client);
         let _ = driver.await;
         result
@@ -173,18 +175,26 @@ impl Source for PostgresSource {
     ) -> Result<(), SourceError> {
         let (client, mut conn) = self.connect().await?;
         let wake = Arc::new(Notify::new());
-        let driver_wake = wake.clone();
+        let scope_changed = Arc::new(AtomicBool::new(false));
+        let (driver_wake, driver_scope) = (wake.clone(), scope_changed.clone());
         let driver = tokio::spawn(async move {
             while let Some(msg) = poll_fn(|cx| conn.poll_message(cx)).await {
                 match msg {
-                    Ok(AsyncMessage::Notification(_)) => driver_wake.notify_one(),
+                    Ok(AsyncMessage::Notification(n)) => {
+                        // The event trigger's: a matching table was created, altered
+                        // or dropped.
+                        if n.payload() == "scope" {
+                            driver_scope.store(true, Ordering::Release);
+                        }
+                        driver_wake.notify_one()
+                    }
                     Ok(_) => {}
                     Err(e) => return Err(e),
                 }
             }
             Ok(())
         });
-        let result = Reader::new(self, &client, wake)
+        let result = Reader::new(self, &client, wake, scope_changed, status.clone())
             .run(sink, status, stop)
             .await;
         drop(client);
@@ -195,7 +205,7 @@ impl Source for PostgresSource {
     async fn capture_installed(&self) -> Result<bool, SourceError> {
         let (client, conn) = self.connect().await?;
         let driver = tokio::spawn(conn);
-        let result = setup::is_installed(&client, &self.names, &self.tables).await;
+        let result = setup::is_installed(&client, &self.names, &self.scope).await;
         drop(client);
         let _ = driver.await;
         result
@@ -207,6 +217,9 @@ struct Reader<'a> {
     src: &'a PostgresSource,
     client: &'a Client,
     wake: Arc<Notify>,
+    /// Set by a `scope` notification: the tables captured may have changed.
+    scope_changed: Arc<AtomicBool>,
+    status: SourceStatus,
     builder: EventBuilder,
     /// The backfill this reader is reading, if any (see `backfill`).
     backfill: Backfiller,
@@ -215,17 +228,25 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn new(src: &'a PostgresSource, client: &'a Client, wake: Arc<Notify>) -> Self {
+    fn new(
+        src: &'a PostgresSource,
+        client: &'a Client,
+        wake: Arc<Notify>,
+        scope_changed: Arc<AtomicBool>,
+        status: SourceStatus,
+    ) -> Self {
         let builder = EventBuilder::new(&src.cfg.name, &src.database);
         Self {
             src,
             client,
             wake,
+            scope_changed,
+            status,
             builder,
             backfill: Backfiller::new(
                 &src.cfg.name,
                 src.backfill_rows_per_second,
-                src.tables.clone(),
+                src.scope.clone(),
             ),
             statements: None,
         }
@@ -238,7 +259,14 @@ impl<'a> Reader<'a> {
         stop: &CancellationToken,
     ) -> Result<(), SourceError> {
         let names = &self.src.names;
-        setup::install(self.client, names, &self.src.tables).await?;
+        let installed = setup::install(self.client, names, &self.src.scope).await?;
+        self.report_tables(installed.captured, installed.skipped);
+        let has_globs = self.src.scope.tables.iter().any(|p| p.exact().is_none());
+        if !installed.follows_new_tables && has_globs {
+            let detail = "tables created from now on are captured only from the next start: creating the event trigger that captures them at once needs a superuser".to_owned();
+            tracing::warn!("{detail}");
+            status.notice("new_tables", detail);
+        }
         self.client
             .batch_execute(&format!(
                 "set application_name = 'hookrelay:{}'; listen {}",
@@ -337,6 +365,23 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Publishes the tables captured and skipped (a newly skipped one is logged and
+    /// becomes a notice).
+    fn report_tables(&self, captured: Vec<String>, skipped: Vec<SkippedTable>) {
+        let before = self.status.snapshot().skipped_tables;
+        for s in skipped.iter().filter(|s| !before.contains(s)) {
+            tracing::warn!(table = %s.table, reason = %s.reason, "a table matching the source's patterns is not captured");
+        }
+        let was = self.status.snapshot().captured_tables;
+        for t in was.iter().filter(|t| !captured.contains(t)) {
+            info!(table = %t, "table no longer captured (dropped or no longer matched)");
+        }
+        for t in captured.iter().filter(|t| !was.contains(t)) {
+            info!(table = %t, "table captured");
+        }
+        self.status.set_tables(captured, skipped);
+    }
+
     async fn set_idle(&self, idle: bool) -> Result<(), SourceError> {
         self.client
             .execute(
@@ -357,6 +402,11 @@ impl<'a> Reader<'a> {
         let Some((read, delete)) = self.statements.clone() else {
             return Err(SourceError::Setup("reader used before setup".into()));
         };
+        if self.scope_changed.swap(false, Ordering::AcqRel) {
+            let (captured, skipped) =
+                setup::scope_now(self.client, &self.src.names, &self.src.scope).await?;
+            self.report_tables(captured, skipped);
+        }
         let rows = self
             .client
             .query(&read, &[&self.src.names.source, &batch])

@@ -35,6 +35,23 @@
 //! exclusive lock, which only succeeds once every writer that might have seen
 //! `idle = false` has finished, so its last poll cannot miss a silent commit.
 //!
+//! Which tables: every one the source's `tables` patterns match (globs allowed,
+//! `hookrelay_core::scope`). The patterns and `exclude_columns` are saved in
+//! `hookrelay.scopes`, and `hookrelay.capture_table` installs a table's triggers from
+//! them, whoever calls it: setup for the tables that exist, and the event trigger
+//! `hookrelay_scope` (`ddl_command_end` of CREATE TABLE / CREATE TABLE AS / SELECT
+//! INTO / ALTER TABLE) for a table created later, inside the creating transaction.
+//! So no row of a new table can be written before its capture is in place, and no
+//! change after its `CREATE TABLE` is missed, whether or not hookrelay is running;
+//! a `scope` notification tells the reader to list its tables again (a dropped table
+//! too, from `sql_drop`). Event triggers need a superuser: without one, new tables are
+//! captured from the next start, and the source says so in a notice.
+//!
+//! Excluded columns are passed to the triggers as `LIKE` patterns (a fourth
+//! argument, only on tables that have some) and removed from each row image before it
+//! is journalled (`hookrelay.without`), so the journal never holds them; a column
+//! added later that matches is excluded too.
+//!
 //! Setup itself runs under ONE advisory lock, [`SETUP_LOCK_KEY`], that every source
 //! and every hookrelay process takes in the source database, whichever source it
 //! sets up: the schema, journal and capture functions are shared by all sources on
@@ -44,7 +61,8 @@
 //! number of sources may start at once and a crash mid-setup leaves nothing the next
 //! attempt cannot finish. The lock is per session: a dropped connection releases it.
 
-use tokio_postgres::Client;
+use hookrelay_core::{scope::TableScope, status::SkippedTable};
+use tokio_postgres::{error::SqlState, Client};
 
 use super::meta;
 use crate::SourceError;
@@ -91,6 +109,15 @@ create table if not exists hookrelay.readers (
     source text primary key,
     idle   boolean not null default false
 );
+-- A row image without its excluded columns (LIKE patterns), keys in table order: only
+-- tables with exclusions pay for it, and the journal never holds those columns.
+create or replace function hookrelay.without(image json, excluded text[]) returns json
+language sql immutable parallel safe
+as $fn$
+select coalesce(json_object_agg(e.key, e.value order by e.n), '{}'::json)
+  from json_each(image) with ordinality as e(key, value, n)
+ where not e.key like any (excluded)
+$fn$;
 create or replace function hookrelay.capture() returns trigger
 language plpgsql
 set timezone = 'UTC' set datestyle = 'ISO, YMD' set intervalstyle = 'iso_8601'
@@ -98,8 +125,10 @@ set extra_float_digits = 3 set bytea_output = 'hex' set lc_monetary = 'C'
 set search_path = pg_catalog, pg_temp
 as $fn$
 declare
-    -- TG_ARGV: 0 source name, 1 per-source transaction counter (a GUC name), 2 lock key
+    -- TG_ARGV: 0 source name, 1 per-source transaction counter (a GUC name), 2 lock key,
+    -- 3 (only when some are) the excluded columns as LIKE patterns
     n integer := coalesce(nullif(current_setting(TG_ARGV[1], true), '')::integer + 1, 0);
+    excluded text[] := case when TG_NARGS > 3 then TG_ARGV[3]::text[] end;
 begin
     perform set_config(TG_ARGV[1], n::text, true);
     if n = 0 then
@@ -110,8 +139,12 @@ begin
     end if;
     insert into hookrelay.journal (source, seq, schema_name, table_name, op, before, after)
     values (TG_ARGV[0], n, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP,
-            case when TG_OP <> 'INSERT' then to_json(OLD) end,
-            case when TG_OP <> 'DELETE' then to_json(NEW) end);
+            case when TG_OP = 'INSERT' then null
+                 when excluded is null then to_json(OLD)
+                 else hookrelay.without(to_json(OLD), excluded) end,
+            case when TG_OP = 'DELETE' then null
+                 when excluded is null then to_json(NEW)
+                 else hookrelay.without(to_json(NEW), excluded) end);
     return null;
 end
 $fn$;
@@ -124,6 +157,7 @@ as $fn$
 declare
     -- TG_ARGV as for capture(); `first` is this statement's first txn.seq
     first integer := coalesce(nullif(current_setting(TG_ARGV[1], true), '')::integer + 1, 0);
+    excluded text[] := case when TG_NARGS > 3 then TG_ARGV[3]::text[] end;
     added integer;
     stored bigint;
 begin
@@ -140,19 +174,19 @@ begin
         select count(*), sum(pg_column_size(r.*)) into added, stored from hookrelay_new r;
         if added = 1 then
             insert into hookrelay.journal (source, seq, schema_name, table_name, op, after)
-            select TG_ARGV[0], first, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, to_json(r)
+            select TG_ARGV[0], first, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, case when excluded is null then to_json(r) else hookrelay.without(to_json(r), excluded) end
               from hookrelay_new r;
         elsif added > 1 and added <= 1000 and stored <= 262144 then
             insert into hookrelay.journal (source, seq, schema_name, table_name, op, rows, after)
             select TG_ARGV[0], first, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, added,
-                   json_agg(to_json(r))
+                   json_agg(case when excluded is null then to_json(r) else hookrelay.without(to_json(r), excluded) end)
               from hookrelay_new r;
         elsif added > 1 then
             insert into hookrelay.journal (source, seq, schema_name, table_name, op, rows, after)
             select TG_ARGV[0], first + min(rn)::integer - 1, TG_TABLE_SCHEMA, TG_TABLE_NAME,
                    TG_OP, count(*)::integer, json_agg(image order by rn)
               from (select rn, image, sum(octet_length(image::text)) over (order by rn) as size
-                      from (select row_number() over () as rn, to_json(r) as image
+                      from (select row_number() over () as rn, case when excluded is null then to_json(r) else hookrelay.without(to_json(r), excluded) end as image
                               from hookrelay_new r) numbered) sized
              group by (rn - 1) / 1000, size / 4194304
              order by min(rn);
@@ -161,19 +195,19 @@ begin
         select count(*), sum(pg_column_size(r.*)) into added, stored from hookrelay_old r;
         if added = 1 then
             insert into hookrelay.journal (source, seq, schema_name, table_name, op, before)
-            select TG_ARGV[0], first, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, to_json(r)
+            select TG_ARGV[0], first, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, case when excluded is null then to_json(r) else hookrelay.without(to_json(r), excluded) end
               from hookrelay_old r;
         elsif added > 1 and added <= 1000 and stored <= 262144 then
             insert into hookrelay.journal (source, seq, schema_name, table_name, op, rows, before)
             select TG_ARGV[0], first, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, added,
-                   json_agg(to_json(r))
+                   json_agg(case when excluded is null then to_json(r) else hookrelay.without(to_json(r), excluded) end)
               from hookrelay_old r;
         elsif added > 1 then
             insert into hookrelay.journal (source, seq, schema_name, table_name, op, rows, before)
             select TG_ARGV[0], first + min(rn)::integer - 1, TG_TABLE_SCHEMA, TG_TABLE_NAME,
                    TG_OP, count(*)::integer, json_agg(image order by rn)
               from (select rn, image, sum(octet_length(image::text)) over (order by rn) as size
-                      from (select row_number() over () as rn, to_json(r) as image
+                      from (select row_number() over () as rn, case when excluded is null then to_json(r) else hookrelay.without(to_json(r), excluded) end as image
                               from hookrelay_old r) numbered) sized
              group by (rn - 1) / 1000, size / 4194304
              order by min(rn);
@@ -195,6 +229,196 @@ begin
     return null;
 end
 $fn$;
+-- What each source captures, for the event trigger: its `tables` and
+-- `exclude_columns` patterns as LIKE patterns, and what its capture triggers need.
+create table if not exists hookrelay.scopes (
+    source          text primary key,
+    schema_likes    text[] not null,
+    table_likes     text[] not null,
+    -- per pattern: it has no wildcard (names one table)
+    exact           boolean[] not null,
+    exclude_schemas text[] not null,
+    exclude_tables  text[] not null,
+    exclude_columns text[] not null,
+    trigger_prefix  text not null,
+    legacy_trigger  text not null,
+    counter_guc     text not null,
+    lock_key        text not null
+);
+-- Why source `src` cannot capture a table, or null when it can.
+create or replace function hookrelay.capture_problem(src text, nsp text, rel text) returns text
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+    sc hookrelay.scopes;
+    tbl oid;
+    kind text;
+    key_cols text[];
+    bad text;
+begin
+    select * into sc from hookrelay.scopes where source = src;
+    if not found then
+        return 'the source has no scope in this database';
+    end if;
+    select c.oid, c.relkind::text into tbl, kind
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     where n.nspname = nsp and c.relname = rel;
+    if tbl is null then
+        return 'it does not exist';
+    elsif kind not in ('r', 'p') then
+        return format('it is not a table (relkind %s)', kind);
+    end if;
+    select array_agg(a.attname::text) into key_cols
+      from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any (i.indkey)
+     where i.indrelid = tbl and i.indisprimary;
+    if key_cols is null then
+        return 'it has no primary key; hookrelay needs one for the event key and per-key ordering';
+    end if;
+    select k into bad from unnest(key_cols) as k
+     where exists (select 1 from unnest(sc.exclude_schemas, sc.exclude_tables, sc.exclude_columns) as e(s, t, c)
+                    where nsp like e.s and rel like e.t and k like e.c)
+     limit 1;
+    if bad is not null then
+        return format('exclude_columns excludes %s, part of its primary key; key columns cannot be excluded', bad);
+    end if;
+    return null;
+end
+$fn$;
+-- Installs source `src`'s capture on one table; null when done, else why not (the
+-- table is not captured then). Called by setup and by the event trigger.
+create or replace function hookrelay.capture_table(src text, nsp text, rel text) returns text
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+    sc hookrelay.scopes;
+    excluded text[];
+    args text;
+    names text[];
+    whens text[];
+    target text := format('%I.%I', nsp, rel);
+    why text := hookrelay.capture_problem(src, nsp, rel);
+begin
+    if why is not null then
+        return why;
+    end if;
+    select * into strict sc from hookrelay.scopes where source = src;
+    select array_agg(e.c order by e.n) into excluded
+      from unnest(sc.exclude_schemas, sc.exclude_tables, sc.exclude_columns) with ordinality as e(s, t, c, n)
+     where nsp like e.s and rel like e.t;
+    args := format('%L, %L, %L', sc.source, sc.counter_guc, sc.lock_key);
+    if excluded is not null then
+        args := args || format(', %L', excluded::text);
+    end if;
+    -- Triggers first: the ALTER TABLE below fires the event trigger again, which then
+    -- finds this source's capture in place.
+    names := array[sc.trigger_prefix || '_ins', sc.trigger_prefix || '_del',
+                   sc.trigger_prefix || '_upd', sc.trigger_prefix || '_trunc'];
+    whens := array[
+        'after insert on %s referencing new table as hookrelay_new for each statement execute function hookrelay.capture_statement(%s)',
+        'after delete on %s referencing old table as hookrelay_old for each statement execute function hookrelay.capture_statement(%s)',
+        'after update on %s for each row execute function hookrelay.capture(%s)',
+        'after truncate on %s for each statement execute function hookrelay.capture_statement(%s)'];
+    for i in 1..4 loop
+        begin
+            execute format('create or replace trigger %I ', names[i]) || format(whens[i], target, args);
+        exception when others then
+            -- Name the trigger and table in the error, keeping its SQLSTATE.
+            raise exception using errcode = sqlstate,
+                message = format('trigger %s on %s.%s: %s', names[i], nsp, rel, sqlerrm);
+        end;
+    end loop;
+    execute format('drop trigger if exists %I on %s', sc.legacy_trigger, target);
+    if (select relreplident from pg_class where oid = target::regclass) <> 'f' then
+        execute format('alter table %s replica identity full', target);
+    end if;
+    return null;
+end
+$fn$;
+-- The sources whose `tables` patterns match a table (a partition is captured through
+-- its parent, so only a pattern naming it exactly matches it).
+create or replace function hookrelay.scopes_of(nsp text, rel text, partition boolean) returns setof hookrelay.scopes
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $fn$
+select sc.* from hookrelay.scopes sc
+ where exists (select 1 from unnest(sc.schema_likes, sc.table_likes, sc.exact) as p(s, t, x)
+                where nsp like p.s and rel like p.t and (x or not partition))
+$fn$;
+-- ddl_command_end of CREATE TABLE (and AS / SELECT INTO) and ALTER TABLE (a primary
+-- key added later): capture a matching table within the very transaction that
+-- created it, before any row can be written to it, and tell its sources' readers.
+create or replace function hookrelay.on_ddl() returns event_trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+    obj record;
+    sc hookrelay.scopes;
+    nsp text;
+    rel text;
+    part boolean;
+    why text;
+begin
+    for obj in select * from pg_event_trigger_ddl_commands() where object_type = 'table' loop
+        select n.nspname::text, c.relname::text, c.relispartition into nsp, rel, part
+          from pg_class c join pg_namespace n on n.oid = c.relnamespace
+         where c.oid = obj.objid and c.relkind in ('r', 'p');
+        continue when nsp is null or nsp = 'hookrelay' or nsp like 'pg\_temp%' or nsp like 'pg\_toast%';
+        for sc in select * from hookrelay.scopes_of(nsp, rel, part) loop
+            continue when exists (select 1 from pg_trigger t
+                                   where t.tgrelid = obj.objid and t.tgname = sc.trigger_prefix || '_trunc');
+            begin
+                why := hookrelay.capture_table(sc.source, nsp, rel);
+            exception when others then
+                why := sqlerrm;
+            end;
+            if why is not null then
+                raise warning 'hookrelay: %.% is not captured for source %: %', nsp, rel, sc.source, why;
+            end if;
+            perform pg_notify('hookrelay_' || sc.source, 'scope');
+        end loop;
+    end loop;
+end
+$fn$;
+-- sql_drop: a dropped table's triggers went with it; its sources' readers update
+-- the tables they list.
+create or replace function hookrelay.on_drop() returns event_trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+    obj record;
+    sc hookrelay.scopes;
+begin
+    for obj in select * from pg_event_trigger_dropped_objects() where object_type = 'table' loop
+        for sc in select * from hookrelay.scopes_of(obj.schema_name, obj.object_name, false) loop
+            perform pg_notify('hookrelay_' || sc.source, 'scope');
+        end loop;
+    end loop;
+end
+$fn$;
+"#;
+
+/// The event triggers that capture tables created later (see `hookrelay.on_ddl`).
+/// Creating an event trigger needs a superuser: without one, new tables are captured
+/// from the next start only, and the source says so in a notice.
+pub(super) const EVENT_TRIGGERS_SQL: &str = r#"
+do $et$
+begin
+    if not exists (select 1 from pg_event_trigger where evtname = 'hookrelay_scope') then
+        create event trigger hookrelay_scope on ddl_command_end
+            when tag in ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE')
+            execute function hookrelay.on_ddl();
+    end if;
+    if not exists (select 1 from pg_event_trigger where evtname = 'hookrelay_scope_drop') then
+        create event trigger hookrelay_scope_drop on sql_drop
+            when tag in ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
+            execute function hookrelay.on_drop();
+    end if;
+end
+$et$;
 "#;
 
 /// Names derived from the source name, shared by the trigger and the reader.
@@ -228,37 +452,21 @@ impl Names {
 }
 
 impl Names {
-    /// Each trigger this source installs on a table, with what follows `on <table>`
-    /// in its `CREATE TRIGGER` and the function it runs.
-    pub fn triggers(&self) -> [(String, &'static str, &'static str); 4] {
+    /// Each trigger this source installs on a table (`hookrelay.capture_table`
+    /// creates them, the truncate trigger last).
+    pub fn trigger_names(&self) -> [String; 4] {
         let p = &self.trigger_prefix;
         [
-            (
-                format!("{p}_ins"),
-                "after insert on {table} referencing new table as hookrelay_new for each statement",
-                "capture_statement",
-            ),
-            (
-                format!("{p}_del"),
-                "after delete on {table} referencing old table as hookrelay_old for each statement",
-                "capture_statement",
-            ),
-            (
-                format!("{p}_upd"),
-                "after update on {table} for each row",
-                "capture",
-            ),
-            (
-                format!("{p}_trunc"),
-                "after truncate on {table} for each statement",
-                "capture_statement",
-            ),
+            format!("{p}_ins"),
+            format!("{p}_del"),
+            format!("{p}_upd"),
+            format!("{p}_trunc"),
         ]
     }
 
     /// Every trigger name this source may have left on a table, old versions' included.
     pub fn all_trigger_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.triggers().into_iter().map(|(n, _, _)| n).collect();
+        let mut names: Vec<String> = self.trigger_names().into();
         names.push(self.legacy_trigger.clone());
         names
     }
@@ -275,14 +483,27 @@ fn lock_key(source: &str) -> i64 {
     (h >> 1) as i64
 }
 
-/// Installs the journal, the capture function and one trigger per table; sets
-/// `REPLICA IDENTITY FULL`; drops this source's triggers from tables no longer listed.
+/// What setup left in place: the tables captured and those the patterns match but
+/// that are not, with why; and whether tables created later are captured too.
+#[derive(Debug, Default)]
+pub(super) struct Installed {
+    pub captured: Vec<String>,
+    pub skipped: Vec<SkippedTable>,
+    /// The event trigger is in place (it needs a superuser to create).
+    pub follows_new_tables: bool,
+}
+
+/// Installs the journal, the capture functions, this source's scope and its triggers
+/// on every table its patterns match (`REPLICA IDENTITY FULL`); drops its triggers
+/// from tables no longer matched; creates the event trigger that captures tables
+/// created later. A table named without wildcards that cannot be captured is an
+/// error; one a glob matches is skipped (listed, not fatal).
 pub(super) async fn install(
     client: &Client,
     names: &Names,
-    tables: &[(String, String)],
-) -> Result<(), SourceError> {
-    under_setup_lock(client, install_locked(client, names, tables)).await
+    scope: &TableScope,
+) -> Result<Installed, SourceError> {
+    under_setup_lock(client, install_locked(client, names, scope)).await
 }
 
 /// Runs `work` holding the one setup lock every source and process on this database
@@ -306,8 +527,8 @@ async fn under_setup_lock<T>(
 async fn install_locked(
     client: &Client,
     names: &Names,
-    tables: &[(String, String)],
-) -> Result<(), SourceError> {
+    scope: &TableScope,
+) -> Result<Installed, SourceError> {
     client.batch_execute(SCHEMA_SQL).await.map_err(|e| {
         SourceError::setup_step("schema hookrelay (journal, readers, capture functions)", e)
     })?;
@@ -318,70 +539,68 @@ async fn install_locked(
         )
         .await
         .map_err(|e| SourceError::setup_step(format!("hookrelay.readers row for source {}", names.source), e))?;
+    save_scope(client, names, scope).await?;
     let all_names = names.all_trigger_names();
     let mut problems = Vec::new();
-    for (schema, table) in tables {
-        let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
-        if let Some(problem) = meta::table_problem(client, schema, table).await? {
-            // A table that fails its checks gets no trigger: its changes could not
-            // become events (no key), and a trigger left from before would fill the
-            // journal with rows nothing sends.
-            if !problem.missing {
-                remove_triggers(client, &all_names, schema, table).await?;
+    let mut done = Installed::default();
+    for (schema, table) in matching_tables(client, scope).await? {
+        let named = scope.names(&schema, &table);
+        if named {
+            if let Some(problem) = meta::table_problem(client, &schema, &table).await? {
+                // A table that fails its checks gets no trigger: its changes could not
+                // become events (no key), and a trigger left from before would fill the
+                // journal with rows nothing sends.
+                if !problem.missing {
+                    remove_triggers(client, &all_names, &schema, &table).await?;
+                }
+                problems.push(problem.text);
+                continue;
             }
-            problems.push(problem.text);
-            continue;
         }
-        let replident: String = client
-            .query_one(
-                "select c.relreplident::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                  where n.nspname = $1 and c.relname = $2",
-                &[schema, table],
+        // One query for the key columns (not the reader's full column metadata):
+        // setup is kept short, since a new table's capture starts when it ends.
+        let key: Vec<String> = client
+            .query(
+                "select a.attname::text from pg_index i
+                   join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any (i.indkey)
+                  where i.indisprimary and i.indrelid = (select c.oid from pg_class c
+                          join pg_namespace n on n.oid = c.relnamespace
+                         where n.nspname = $1 and c.relname = $2)",
+                &[&schema, &table],
             )
             .await
-            .map_err(|e| SourceError::setup_step(format!("looking up table {schema}.{table}"), e))?
-            .get(0);
-        if replident != "f" {
-            client
-                .batch_execute(&format!("alter table {qualified} replica identity full"))
-                .await
-                .map_err(|e| {
-                    SourceError::setup_step(format!("replica identity full on {schema}.{table}"), e)
-                })?;
+            .map_err(|e| SourceError::setup_step(format!("primary key of {schema}.{table}"), e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if let Some(col) = scope.excluded_key(&schema, &table, &key) {
+            problems.push(format!(
+                "exclude_columns would exclude {schema}.{table}.{col}, part of the table's primary key: key columns are each event's identity and cannot be excluded"
+            ));
+            continue;
         }
-        let args = format!(
-            "{src}, {guc}, {key}",
-            src = quote_literal(&names.source),
-            guc = quote_literal(&names.counter_guc),
-            key = quote_literal(&names.lock_key.to_string()),
-        );
-        for (trigger, when, function) in names.triggers() {
-            let sql = format!(
-                "create or replace trigger {trigger} {when} execute function hookrelay.{function}({args})",
-                trigger = quote_ident(&trigger),
-                when = when.replace("{table}", &qualified),
-            );
-            client.batch_execute(&sql).await.map_err(|e| {
-                SourceError::setup_step(format!("trigger {trigger} on {schema}.{table}"), e)
-            })?;
-        }
-        client
-            .batch_execute(&format!(
-                "drop trigger if exists {} on {qualified}",
-                quote_ident(&names.legacy_trigger)
-            ))
+        let why: Option<String> = client
+            .query_one(
+                "select hookrelay.capture_table($1, $2, $3)",
+                &[&names.source, &schema, &table],
+            )
             .await
-            .map_err(|e| {
-                SourceError::setup_step(
-                    format!(
-                        "dropping the old trigger {} on {schema}.{table}",
-                        names.legacy_trigger
-                    ),
-                    e,
-                )
-            })?;
+            .map_err(|e| SourceError::setup_step(format!("capture of {schema}.{table}"), e))?
+            .get(0);
+        let qualified = format!("{schema}.{table}");
+        match why {
+            None => done.captured.push(qualified),
+            Some(why) if named => problems.push(format!("table {qualified}: {why}")),
+            Some(why) => {
+                remove_triggers(client, &all_names, &schema, &table).await?;
+                done.skipped.push(SkippedTable {
+                    table: qualified,
+                    reason: why,
+                });
+            }
+        }
     }
-    // Tables dropped from the config stop being captured.
+    // Tables no longer matched stop being captured.
     let rows = client
         .query(
             "select distinct n.nspname, c.relname from pg_trigger t
@@ -395,16 +614,175 @@ async fn install_locked(
         })?;
     for r in rows {
         let (schema, table): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-        if !tables.iter().any(|(s, t)| *s == schema && *t == table) {
+        if !done.captured.contains(&format!("{schema}.{table}")) {
             remove_triggers(client, &all_names, &schema, &table).await?;
             tracing::info!(table = %format!("{schema}.{table}"), "stopped capturing a table no longer in the config");
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(SourceError::Setup(problems.join("; ")))
+    if !problems.is_empty() {
+        return Err(SourceError::Setup(problems.join("; ")));
     }
+    done.follows_new_tables = match client.batch_execute(EVENT_TRIGGERS_SQL).await {
+        Ok(()) => true,
+        Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => false,
+        Err(e) => {
+            return Err(SourceError::setup_step(
+                "event triggers hookrelay_scope*",
+                e,
+            ))
+        }
+    };
+    Ok(done)
+}
+
+/// Records this source's patterns for the event trigger (`hookrelay.scopes`).
+async fn save_scope(client: &Client, names: &Names, scope: &TableScope) -> Result<(), SourceError> {
+    let schema_likes: Vec<String> = scope.tables.iter().map(|p| p.schema.to_like()).collect();
+    let table_likes: Vec<String> = scope.tables.iter().map(|p| p.table.to_like()).collect();
+    let exact: Vec<bool> = scope.tables.iter().map(|p| p.exact().is_some()).collect();
+    let ex_schemas: Vec<String> = scope
+        .exclude
+        .iter()
+        .map(|e| e.table.schema.to_like())
+        .collect();
+    let ex_tables: Vec<String> = scope
+        .exclude
+        .iter()
+        .map(|e| e.table.table.to_like())
+        .collect();
+    let ex_columns: Vec<String> = scope.exclude.iter().map(|e| e.column.to_like()).collect();
+    client
+        .execute(
+            "insert into hookrelay.scopes as s (source, schema_likes, table_likes, exact, exclude_schemas,
+                    exclude_tables, exclude_columns, trigger_prefix, legacy_trigger, counter_guc, lock_key)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             on conflict (source) do update set schema_likes = excluded.schema_likes,
+                    table_likes = excluded.table_likes, exact = excluded.exact,
+                    exclude_schemas = excluded.exclude_schemas, exclude_tables = excluded.exclude_tables,
+                    exclude_columns = excluded.exclude_columns, trigger_prefix = excluded.trigger_prefix,
+                    legacy_trigger = excluded.legacy_trigger, counter_guc = excluded.counter_guc,
+                    lock_key = excluded.lock_key",
+            &[
+                &names.source,
+                &schema_likes,
+                &table_likes,
+                &exact,
+                &ex_schemas,
+                &ex_tables,
+                &ex_columns,
+                &names.trigger_prefix,
+                &names.legacy_trigger,
+                &names.counter_guc,
+                &names.lock_key.to_string(),
+            ],
+        )
+        .await
+        .map_err(|e| SourceError::setup_step(format!("hookrelay.scopes row for source {}", names.source), e))?;
+    Ok(())
+}
+
+/// Every table the patterns match: the tables named exactly, in config order (even
+/// missing ones, so their problem is reported), then each other existing table a
+/// glob matches, in name order (not partitions, which their parent's triggers cover).
+pub(super) async fn matching_tables(
+    client: &Client,
+    scope: &TableScope,
+) -> Result<Vec<(String, String)>, SourceError> {
+    let rows = client
+        .query(
+            "select n.nspname::text, c.relname::text, c.relispartition
+               from pg_class c join pg_namespace n on n.oid = c.relnamespace
+              where c.relkind in ('r', 'p')
+                and n.nspname not in ('pg_catalog', 'information_schema', 'hookrelay')
+                and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp%'",
+            &[],
+        )
+        .await
+        .map_err(|e| SourceError::setup_step("listing tables", e))?;
+    let mut globbed: Vec<(String, String)> = Vec::new();
+    for r in rows {
+        let (schema, table, partition): (String, String, bool) = (r.get(0), r.get(1), r.get(2));
+        if !partition && scope.captures(&schema, &table) && !scope.names(&schema, &table) {
+            globbed.push((schema, table));
+        }
+    }
+    globbed.sort();
+    let mut out = scope.named();
+    out.dedup();
+    out.extend(globbed);
+    Ok(out)
+}
+
+/// For `hookrelay check`, changing nothing: the problems that keep the source from
+/// starting (a table named exactly that cannot be captured, an excluded key column)
+/// and, as notes, the tables a glob matches that would be skipped.
+pub(super) async fn check(
+    client: &Client,
+    scope: &TableScope,
+) -> Result<(Vec<String>, Vec<String>), SourceError> {
+    let (mut problems, mut notes) = (Vec::new(), Vec::new());
+    for (schema, table) in matching_tables(client, scope).await? {
+        if let Some(p) = meta::table_problem(client, &schema, &table).await? {
+            if scope.names(&schema, &table) {
+                problems.push(p.text);
+            } else {
+                notes.push(format!("skipped: {}", p.text));
+            }
+            continue;
+        }
+        if let Some(m) = meta::load(client, &schema, &table).await? {
+            if let Some(col) = scope.excluded_key(&schema, &table, &m.key) {
+                problems.push(format!(
+                    "exclude_columns would exclude {schema}.{table}.{col}, part of the table's primary key: key columns are each event's identity and cannot be excluded"
+                ));
+            }
+        }
+    }
+    Ok((problems, notes))
+}
+
+/// The tables captured now and those matched but not, with why: what the reader
+/// reports after setup and whenever the event trigger says its scope changed.
+pub(super) async fn scope_now(
+    client: &Client,
+    names: &Names,
+    scope: &TableScope,
+) -> Result<(Vec<String>, Vec<SkippedTable>), SourceError> {
+    let [.., last] = names.trigger_names();
+    let with_capture: Vec<(String, String)> = client
+        .query(
+            "select n.nspname::text, c.relname::text from pg_trigger t
+               join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
+              where t.tgname = $1",
+            &[&last],
+        )
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let (mut captured, mut skipped) = (Vec::new(), Vec::new());
+    for (schema, table) in matching_tables(client, scope).await? {
+        let qualified = format!("{schema}.{table}");
+        if with_capture.contains(&(schema.clone(), table.clone())) {
+            captured.push(qualified);
+            continue;
+        }
+        let problem: Option<String> = client
+            .query_one(
+                "select hookrelay.capture_problem($1, $2, $3)",
+                &[&names.source, &schema, &table],
+            )
+            .await?
+            .get(0);
+        let reason = problem.unwrap_or_else(|| {
+            "its capture could not be installed (see the PostgreSQL log)".to_owned()
+        });
+        skipped.push(SkippedTable {
+            table: qualified,
+            reason,
+        });
+    }
+    Ok((captured, skipped))
 }
 
 /// Drops every trigger of this source from one table.
@@ -430,32 +808,54 @@ async fn remove_triggers(
     Ok(())
 }
 
-/// Whether this source's capture is in place in the source database: its triggers on
-/// every configured table. Read-only; a standby process asks this to know that the
-/// leader (whichever process) has begun capturing. The truncate trigger is created
-/// last, so its presence means the others are there.
+/// Whether this source's capture is in place in the source database: its scope saved
+/// and its triggers on every table its patterns match that has a primary key (a
+/// table named exactly counts even without one: setup refuses it). Read-only; a
+/// standby process asks this to know that the leader (whichever process) has begun
+/// capturing. The truncate trigger is created last, so its presence means the
+/// others are there.
 pub(super) async fn is_installed(
     client: &Client,
     names: &Names,
-    tables: &[(String, String)],
+    scope: &TableScope,
 ) -> Result<bool, SourceError> {
+    let has_scopes: bool = client
+        .query_one("select to_regclass('hookrelay.scopes') is not null", &[])
+        .await?
+        .get(0);
+    if !has_scopes {
+        return Ok(false);
+    }
+    let saved: bool = client
+        .query_one(
+            "select exists (select 1 from hookrelay.scopes where source = $1)",
+            &[&names.source],
+        )
+        .await?
+        .get(0);
+    let tables = matching_tables(client, scope).await?;
     let schemas: Vec<&str> = tables.iter().map(|(s, _)| s.as_str()).collect();
     let relnames: Vec<&str> = tables.iter().map(|(_, t)| t.as_str()).collect();
-    let last = names.triggers()[3].0.clone();
+    let named: Vec<bool> = tables.iter().map(|(s, t)| scope.names(s, t)).collect();
+    let [.., last] = names.trigger_names();
     let missing: i64 = client
         .query_one(
-            "select count(*) from unnest($2::text[], $3::text[]) as w(nspname, relname)
+            "select count(*) from unnest($2::text[], $3::text[], $4::bool[]) as w(nspname, relname, named)
               where not exists (
                 select 1 from pg_trigger t
                   join pg_class c on c.oid = t.tgrelid
                   join pg_namespace n on n.oid = c.relnamespace
-                 where t.tgname = $1 and n.nspname = w.nspname and c.relname = w.relname)",
-            &[&last, &schemas, &relnames],
+                 where t.tgname = $1 and n.nspname = w.nspname and c.relname = w.relname)
+                and (w.named or exists (
+                select 1 from pg_index i join pg_class c on c.oid = i.indrelid
+                  join pg_namespace n on n.oid = c.relnamespace
+                 where i.indisprimary and n.nspname = w.nspname and c.relname = w.relname))",
+            &[&last, &schemas, &relnames, &named],
         )
         .await
         .map_err(|e| SourceError::setup_step(format!("checking trigger {last}"), e))?
         .get(0);
-    Ok(missing == 0)
+    Ok(saved && missing == 0)
 }
 
 /// What `hookrelay uninstall` removed.
@@ -466,7 +866,8 @@ pub struct Uninstalled {
     /// Journal rows of this source that were never delivered and are now gone
     /// (only with `force`).
     pub discarded: i64,
-    /// No other source used the database, so the schema `hookrelay` went too.
+    /// No other source used the database, so the schema `hookrelay` went too, and
+    /// the event triggers that capture new tables.
     pub schema_dropped: bool,
 }
 
@@ -538,6 +939,18 @@ async fn uninstall_locked(
             &[&names.source],
         )
         .await?;
+    let has_scopes: bool = client
+        .query_one("select to_regclass('hookrelay.scopes') is not null", &[])
+        .await?
+        .get(0);
+    if has_scopes {
+        client
+            .execute(
+                "delete from hookrelay.scopes where source = $1",
+                &[&names.source],
+            )
+            .await?;
+    }
     // Other sources on this database keep the shared objects.
     let others: i64 = client
         .query_one(
@@ -549,6 +962,13 @@ async fn uninstall_locked(
         .await?
         .try_get(0)?;
     if others == 0 {
+        // The event triggers run functions of the schema: they go first, by name.
+        client
+            .batch_execute(
+                "drop event trigger if exists hookrelay_scope; drop event trigger if exists hookrelay_scope_drop",
+            )
+            .await
+            .map_err(|e| SourceError::setup_step("dropping event triggers hookrelay_scope*", e))?;
         client
             .batch_execute("drop schema hookrelay cascade")
             .await
@@ -562,10 +982,6 @@ pub(super) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,7 +991,7 @@ mod tests {
         let n = Names::new("shop-eu");
         assert_eq!(n.channel, "hookrelay_shop-eu");
         assert_eq!(n.legacy_trigger, "hookrelay_capture_shop_eu");
-        assert_eq!(n.triggers()[0].0, "hookrelay_shop_eu_ins");
+        assert_eq!(n.trigger_names()[0], "hookrelay_shop_eu_ins");
         assert_eq!(n.counter_guc, "hookrelay.seq_73686f702d6575");
         assert_eq!(n.lock_key, Names::new("shop-eu").lock_key);
         assert_ne!(n.lock_key, Names::new("shop_eu").lock_key);
@@ -585,6 +1001,5 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
-        assert_eq!(quote_literal("o'k"), "'o''k'");
     }
 }
