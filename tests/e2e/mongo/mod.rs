@@ -675,7 +675,7 @@ async fn rapid_updates_arrive_with_the_post_image_of_each_change_where_images_ar
     assert_eq!(notice["kind"], "update_images", "{notice}");
     assert_eq!(
         notice["detail"],
-        "an update's \"after\": app.orders: post-image, app.items: lookup"
+        "an update's \"after\": app.items: lookup, app.orders: post-image"
     );
     assert_eq!(
         got,

@@ -116,6 +116,9 @@ pub async fn watched(client: &Client, scope: &Scope) -> Result<Vec<Watched>, Sou
             });
         }
     }
+    // In name order, whatever order the server lists them in: the notice that shows
+    // them changes only when the modes do.
+    out.sort_by(|a, b| (&a.db, &a.coll).cmp(&(&b.db, &b.coll)));
     Ok(out)
 }
 
