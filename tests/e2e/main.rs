@@ -6,6 +6,7 @@ mod harness;
 
 mod claims;
 mod cli;
+mod console;
 mod delivery;
 mod deploy;
 mod faults;
