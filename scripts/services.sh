@@ -43,6 +43,20 @@ ensure_mariadb_binaries() {
   fi
 }
 
+# Headless Chromium and its WebDriver for the console's browser test (e2e console::).
+# Once they are here the test must find them: HOOKRELAY_CONSOLE_BROWSER=required makes
+# a missing browser a failure instead of a loud skip.
+ensure_chromium() {
+  if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+    echo "scripts/services.sh: chromium or chromedriver is missing (the console's browser test needs them); installing chromium chromium-driver" >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; then
+      echo "NOTICE: could not install chromium chromium-driver: the console's browser test is SKIPPED in this run" >&2
+      return 0
+    fi
+  fi
+  export HOOKRELAY_CONSOLE_BROWSER=required
+}
+
 # The network-partition tests (faults::partition) make a network namespace; where that
 # is not allowed (not root, no CAP_NET_ADMIN, no iproute2) they skip, and that must
 # show: said now, and again when the calling script exits, where results are read.

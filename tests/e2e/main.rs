@@ -7,6 +7,7 @@ mod harness;
 mod backfill;
 mod claims;
 mod cli;
+mod console;
 mod delivery;
 mod deploy;
 mod faults;

@@ -17,7 +17,7 @@ use crate::{
     ApiState,
 };
 
-/// `GET /v1/deliveries?subscription_id=&status=&event_type=&since=&until=&limit=&cursor=`;
+/// `GET /v1/deliveries?subscription_id=&event_id=&status=&event_type=&since=&until=&limit=&cursor=`;
 /// `since` is inclusive and `until` exclusive, on the delivery's `created_at`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +25,8 @@ use crate::{
 pub struct DeliveryQuery {
     /// Only this subscription's deliveries.
     subscription_id: Option<String>,
+    /// Only this event's deliveries (`evt_…`): where one event went.
+    event_id: Option<String>,
     #[param(value_type = Option<DeliveryStatus>)]
     status: Option<String>,
     /// Only this event type, e.g. `orders.update`.
@@ -98,6 +100,7 @@ pub async fn list(
         until: params::query_time("until", q.until.as_deref())?,
         before_id: params::query_cursor(Listing::Deliveries, q.cursor.as_deref())?,
         subscription_id: q.subscription_id,
+        event_id: q.event_id,
         event_type: q.event_type,
     };
     let page = state.store.list_deliveries(&filter).await?;

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //!  request ─▶ /healthz, /readyz, /metrics, /openapi.json  (no auth)
+//!          ├▶ /console, /console/…  the operator console's static files (no auth; they
+//!          │                        call /v1 with the operator's token, see `console`)
 //!          └▶ /v1/* ─▶ auth (bearer, before routing) ─▶ extract (JSON/query/path, 400 names the field)
 //!                                    ─▶ validate (422 names the field)
 //!                                    ─▶ store function ─▶ JSON  |  ApiError ─▶ problem+json
@@ -15,6 +17,7 @@
 
 mod auth;
 mod backfills;
+mod console;
 mod deliveries;
 mod error;
 mod events;
@@ -114,6 +117,7 @@ pub fn router(state: ApiState) -> Router {
         .split_for_parts();
     let spec = openapi::Spec(Arc::new(doc.nest("/v1", v1_doc)));
     root.nest("/v1", v1.method_not_allowed_fallback(method_not_allowed))
+        .merge(console::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(spec))

@@ -197,8 +197,8 @@ pub struct SecretOnly {
     secret: String,
 }
 
-/// `GET /v1/subscriptions?limit=&cursor=`: without either, every subscription at once
-/// (the listing as it always was); with either, one page.
+/// `GET /v1/subscriptions?limit=&cursor=&search=`: without any, every subscription at
+/// once (the listing as it always was); with any, one page.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -209,6 +209,9 @@ pub struct ListQuery {
     limit: Option<String>,
     /// A previous page's `next_cursor`.
     cursor: Option<String>,
+    /// Only subscriptions whose URL or description contains this text (any case);
+    /// the answer is then paged (default 50 a page).
+    search: Option<String>,
 }
 
 /// Subscriptions, oldest first. `next_cursor` is only present on a paged listing
@@ -348,7 +351,7 @@ pub async fn list(
             .map(|s| SubscriptionView::new(&state, s))
             .collect()
     };
-    if q.limit.is_none() && q.cursor.is_none() {
+    if q.limit.is_none() && q.cursor.is_none() && q.search.is_none() {
         let data = view(state.store.list_subscriptions().await?);
         return Ok(Json(List {
             data,
@@ -356,6 +359,19 @@ pub async fn list(
         }));
     }
     let limit = params::limit(q.limit.as_deref())?;
+    let search = q
+        .search
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    if search
+        .as_ref()
+        .is_some_and(|s| s.chars().count() > validate::MAX_DESCRIPTION)
+    {
+        return Err(ApiError::bad_request(
+            "search",
+            format!("must be at most {} characters", validate::MAX_DESCRIPTION),
+        ));
+    }
     let after = q
         .cursor
         .as_deref()
@@ -365,7 +381,7 @@ pub async fn list(
         .transpose()?;
     let page = state
         .store
-        .list_subscriptions_page(after.as_ref(), limit)
+        .list_subscriptions_page(after.as_ref(), search.as_deref(), limit)
         .await?;
     Ok(Json(List {
         next_cursor: Some(page.next.as_ref().map(params::encode_subscription_cursor)),

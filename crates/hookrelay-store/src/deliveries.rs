@@ -76,6 +76,13 @@ impl Store {
         if let Some(v) = &filter.event_type {
             w.add("e.event_type = ?", v);
         }
+        if let Some(v) = &filter.event_id {
+            // No index leads from an event to its deliveries (sql/V11 dropped it to
+            // spare every delivery its writes): the newest-first walk of the primary
+            // key finds a recent event's deliveries at once and an old one's after a
+            // scan, which an operator's look-up can afford and the pipeline need not pay.
+            w.add("e.id = ?", v);
+        }
         if let Some(v) = &filter.since {
             w.add("d.created_at >= ?", v);
         }

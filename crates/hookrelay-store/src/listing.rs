@@ -16,7 +16,7 @@ pub(crate) struct Conditions<'a> {
 }
 
 impl<'a> Conditions<'a> {
-    /// Adds `expr`, whose `?` stands for `value`'s parameter.
+    /// Adds `expr`, whose every `?` stands for `value`'s parameter.
     pub(crate) fn add(&mut self, expr: &str, value: &'a (dyn ToSql + Sync)) {
         let p = self.param(value);
         self.conds.push(expr.replace('?', &p));

@@ -231,6 +231,8 @@ pub struct DeliveryDetail {
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {
     pub subscription_id: Option<String>,
+    /// Only this event's deliveries: where one event went.
+    pub event_id: Option<String>,
     pub status: Option<DeliveryStatus>,
     pub event_type: Option<String>,
     pub since: Option<DateTime<Utc>>,

@@ -30,7 +30,7 @@ use hookrelay_core::{
 use tokio_postgres::{types::Json, Row};
 
 use crate::{
-    listing::{fetch_count, page_end},
+    listing::{fetch_count, page_end, Conditions},
     model::{
         NewSubscription, OrderingMode, Page, Subscription, SubscriptionChanges, SubscriptionKey,
     },
@@ -119,37 +119,52 @@ impl Store {
     }
 
     /// Up to `limit` subscriptions (at most [`crate::MAX_PAGE`]) after `after`, oldest
-    /// first, as [`Store::list_subscriptions`] orders them.
+    /// first, as [`Store::list_subscriptions`] orders them; with `search`, only those
+    /// whose URL or description contains it, ignoring case.
     pub async fn list_subscriptions_page(
         &self,
         after: Option<&SubscriptionKey>,
+        search: Option<&str>,
         limit: u32,
     ) -> Result<Page<Subscription, SubscriptionKey>, StoreError> {
         let client = self.client().await?;
         let n = fetch_count(limit);
-        let rows = match after {
+        let needle = search.map(str::to_lowercase);
+        let mut w = Conditions::default();
+        if let Some(key) = after {
+            // The row comparison walks the (created_at, id) index (sql/V8) from the key.
+            let (at, id) = (w.param(&key.created_at), w.param(&key.id));
+            w.add_fixed(format!("(created_at, id) > ({at}, {id})"));
+        }
+        // URLs are sealed at rest, so a search is made on the opened subscriptions, as
+        // a substring test on their URL and description: every one after the key is
+        // read (subscriptions are few; a scan of them is fine) and the page cut here.
+        let sql = match needle {
             None => {
-                let sql = format!(
-                    "select {COLUMNS} from hookrelay.subscriptions order by created_at, id limit $1"
-                );
-                let stmt = client.prepare_cached(&sql).await?;
-                client.query(&stmt, &[&n]).await?
+                let limit_param = w.param(&n);
+                format!(
+                    "select {COLUMNS} from hookrelay.subscriptions{} order by created_at, id limit {limit_param}",
+                    w.where_clause()
+                )
             }
-            Some(key) => {
-                // The row comparison walks the (created_at, id) index (sql/V8) from the key.
-                let sql = format!(
-                    "select {COLUMNS} from hookrelay.subscriptions
-                      where (created_at, id) > ($1, $2)
-                      order by created_at, id limit $3"
-                );
-                let stmt = client.prepare_cached(&sql).await?;
-                client.query(&stmt, &[&key.created_at, &key.id, &n]).await?
-            }
+            Some(_) => format!(
+                "select {COLUMNS} from hookrelay.subscriptions{} order by created_at, id",
+                w.where_clause()
+            ),
         };
+        let stmt = client.prepare_cached(&sql).await?;
+        let rows = client.query(&stmt, w.params()).await?;
         let mut items = rows
             .iter()
             .map(|r| self.subscription_from_row(r))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(needle) = &needle {
+            items.retain(|s| {
+                s.url.to_lowercase().contains(needle.as_str())
+                    || s.description.to_lowercase().contains(needle.as_str())
+            });
+            items.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+        }
         let next = page_end(&mut items, limit, |last| SubscriptionKey {
             created_at: last.created_at,
             id: last.id.clone(),

@@ -903,3 +903,43 @@ fn assert_attempts(detail: &Value, log: &[hookrelay_store::Outcome]) {
         );
     }
 }
+
+/// `event_id` lists where one event went: its delivery to each subscription.
+#[tokio::test]
+async fn an_events_deliveries_list_by_event_id() {
+    let Fixture { api, a, b } = fixture().await;
+    let all = api.get("/v1/deliveries").await.json();
+    let event_id = data(&all)[0]["event_id"]
+        .as_str()
+        .expect("event id")
+        .to_owned();
+
+    let res = api
+        .get(&format!("/v1/deliveries?event_id={event_id}"))
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    let page = res.json();
+    let mut subs: Vec<&str> = data(&page)
+        .iter()
+        .map(|d| {
+            assert_eq!(d["event_id"], event_id.as_str(), "{d}");
+            d["subscription_id"].as_str().expect("subscription id")
+        })
+        .collect();
+    subs.sort_unstable();
+    let mut want = vec![a.as_str(), b.as_str()];
+    want.sort_unstable();
+    assert_eq!(subs, want, "one delivery per subscription: {page}");
+
+    let of_a = api
+        .get(&format!(
+            "/v1/deliveries?event_id={event_id}&subscription_id={a}"
+        ))
+        .await
+        .json();
+    assert_eq!(data(&of_a).len(), 1, "{of_a}");
+    assert_eq!(data(&of_a)[0]["subscription_id"], a.as_str());
+
+    let none = api.get("/v1/deliveries?event_id=evt_none").await.json();
+    assert_eq!(data(&none).len(), 0, "{none}");
+}

@@ -516,3 +516,25 @@ async fn every_operation_appears_in_the_api_page() {
         "docs/api.md does not mention {missing:?}"
     );
 }
+
+/// The read parameters the console relies on are documented: where an event went
+/// (`event_id` on deliveries) and a subscription search.
+#[tokio::test]
+async fn the_consoles_read_parameters_are_documented() {
+    let api = TestApi::new().await;
+    let spec = spec(&api).await;
+    for (path, name) in [
+        ("/v1/deliveries", "event_id"),
+        ("/v1/subscriptions", "search"),
+    ] {
+        let params = spec["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("GET {path} has parameters"));
+        assert!(
+            params
+                .iter()
+                .any(|p| p["name"] == name && p["in"] == "query"),
+            "GET {path} documents ?{name}=: {params:?}"
+        );
+    }
+}

@@ -502,3 +502,66 @@ async fn the_listing_pages_with_limit_and_cursor() {
         "a misspelt parameter"
     );
 }
+
+/// `search` finds subscriptions by a piece of their URL or description, any case,
+/// `%` and `_` as plain text, in pages.
+#[tokio::test]
+async fn the_listing_searches_url_and_description() {
+    let api = TestApi::new().await;
+    let mut id = std::collections::HashMap::new();
+    for (name, url, description) in [
+        ("crm", "https://crm.example.com/hooks", "CRM sync"),
+        ("billing", "https://pay.example.com/billing", "invoices"),
+        (
+            "warehouse",
+            "https://dw.example.com/in",
+            "Billing warehouse 100%",
+        ),
+        ("other", "https://other.example.com/", ""),
+    ] {
+        let s = api
+            .subscribe(json!({"url": url, "description": description}))
+            .await;
+        id.insert(name, s["id"].as_str().expect("id").to_owned());
+    }
+    let found = |query: &str| {
+        let api = &api;
+        let path = format!("/v1/subscriptions?{query}");
+        async move {
+            let res = api.get(&path).await;
+            assert_eq!(res.status, StatusCode::OK, "{path}");
+            let page = res.json();
+            assert!(
+                page.get("next_cursor").is_some(),
+                "a search is paged: {page}"
+            );
+            let ids: Vec<String> = page["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .map(|s| s["id"].as_str().expect("id").to_owned())
+                .collect();
+            (ids, page["next_cursor"].clone())
+        }
+    };
+    let (ids, next) = found("search=BILLING").await;
+    assert_eq!(ids, [id["billing"].clone(), id["warehouse"].clone()]);
+    assert_eq!(next, json!(null));
+    assert_eq!(found("search=crm.example").await.0, [id["crm"].clone()]);
+    assert_eq!(found("search=100%25").await.0, [id["warehouse"].clone()]);
+    assert_eq!(found("search=_").await.0, Vec::<String>::new());
+    assert_eq!(found("search=nowhere").await.0, Vec::<String>::new());
+
+    // a search pages like the plain listing
+    let (first, next) = found("search=billing&limit=1").await;
+    assert_eq!(first, [id["billing"].clone()]);
+    let cursor = next.as_str().expect("a next page").to_owned();
+    let (rest, next) = found(&format!("search=billing&limit=1&cursor={cursor}")).await;
+    assert_eq!(rest, [id["warehouse"].clone()]);
+    assert_eq!(next, json!(null));
+
+    let long = "x".repeat(1025);
+    api.get(&format!("/v1/subscriptions?search={long}"))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, Some("search"), "a long search");
+}
