@@ -44,7 +44,7 @@ ensure_mariadb_binaries() {
 }
 
 # Headless Chromium and its WebDriver for the console's browser test (e2e console::).
-# Once they are here the test must find them: HOOKRELAY_CONSOLE_BROWSER=required makes
+# Once they are here the test must find them: CONSOLE_TEST_BROWSER=required makes
 # a missing browser a failure instead of a loud skip.
 ensure_chromium() {
   if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
@@ -54,7 +54,7 @@ ensure_chromium() {
       return 0
     fi
   fi
-  export HOOKRELAY_CONSOLE_BROWSER=required
+  export CONSOLE_TEST_BROWSER=required
 }
 
 # The network-partition tests (faults::partition) make a network namespace; where that

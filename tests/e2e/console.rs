@@ -6,7 +6,7 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (scripts/test.sh installs them).
 //! Without them the test says so loudly and skips, unless
-//! `HOOKRELAY_CONSOLE_BROWSER=required` (set by scripts/test.sh once they are
+//! `CONSOLE_TEST_BROWSER=required` (set by scripts/test.sh once they are
 //! installed), where a missing browser fails it. Screenshots of every page land in
 //! `target/console-screenshots/`.
 
@@ -418,14 +418,14 @@ impl Browser {
     /// `None` (after saying so loudly) where chromium or chromedriver is missing and
     /// the browser is not required.
     async fn start() -> Option<Self> {
-        let required = std::env::var("HOOKRELAY_CONSOLE_BROWSER").as_deref() == Ok("required");
+        let required = std::env::var("CONSOLE_TEST_BROWSER").as_deref() == Ok("required");
         let (Some(chromium), Some(chromedriver)) = (
             on_path(&["chromium", "chromium-browser", "google-chrome"]),
             on_path(&["chromedriver"]),
         ) else {
             let why = "chromium and chromedriver are not installed \
                        (apt-get install chromium chromium-driver; scripts/test.sh does it)";
-            assert!(!required, "HOOKRELAY_CONSOLE_BROWSER=required but {why}");
+            assert!(!required, "CONSOLE_TEST_BROWSER=required but {why}");
             eprintln!("\n!!!!!!!!!!\nSKIPPED: the console's browser test: {why}\n!!!!!!!!!!\n");
             return None;
         };
