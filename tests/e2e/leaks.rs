@@ -88,6 +88,17 @@ async fn scan_a_run(plaintext: bool) {
         .await;
     assert_eq!(status, 200);
     let new_secret = rotated["secret"].as_str().unwrap().to_owned();
+    // The attempt's own log line comes before its outcome is recorded: wait for the
+    // outcome, not just for the receiver, before the process is stopped.
+    eventually("the delivery's outcome to be recorded", WAIT, || {
+        let api = api.clone();
+        let path = format!("/v1/deliveries?subscription_id={id}");
+        async move {
+            let (_, listed) = api.call(reqwest::Method::GET, &path, None).await;
+            (listed["data"][0]["status"] == "succeeded").then_some(())
+        }
+    })
+    .await;
 
     let _ = child.kill();
     let _ = child.wait();

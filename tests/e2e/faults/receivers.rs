@@ -208,7 +208,10 @@ async fn resets_huge_bodies_and_redirects_are_recorded() {
                 assert_eq!(attempt["status_code"], 302);
                 let err = attempt["error"].as_str().unwrap();
                 assert!(
-                    err.contains("not followed") && err.contains("http://example.com/elsewhere"),
+                    // the Location is named by its origin only: a URL may carry a credential
+                    err.contains("not followed")
+                        && err.contains("http://example.com:80")
+                        && !err.contains("/elsewhere"),
                     "{err}"
                 );
             }
