@@ -1026,21 +1026,7 @@ pub fn split_qualified(name: &str) -> Option<(String, String)> {
 /// The identifier at the start of `s`, and what follows it.
 fn one_identifier(s: &str) -> Option<(String, &str)> {
     let (name, rest) = if let Some(quoted) = s.strip_prefix('"') {
-        let mut name = String::new();
-        let mut chars = quoted.char_indices();
-        let end = loop {
-            let (i, c) = chars.next()?;
-            if c == '"' {
-                if quoted[i + 1..].starts_with('"') {
-                    chars.next();
-                    name.push('"');
-                    continue;
-                }
-                break i + 1;
-            }
-            name.push(c);
-        };
-        (name, &quoted[end..])
+        unquote(quoted)?
     } else {
         let end = s
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
@@ -1051,6 +1037,26 @@ fn one_identifier(s: &str) -> Option<(String, &str)> {
         (s[..end].to_owned(), &s[end..])
     };
     (!name.is_empty() && name.len() <= 63 && !name.contains('\0')).then_some((name, rest))
+}
+
+/// A double-quoted name after its opening `"`, SQL-style (a `"` inside doubled): the
+/// name and what follows the closing `"`; `None` when it is never closed.
+pub(crate) fn unquote(quoted: &str) -> Option<(String, &str)> {
+    let mut name = String::new();
+    let mut chars = quoted.char_indices();
+    let end = loop {
+        let (i, c) = chars.next()?;
+        if c == '"' {
+            if quoted[i + 1..].starts_with('"') {
+                chars.next();
+                name.push('"');
+                continue;
+            }
+            break i + 1;
+        }
+        name.push(c);
+    };
+    Some((name, &quoted[end..]))
 }
 
 /// The URL with any password replaced, for messages and logs.

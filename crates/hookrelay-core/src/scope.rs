@@ -81,22 +81,9 @@ fn split_parts(s: &str, n: usize, rest_allowed: bool) -> Option<(Vec<NamePart>, 
 /// The name at the start of `s` and what follows it.
 fn one_name(s: &str) -> Option<(NamePart, &str)> {
     if let Some(quoted) = s.strip_prefix('"') {
-        let mut name = String::new();
-        let mut chars = quoted.char_indices();
-        let end = loop {
-            let (i, c) = chars.next()?;
-            if c == '"' {
-                if quoted[i + 1..].starts_with('"') {
-                    chars.next();
-                    name.push('"');
-                    continue;
-                }
-                break i + 1;
-            }
-            name.push(c);
-        };
+        let (name, rest) = crate::config::unquote(quoted)?;
         let ok = !name.is_empty() && name.len() <= 63 && !name.contains('\0');
-        return ok.then(|| (NamePart::Exact(name), &quoted[end..]));
+        return ok.then_some((NamePart::Exact(name), rest));
     }
     let end = s
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '*' | '?')))

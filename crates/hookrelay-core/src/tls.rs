@@ -146,23 +146,7 @@ pub fn parse_pg_url(url: &str) -> Result<PgUrl, TlsOptionError> {
             mode.as_str()
         )));
     }
-    let client_cert = match (get("sslcert"), get("sslkey")) {
-        (None, None) => None,
-        (Some(cert), Some(key)) => Some(ClientCert {
-            cert: cert.into(),
-            key: key.into(),
-        }),
-        (Some(_), None) => {
-            return Err(TlsOptionError(
-                "sslcert is given without sslkey (the client certificate's private key)".into(),
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(TlsOptionError(
-                "sslkey is given without sslcert (the client certificate)".into(),
-            ))
-        }
-    };
+    let client_cert = client_cert(get("sslcert"), get("sslkey"), "sslcert", "sslkey")?;
     Ok(PgUrl {
         url: rest,
         tls: PgTls {
@@ -259,23 +243,7 @@ pub fn parse_mysql_url(url: &str) -> Result<MysqlUrl, TlsOptionError> {
             }
         },
     };
-    let client_cert = match (get("ssl-cert"), get("ssl-key")) {
-        (None, None) => None,
-        (Some(cert), Some(key)) => Some(ClientCert {
-            cert: cert.into(),
-            key: key.into(),
-        }),
-        (Some(_), None) => {
-            return Err(TlsOptionError(
-                "ssl-cert is given without ssl-key (the client certificate's private key)".into(),
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(TlsOptionError(
-                "ssl-key is given without ssl-cert (the client certificate)".into(),
-            ))
-        }
-    };
+    let client_cert = client_cert(get("ssl-cert"), get("ssl-key"), "ssl-cert", "ssl-key")?;
     Ok(MysqlUrl {
         url: rest,
         tls: MysqlTls {
@@ -322,6 +290,29 @@ fn decode(s: &str) -> Result<String, TlsOptionError> {
         .decode_utf8()
         .map(|c| c.into_owned())
         .map_err(|_| TlsOptionError(format!("{s:?} is not valid UTF-8 once decoded")))
+}
+
+/// The client certificate and key given together, or neither; one alone is refused,
+/// naming both URL parameters (`cert_param`, `key_param`).
+fn client_cert(
+    cert: Option<&String>,
+    key: Option<&String>,
+    cert_param: &str,
+    key_param: &str,
+) -> Result<Option<ClientCert>, TlsOptionError> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(ClientCert {
+            cert: cert.into(),
+            key: key.into(),
+        })),
+        (Some(_), None) => Err(TlsOptionError(format!(
+            "{cert_param} is given without {key_param} (the client certificate's private key)"
+        ))),
+        (None, Some(_)) => Err(TlsOptionError(format!(
+            "{key_param} is given without {cert_param} (the client certificate)"
+        ))),
+    }
 }
 
 #[cfg(test)]
