@@ -131,6 +131,24 @@ async fn the_probe_tells_transaction_pooling_from_sessions() {
         .expect("a transaction pooler is found");
     assert!(why.contains(REFUSAL), "{why}");
     assert!(why.contains("use the direct URL"), "{why}");
+
+    // Processes starting together probe the same pooler at once; each still finds it.
+    let probes: Vec<_> = (0..4)
+        .map(|_| {
+            let url = transaction.url(&db.name);
+            tokio::spawn(async move {
+                let through = PgConnector::from_url(&url).expect("url");
+                transaction_pooler(&through).await.expect("probe")
+            })
+        })
+        .collect();
+    for probe in probes {
+        let found = probe.await.expect("probe task");
+        assert!(
+            found.is_some_and(|why| why.contains(REFUSAL)),
+            "a concurrent probe missed the pooler"
+        );
+    }
 }
 
 /// `hookrelay run` as a child process with stderr kept; `None` while it runs.

@@ -10,9 +10,9 @@
 //!
 //! ```text
 //!  A: select pg_backend_pid()                  → a   (A's transaction ends)
-//!  B: begin; select pg_backend_pid()           → b   (B keeps its transaction open)
-//!  A: select pg_backend_pid()                  → a'
+//!  B: begin; select pg_backend_pid()           → b   (B holds its session meanwhile)
 //!  B: rollback
+//!  A: select pg_backend_pid()                  → a'
 //! ```
 //!
 //! Directly, or through a session-mode pooler, every client connection has a server
@@ -21,6 +21,15 @@
 //! PgBouncer hands out the most recently freed one first, so B gets it (b = a) or A
 //! comes back on another one (a' ≠ a). A statement-mode pooler refuses B's `begin`.
 //! The probe uses the simple query protocol only, so it runs through any pooler.
+//!
+//! A finding is conclusive (a server session of one's own never changes pid), but a
+//! round can miss: another client of the same pooler (a second hookrelay starting
+//! beside this one) may take session a just before B's `begin` and hand it back
+//! before A asks again. So the probe runs several rounds and stops at the first
+//! finding; on a direct connection that costs a few round trips more. B lets its
+//! session go before A asks again: probes of several processes each holding one
+//! session while waiting for another could otherwise take a small pool's every
+//! session and wait on each other until the probe's time runs out.
 
 use std::time::Duration;
 
@@ -31,6 +40,9 @@ use crate::PgConnector;
 /// How long the probe waits for a session (a pooler with every server session
 /// busy); past it the probe says nothing rather than guess.
 const PROBE_WAIT: Duration = Duration::from_secs(10);
+
+/// Rounds before the probe concludes there is no pooler (see the module doc).
+const PROBE_ROUNDS: usize = 5;
 
 /// What to use instead, for every refusal.
 const INSTEAD: &str = "hookrelay keeps a session across transactions (the advisory lock \
@@ -49,7 +61,15 @@ pub async fn transaction_pooler(
     let a_driver = tokio::spawn(a_conn);
     let (b, b_conn) = connector.connect().await?;
     let b_driver = tokio::spawn(b_conn);
-    let verdict = tokio::time::timeout(PROBE_WAIT, probe(&a, &b)).await;
+    let verdict = tokio::time::timeout(PROBE_WAIT, async {
+        for _ in 0..PROBE_ROUNDS {
+            if let Some(found) = probe(&a, &b).await? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    })
+    .await;
     drop((a, b));
     a_driver.abort();
     b_driver.abort();
@@ -67,8 +87,8 @@ pub async fn transaction_pooler(
 async fn probe(a: &Client, b: &Client) -> Result<Option<String>, tokio_postgres::Error> {
     let first = backend_pid(a, "select pg_backend_pid()").await?;
     let other = backend_pid(b, "begin; select pg_backend_pid()").await?;
-    let again = backend_pid(a, "select pg_backend_pid()").await?;
     b.simple_query("rollback").await?;
+    let again = backend_pid(a, "select pg_backend_pid()").await?;
     Ok(if other == first {
         Some(format!(
             "the URL leads through a connection pooler in transaction mode: two \
