@@ -145,7 +145,7 @@ impl SubscriptionFilters<'_> {
 
 /// Source kinds whose backfill is implemented.
 fn backfills(kind: SourceKind) -> bool {
-    matches!(kind, SourceKind::Postgres)
+    matches!(kind, SourceKind::Postgres | SourceKind::Mysql)
 }
 
 impl Catalog {
@@ -268,7 +268,7 @@ impl Catalog {
             Some(kind) => Err(refuse(
                 "source",
                 format!(
-                    "source {} is a {} source; backfill supports postgres sources only so far",
+                    "source {} is a {} source; backfill supports postgres and mysql sources only so far",
                     plan.source,
                     kind.as_str()
                 ),
@@ -285,7 +285,8 @@ impl Catalog {
 fn ops(kind: SourceKind) -> &'static [Op] {
     match kind {
         SourceKind::Postgres => &[Op::Insert, Op::Update, Op::Delete, Op::Truncate, Op::Read],
-        SourceKind::Mysql | SourceKind::Mongodb => &[Op::Insert, Op::Update, Op::Delete],
+        SourceKind::Mysql => &[Op::Insert, Op::Update, Op::Delete, Op::Read],
+        SourceKind::Mongodb => &[Op::Insert, Op::Update, Op::Delete],
     }
 }
 
@@ -467,13 +468,19 @@ mod tests {
                 all,
                 ok("shop", &["public.orders", "public.customers"]),
             ),
-            (&c, Some("legacy"), None, all, Err(no("source"))),
+            (
+                &c,
+                Some("legacy"),
+                None,
+                all,
+                ok("legacy", &["shop.accounts"]),
+            ),
             (
                 &c,
                 None,
                 Some(t(&["shop.accounts"])),
                 all,
-                Err(no("source")),
+                ok("legacy", &["shop.accounts"]),
             ),
             (
                 &c,

@@ -1,11 +1,12 @@
 //! Backfill scenarios (DESIGN §1.8), written once over [`Fixture`]: a source kind
-//! plugs in by making a table, writing to it and reading it back. PostgreSQL's fixture
-//! is in `postgres.rs`.
+//! plugs in by making a table, writing to it and reading it back: PostgreSQL's in
+//! `postgres.rs`, MySQL/MariaDB's in `mysql.rs`.
 //!
 //! Each scenario runs writers (inserts, updates, deletes) throughout the backfill, then
 //! compares every key's last received event with the table: the subscriber must end
 //! with exactly the current rows.
 
+mod mysql;
 mod postgres;
 
 use std::{

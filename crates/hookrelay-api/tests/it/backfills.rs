@@ -69,9 +69,7 @@ async fn a_backfill_that_cannot_be_served_is_a_422_naming_the_field() {
         // tables of several sources match: name one
         (json!({}), "source"),
         (json!({"source": "nope"}), "source"),
-        // mysql and mongodb sources cannot be backfilled yet
-        (json!({"source": "legacy"}), "source"),
-        (json!({"tables": ["shop.invoices"]}), "source"),
+        // mongodb sources cannot be backfilled yet
         (json!({"source": "docs"}), "source"),
         (json!({"tables": ["public.nope"]}), "tables[0]"),
         (
@@ -98,6 +96,14 @@ async fn a_backfill_that_cannot_be_served_is_a_422_naming_the_field() {
         ok.json()["tables"],
         json!(["public.orders", "public.customers"])
     );
+    let mysql = api
+        .post(
+            &format!("/v1/subscriptions/{all}/backfill"),
+            json!({"tables": ["shop.invoices"]}),
+        )
+        .await;
+    assert_eq!(mysql.status, StatusCode::ACCEPTED, "{}", mysql.json());
+    assert_eq!(mysql.json()["source"], "legacy");
     let unknown = api
         .post("/v1/subscriptions/sub_nope/backfill", json!({}))
         .await;

@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{
+    backfill::{self, Backfiller},
     position::{rotate_file_name, BinlogPosition, MariadbGtid, MARIADB_GTID_EVENT},
     setup,
     table::{LayoutError, TableLayout},
@@ -74,6 +75,20 @@ struct Mapped {
     tme: TableMapEvent<'static>,
     /// `None` for unwatched tables.
     layout: Option<Arc<TableLayout>>,
+    /// A table of the `hookrelay` database a backfill writes through.
+    role: Role,
+}
+
+/// What a table's rows are to the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A watched table's rows are changes; any other's are skipped.
+    Changes,
+    /// Backfill marks (`layout` renders them).
+    Marks,
+    /// The shadow of the table a backfill chunk is read from (`layout` renders its
+    /// rows as that table's).
+    Shadow,
 }
 
 pub(super) struct Reader<'a, S> {
@@ -98,6 +113,10 @@ pub(super) struct Reader<'a, S> {
     pending_gtid: Option<(String, Option<DateTime<Utc>>)>,
     done: Vec<ChangeEvent>,
     open: Vec<ChangeEvent>,
+    /// The backfill being read and its chunk in flight (see `backfill`).
+    backfill: Backfiller<'a>,
+    /// When the stream last sent anything (a heartbeat counts).
+    last_event: Instant,
 }
 
 impl<'a, S: BatchSink> Reader<'a, S> {
@@ -111,6 +130,7 @@ impl<'a, S: BatchSink> Reader<'a, S> {
         meta_conn: Conn,
         charsets: HashMap<u16, Charset>,
         start: BinlogPosition,
+        backfill: Backfiller<'a>,
     ) -> Self {
         Self {
             source,
@@ -130,6 +150,8 @@ impl<'a, S: BatchSink> Reader<'a, S> {
             pending_gtid: None,
             done: Vec::new(),
             open: Vec::new(),
+            backfill,
+            last_event: Instant::now(),
         }
     }
 
@@ -140,20 +162,30 @@ impl<'a, S: BatchSink> Reader<'a, S> {
         stop: &CancellationToken,
     ) -> Result<(), SourceError> {
         loop {
+            if self.backfill.wake_in().is_zero() {
+                if let Some((id, why)) = self.backfill.tick(self.sink.running_backfill()).await? {
+                    self.sink.fail_backfill(&id, &why).await?;
+                }
+            }
             let wait = if !self.done.is_empty() {
                 BATCH_WINDOW
             } else if self.boundary != self.saved {
                 POSITION_ONLY_EVERY.saturating_sub(self.last_save.elapsed())
             } else {
-                SILENCE_LIMIT
+                SILENCE_LIMIT.saturating_sub(self.last_event.elapsed())
             };
+            // A backfill's next chunk may be due before then: wake for it, then wait
+            // on as before.
+            let backfill_wait = self.backfill.wake_in();
             let next = tokio::select! {
                 ev = stream.next() => Some(ev),
-                _ = tokio::time::sleep(wait) => None,
+                _ = tokio::time::sleep(wait.min(backfill_wait)) => None,
                 _ = stop.cancelled() => return Ok(()),
             };
             match next {
+                None if backfill_wait < wait => {}
                 Some(Some(Ok(ev))) => {
+                    self.last_event = Instant::now();
                     let heartbeat = ev.header().event_type_raw() == HEARTBEAT_EVENT;
                     self.handle(&ev).await?;
                     // The server had nothing to send for a heartbeat period.
@@ -313,7 +345,21 @@ impl<'a, S: BatchSink> Reader<'a, S> {
                     .or_else(|| self.boundary.gtid.clone()),
             };
         }
-        if self.done.len() >= self.batch_size {
+        if let Some(chunk) = self.backfill.take_chunk() {
+            // The chunk's group: its read events commit after the changes before it,
+            // with its progress.
+            let events = std::mem::take(&mut self.done);
+            let upto = self.boundary.clone();
+            let (outcome, chunked) = self
+                .sink
+                .commit_with_backfill(&events, &upto.to_string(), &chunk)
+                .await?;
+            debug!(events = events.len(), new = outcome.events, reads = chunk.events.len(), upto = %upto, "batch committed with a backfill chunk");
+            self.backfill
+                .committed(&chunk, chunked.applied, chunked.completed);
+            self.saved = upto;
+            self.last_save = Instant::now();
+        } else if self.done.len() >= self.batch_size {
             self.commit_done().await?;
         }
         Ok(())
@@ -355,6 +401,36 @@ impl<'a, S: BatchSink> Reader<'a, S> {
             tme.database_name().into_owned(),
             tme.table_name().into_owned(),
         );
+        if name.0 == backfill::SCHEMA {
+            // The backfill's own tables, never changes: marks, and the shadow of the
+            // table being read, rendered as that table's rows.
+            let (role, layout) = if name.1 == backfill::MARKS {
+                let layout =
+                    TableLayout::from_table_map(&tme, &self.charsets, &HashSet::new(), &|_| false)
+                        .map_err(|e| {
+                            self.bad(log_pos, format!("table {}.{}: {e}", name.0, name.1))
+                        })?;
+                (Role::Marks, Some(Arc::new(layout)))
+            } else if let Some((_, db, table)) = self
+                .backfill
+                .shadow()
+                .filter(|(shadow, ..)| *shadow == name.1)
+            {
+                let (db, table) = (db.to_owned(), table.to_owned());
+                let json = setup::json_columns(&mut self.meta_conn, &db, &table).await?;
+                let scope = self.scope;
+                let excluded = |c: &str| scope.excludes(&db, &table, c);
+                let layout = TableLayout::from_table_map(&tme, &self.charsets, &json, &excluded)
+                    .map_err(|e| {
+                        self.bad(log_pos, format!("table {db}.{table} (backfill): {e}"))
+                    })?;
+                (Role::Shadow, Some(Arc::new(layout)))
+            } else {
+                (Role::Changes, None)
+            };
+            self.tables.insert(id, Mapped { tme, layout, role });
+            return Ok(());
+        }
         let layout = if self.scope.captures(&name.0, &name.1) {
             if !self.json.contains_key(&name) {
                 let cols = setup::json_columns(&mut self.meta_conn, &name.0, &name.1).await?;
@@ -380,7 +456,14 @@ impl<'a, S: BatchSink> Reader<'a, S> {
         } else {
             None
         };
-        self.tables.insert(id, Mapped { tme, layout });
+        self.tables.insert(
+            id,
+            Mapped {
+                tme,
+                layout,
+                role: Role::Changes,
+            },
+        );
         Ok(())
     }
 
@@ -418,6 +501,9 @@ impl<'a, S: BatchSink> Reader<'a, S> {
         let Some(layout) = mapped.layout.clone() else {
             return Ok(());
         };
+        if mapped.role != Role::Changes {
+            return self.read_backfill_rows(rows, mapped.role, &layout, log_pos);
+        }
         let db = mapped.tme.database_name().into_owned();
         let table = mapped.tme.table_name().into_owned();
         let op = match rows {
@@ -466,6 +552,42 @@ impl<'a, S: BatchSink> Reader<'a, S> {
                     message: "failpoint mysql.after_chunk".into(),
                     transient: true,
                 }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows of the backfill's own tables: a mark says whether this group is the chunk
+    /// in flight; that chunk's shadow rows become its read events. Deletes and other
+    /// groups' rows are skipped.
+    fn read_backfill_rows(
+        &mut self,
+        rows: &RowsEventData<'_>,
+        role: Role,
+        layout: &TableLayout,
+        log_pos: u64,
+    ) -> Result<(), SourceError> {
+        let inserts = matches!(
+            rows,
+            RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_)
+        );
+        if !inserts || (role == Role::Shadow && !self.backfill.reading_chunk()) {
+            return Ok(());
+        }
+        let Some(mapped) = self.tables.get(&rows.table_id()) else {
+            return Ok(());
+        };
+        for (i, row) in rows.rows(&mapped.tme).enumerate() {
+            let (_, after) =
+                row.map_err(|e| self.bad(log_pos, format!("backfill row {i}: {e}")))?;
+            let Some(after) = after else { continue };
+            let (mut image, mut key) = (String::with_capacity(256), String::with_capacity(32));
+            layout
+                .render(&after, &mut image, &mut key)
+                .map_err(|e| self.bad(log_pos, format!("backfill row {i}: {e}")))?;
+            match role {
+                Role::Marks => self.backfill.mark_read(&image),
+                _ => self.backfill.push_row(image, key)?,
             }
         }
         Ok(())

@@ -29,6 +29,7 @@
 //! `committed_at` is MySQL 8's `original_commit_timestamp` when the GTID event has
 //! one, else the group's first event time (MariaDB: whole seconds).
 
+mod backfill;
 mod binlog;
 mod connect;
 mod error;
@@ -58,6 +59,8 @@ pub struct MysqlSource {
     connector: MysqlConnector,
     scope: TableScope,
     server_id: u32,
+    /// `backfill.max_rows_per_second` (0: unlimited).
+    backfill_rows_per_second: u32,
 }
 
 impl MysqlSource {
@@ -75,7 +78,15 @@ impl MysqlSource {
             connector,
             store,
             cfg,
+            backfill_rows_per_second: 0,
         })
+    }
+
+    /// Reads backfills at most `n` rows per second (`backfill.max_rows_per_second`;
+    /// 0: unlimited).
+    pub fn with_backfill_rate(mut self, n: u32) -> Self {
+        self.backfill_rows_per_second = n;
+        self
     }
 
     /// The replica id this source registers with.
@@ -248,6 +259,12 @@ impl Source for MysqlSource {
             meta,
             charsets,
             start,
+            backfill::Backfiller::new(
+                &self.cfg.name,
+                &self.connector,
+                self.backfill_rows_per_second,
+                &self.scope,
+            ),
         )
         .run(stream, stop)
         .await

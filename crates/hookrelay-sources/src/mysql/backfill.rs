@@ -1,0 +1,845 @@
+//! Backfills (DESIGN §1.8) in the MySQL/MariaDB reader: each chunk of a table is
+//! copied, inside the source server, into a shadow table in one transaction with a
+//! mark row, so the chunk's rows come back through the binlog itself, at the point
+//! where they were read.
+//!
+//! ```text
+//!  chunk:   TRUNCATE hookrelay.bf_<hash>                      (the shadow, LIKE the table)
+//!           START TRANSACTION
+//!             mark row ─▶ hookrelay.backfill_marks            (source, mark, backfill, table)
+//!             INSERT INTO shadow SELECT … FROM table           (locking read: next chunk
+//!               WHERE key > cursor ORDER BY key LIMIT n         by primary key)
+//!             SELECT the last key FROM shadow                  (the next cursor, typed)
+//!           COMMIT
+//!  binlog:  … changes … │ mark, shadow rows (one group) │ … changes …
+//!  reader:  the group whose mark is the one it wrote: its shadow rows, rendered as
+//!           the table's rows, become read events; they commit with the changes
+//!           before them and the chunk's progress in one store transaction
+//! ```
+//!
+//! Why that is exact: `INSERT … SELECT` reads with shared next-key locks under
+//! REPEATABLE READ (the server's locking read for a statement that writes), so it
+//! sees every change committed before it and no writer can change a row it read
+//! until it commits. Binlog order is commit order, so each change of a chunk's rows
+//! is either before the chunk's group (and in the rows read) or after it (and its
+//! event follows the read event). A row deleted before is not read; one deleted after
+//! has its delete after the read. No key needs dropping, unlike PostgreSQL's
+//! watermark window, because the read's place in the stream is exact.
+//!
+//! Why a shadow table rather than converting the `SELECT`'s result: the shadow rows
+//! are decoded by the same binlog value mapping as every change (DESIGN §1.3), so a
+//! row's read event carries the same bytes as its insert did, with no second mapping
+//! of text or binary protocol values to keep in step.
+//!
+//! A crash anywhere leaves only a mark no reader waits for (its group is skipped)
+//! and the progress of the last committed chunk, from which the next leader reads
+//! the same chunk again; its read events have the same ids and store once.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use hookrelay_core::{
+    config::split_qualified,
+    event::{self, Envelope, SourceRef, Timestamp},
+    scope::TableScope,
+    ChangeEvent, Op,
+};
+use hookrelay_store::{Backfill, BackfillChunk};
+use mysql_async::{prelude::Queryable, Conn, Params, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use super::connect::MysqlConnector;
+use crate::SourceError;
+
+/// The database on the source server that holds the marks and shadow tables.
+pub(super) const SCHEMA: &str = "hookrelay";
+/// The table of marks: one row per source, replaced by each chunk.
+pub(super) const MARKS: &str = "backfill_marks";
+
+/// Rows per chunk: what the reader holds at once, whatever the table's size.
+const CHUNK_ROWS: usize = 1000;
+/// How often a reader with no backfill asks the store for one.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// How long a written chunk may take to come back through the binlog before the
+/// backfill fails: past it the server is not logging the `hookrelay` database.
+const MARK_TIMEOUT: Duration = Duration::from_secs(120);
+/// After a transient failure (a lock wait, a lost connection), the next try.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// One column of a table as `information_schema` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Column {
+    name: String,
+    column_type: String,
+    data_type: String,
+    /// A generated column: computed by the shadow too, never inserted.
+    generated: bool,
+}
+
+/// The mark row as the binlog renders it.
+#[derive(Debug, Deserialize)]
+struct MarkRow {
+    source: String,
+    mark: String,
+}
+
+/// A chunk written and waiting to be read back from the binlog.
+struct Pending {
+    mark: String,
+    db: String,
+    table: String,
+    shadow: String,
+    /// Rows the chunk copied; fewer than `limit`: the table is done.
+    copied: u64,
+    limit: usize,
+    /// The next cursor, for the store.
+    cursor: Option<String>,
+    issued: Instant,
+    read_at: DateTime<Utc>,
+    /// The mark's group is being read.
+    seen: bool,
+    events: Vec<ChangeEvent>,
+}
+
+/// The reader's backfill state: the backfill being read and its chunk in flight.
+pub(super) struct Backfiller<'a> {
+    source: &'a str,
+    connector: &'a MysqlConnector,
+    /// Rows per second at most; 0: unlimited.
+    max_rows_per_second: u32,
+    /// The tables this source captures: only those can be backfilled consistently.
+    scope: &'a TableScope,
+    /// The connection chunks are written on, opened when first needed.
+    conn: Option<Conn>,
+    task: Option<Backfill>,
+    pending: Option<Pending>,
+    next_look: Instant,
+    next_chunk: Instant,
+    marks: u64,
+}
+
+impl<'a> Backfiller<'a> {
+    pub fn new(
+        source: &'a str,
+        connector: &'a MysqlConnector,
+        max_rows_per_second: u32,
+        scope: &'a TableScope,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            source,
+            connector,
+            max_rows_per_second,
+            scope,
+            conn: None,
+            task: None,
+            pending: None,
+            next_look: now,
+            next_chunk: now,
+            marks: 0,
+        }
+    }
+
+    /// How long the reader may wait for the binlog before this needs it again.
+    pub fn wake_in(&self) -> Duration {
+        let at = match (&self.pending, &self.task) {
+            (Some(p), _) => p.issued + MARK_TIMEOUT,
+            (None, Some(_)) => self.next_chunk,
+            (None, None) => self.next_look,
+        };
+        at.saturating_duration_since(Instant::now())
+    }
+
+    /// The shadow table whose rows the reader should decode now, with the table they
+    /// are rows of.
+    pub fn shadow(&self) -> Option<(&str, &str, &str)> {
+        self.pending
+            .as_ref()
+            .map(|p| (p.shadow.as_str(), p.db.as_str(), p.table.as_str()))
+    }
+
+    /// A mark row read from the binlog (rendered as JSON): is it the chunk in flight?
+    /// From then on this group's shadow rows are that chunk.
+    pub fn mark_read(&mut self, row: &str) {
+        let Ok(mark) = serde_json::from_str::<MarkRow>(row) else {
+            return;
+        };
+        if let Some(p) = &mut self.pending {
+            if mark.source == self.source && mark.mark == p.mark {
+                p.seen = true;
+            }
+        }
+    }
+
+    /// Whether shadow rows being read now belong to the chunk in flight.
+    pub fn reading_chunk(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| p.seen)
+    }
+
+    /// One row of the chunk (its image and key as the table's rows render) as a
+    /// `read` event: `before` and `txn` null, committed at the read. Its id comes from
+    /// the backfill, the table and the key, its time part from the backfill's start,
+    /// so a chunk read again after a crash dedupes in the store.
+    pub fn push_row(&mut self, image: String, key: String) -> Result<(), SourceError> {
+        let (Some(p), Some(task)) = (&mut self.pending, &self.task) else {
+            return Ok(());
+        };
+        let position = format!("backfill:{}", task.id);
+        let bad = |reason: String| SourceError::BadChange {
+            position: position.clone(),
+            reason,
+        };
+        let id = event::event_id(
+            self.source,
+            &[
+                b"read",
+                task.id.as_bytes(),
+                p.db.as_bytes(),
+                p.table.as_bytes(),
+                key.as_bytes(),
+            ],
+            task.created_at,
+        );
+        let key_raw = RawValue::from_string(key).map_err(|e| bad(format!("key: {e}")))?;
+        let after_raw = RawValue::from_string(image).map_err(|e| bad(format!("row: {e}")))?;
+        let event_type = format!("{}.{}", p.table, Op::Read.as_str());
+        let env = Envelope {
+            id: &id,
+            event_type: &event_type,
+            source: SourceRef {
+                name: self.source,
+                kind: "mysql",
+                database: &p.db,
+                schema: &p.db,
+                table: &p.table,
+                position: &position,
+            },
+            op: Op::Read,
+            key: &key_raw,
+            before: None,
+            after: Some(&after_raw),
+            txn: None,
+            committed_at: Timestamp(p.read_at),
+            captured_at: Timestamp(Utc::now()),
+        };
+        let order_key = event::order_key(self.source, &p.db, &p.table, key_raw.get());
+        let ev = ChangeEvent::from_envelope(&env, order_key)
+            .map_err(|e| bad(format!("envelope: {e}")))?;
+        p.events.push(ev);
+        Ok(())
+    }
+
+    /// The group that carried the chunk ended: the chunk to commit with it.
+    pub fn take_chunk(&mut self) -> Option<BackfillChunk> {
+        if !self.reading_chunk() {
+            return None;
+        }
+        let p = self.pending.take()?;
+        let task = self.task.as_ref()?;
+        let table_done = p.copied < p.limit as u64;
+        Some(BackfillChunk {
+            backfill_id: task.id.clone(),
+            events: p.events,
+            last_key: if table_done { None } else { p.cursor },
+            table_done,
+        })
+    }
+
+    /// The chunk committed: follow its progress, or drop the backfill when it ended
+    /// (completed here, or cancelled meanwhile).
+    pub fn committed(&mut self, chunk: &BackfillChunk, applied: bool, completed: bool) {
+        let Some(task) = &mut self.task else {
+            return;
+        };
+        if !applied || completed {
+            info!(backfill = %task.id, completed, rows = task.rows + chunk.events.len() as i64,
+                  "backfill: {}", if completed { "completed" } else { "no longer running" });
+            self.task = None;
+            self.next_look = Instant::now();
+            return;
+        }
+        task.rows += chunk.events.len() as i64;
+        task.last_key = chunk.last_key.clone();
+        if chunk.table_done {
+            task.tables_done += 1;
+        }
+    }
+
+    /// Writes the next chunk when one is due (after finding a running backfill).
+    /// Returns a backfill to fail (id, why) when its table cannot be read or its
+    /// chunks do not come back through the binlog.
+    pub async fn tick(
+        &mut self,
+        running: impl std::future::Future<
+            Output = Result<Option<Backfill>, hookrelay_store::StoreError>,
+        >,
+    ) -> Result<Option<(String, String)>, SourceError> {
+        let now = Instant::now();
+        if let Some(p) = &self.pending {
+            if now.duration_since(p.issued) < MARK_TIMEOUT {
+                return Ok(None);
+            }
+            let why = format!(
+                "the chunk written to {SCHEMA}.{} did not come back through the binlog \
+                 within {MARK_TIMEOUT:?}: the server must log the {SCHEMA} database \
+                 (check binlog_do_db / binlog_ignore_db and replicate filters)",
+                p.shadow
+            );
+            self.pending = None;
+            return Ok(Some(self.give_up(why)));
+        }
+        if self.task.is_none() {
+            if now < self.next_look {
+                return Ok(None);
+            }
+            self.next_look = now + LOOK_EVERY;
+            self.task = running.await?;
+            if let Some(b) = &self.task {
+                info!(backfill = %b.id, subscription = %b.subscription_id, tables = ?b.tables,
+                      done = b.tables_done, rows = b.rows, "backfill: reading");
+            }
+        }
+        if self.task.is_none() || now < self.next_chunk {
+            return Ok(None);
+        }
+        match self.write_chunk().await {
+            Ok(outcome) => Ok(outcome),
+            Err(ChunkError::Fatal(why)) => Ok(Some(self.give_up(why))),
+            Err(ChunkError::Transient(why)) => {
+                warn!(source = %self.source, reason = %why, "backfill: chunk not written; trying again");
+                self.conn = None;
+                self.next_chunk = Instant::now() + RETRY_AFTER;
+                Ok(None)
+            }
+        }
+    }
+
+    fn give_up(&mut self, why: String) -> (String, String) {
+        let id = self.task.take().map(|t| t.id).unwrap_or_default();
+        warn!(backfill = %id, reason = %why, "backfill failed");
+        self.next_look = Instant::now();
+        (id, why)
+    }
+
+    async fn write_chunk(&mut self) -> Result<Option<(String, String)>, ChunkError> {
+        let Some(task) = &self.task else {
+            return Ok(None);
+        };
+        let Some(current) = task.current_table().map(str::to_owned) else {
+            self.task = None;
+            return Ok(None);
+        };
+        let (backfill_id, last_key) = (task.id.clone(), task.last_key.clone());
+        let Some((db, table)) = split_qualified(&current) else {
+            return Err(ChunkError::Fatal(format!(
+                "table {current:?} is not database.table"
+            )));
+        };
+        if !self.scope.captures(&db, &table) {
+            return Err(ChunkError::Fatal(format!(
+                "table {current} is no longer captured by source {}",
+                self.source
+            )));
+        }
+        let cursor = last_key.as_deref().map(Cursor::parse).transpose()?;
+        let limit = self.chunk_limit();
+        self.marks += 1;
+        let stamp = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let mark = format!("{backfill_id}:{stamp}:{}", self.marks);
+        let shadow = shadow_name(&db, &table);
+        let source = self.source;
+        let conn = self.conn().await?;
+        let columns = columns(conn, &db, &table).await?;
+        if columns.is_empty() {
+            return Err(ChunkError::Fatal(format!(
+                "table {current} does not exist or this user cannot see it"
+            )));
+        }
+        let key = key_columns(conn, &db, &table).await?;
+        if key.is_empty() {
+            return Err(ChunkError::Fatal(format!(
+                "table {current} has no primary key"
+            )));
+        }
+        if let Some(c) = columns
+            .iter()
+            .find(|c| key.contains(&c.name) && matches!(c.data_type.as_str(), "enum" | "set"))
+        {
+            return Err(ChunkError::Fatal(format!(
+                "table {current} is keyed by {} column {}, which sorts by member \
+                 index but compares by name: such a table cannot be read in key order",
+                c.data_type, c.name
+            )));
+        }
+        ensure_shadow(conn, &db, &table, &shadow, &columns).await?;
+        let read_at = Utc::now();
+        let (copied, next) = copy_chunk(
+            conn,
+            (source, &mark, &backfill_id),
+            (&db, &table, &shadow),
+            (&columns, &key),
+            cursor.as_ref(),
+            limit,
+        )
+        .await?;
+        if self.max_rows_per_second > 0 {
+            let secs = (copied.max(1) as f64) / f64::from(self.max_rows_per_second);
+            self.next_chunk = Instant::now() + Duration::from_secs_f64(secs);
+        }
+        self.pending = Some(Pending {
+            mark,
+            db,
+            table,
+            shadow,
+            copied,
+            limit,
+            cursor: next.map(|c| c.to_text()),
+            issued: Instant::now(),
+            read_at,
+            seen: false,
+            events: Vec::new(),
+        });
+        Ok(None)
+    }
+
+    /// The chunk connection, set up for exact copies on first use.
+    async fn conn(&mut self) -> Result<&mut Conn, ChunkError> {
+        if self.conn.is_none() {
+            let mut conn = self
+                .connector
+                .connect()
+                .await
+                .map_err(|e| ChunkError::Transient(e.to_string()))?;
+            // REPEATABLE READ: INSERT … SELECT then reads with locks (see above). UTC:
+            // a TIMESTAMP copied through the session's zone cannot fall into a
+            // daylight-saving gap or overlap. NO_AUTO_VALUE_ON_ZERO: a key 0 stays 0.
+            conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .await
+                .map_err(classify)?;
+            conn.query_drop(
+                "SET time_zone = '+00:00', \
+                 sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', autocommit = 1",
+            )
+            .await
+            .map_err(classify)?;
+            // Fix lines name the account the server sees (`cdc@%`), as `check` does.
+            let account: String = conn
+                .query_first("SELECT CURRENT_USER()")
+                .await
+                .map_err(classify)?
+                .unwrap_or_else(|| self.connector.user().unwrap_or("<user>").to_owned());
+            let account = super::setup::quote_account(&account);
+            conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{SCHEMA}`"))
+                .await
+                .map_err(|e| needs_grant(e, &account))?;
+            conn.query_drop(format!(
+                "CREATE TABLE IF NOT EXISTS `{SCHEMA}`.`{MARKS}` (
+                   source VARCHAR(255) NOT NULL PRIMARY KEY,
+                   mark VARCHAR(255) NOT NULL,
+                   backfill VARCHAR(64) NOT NULL,
+                   db VARCHAR(64) NOT NULL,
+                   tbl VARCHAR(64) NOT NULL
+                 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4"
+            ))
+            .await
+            .map_err(|e| needs_grant(e, &account))?;
+            self.conn = Some(conn);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| ChunkError::Transient("no connection".into()))
+    }
+
+    fn chunk_limit(&self) -> usize {
+        match self.max_rows_per_second {
+            0 => CHUNK_ROWS,
+            n => CHUNK_ROWS.min(n as usize),
+        }
+    }
+}
+
+/// Why a chunk was not written.
+#[derive(Debug)]
+enum ChunkError {
+    /// The table cannot be read this way: the backfill fails, saying why.
+    Fatal(String),
+    /// Worth another try (a lock wait, a lost connection).
+    Transient(String),
+}
+
+impl From<SourceError> for ChunkError {
+    fn from(e: SourceError) -> Self {
+        ChunkError::Transient(e.to_string())
+    }
+}
+
+/// Server errors that no retry mends (no such table or column, no privilege) are
+/// fatal; the rest are tried again.
+fn classify(e: mysql_async::Error) -> ChunkError {
+    match &e {
+        mysql_async::Error::Server(s)
+            if matches!(
+                s.code,
+                1044 | 1045 | 1049 | 1054 | 1142 | 1143 | 1146 | 1136
+            ) =>
+        {
+            ChunkError::Fatal(format!("{} ({})", s.message, s.code))
+        }
+        _ => ChunkError::Transient(e.to_string()),
+    }
+}
+
+/// A refusal to create or write the `hookrelay` database, with the grant that fixes it.
+fn needs_grant(e: mysql_async::Error, user: &str) -> ChunkError {
+    match classify(e) {
+        ChunkError::Fatal(why) => ChunkError::Fatal(format!(
+            "a backfill writes its chunks through the database `{SCHEMA}` on the source \
+                 server, which this user may not create or write ({why}): CREATE DATABASE \
+                 IF NOT EXISTS `{SCHEMA}`; GRANT CREATE, DROP, SELECT, INSERT, DELETE ON \
+                 `{SCHEMA}`.* TO {user};"
+        )),
+        other => other,
+    }
+}
+
+/// The shadow table of `db.table`: a fixed-length name (identifiers are at most 64
+/// characters), the same for every process.
+pub(super) fn shadow_name(db: &str, table: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(db.as_bytes());
+    h.update([0u8]);
+    h.update(table.as_bytes());
+    format!("bf_{}", hex::encode(&h.finalize()[..12]))
+}
+
+fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+async fn columns(conn: &mut Conn, db: &str, table: &str) -> Result<Vec<Column>, ChunkError> {
+    let rows: Vec<(String, String, String, String)> = conn
+        .exec(
+            "SELECT COLUMN_NAME, COLUMN_TYPE, DATA_TYPE, EXTRA FROM information_schema.COLUMNS
+              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            (db, table),
+        )
+        .await
+        .map_err(classify)?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, column_type, data_type, extra)| {
+            let extra = extra.to_ascii_uppercase();
+            Column {
+                name,
+                column_type: column_type.to_ascii_lowercase(),
+                data_type: data_type.to_ascii_lowercase(),
+                generated: ["VIRTUAL", "STORED", "PERSISTENT"]
+                    .iter()
+                    .any(|g| extra.contains(g)),
+            }
+        })
+        .collect())
+}
+
+/// The primary key's columns in index order (the order chunks are read in).
+async fn key_columns(conn: &mut Conn, db: &str, table: &str) -> Result<Vec<String>, ChunkError> {
+    conn.exec(
+        "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
+          WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY'
+          ORDER BY ORDINAL_POSITION",
+        (db, table),
+    )
+    .await
+    .map_err(classify)
+}
+
+/// Makes the shadow a copy of the table's shape (again, after an ALTER TABLE) and
+/// empties it.
+async fn ensure_shadow(
+    conn: &mut Conn,
+    db: &str,
+    table: &str,
+    shadow: &str,
+    columns: &[Column],
+) -> Result<(), ChunkError> {
+    let (source, shadow_q) = (
+        format!("{}.{}", quote(db), quote(table)),
+        format!("{}.{}", quote(SCHEMA), quote(shadow)),
+    );
+    let now = self::columns(conn, SCHEMA, shadow).await?;
+    if now != columns
+        || key_columns(conn, SCHEMA, shadow).await? != key_columns(conn, db, table).await?
+    {
+        conn.query_drop(format!("DROP TABLE IF EXISTS {shadow_q}"))
+            .await
+            .map_err(classify)?;
+        conn.query_drop(format!("CREATE TABLE {shadow_q} LIKE {source}"))
+            .await
+            .map_err(classify)?;
+    }
+    conn.query_drop(format!("TRUNCATE TABLE {shadow_q}"))
+        .await
+        .map_err(classify)
+}
+
+/// Copies the next chunk into the shadow with the mark, in one transaction; returns
+/// how many rows it copied and the cursor after them.
+async fn copy_chunk(
+    conn: &mut Conn,
+    (source, mark, backfill_id): (&str, &str, &str),
+    (db, table, shadow): (&str, &str, &str),
+    (columns, key): (&[Column], &[String]),
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> Result<(u64, Option<Cursor>), ChunkError> {
+    let shadow_q = format!("{}.{}", quote(SCHEMA), quote(shadow));
+    let list = columns
+        .iter()
+        .filter(|c| !c.generated)
+        .map(|c| quote(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let order = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+    let desc = key
+        .iter()
+        .map(|k| format!("{} DESC", quote(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (filter, params) = match cursor {
+        Some(c) => after(key, columns, c)?,
+        None => ("TRUE".to_owned(), Vec::new()),
+    };
+    let copy = format!(
+        "INSERT INTO {shadow_q} ({list}) SELECT {list} FROM {}.{} WHERE {filter} ORDER BY {order} LIMIT {limit}",
+        quote(db),
+        quote(table)
+    );
+    let last = format!("SELECT {order} FROM {shadow_q} ORDER BY {desc} LIMIT 1");
+    conn.query_drop("START TRANSACTION")
+        .await
+        .map_err(classify)?;
+    let result = async {
+        conn.exec_drop(
+            format!(
+                "DELETE FROM {}.{} WHERE source = ?",
+                quote(SCHEMA),
+                quote(MARKS)
+            ),
+            (source,),
+        )
+        .await?;
+        conn.exec_drop(
+            format!(
+                "INSERT INTO {}.{} (source, mark, backfill, db, tbl) VALUES (?, ?, ?, ?, ?)",
+                quote(SCHEMA),
+                quote(MARKS)
+            ),
+            (source, mark, backfill_id, db, table),
+        )
+        .await?;
+        conn.exec_drop(copy.as_str(), Params::Positional(params))
+            .await?;
+        let copied = conn.affected_rows();
+        let next: Option<mysql_async::Row> = conn.exec_first(last.as_str(), ()).await?;
+        conn.query_drop("COMMIT").await?;
+        Ok::<_, mysql_async::Error>((copied, next))
+    }
+    .await;
+    match result {
+        Ok((copied, next)) => {
+            let next = next.map(|row| {
+                Cursor(
+                    (0..row.len())
+                        .map(|i| CursorValue::from(row.as_ref(i).cloned().unwrap_or(Value::NULL)))
+                        .collect(),
+                )
+            });
+            Ok((copied, next))
+        }
+        Err(e) => {
+            let _ = conn.query_drop("ROLLBACK").await;
+            Err(classify(e))
+        }
+    }
+}
+
+/// `WHERE` after the cursor in key order, spelled so the primary key's index serves
+/// it: `k1 > ? OR (k1 = ? AND k2 > ?) …`. A DECIMAL key's bound is cast to the
+/// column's type: a string compared with a DECIMAL would be compared as a double.
+fn after(
+    key: &[String],
+    columns: &[Column],
+    cursor: &Cursor,
+) -> Result<(String, Vec<Value>), ChunkError> {
+    if cursor.0.len() != key.len() {
+        return Err(ChunkError::Fatal(
+            "the table's primary key changed during the backfill".into(),
+        ));
+    }
+    let bound = |i: usize| -> String {
+        let column_type = columns
+            .iter()
+            .find(|c| c.name == key[i])
+            .map(|c| (c.data_type.as_str(), c.column_type.as_str()));
+        match column_type {
+            Some(("decimal", ty)) => format!(
+                "CAST(? AS {})",
+                ty.trim_end_matches(" unsigned").to_ascii_uppercase()
+            ),
+            _ => "?".to_owned(),
+        }
+    };
+    let mut terms = Vec::new();
+    let mut params = Vec::new();
+    for i in 0..key.len() {
+        let mut parts = Vec::new();
+        for (j, k) in key.iter().enumerate().take(i) {
+            parts.push(format!("{} = {}", quote(k), bound(j)));
+            params.push(cursor.0[j].to_value());
+        }
+        parts.push(format!("{} > {}", quote(&key[i]), bound(i)));
+        params.push(cursor.0[i].to_value());
+        terms.push(format!("({})", parts.join(" AND ")));
+    }
+    Ok((terms.join(" OR "), params))
+}
+
+/// The key of the last row read, as the binary protocol returned it: bound back as
+/// the same typed values, it compares exactly (no text round trip of a float or a
+/// date). Kept in the store as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Cursor(Vec<CursorValue>);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CursorValue {
+    Null,
+    /// Hex of the bytes (strings, DECIMAL text, binary).
+    Bytes(String),
+    Int(i64),
+    UInt(u64),
+    /// The float's bits, exactly.
+    Float(u32),
+    Double(u64),
+    Date(u16, u8, u8, u8, u8, u8, u32),
+    Time(bool, u32, u8, u8, u8, u32),
+}
+
+impl From<Value> for CursorValue {
+    fn from(v: Value) -> Self {
+        match v {
+            Value::NULL => CursorValue::Null,
+            Value::Bytes(b) => CursorValue::Bytes(hex::encode(b)),
+            Value::Int(i) => CursorValue::Int(i),
+            Value::UInt(u) => CursorValue::UInt(u),
+            Value::Float(f) => CursorValue::Float(f.to_bits()),
+            Value::Double(d) => CursorValue::Double(d.to_bits()),
+            Value::Date(y, mo, d, h, mi, s, us) => CursorValue::Date(y, mo, d, h, mi, s, us),
+            Value::Time(neg, days, h, m, s, us) => CursorValue::Time(neg, days, h, m, s, us),
+        }
+    }
+}
+
+impl CursorValue {
+    fn to_value(&self) -> Value {
+        match self {
+            CursorValue::Null => Value::NULL,
+            CursorValue::Bytes(h) => Value::Bytes(hex::decode(h).unwrap_or_default()),
+            CursorValue::Int(i) => Value::Int(*i),
+            CursorValue::UInt(u) => Value::UInt(*u),
+            CursorValue::Float(b) => Value::Float(f32::from_bits(*b)),
+            CursorValue::Double(b) => Value::Double(f64::from_bits(*b)),
+            CursorValue::Date(y, mo, d, h, mi, s, us) => Value::Date(*y, *mo, *d, *h, *mi, *s, *us),
+            CursorValue::Time(neg, days, h, m, s, us) => Value::Time(*neg, *days, *h, *m, *s, *us),
+        }
+    }
+}
+
+impl Cursor {
+    fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn parse(text: &str) -> Result<Self, ChunkError> {
+        serde_json::from_str(text).map_err(|e| {
+            ChunkError::Fatal(format!(
+                "the stored progress {text:?} is not a MySQL cursor ({e})"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, data_type: &str, column_type: &str) -> Column {
+        Column {
+            name: name.into(),
+            column_type: column_type.into(),
+            data_type: data_type.into(),
+            generated: false,
+        }
+    }
+
+    #[test]
+    fn a_cursor_keeps_every_value_exactly() {
+        let values = vec![
+            Value::Int(-42),
+            Value::UInt(u64::MAX),
+            Value::Bytes(b"caf\xc3\xa9 \x00\xff".to_vec()),
+            Value::Float(0.1),
+            Value::Double(-0.0),
+            Value::Date(2026, 3, 29, 1, 30, 0, 123_456),
+            Value::Time(true, 1, 2, 3, 4, 5),
+        ];
+        let cursor = Cursor(values.iter().cloned().map(CursorValue::from).collect());
+        let back = Cursor::parse(&cursor.to_text()).unwrap();
+        let round: Vec<Value> = back.0.iter().map(CursorValue::to_value).collect();
+        assert_eq!(round, values);
+        assert!(matches!(
+            Cursor::parse("{\"id\":5}"),
+            Err(ChunkError::Fatal(_))
+        ));
+    }
+
+    #[test]
+    fn the_next_chunk_starts_after_the_cursor_in_key_order() {
+        let cols = [
+            col("tenant", "varchar", "varchar(20)"),
+            col("total", "decimal", "decimal(12,2) unsigned"),
+            col("id", "bigint", "bigint(20)"),
+        ];
+        let key = ["tenant".to_owned(), "total".to_owned(), "id".to_owned()];
+        let cursor = Cursor(vec![
+            CursorValue::Bytes(hex::encode("a")),
+            CursorValue::Bytes(hex::encode("19.90")),
+            CursorValue::Int(7),
+        ]);
+        let (filter, params) = after(&key, &cols, &cursor).unwrap();
+        assert_eq!(
+            filter,
+            "(`tenant` > ?) OR (`tenant` = ? AND `total` > CAST(? AS DECIMAL(12,2))) \
+             OR (`tenant` = ? AND `total` = CAST(? AS DECIMAL(12,2)) AND `id` > ?)"
+        );
+        assert_eq!(params.len(), 6);
+        assert_eq!(params[5], Value::Int(7));
+        let short = Cursor(vec![CursorValue::Int(1)]);
+        assert!(matches!(
+            after(&key, &cols, &short),
+            Err(ChunkError::Fatal(_))
+        ));
+    }
+
+    #[test]
+    fn shadow_names_fit_and_differ() {
+        let long = "x".repeat(64);
+        let a = shadow_name(&long, &long);
+        assert!(a.len() <= 64 && a.starts_with("bf_"), "{a}");
+        assert_eq!(a, shadow_name(&long, &long));
+        assert_ne!(shadow_name("a", "bc"), shadow_name("ab", "c"));
+    }
+}
