@@ -4,9 +4,9 @@
 
 mod harness;
 
-mod backfill;
 mod claims;
 mod cli;
+mod conformance;
 mod console;
 mod delivery;
 mod deploy;

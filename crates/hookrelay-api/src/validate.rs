@@ -174,8 +174,8 @@ pub fn known_filters(
                 format!("event_types[{i}]"),
                 format!(
                     "{glob:?} matches no event type the {scope} can emit (types are \
-                     <table>.<op>: table without its schema, op insert, update, delete or, \
-                     for postgres, truncate) {FORCE}"
+                     <table>.<op>: table without its schema, op insert, update, delete, \
+                     read for backfilled rows or, for postgres, truncate) {FORCE}"
                 ),
             ));
         }

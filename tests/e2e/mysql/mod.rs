@@ -3,8 +3,6 @@
 
 #[cfg(feature = "failpoints")]
 mod chunks;
-mod kills;
-mod leader;
 mod mariadb;
 mod metadata;
 mod pipeline;

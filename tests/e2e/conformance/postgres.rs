@@ -1,4 +1,4 @@
-//! The backfill scenarios on a PostgreSQL source.
+//! Every scenario on a PostgreSQL source.
 
 use std::{collections::BTreeMap, future::Future, pin::Pin};
 
@@ -110,17 +110,4 @@ batch_size = 500
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_backfill_under_writes_ends_with_the_table() {
-    super::backfill_under_writes(Postgres::new().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_backfill_resumes_after_kill_9() {
-    super::backfill_survives_kill_9(Postgres::new().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_backfill_cancel_stops_it() {
-    super::backfill_cancel(Postgres::new().await).await;
-}
+super::scenarios!(Postgres::new().await);

@@ -1,112 +1,25 @@
-//! Backfill scenarios (DESIGN §1.8), written once over [`Fixture`]: a source kind
-//! plugs in by making a table, writing to it and reading it back: PostgreSQL's in
-//! `postgres.rs`, MySQL/MariaDB's in `mysql.rs`.
-//!
-//! Each scenario runs writers (inserts, updates, deletes) throughout the backfill, then
-//! compares every key's last received event with the table: the subscriber must end
-//! with exactly the current rows.
-
-mod mysql;
-mod postgres;
+//! The backfill scenarios (DESIGN §1.8): writers (inserts, updates, deletes) run
+//! throughout the backfill, then every key's last received event is compared with the
+//! table: the subscriber must end with exactly the current rows.
 
 use std::{
     collections::{BTreeMap, HashSet},
-    future::Future,
-    sync::{
-        atomic::{AtomicBool, AtomicI64, Ordering},
-        Arc,
-    },
     time::Duration,
 };
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use super::{Fixture, Writers};
 use crate::harness::*;
 
 /// Rows in the table before the backfill starts.
 pub const ROWS: i64 = 20_000;
 
-/// What a scenario needs from a source kind.
-pub trait Fixture: Send + Sync + 'static {
-    /// The `[[sources]]` TOML of a relay watching the fixture's table, named `src`.
-    fn source_toml(&self) -> String;
-    /// The table as configured (`schema.table`).
-    fn table(&self) -> &'static str;
-    /// Makes the table with keys `1..=n`, each `v = 0`.
-    fn fill(&self, n: i64) -> impl Future<Output = ()> + Send;
-    /// One writer's connection.
-    fn writer(&self) -> impl Future<Output = Box<dyn Writer>> + Send;
-    /// Every row: key → `v`.
-    fn rows(&self) -> impl Future<Output = BTreeMap<i64, i64>> + Send;
-    /// The `/metrics` series of rows read for the fixture's source.
-    fn rows_read_series(&self) -> String;
-}
-
-/// Writes to the fixture's table.
-pub trait Writer: Send {
-    fn insert(&mut self, id: i64) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
-    fn bump(&mut self, id: i64) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
-    fn delete(&mut self, id: i64) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
-}
-
-/// Writers changing the table until stopped: each picks a random key below the
-/// highest and updates or deletes it, or inserts a new key. (No primary-key updates:
-/// such an update is ordered under its new key only, so with retries it may reach the
-/// receiver before an older change of its old key, backfill or not.)
-pub struct Writers {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<u64>>,
-}
-
-impl Writers {
-    pub async fn start<F: Fixture>(fx: &F, n: usize, first_new: i64) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let next = Arc::new(AtomicI64::new(first_new));
-        let mut tasks = Vec::new();
-        for _ in 0..n {
-            let mut w = fx.writer().await;
-            let (stop, next) = (stop.clone(), next.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut done = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let (roll, pick) = {
-                        let mut rng = rand::thread_rng();
-                        let top = next.load(Ordering::Relaxed);
-                        (
-                            rand::Rng::gen_range(&mut rng, 0..10),
-                            rand::Rng::gen_range(&mut rng, 1..top),
-                        )
-                    };
-                    match roll {
-                        0..=5 => w.bump(pick).await,
-                        6..=7 => w.delete(pick).await,
-                        _ => w.insert(next.fetch_add(1, Ordering::Relaxed)).await,
-                    }
-                    done += 1;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                done
-            }));
-        }
-        Self { stop, tasks }
-    }
-
-    /// Stops them; how many writes they made.
-    pub async fn stop(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut n = 0;
-        for t in self.tasks {
-            n += t.await.expect("writer");
-        }
-        n
-    }
-}
-
 /// Each key's state as the receiver's events leave it (arrival order, once per event
 /// id): `v` of its last event, or absent after a delete. Also how many distinct read
 /// events came.
-pub fn replay(received: &[Received]) -> (BTreeMap<i64, i64>, usize) {
+pub fn replay<F: Fixture>(fx: &F, received: &[Received]) -> (BTreeMap<i64, i64>, usize) {
     let mut seen = HashSet::new();
     let mut state = BTreeMap::new();
     let mut reads = 0;
@@ -115,7 +28,7 @@ pub fn replay(received: &[Received]) -> (BTreeMap<i64, i64>, usize) {
             continue;
         }
         let e = r.json();
-        let id = e["key"]["id"].as_i64().expect("integer key");
+        let id = fx.key_of(&e);
         match e["op"].as_str().expect("op") {
             "delete" => {
                 state.remove(&id);
@@ -149,7 +62,7 @@ pub async fn wait_converged<F: Fixture>(fx: &F, rx: &TestReceiver, timeout: Dura
     let table = fx.rows().await;
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let (state, reads) = replay(&rx.requests());
+        let (state, reads) = replay(fx, &rx.requests());
         if state == table {
             return reads;
         }
@@ -181,7 +94,7 @@ pub async fn wait_converged<F: Fixture>(fx: &F, rx: &TestReceiver, timeout: Dura
 /// subscription; that subscriber ends with exactly the table, the other subscriber
 /// (all events, live) gets changes but no read event, and the backfill reports every
 /// table done.
-pub async fn backfill_under_writes<F: Fixture>(fx: F) {
+pub async fn under_writes<F: Fixture>(fx: F) {
     fx.fill(ROWS).await;
     let store = TestDb::new("store").await;
     let relay = start_relay(test_config(&store.url(), &fx.source_toml())).await;
@@ -270,7 +183,7 @@ pub async fn backfill_under_writes<F: Fixture>(fx: F) {
 /// The same with `kill -9` of hookrelay at random moments during the backfill (read
 /// slowly, so the kills land in it): it resumes from the stored progress and the
 /// subscriber still ends with exactly the table.
-pub async fn backfill_survives_kill_9<F: Fixture>(fx: F) {
+pub async fn survives_kill_9<F: Fixture>(fx: F) {
     fx.fill(ROWS).await;
     let store = TestDb::new("store").await;
     let mut cfg = test_config(&store.url(), &fx.source_toml());
@@ -322,7 +235,7 @@ pub async fn backfill_survives_kill_9<F: Fixture>(fx: F) {
 
 /// Cancelling: the backfill stops, no chunk after the cancel is sent, and a second
 /// cancel is a 409.
-pub async fn backfill_cancel<F: Fixture>(fx: F) {
+pub async fn cancel<F: Fixture>(fx: F) {
     fx.fill(ROWS).await;
     let store = TestDb::new("store").await;
     let mut cfg = test_config(&store.url(), &fx.source_toml());
@@ -367,7 +280,7 @@ pub async fn backfill_cancel<F: Fixture>(fx: F) {
     let rows = now["rows"].as_i64().unwrap();
     assert!(rows < ROWS, "cancelled before the end: {now}");
     rx.wait_for("the stored read events", Duration::from_secs(120), |r| {
-        replay(r).1 as i64 >= rows
+        replay(&fx, r).1 as i64 >= rows
     })
     .await;
     let (_, later) = api

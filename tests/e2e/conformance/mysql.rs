@@ -1,5 +1,5 @@
-//! The backfill scenarios on a MariaDB source (binlog on), and what only a MySQL
-//! backfill has to show: a read event carries exactly the bytes the row's insert
+//! Every scenario on a MariaDB source (binlog on), and what only a MySQL backfill has
+//! to show: a read event carries exactly the bytes the row's insert
 //! did, written under a hostile session, and a composite key with a DECIMAL part is
 //! walked chunk by chunk without a row lost or repeated.
 
@@ -9,7 +9,7 @@ use mysql_async::{prelude::Queryable, Conn};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::{wait_backfill_ended, Fixture, Writer};
+use super::{backfill::wait_backfill_ended, Fixture, Writer};
 use crate::{
     harness::*,
     mysql::{exec, mysql_config, shop, MariaDbInstance},
@@ -93,18 +93,32 @@ batch_size = 500
                 at TIMESTAMP(3) NOT NULL DEFAULT '2026-01-02 03:04:05.678') ENGINE=InnoDB",
         )
         .await;
-        exec(
-            &mut c,
-            &format!(
-                "INSERT INTO items (id, v, note)
-                 SELECT seq, 0, CONCAT('row ', seq) FROM seq_1_to_{n}"
-            ),
-        )
-        .await;
+        if n > 0 {
+            exec(
+                &mut c,
+                &format!(
+                    "INSERT INTO items (id, v, note)
+                     SELECT seq, 0, CONCAT('row ', seq) FROM seq_1_to_{n}"
+                ),
+            )
+            .await;
+        }
     }
 
     async fn writer(&self) -> Box<dyn Writer> {
         Box::new(MyWriter(self.my.connect("shop").await))
+    }
+
+    async fn readers(&self) -> Option<i64> {
+        let mut c = self.my.connect("mysql").await;
+        let n: Option<i64> = c
+            .query_first(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'",
+            )
+            .await
+            .expect("count binlog readers");
+        let _ = c.disconnect().await;
+        n
     }
 
     async fn rows(&self) -> BTreeMap<i64, i64> {
@@ -119,20 +133,7 @@ batch_size = 500
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_backfill_under_writes_ends_with_the_table() {
-    super::backfill_under_writes(Mysql::new().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_backfill_resumes_after_kill_9() {
-    super::backfill_survives_kill_9(Mysql::new().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_backfill_cancel_stops_it() {
-    super::backfill_cancel(Mysql::new().await).await;
-}
+super::scenarios!(Mysql::new().await);
 
 /// Rows of every type family, inserted under a hostile session (another time zone,
 /// latin1 client, zero key on an AUTO_INCREMENT column) while hookrelay captures:
