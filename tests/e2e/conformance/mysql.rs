@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::{backfill::wait_backfill_ended, Fixture, Writer};
 use crate::{
     harness::*,
-    mysql::{exec, mysql_config, shop, MariaDbInstance},
+    mysql::{exec, mysql_config, shop, Binlog, MariaDbInstance},
 };
 
 /// A MariaDB with binlog on and database `shop`, the table `shop.items (id bigint
@@ -276,6 +276,59 @@ async fn a_backfill_without_a_writable_hookrelay_database_fails_with_the_grant()
         "{error}"
     );
     exec(&mut c, "UPDATE items SET v = 1 WHERE id = 2").await;
+    let got = rx.wait_delivered(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].json()["op"], "update", "capture goes on");
+    relay.shutdown().await;
+}
+
+/// A server whose binlog leaves out the `hookrelay` database: the backfill's chunk
+/// never comes back, and once the reader is past where it would be, the backfill fails
+/// saying what to check; capture goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_through_a_binlog_without_the_hookrelay_database_fails_with_the_hint() {
+    crate::harness::init_logs();
+    let my = MariaDbInstance::start(Binlog::Ignoring("hookrelay")).await;
+    let mut c = my.connect("mysql").await;
+    exec(&mut c, "CREATE DATABASE shop").await;
+    exec(
+        &mut c,
+        "CREATE TABLE shop.items (id BIGINT PRIMARY KEY, v BIGINT NOT NULL) ENGINE=InnoDB",
+    )
+    .await;
+    exec(&mut c, "INSERT INTO shop.items VALUES (1, 0), (2, 0)").await;
+    let store = TestDb::new("store").await;
+    let relay = start_relay(mysql_config(
+        &store.url(),
+        &my.url("shop"),
+        &["shop.items"],
+        "",
+    ))
+    .await;
+    let api = Api::new(relay.api_addr);
+    let rx = TestReceiver::start().await;
+    let sub = api
+        .subscribe(
+            &rx.url,
+            json!({ "event_types": ["items.*"], "backfill": true }),
+        )
+        .await;
+    let id = sub["backfill"]["id"].as_str().expect("backfill").to_owned();
+    // changes keep coming, so the reader passes the chunk's place in the binlog
+    let ended = eventually("the backfill to end", Duration::from_secs(60), || async {
+        exec(
+            &mut my.connect("shop").await,
+            "UPDATE items SET v = v + 1 WHERE id = 1",
+        )
+        .await;
+        let (_, b) = api
+            .call(Method::GET, &format!("/v1/backfills/{id}"), None)
+            .await;
+        (b["state"] != "running").then_some(b)
+    })
+    .await;
+    assert_eq!(ended["state"], "failed", "{ended}");
+    let error = ended["error"].as_str().unwrap_or_default();
+    assert!(error.contains("binlog_ignore_db"), "{error}");
     let got = rx.wait_delivered(1, Duration::from_secs(30)).await;
     assert_eq!(got[0].json()["op"], "update", "capture goes on");
     relay.shutdown().await;

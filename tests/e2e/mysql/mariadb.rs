@@ -35,6 +35,8 @@ pub enum Binlog {
     Ready,
     /// No binlog at all, and the other settings at their defaults: for `check`.
     Off,
+    /// As `Ready`, with `binlog_ignore_db` leaving this database out of the binlog.
+    Ignoring(&'static str),
 }
 
 fn free_port() -> u16 {
@@ -122,8 +124,11 @@ impl MariaDbInstance {
             "--sync-binlog=0".into(),
             "--max-connections=50".into(),
         ];
+        if let Binlog::Ignoring(db) = binlog {
+            args.push(format!("--binlog-ignore-db={db}"));
+        }
         match binlog {
-            Binlog::Ready => args.extend([
+            Binlog::Ready | Binlog::Ignoring(_) => args.extend([
                 format!("--log-bin={}", data.join("binlog").display()),
                 "--binlog-format=ROW".into(),
                 "--binlog-row-image=FULL".into(),

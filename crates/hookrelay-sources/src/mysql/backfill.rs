@@ -63,8 +63,9 @@ pub(super) const MARKS: &str = "backfill_marks";
 const CHUNK_ROWS: usize = 1000;
 /// How often a reader with no backfill asks the store for one.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
-/// How long a written chunk may take to come back through the binlog before the
-/// backfill fails: past it the server is not logging the `hookrelay` database.
+/// How long a written chunk may stay unread while the binlog brings nothing at all
+/// before the backfill fails: the server is not logging the `hookrelay` database.
+/// (Busy, the reader tells sooner: it reads past the chunk's end without its mark.)
 const MARK_TIMEOUT: Duration = Duration::from_secs(120);
 /// After a transient failure (a lock wait, a lost connection), the next try.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -97,6 +98,10 @@ struct Pending {
     limit: usize,
     /// The next cursor, for the store.
     cursor: Option<String>,
+    /// The server's binlog end just after the chunk committed: a reader past it
+    /// without having seen the mark will never see it.
+    until: Option<(String, u64)>,
+    /// Since when the reader has read nothing (reset by every event it reads).
     issued: Instant,
     read_at: DateTime<Utc>,
     /// The mark's group is being read.
@@ -172,6 +177,28 @@ impl<'a> Backfiller<'a> {
                 p.seen = true;
             }
         }
+    }
+
+    /// The reader read an event: a chunk in flight is not overdue while the binlog
+    /// still brings something.
+    pub fn reader_busy(&mut self) {
+        if let Some(p) = &mut self.pending {
+            p.issued = Instant::now();
+        }
+    }
+
+    /// The reader closed a group ending at (`file`, `end`): a chunk whose mark it has
+    /// not seen though it is past the chunk's end is not in this binlog; the
+    /// backfill to fail (id, why).
+    pub fn missed(&mut self, file: &str, end: u64) -> Option<(String, String)> {
+        let p = self.pending.as_ref()?;
+        let (until_file, until) = p.until.as_ref()?;
+        if p.seen || (file, end) < (until_file.as_str(), *until) {
+            return None;
+        }
+        let why = not_logged(&p.shadow, &format!("by {until_file}:{until}"));
+        self.pending = None;
+        Some(self.give_up(why))
     }
 
     /// Whether shadow rows being read now belong to the chunk in flight.
@@ -282,12 +309,7 @@ impl<'a> Backfiller<'a> {
             if now.duration_since(p.issued) < MARK_TIMEOUT {
                 return Ok(None);
             }
-            let why = format!(
-                "the chunk written to {SCHEMA}.{} did not come back through the binlog \
-                 within {MARK_TIMEOUT:?}: the server must log the {SCHEMA} database \
-                 (check binlog_do_db / binlog_ignore_db and replicate filters)",
-                p.shadow
-            );
+            let why = not_logged(&p.shadow, &format!("within {MARK_TIMEOUT:?}"));
             self.pending = None;
             return Ok(Some(self.give_up(why)));
         }
@@ -376,7 +398,7 @@ impl<'a> Backfiller<'a> {
         }
         ensure_shadow(conn, &db, &table, &shadow, &columns).await?;
         let read_at = Utc::now();
-        let (copied, next) = copy_chunk(
+        let (copied, next, until) = copy_chunk(
             conn,
             (source, &mark, &backfill_id),
             (&db, &table, &shadow),
@@ -397,6 +419,7 @@ impl<'a> Backfiller<'a> {
             copied,
             limit,
             cursor: next.map(|c| c.to_text()),
+            until,
             issued: Instant::now(),
             read_at,
             seen: false,
@@ -459,6 +482,16 @@ impl<'a> Backfiller<'a> {
             n => CHUNK_ROWS.min(n as usize),
         }
     }
+}
+
+/// A chunk that never came back through the binlog (`when`: by which position or
+/// within what time).
+fn not_logged(shadow: &str, when: &str) -> String {
+    format!(
+        "the chunk written to {SCHEMA}.{shadow} did not come back through the binlog \
+         {when}: the server must log the {SCHEMA} database (check binlog_do_db, \
+         binlog_ignore_db and replication filters)"
+    )
 }
 
 /// Why a chunk was not written.
@@ -586,7 +619,8 @@ async fn ensure_shadow(
 }
 
 /// Copies the next chunk into the shadow with the mark, in one transaction; returns
-/// how many rows it copied and the cursor after them.
+/// how many rows it copied, the cursor after them and the binlog's end after the
+/// commit (when the server says).
 async fn copy_chunk(
     conn: &mut Conn,
     (source, mark, backfill_id): (&str, &str, &str),
@@ -594,7 +628,7 @@ async fn copy_chunk(
     (columns, key): (&[Column], &[String]),
     cursor: Option<&Cursor>,
     limit: usize,
-) -> Result<(u64, Option<Cursor>), ChunkError> {
+) -> Result<(u64, Option<Cursor>, Option<(String, u64)>), ChunkError> {
     let shadow_q = format!("{}.{}", quote(SCHEMA), quote(shadow));
     let list = columns
         .iter()
@@ -657,7 +691,11 @@ async fn copy_chunk(
                         .collect(),
                 )
             });
-            Ok((copied, next))
+            let until = super::setup::current_position(conn)
+                .await
+                .ok()
+                .map(|p| (p.file, p.offset));
+            Ok((copied, next, until))
         }
         Err(e) => {
             let _ = conn.query_drop("ROLLBACK").await;

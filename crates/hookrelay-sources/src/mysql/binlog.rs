@@ -187,6 +187,9 @@ impl<'a, S: BatchSink> Reader<'a, S> {
                 Some(Some(Ok(ev))) => {
                     self.last_event = Instant::now();
                     let heartbeat = ev.header().event_type_raw() == HEARTBEAT_EVENT;
+                    if !heartbeat {
+                        self.backfill.reader_busy();
+                    }
                     self.handle(&ev).await?;
                     // The server had nothing to send for a heartbeat period.
                     if heartbeat && self.is_between_groups() {
@@ -361,6 +364,9 @@ impl<'a, S: BatchSink> Reader<'a, S> {
             self.last_save = Instant::now();
         } else if self.done.len() >= self.batch_size {
             self.commit_done().await?;
+        }
+        if let Some((id, why)) = self.backfill.missed(&self.file, log_pos) {
+            self.sink.fail_backfill(&id, &why).await?;
         }
         Ok(())
     }
