@@ -333,3 +333,84 @@ async fn a_backfill_through_a_binlog_without_the_hookrelay_database_fails_with_t
     assert_eq!(got[0].json()["op"], "update", "capture goes on");
     relay.shutdown().await;
 }
+
+/// A long transaction holding a lock on a row of the next chunk does not stall the
+/// reader: changes to other rows keep arriving while the chunk waits, and the
+/// backfill completes once the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_row_holds_back_its_chunk_but_not_the_changes() {
+    let my = shop().await;
+    let mut c = my.connect("shop").await;
+    exec(
+        &mut c,
+        "CREATE TABLE items (id BIGINT PRIMARY KEY, v BIGINT NOT NULL) ENGINE=InnoDB",
+    )
+    .await;
+    exec(&mut c, "INSERT INTO items SELECT seq, 0 FROM seq_1_to_50").await;
+    let store = TestDb::new("store").await;
+    let relay = start_relay(mysql_config(
+        &store.url(),
+        &my.url("shop"),
+        &["shop.items"],
+        "",
+    ))
+    .await;
+    let api = Api::new(relay.api_addr);
+    let live = TestReceiver::start().await;
+    api.subscribe(&live.url, json!({ "event_types": ["items.update"] }))
+        .await;
+    let rx = TestReceiver::start().await;
+    let sub = api
+        .subscribe(&rx.url, json!({ "event_types": ["items.read"] }))
+        .await;
+
+    let mut holder = my.connect("shop").await;
+    exec(&mut holder, "START TRANSACTION").await;
+    exec(&mut holder, "SELECT * FROM items WHERE id = 7 FOR UPDATE").await;
+    let (status, bf) = api
+        .call(
+            Method::POST,
+            &format!("/v1/subscriptions/{}/backfill", sub["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{bf}");
+    let id = bf["id"].as_str().unwrap().to_owned();
+    eventually(
+        "the chunk to wait on the lock",
+        Duration::from_secs(30),
+        || async {
+            let waits: Option<i64> = my
+                .connect("shop")
+                .await
+                .query_first(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST
+                  WHERE INFO LIKE 'INSERT INTO `hookrelay`%'",
+                )
+                .await
+                .expect("lock waits");
+            (waits > Some(0)).then_some(())
+        },
+    )
+    .await;
+    // The copy waits a second at most, then the reader goes on: each change arrives
+    // within a few seconds, not after the server's 50 s lock wait.
+    for n in 1..=5 {
+        exec(&mut c, &format!("UPDATE items SET v = {n} WHERE id = 40")).await;
+        live.wait_delivered(n, Duration::from_secs(4)).await;
+    }
+    let (_, waiting) = api
+        .call(Method::GET, &format!("/v1/backfills/{id}"), None)
+        .await;
+    assert_eq!(waiting["state"], "running", "{waiting}");
+    assert_eq!(
+        waiting["rows"], 0,
+        "the locked chunk is not read yet: {waiting}"
+    );
+    exec(&mut holder, "COMMIT").await;
+    let ended = wait_backfill_ended(&api, &id, Duration::from_secs(60)).await;
+    assert_eq!(ended["state"], "completed", "{ended}");
+    assert_eq!(ended["rows"], 50, "{ended}");
+    rx.wait_delivered(50, Duration::from_secs(30)).await;
+    relay.shutdown().await;
+}

@@ -7,8 +7,9 @@
 //!  chunk:   TRUNCATE hookrelay.bf_<hash>                      (the shadow, LIKE the table)
 //!           START TRANSACTION
 //!             mark row ─▶ hookrelay.backfill_marks            (source, mark, backfill, table)
-//!             INSERT INTO shadow SELECT … FROM table           (locking read: next chunk
-//!               WHERE key > cursor ORDER BY key LIMIT n         by primary key)
+//!             INSERT INTO shadow SELECT … FROM table           (next chunk by primary
+//!               WHERE key > cursor ORDER BY key LIMIT n         key, a locking read)
+//!               LOCK IN SHARE MODE
 //!             SELECT the last key FROM shadow                  (the next cursor, typed)
 //!           COMMIT
 //!  binlog:  … changes … │ mark, shadow rows (one group) │ … changes …
@@ -17,10 +18,11 @@
 //!           before them and the chunk's progress in one store transaction
 //! ```
 //!
-//! Why that is exact: `INSERT … SELECT` reads with shared next-key locks under
-//! REPEATABLE READ (the server's locking read for a statement that writes), so it
-//! sees every change committed before it and no writer can change a row it read
-//! until it commits. Binlog order is commit order, so each change of a chunk's rows
+//! Why that is exact: the copy reads with shared next-key locks (`LOCK IN SHARE
+//! MODE`, under REPEATABLE READ), so it sees every change committed before it and no
+//! writer can change a row it read, or insert into the range, until it commits; a
+//! row a writer holds makes the copy wait (a second at most, then it is tried
+//! again). Binlog order is commit order, so each change of a chunk's rows
 //! is either before the chunk's group (and in the rows read) or after it (and its
 //! event follows the read event). A row deleted before is not read; one deleted after
 //! has its delete after the read. No key needs dropping, unlike PostgreSQL's
@@ -69,6 +71,11 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 const MARK_TIMEOUT: Duration = Duration::from_secs(120);
 /// After a transient failure (a lock wait, a lost connection), the next try.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The reader waits for a chunk's copy before it reads on, so the copy is bounded:
+/// a row lock held by a long transaction fails it within a second
+/// (`innodb_lock_wait_timeout`), and a copy slower than this is abandoned (its
+/// connection closed, so the server rolls it back) and tried again later.
+const CHUNK_DEADLINE: Duration = Duration::from_secs(10);
 
 /// One column of a table as `information_schema` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,7 +334,14 @@ impl<'a> Backfiller<'a> {
         if self.task.is_none() || now < self.next_chunk {
             return Ok(None);
         }
-        match self.write_chunk().await {
+        let written = tokio::time::timeout(CHUNK_DEADLINE, self.write_chunk())
+            .await
+            .unwrap_or_else(|_| {
+                Err(ChunkError::Transient(format!(
+                    "the copy took longer than {CHUNK_DEADLINE:?}"
+                )))
+            });
+        match written {
             Ok(outcome) => Ok(outcome),
             Err(ChunkError::Fatal(why)) => Ok(Some(self.give_up(why))),
             Err(ChunkError::Transient(why)) => {
@@ -439,12 +453,14 @@ impl<'a> Backfiller<'a> {
             // REPEATABLE READ: INSERT … SELECT then reads with locks (see above). UTC:
             // a TIMESTAMP copied through the session's zone cannot fall into a
             // daylight-saving gap or overlap. NO_AUTO_VALUE_ON_ZERO: a key 0 stays 0.
+            // A one-second lock wait: see CHUNK_DEADLINE.
             conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 .await
                 .map_err(classify)?;
             conn.query_drop(
                 "SET time_zone = '+00:00', \
-                 sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', autocommit = 1",
+                 sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', autocommit = 1, \
+                 innodb_lock_wait_timeout = 1",
             )
             .await
             .map_err(classify)?;
@@ -647,7 +663,7 @@ async fn copy_chunk(
         None => ("TRUE".to_owned(), Vec::new()),
     };
     let copy = format!(
-        "INSERT INTO {shadow_q} ({list}) SELECT {list} FROM {}.{} WHERE {filter} ORDER BY {order} LIMIT {limit}",
+        "INSERT INTO {shadow_q} ({list}) SELECT {list} FROM {}.{} WHERE {filter} ORDER BY {order} LIMIT {limit} LOCK IN SHARE MODE",
         quote(db),
         quote(table)
     );
