@@ -1,43 +1,46 @@
-//! Backfills (DESIGN §1.8) in the MySQL/MariaDB reader: each chunk of a table is
-//! copied, inside the source server, into a shadow table in one transaction with a
-//! mark row, so the chunk's rows come back through the binlog itself, at the point
-//! where they were read.
+//! Backfills (DESIGN §1.8) in the MySQL/MariaDB reader: DBLog's watermarks through
+//! the binlog, with the chunk itself copied, inside the source server, into a shadow
+//! table in the high watermark's transaction, so its rows come back through the
+//! binlog and are decoded like every change.
 //!
 //! ```text
-//!  chunk:   TRUNCATE hookrelay.bf_<hash>                      (the shadow, LIKE the table)
+//!  low:     mark row ─▶ hookrelay.backfill_marks                  (its own transaction)
+//!  high:    TRUNCATE hookrelay.bf_<hash>                          (the shadow, LIKE the table)
 //!           START TRANSACTION
-//!             mark row ─▶ hookrelay.backfill_marks            (source, mark, backfill, table)
-//!             INSERT INTO shadow SELECT … FROM table           (next chunk by primary
-//!               WHERE key > cursor ORDER BY key LIMIT n         key, a locking read)
-//!               LOCK IN SHARE MODE
-//!             SELECT the last key FROM shadow                  (the next cursor, typed)
+//!             mark row ─▶ hookrelay.backfill_marks
+//!             INSERT INTO shadow SELECT … FROM table               (READ COMMITTED: a
+//!               WHERE key > cursor ORDER BY key LIMIT n             snapshot, no locks)
+//!             SELECT the last key FROM shadow                      (the next cursor, typed)
 //!           COMMIT
-//!  binlog:  … changes … │ mark, shadow rows (one group) │ … changes …
-//!  reader:  the group whose mark is the one it wrote: its shadow rows, rendered as
-//!           the table's rows, become read events; they commit with the changes
-//!           before them and the chunk's progress in one store transaction
+//!  binlog:  … │ low mark │ changes: their keys are noted │ high mark + shadow rows │ …
+//!  reader:  the shadow rows of the group with its own high mark, less the noted
+//!           keys, become read events; they commit with the changes before them and
+//!           the chunk's progress in one store transaction
 //! ```
 //!
-//! Why that is exact: the copy reads with shared next-key locks (`LOCK IN SHARE
-//! MODE`, under REPEATABLE READ), so it sees every change committed before it and no
-//! writer can change a row it read, or insert into the range, until it commits; a
-//! row a writer holds makes the copy wait (a second at most, then it is tried
-//! again). Binlog order is commit order, so each change of a chunk's rows
-//! is either before the chunk's group (and in the rows read) or after it (and its
-//! event follows the read event). A row deleted before is not read; one deleted after
-//! has its delete after the read. No key needs dropping, unlike PostgreSQL's
-//! watermark window, because the read's place in the stream is exact.
+//! Why that is exact: binlog order is commit order. The copy's snapshot is taken
+//! after the low mark committed, and its group is where it committed. A change that
+//! committed before the low mark is in the copy, and its event precedes the read. One
+//! that committed between the marks may or may not be in the copy, so its key is
+//! dropped from the chunk (its own event carries that row's state). One after the
+//! high mark follows the read event. So a read never overtakes a newer change of its
+//! key, and a row deleted meanwhile is not sent. The copy takes no lock on the
+//! table's rows, so it neither waits for the application's transactions nor becomes
+//! part of a deadlock with them.
 //!
 //! Why a shadow table rather than converting the `SELECT`'s result: the shadow rows
 //! are decoded by the same binlog value mapping as every change (DESIGN §1.3), so a
 //! row's read event carries the same bytes as its insert did, with no second mapping
 //! of text or binary protocol values to keep in step.
 //!
-//! A crash anywhere leaves only a mark no reader waits for (its group is skipped)
-//! and the progress of the last committed chunk, from which the next leader reads
-//! the same chunk again; its read events have the same ids and store once.
+//! A crash anywhere leaves only marks no reader waits for (skipped) and the progress
+//! of the last committed chunk, from which the next leader reads the same chunk
+//! again; its read events have the same ids and store once.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
 use hookrelay_core::{
@@ -96,7 +99,13 @@ struct MarkRow {
 
 /// A chunk written and waiting to be read back from the binlog.
 struct Pending {
+    /// The low and high marks' tokens.
+    low: String,
     mark: String,
+    /// The low mark was read: changes of the table are noted from here on.
+    window: bool,
+    /// Keys of the table that changed between the marks.
+    changed: HashSet<String>,
     db: String,
     table: String,
     shadow: String,
@@ -173,15 +182,38 @@ impl<'a> Backfiller<'a> {
             .map(|p| (p.shadow.as_str(), p.db.as_str(), p.table.as_str()))
     }
 
-    /// A mark row read from the binlog (rendered as JSON): is it the chunk in flight?
-    /// From then on this group's shadow rows are that chunk.
+    /// A mark row read from the binlog (rendered as JSON). The chunk in flight's low
+    /// mark opens its window; its high mark makes this group's shadow rows the chunk.
+    /// A high mark read without its low one (never expected) drops the chunk, to be
+    /// written again, rather than guess which changes it missed.
     pub fn mark_read(&mut self, row: &str) {
         let Ok(mark) = serde_json::from_str::<MarkRow>(row) else {
             return;
         };
-        if let Some(p) = &mut self.pending {
-            if mark.source == self.source && mark.mark == p.mark {
+        let Some(p) = &mut self.pending else {
+            return;
+        };
+        if mark.source != self.source {
+            return;
+        }
+        if mark.mark == p.low {
+            p.window = true;
+        } else if mark.mark == p.mark {
+            if p.window {
                 p.seen = true;
+            } else {
+                warn!(source = %self.source, mark = %p.mark, "backfill: a chunk's high mark came without its low mark; writing it again");
+                self.pending = None;
+            }
+        }
+    }
+
+    /// A change the reader read (`key` as events render it): noted if it is of the
+    /// open window's table.
+    pub fn note_change(&mut self, db: &str, table: &str, key: &str) {
+        if let Some(p) = &mut self.pending {
+            if p.window && !p.seen && p.db == db && p.table == table {
+                p.changed.insert(key.to_owned());
             }
         }
     }
@@ -221,6 +253,9 @@ impl<'a> Backfiller<'a> {
         let (Some(p), Some(task)) = (&mut self.pending, &self.task) else {
             return Ok(());
         };
+        if p.changed.contains(&key) {
+            return Ok(());
+        }
         let position = format!("backfill:{}", task.id);
         let bad = |reason: String| SourceError::BadChange {
             position: position.clone(),
@@ -426,7 +461,10 @@ impl<'a> Backfiller<'a> {
             self.next_chunk = Instant::now() + Duration::from_secs_f64(secs);
         }
         self.pending = Some(Pending {
-            mark,
+            low: format!("{mark}:low"),
+            mark: format!("{mark}:high"),
+            window: false,
+            changed: HashSet::new(),
             db,
             table,
             shadow,
@@ -450,11 +488,12 @@ impl<'a> Backfiller<'a> {
                 .connect()
                 .await
                 .map_err(|e| ChunkError::Transient(e.to_string()))?;
-            // REPEATABLE READ: INSERT … SELECT then reads with locks (see above). UTC:
-            // a TIMESTAMP copied through the session's zone cannot fall into a
-            // daylight-saving gap or overlap. NO_AUTO_VALUE_ON_ZERO: a key 0 stays 0.
-            // A one-second lock wait: see CHUNK_DEADLINE.
-            conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            // READ COMMITTED: INSERT … SELECT then reads a snapshot without locking
+            // the table's rows (see above). UTC: a TIMESTAMP copied through the
+            // session's zone cannot fall into a daylight-saving gap or overlap.
+            // NO_AUTO_VALUE_ON_ZERO: a key 0 stays 0. A one-second lock wait (on the
+            // shadow or the marks): see CHUNK_DEADLINE.
+            conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
                 .await
                 .map_err(classify)?;
             conn.query_drop(
@@ -663,33 +702,19 @@ async fn copy_chunk(
         None => ("TRUE".to_owned(), Vec::new()),
     };
     let copy = format!(
-        "INSERT INTO {shadow_q} ({list}) SELECT {list} FROM {}.{} WHERE {filter} ORDER BY {order} LIMIT {limit} LOCK IN SHARE MODE",
+        "INSERT INTO {shadow_q} ({list}) SELECT {list} FROM {}.{} WHERE {filter} ORDER BY {order} LIMIT {limit}",
         quote(db),
         quote(table)
     );
     let last = format!("SELECT {order} FROM {shadow_q} ORDER BY {desc} LIMIT 1");
-    conn.query_drop("START TRANSACTION")
-        .await
-        .map_err(classify)?;
     let result = async {
-        conn.exec_drop(
-            format!(
-                "DELETE FROM {}.{} WHERE source = ?",
-                quote(SCHEMA),
-                quote(MARKS)
-            ),
-            (source,),
-        )
-        .await?;
-        conn.exec_drop(
-            format!(
-                "INSERT INTO {}.{} (source, mark, backfill, db, tbl) VALUES (?, ?, ?, ?, ?)",
-                quote(SCHEMA),
-                quote(MARKS)
-            ),
-            (source, mark, backfill_id, db, table),
-        )
-        .await?;
+        let low = format!("{mark}:low");
+        let high = format!("{mark}:high");
+        conn.query_drop("START TRANSACTION").await?;
+        write_mark(conn, source, &low, backfill_id, (db, table)).await?;
+        conn.query_drop("COMMIT").await?;
+        conn.query_drop("START TRANSACTION").await?;
+        write_mark(conn, source, &high, backfill_id, (db, table)).await?;
         conn.exec_drop(copy.as_str(), Params::Positional(params))
             .await?;
         let copied = conn.affected_rows();
@@ -718,6 +743,25 @@ async fn copy_chunk(
             Err(classify(e))
         }
     }
+}
+
+/// Replaces the source's mark row (a delete and an insert in the binlog; the reader
+/// looks at the insert).
+async fn write_mark(
+    conn: &mut Conn,
+    source: &str,
+    mark: &str,
+    backfill_id: &str,
+    (db, table): (&str, &str),
+) -> Result<(), mysql_async::Error> {
+    let marks = format!("{}.{}", quote(SCHEMA), quote(MARKS));
+    conn.exec_drop(format!("DELETE FROM {marks} WHERE source = ?"), (source,))
+        .await?;
+    conn.exec_drop(
+        format!("INSERT INTO {marks} (source, mark, backfill, db, tbl) VALUES (?, ?, ?, ?, ?)"),
+        (source, mark, backfill_id, db, table),
+    )
+    .await
 }
 
 /// `WHERE` after the cursor in key order, spelled so the primary key's index serves

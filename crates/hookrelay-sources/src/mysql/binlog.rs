@@ -544,6 +544,11 @@ impl<'a, S: BatchSink> Reader<'a, S> {
                 false,
             );
         }
+        for (before, after) in &decoded {
+            for (_, key) in before.iter().chain(after.iter()) {
+                self.backfill.note_change(&db, &table, key);
+            }
+        }
         for (i, (before, after)) in decoded.into_iter().enumerate() {
             let ev = self.build(op, &db, &table, log_pos, i, before, after, captured_at)?;
             self.open.push(ev);
