@@ -932,6 +932,94 @@ mod tests {
         ));
     }
 
+    /// A backfiller of `shop.items` with a chunk in flight (marks `m:low`, `m:high`).
+    fn in_flight<'a>(connector: &'a MysqlConnector, scope: &'a TableScope) -> Backfiller<'a> {
+        let mut b = Backfiller::new("src", connector, 0, scope);
+        let at = Utc::now();
+        b.task = Some(Backfill {
+            id: "bf_1".into(),
+            subscription_id: "sub_1".into(),
+            source: "src".into(),
+            tables: vec!["shop.items".into()],
+            tables_done: 0,
+            last_key: None,
+            rows: 0,
+            state: hookrelay_store::BackfillState::Running,
+            error: None,
+            created_at: at,
+            updated_at: at,
+            ended_at: None,
+        });
+        b.pending = Some(Pending {
+            low: "m:low".into(),
+            mark: "m:high".into(),
+            window: false,
+            changed: HashSet::new(),
+            db: "shop".into(),
+            table: "items".into(),
+            shadow: shadow_name("shop", "items"),
+            copied: 3,
+            limit: 3,
+            cursor: Some("[]".into()),
+            until: None,
+            issued: Instant::now(),
+            read_at: at,
+            seen: false,
+            events: Vec::new(),
+        });
+        b
+    }
+
+    fn mark(m: &str) -> String {
+        format!(r#"{{"source":"src","mark":"{m}","backfill":"bf_1","db":"shop","tbl":"items"}}"#)
+    }
+
+    #[test]
+    fn keys_changed_between_the_marks_are_dropped_from_the_chunk() {
+        let connector = MysqlConnector::from_url("mysql://cdc@127.0.0.1/shop").unwrap();
+        let scope = TableScope::parse(&["shop.items".into()], &[]).unwrap();
+        let mut b = in_flight(&connector, &scope);
+        // before the low mark: not in the window
+        b.note_change("shop", "items", r#"{"id":1}"#);
+        b.mark_read(&mark("m:low"));
+        // a key-changing update notes both keys; other tables do not count
+        b.note_change("shop", "items", r#"{"id":2}"#);
+        b.note_change("shop", "items", r#"{"id":20}"#);
+        b.note_change("shop", "other", r#"{"id":3}"#);
+        b.mark_read(&mark("m:high"));
+        assert!(b.reading_chunk());
+        for id in [1, 2, 3] {
+            let key = format!(r#"{{"id":{id}}}"#);
+            b.push_row(format!(r#"{{"id":{id},"v":0}}"#), key).unwrap();
+        }
+        let chunk = b.take_chunk().expect("the chunk");
+        let keys: Vec<String> = chunk
+            .events
+            .iter()
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+                v["key"]["id"].to_string()
+            })
+            .collect();
+        assert_eq!(keys, ["1", "3"]);
+        assert!(!chunk.table_done && chunk.last_key.is_some());
+    }
+
+    #[test]
+    fn a_high_mark_without_its_low_mark_writes_the_chunk_again() {
+        let connector = MysqlConnector::from_url("mysql://cdc@127.0.0.1/shop").unwrap();
+        let scope = TableScope::parse(&["shop.items".into()], &[]).unwrap();
+        let mut b = in_flight(&connector, &scope);
+        b.mark_read(&mark("stale:high"));
+        b.mark_read(&mark("m:high"));
+        assert!(!b.reading_chunk());
+        assert!(b.take_chunk().is_none());
+        assert!(
+            b.shadow().is_none(),
+            "nothing in flight: the next tick writes it again"
+        );
+    }
+
     #[test]
     fn shadow_names_fit_and_differ() {
         let long = "x".repeat(64);
