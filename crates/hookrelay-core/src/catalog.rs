@@ -145,7 +145,10 @@ impl SubscriptionFilters<'_> {
 
 /// Source kinds whose backfill is implemented.
 fn backfills(kind: SourceKind) -> bool {
-    matches!(kind, SourceKind::Postgres | SourceKind::Mysql)
+    matches!(
+        kind,
+        SourceKind::Postgres | SourceKind::Mysql | SourceKind::Mongodb
+    )
 }
 
 impl Catalog {
@@ -268,7 +271,7 @@ impl Catalog {
             Some(kind) => Err(refuse(
                 "source",
                 format!(
-                    "source {} is a {} source; backfill supports postgres and mysql sources only so far",
+                    "source {} is a {} source; backfill supports postgres, mysql and mongodb sources only so far",
                     plan.source,
                     kind.as_str()
                 ),
@@ -285,8 +288,7 @@ impl Catalog {
 fn ops(kind: SourceKind) -> &'static [Op] {
     match kind {
         SourceKind::Postgres => &[Op::Insert, Op::Update, Op::Delete, Op::Truncate, Op::Read],
-        SourceKind::Mysql => &[Op::Insert, Op::Update, Op::Delete, Op::Read],
-        SourceKind::Mongodb => &[Op::Insert, Op::Update, Op::Delete],
+        SourceKind::Mysql | SourceKind::Mongodb => &[Op::Insert, Op::Update, Op::Delete, Op::Read],
     }
 }
 
@@ -396,6 +398,7 @@ mod tests {
         };
         let no = |field: &str| field.to_owned();
         let t = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let docs = Catalog::new(&[source("docs", "mongodb", &["app.invoices", "crm.*"])]);
         let cases: Vec<Case> = vec![
             (
                 &pg_only,
@@ -403,6 +406,22 @@ mod tests {
                 None,
                 all,
                 ok("shop", &["public.orders", "public.customers"]),
+            ),
+            // MongoDB: collections named exactly, or one a glob matches when named
+            (&docs, None, None, all, ok("docs", &["app.invoices"])),
+            (
+                &docs,
+                Some("docs"),
+                Some(t(&["crm.leads"])),
+                all,
+                ok("docs", &["crm.leads"]),
+            ),
+            (
+                &docs,
+                None,
+                Some(t(&["app.nope"])),
+                all,
+                Err(no("tables[0]")),
             ),
             (
                 &pg_only,

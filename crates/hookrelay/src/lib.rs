@@ -121,7 +121,8 @@ impl Relay {
                 }
                 SourceKind::Mongodb => {
                     let source = MongoSource::new(src.clone(), store.clone())
-                        .with_context(|| format!("source {}", src.name))?;
+                        .with_context(|| format!("source {}", src.name))?
+                        .with_backfill_rate(cfg.backfill.max_rows_per_second);
                     watched(
                         &mut tasks,
                         format!("source {}", src.name),

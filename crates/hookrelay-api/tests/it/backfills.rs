@@ -69,8 +69,6 @@ async fn a_backfill_that_cannot_be_served_is_a_422_naming_the_field() {
         // tables of several sources match: name one
         (json!({}), "source"),
         (json!({"source": "nope"}), "source"),
-        // mongodb sources cannot be backfilled yet
-        (json!({"source": "docs"}), "source"),
         (json!({"tables": ["public.nope"]}), "tables[0]"),
         (
             json!({"tables": ["public.orders", "public.nope"]}),
@@ -104,6 +102,14 @@ async fn a_backfill_that_cannot_be_served_is_a_422_naming_the_field() {
         .await;
     assert_eq!(mysql.status, StatusCode::ACCEPTED, "{}", mysql.json());
     assert_eq!(mysql.json()["source"], "legacy");
+    let docs = api
+        .post(
+            &format!("/v1/subscriptions/{all}/backfill"),
+            json!({"source": "docs"}),
+        )
+        .await;
+    assert_eq!(docs.status, StatusCode::ACCEPTED, "{}", docs.json());
+    assert_eq!(docs.json()["tables"], json!(["app.notes"]));
     let unknown = api
         .post("/v1/subscriptions/sub_nope/backfill", json!({}))
         .await;

@@ -81,9 +81,17 @@ fn committed_at(ev: &ChangeStreamEvent<Document>) -> Option<DateTime<Utc>> {
 /// documents) from the change's documents, before they become JSON: they are never
 /// in the event nor in the store. The key (`_id`) cannot be excluded (config).
 pub(super) fn strip_fields(ev: &mut ChangeStreamEvent<Document>, paths: &[&[String]]) {
-    if paths.is_empty() {
-        return;
+    for doc in [&mut ev.full_document, &mut ev.full_document_before_change]
+        .into_iter()
+        .flatten()
+    {
+        strip_document(doc, paths);
     }
+}
+
+/// Removes the excluded field paths from one document (a change's image, or a
+/// document a backfill read).
+pub(super) fn strip_document(doc: &mut Document, paths: &[&[String]]) {
     fn remove(doc: &mut Document, path: &[String]) {
         match path {
             [] => {}
@@ -97,13 +105,8 @@ pub(super) fn strip_fields(ev: &mut ChangeStreamEvent<Document>, paths: &[&[Stri
             }
         }
     }
-    for doc in [&mut ev.full_document, &mut ev.full_document_before_change]
-        .into_iter()
-        .flatten()
-    {
-        for path in paths {
-            remove(doc, path);
-        }
+    for path in paths {
+        remove(doc, path);
     }
 }
 

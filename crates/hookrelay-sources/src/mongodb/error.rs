@@ -33,6 +33,17 @@ pub(super) fn command_code(e: &Error) -> Option<i32> {
     }
 }
 
+/// Unauthorized (13): the user lacks a privilege for what was asked, as a command
+/// error or as the error of one write.
+pub(super) fn is_unauthorized(e: &Error) -> bool {
+    const UNAUTHORIZED: i32 = 13;
+    match &*e.kind {
+        ErrorKind::Command(c) => c.code == UNAUTHORIZED,
+        ErrorKind::Write(::mongodb::error::WriteFailure::WriteError(w)) => w.code == UNAUTHORIZED,
+        _ => false,
+    }
+}
+
 pub(super) fn is_history_lost(e: &Error) -> bool {
     command_code(e) == Some(HISTORY_LOST)
 }

@@ -36,7 +36,12 @@
 //! The stream always reopens with `startAfter`, which, unlike `resumeAfter`, also
 //! accepts the token of an `invalidate` (a dropped or renamed watched collection or
 //! database); on any other token the two are the same.
+//!
+//! Between stream reads the reader also runs backfills (see `backfill`): a chunk's
+//! watermark documents come back through this stream, which is reopened after the
+//! checkpoint to cover the watermark collection once a backfill is running.
 
+mod backfill;
 mod change;
 mod check;
 mod error;
@@ -67,9 +72,10 @@ use hookrelay_core::{
 };
 use hookrelay_store::{model::RejectedChange, Store};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Instrument};
 
 use crate::{BatchSink, Source, SourceError, SourceState, SourceStatus};
+use backfill::{Backfiller, Mark, Reached, WATERMARKS};
 use change::{parse_token, token_text, TxnCounter};
 use scope::{Scope, Target};
 
@@ -85,6 +91,8 @@ pub struct MongoSource {
     /// Each watched collection's update mode as last shown in `/v1/sources`, so a
     /// reconnect that changes nothing adds no notice.
     shown_images: std::sync::Mutex<String>,
+    /// `backfill.max_rows_per_second` (0: unlimited).
+    backfill_rows_per_second: u32,
 }
 
 impl MongoSource {
@@ -97,7 +105,15 @@ impl MongoSource {
             scope,
             store,
             shown_images: std::sync::Mutex::default(),
+            backfill_rows_per_second: 0,
         })
+    }
+
+    /// Reads backfills at most `n` documents per second
+    /// (`backfill.max_rows_per_second`; 0: unlimited).
+    pub fn with_backfill_rate(mut self, n: u32) -> Self {
+        self.backfill_rows_per_second = n;
+        self
     }
 
     async fn client(&self) -> Result<Client, SourceError> {
@@ -112,15 +128,22 @@ impl MongoSource {
     }
 
     /// Opens the stream after `token`, or from the server's current point, with
-    /// `full` as its `fullDocument` mode (see `images`).
+    /// `full` as its `fullDocument` mode (see `images`); with `marks`, covering the
+    /// backfill watermark collections too (see `backfill`).
     async fn open(
         &self,
         client: &Client,
         token: Option<ResumeToken>,
         full: FullDocumentType,
+        marks: bool,
     ) -> Result<Stream, ::mongodb::error::Error> {
+        let scope = if marks {
+            self.scope.with_watermarks()
+        } else {
+            self.scope.clone()
+        };
         let (database, collection);
-        let watch = match self.scope.target() {
+        let watch = match scope.target() {
             Target::Collection { db, coll } => {
                 collection = client.database(&db).collection::<Document>(&coll);
                 collection.watch()
@@ -132,7 +155,7 @@ impl MongoSource {
             Target::Cluster => client.watch(),
         };
         let watch = watch
-            .pipeline(self.scope.pipeline())
+            .pipeline(scope.pipeline())
             .full_document(full)
             .full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable)
             .max_await_time(self.cfg.poll_interval);
@@ -198,6 +221,10 @@ struct Reader<'a> {
     /// The checkpoint as last committed, and when.
     committed: Option<String>,
     committed_at: Instant,
+    /// The backfill being read, if any (see `backfill`).
+    backfill: Backfiller,
+    /// The stream covers the watermark collections.
+    marks_in_stream: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -211,6 +238,8 @@ impl<'a> Reader<'a> {
             batch_upto: None,
             committed: None,
             committed_at: Instant::now(),
+            backfill: Backfiller::new(&src.cfg.name, src.backfill_rows_per_second),
+            marks_in_stream: false,
         }
     }
 
@@ -230,7 +259,7 @@ impl<'a> Reader<'a> {
         self.full = self.choose_images(status).await?;
         let opened = cancellable(
             self.src
-                .open(self.client, resume.clone(), self.full.clone()),
+                .open(self.client, resume.clone(), self.full.clone(), false),
             stop,
         )
         .await;
@@ -256,8 +285,11 @@ impl<'a> Reader<'a> {
                             ),
                         );
                         self.committed = None;
-                        match cancellable(self.src.open(self.client, None, self.full.clone()), stop)
-                            .await
+                        match cancellable(
+                            self.src.open(self.client, None, self.full.clone(), false),
+                            stop,
+                        )
+                        .await
                         {
                             None => return Ok(()),
                             Some(r) => r?,
@@ -314,7 +346,12 @@ impl<'a> Reader<'a> {
                         // Invalidated: the stream is closed; continue after it.
                         self.flush(sink).await?;
                         self.checkpoint(sink, token_text(&token)?).await?;
-                        let reopened = self.src.open(self.client, Some(token), self.full.clone());
+                        let reopened = self.src.open(
+                            self.client,
+                            Some(token),
+                            self.full.clone(),
+                            self.marks_in_stream,
+                        );
                         stream = match cancellable(reopened, stop).await {
                             None => return Ok(()),
                             Some(r) => r?,
@@ -341,7 +378,112 @@ impl<'a> Reader<'a> {
             if stop.is_cancelled() {
                 return Ok(());
             }
+            if let Some(wider) = self.backfill_tick(sink, stop).await? {
+                stream = wider;
+            }
         }
+    }
+
+    /// Lets the backfill start its next chunk when one is due (see `backfill`): the
+    /// stream is first reopened to cover the watermark collection if it does not; a
+    /// backfill whose collection or watermarks cannot be used ends as failed. Returns
+    /// the reopened stream.
+    async fn backfill_tick<S: BatchSink>(
+        &mut self,
+        sink: &S,
+        stop: &CancellationToken,
+    ) -> Result<Option<Stream>, SourceError> {
+        if !self.backfill.chunk_due(sink.running_backfill()).await? {
+            return Ok(None);
+        }
+        let mut wider = None;
+        if !self.marks_in_stream {
+            // Everything read so far is committed, so the wider stream starts right
+            // after it (changes of the watched collections read again dedupe).
+            self.flush(sink).await?;
+            let token = self.committed.as_deref().map(parse_token).transpose()?;
+            let opened = self.src.open(self.client, token, self.full.clone(), true);
+            match cancellable(opened, stop).await {
+                None => return Ok(None),
+                Some(Ok(s)) => {
+                    info!("change stream reopened to cover the backfill watermarks");
+                    self.marks_in_stream = true;
+                    wider = Some(s);
+                }
+                Some(Err(e)) if error::is_unauthorized(&e) => {
+                    let (id, why) = self.backfill.give_up(format!(
+                        "cannot watch the watermark collection {WATERMARKS} ({e}): grant the \
+                         source's user the changeStream and find actions on each database \
+                         a backfilled collection is in (e.g. the read role on it)"
+                    ));
+                    sink.fail_backfill(&id, &why).await?;
+                    return Ok(None);
+                }
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+        let span = self.backfill.span();
+        if let Some((id, why)) = self
+            .backfill
+            .open_window(self.client, &self.src.scope)
+            .instrument(span)
+            .await?
+        {
+            sink.fail_backfill(&id, &why).await?;
+        }
+        Ok(wider)
+    }
+
+    /// A watermark document came through the stream: the open window's high mark
+    /// commits its chunk with the batch read so far, up to the mark.
+    async fn watermark<S: BatchSink>(
+        &mut self,
+        sink: &S,
+        ev: &ChangeStreamEvent<Document>,
+    ) -> Result<(), SourceError> {
+        let Some(doc) = ev
+            .full_document
+            .as_ref()
+            .filter(|_| matches!(ev.operation_type, OperationType::Insert))
+        else {
+            return Ok(());
+        };
+        if self.backfill.mark_of(doc) != Mark::High {
+            return Ok(());
+        }
+        let upto = token_text(&ev.id)?;
+        let span = self.backfill.span();
+        self.commit_chunk(sink, upto).instrument(span).await
+    }
+
+    /// Commits the open window's chunk with the batch, up to its high mark `upto`.
+    async fn commit_chunk<S: BatchSink>(
+        &mut self,
+        sink: &S,
+        upto: String,
+    ) -> Result<(), SourceError> {
+        match self.backfill.reached(Utc::now()) {
+            Some(Reached::Chunk(chunk)) => {
+                let events = std::mem::take(&mut self.batch);
+                let (outcome, chunked) = sink.commit_with_backfill(&events, &upto, &chunk).await?;
+                debug!(
+                    read = events.len(),
+                    backfilled = chunk.events.len(),
+                    new_events = outcome.events,
+                    deliveries = outcome.deliveries,
+                    "batch committed with a backfill chunk"
+                );
+                self.batch_upto = None;
+                self.committed = Some(upto);
+                self.committed_at = Instant::now();
+                self.backfill
+                    .committed(&chunk, chunked.applied, chunked.completed);
+                self.backfill.remove_marks(self.client).await;
+            }
+            Some(Reached::Failed(id, why)) => sink.fail_backfill(&id, &why).await?,
+            None => {}
+        }
+        Ok(())
     }
 
     /// The stream's `fullDocument` mode for the watched collections as they are now,
@@ -413,6 +555,14 @@ impl<'a> Reader<'a> {
             .ns
             .as_ref()
             .map(|n| format!("{}.{}", n.db, n.coll.as_deref().unwrap_or("*")));
+        // The backfill's watermarks are never events, whatever `collections` says.
+        let is_mark = ev.ns.as_ref().is_some_and(|n| {
+            n.coll.as_deref() == Some(WATERMARKS) && self.src.scope.watches_db(&n.db)
+        });
+        if is_mark {
+            self.watermark(sink, &ev).await?;
+            return Ok(None);
+        }
         match &ev.operation_type {
             OperationType::Insert
             | OperationType::Update
@@ -425,6 +575,12 @@ impl<'a> Reader<'a> {
                 });
                 if !watched {
                     return Ok(None);
+                }
+                if let (Some(ns), Some(id)) =
+                    (&ev.ns, ev.document_key.as_ref().and_then(|k| k.get("_id")))
+                {
+                    self.backfill
+                        .note_change(&ns.db, ns.coll.as_deref().unwrap_or_default(), id);
                 }
                 if matches!(ev.operation_type, OperationType::Update)
                     && ev.full_document.is_none()

@@ -8,6 +8,8 @@
 use ::mongodb::bson::{doc, Bson, Document};
 use hookrelay_core::{filter::glob_matches, scope::FieldPattern};
 
+use super::backfill::WATERMARKS;
+
 /// One `collections` entry: a database and a collection, or every collection in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Pattern {
@@ -105,9 +107,36 @@ impl Scope {
         }
     }
 
-    /// Whether changes to `db.coll` become events.
+    /// Whether changes to `db.coll` become events. Never the backfill's watermark
+    /// collection, whatever the patterns say (`app.*` included).
     pub fn watches(&self, db: &str, coll: &str) -> bool {
-        self.patterns.iter().any(|p| p.db == db && p.takes(coll))
+        coll != WATERMARKS && self.patterns.iter().any(|p| p.db == db && p.takes(coll))
+    }
+
+    /// The scope a stream needs while a backfill runs: the same, plus each watched
+    /// database's watermark collection where no pattern takes the whole database
+    /// already, so the watermarks come back through the stream (see `backfill`). A
+    /// source watching one collection then opens a database stream.
+    pub fn with_watermarks(&self) -> Scope {
+        let mut wide = self.clone();
+        for p in &self.patterns {
+            let whole_db = self
+                .patterns
+                .iter()
+                .any(|q| q.db == p.db && (q.coll.is_none() || q.glob));
+            let listed = wide
+                .patterns
+                .iter()
+                .any(|q| q.db == p.db && q.coll.as_deref() == Some(WATERMARKS));
+            if !whole_db && !listed {
+                wide.patterns.push(Pattern {
+                    db: p.db.clone(),
+                    coll: Some(WATERMARKS.to_owned()),
+                    glob: false,
+                });
+            }
+        }
+        wide
     }
 
     pub fn watches_db(&self, db: &str) -> bool {
@@ -190,10 +219,39 @@ mod tests {
         for bad in ["orders", ".x", "app.", ""] {
             assert!(Scope::parse(&[bad.to_string()]).is_err(), "{bad}");
         }
+        assert!(!scope(&["app.*"]).watches("app", "hookrelay_watermarks"));
+        assert!(!scope(&["app.hook*"]).watches("app", "hookrelay_watermarks"));
         assert_eq!(
             s.pipeline(),
             vec![doc! { "$match": { "$or": [
                 { "ns.db": "app", "ns.coll": { "$in": ["orders", "a.b"] } },
+                { "ns.db": "crm" },
+                { "operationType": { "$in": ["invalidate", "dropDatabase"] } },
+            ] } }]
+        );
+    }
+
+    #[test]
+    fn a_backfill_widens_the_stream_to_the_watermark_collections() {
+        let one = scope(&["app.orders"]).with_watermarks();
+        assert_eq!(one.target(), Target::Database("app".into()));
+        assert_eq!(
+            one.pipeline(),
+            vec![doc! { "$match": { "$or": [
+                { "ns.db": "app", "ns.coll": { "$in": ["orders", "hookrelay_watermarks"] } },
+                { "operationType": { "$in": ["invalidate", "dropDatabase"] } },
+            ] } }]
+        );
+        assert!(!one.watches("app", "hookrelay_watermarks"));
+        // a whole database already brings them; several databases, one each
+        let whole = scope(&["app.*"]);
+        assert_eq!(whole.with_watermarks().pipeline(), whole.pipeline());
+        let two = scope(&["app.orders", "app.users", "crm.*"]).with_watermarks();
+        assert_eq!(two.target(), Target::Cluster);
+        assert_eq!(
+            two.pipeline(),
+            vec![doc! { "$match": { "$or": [
+                { "ns.db": "app", "ns.coll": { "$in": ["orders", "users", "hookrelay_watermarks"] } },
                 { "ns.db": "crm" },
                 { "operationType": { "$in": ["invalidate", "dropDatabase"] } },
             ] } }]
