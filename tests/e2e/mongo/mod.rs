@@ -3,7 +3,7 @@
 //! a real HTTP receiver.
 
 mod kills;
-mod server;
+pub mod server;
 
 use std::time::Duration;
 

@@ -21,11 +21,20 @@
 //! one's state), `whenAvailable` and `required` give the post-image of that change
 //! where the collection has `changeStreamPreAndPostImages` on (set by `create`,
 //! `collMod` or [`MongoServer::enable_pre_images`]); without it `whenAvailable` gives
-//! none and `required` fails the cursor. `find` by `_id` answers the reader's own
-//! look-ups.
+//! none and `required` fails the cursor.
+//!
+//! `find` behaves as MongoDB documents it for what the reader asks: a filter of
+//! equality, `$gt`/`$gte`/`$lt`/`$lte` (with type bracketing: a comparison matches
+//! only values of the operand's type bracket), `$type` and `$or`; `sort` on one field
+//! in BSON comparison order across types; `limit`; a first batch of 101 documents
+//! (or `batchSize`) and the rest by `getMore`; `hint` only `{_id: 1}` (the one
+//! index here). `update` knows `$set`, `$unset` and `$inc`; `delete` with `limit: 0`
+//! removes every match. [`MongoServer::refuse_writes`] makes writes to one
+//! collection fail as an unprivileged user's do (Unauthorized, 13).
 
 use std::{
-    collections::{HashMap, HashSet},
+    cmp::Ordering,
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -83,6 +92,13 @@ struct State {
     fail_aggregates: Vec<i32>,
     /// Transactions in progress: (lsid, txnNumber) → buffered writes.
     open_txns: HashMap<(String, i64), Vec<BufferedWrite>>,
+    /// Open `find` cursors: id → (namespace, documents left, batchSize).
+    finds: HashMap<i64, (String, VecDeque<Document>, Option<usize>)>,
+    /// Collections (db, coll) whose writes fail with Unauthorized.
+    refused: HashSet<(String, String)>,
+    /// Writes to apply right after the next `find` on (db, coll) has read its
+    /// documents: (op, statement) as `update`/`delete` take them.
+    after_find: HashMap<(String, String), Vec<(&'static str, Document)>>,
 }
 
 /// The test server; stops when dropped.
@@ -190,6 +206,21 @@ impl MongoServer {
         );
         drop(st);
         self.changed.notify_waiters();
+    }
+
+    /// Writes to `db.coll` fail from now on with Unauthorized (13), as those of a
+    /// user without the insert action on it do.
+    pub fn refuse_writes(&self, db: &str, coll: &str) {
+        self.lock().refused.insert((db.into(), coll.into()));
+    }
+
+    /// Right after the next `find` on `db.coll` has read its documents, and before
+    /// it answers, applies `writes` (`("update", {q, u})`, `("delete", {q})`): a
+    /// writer that commits between a backfill's read and its high watermark.
+    pub fn after_next_find(&self, db: &str, coll: &str, writes: Vec<(&'static str, Document)>) {
+        self.lock()
+            .after_find
+            .insert((db.into(), coll.into()), writes);
     }
 
     /// Every `$changeStream` stage received, in order.
@@ -337,28 +368,14 @@ impl Server {
                 }
                 doc! { "ok": 1 }
             }
-            "find" => {
-                let coll = cmd.get_str("find").unwrap_or_default().to_owned();
-                let filter = cmd.get_document("filter").cloned().unwrap_or_default();
-                let st = self.lock();
-                let batch: Vec<Document> = st
-                    .docs
-                    .get(&(db.clone(), coll.clone()))
-                    .map(|docs| {
-                        docs.iter()
-                            .filter(|d| matches(d, &filter))
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                doc! { "cursor": { "id": 0_i64, "ns": format!("{db}.{coll}"), "firstBatch": batch }, "ok": 1 }
-            }
+            "find" => self.find(&db, &cmd),
             "killCursors" => {
                 let ids = cmd.get_array("cursors").cloned().unwrap_or_default();
                 let mut st = self.lock();
                 for id in &ids {
                     if let Some(id) = id.as_i64() {
                         st.cursors.remove(&id);
+                        st.finds.remove(&id);
                     }
                 }
                 doc! { "cursorsKilled": ids, "ok": 1 }
@@ -419,8 +436,106 @@ impl Server {
         doc! { "cursor": { "id": 0_i64, "ns": format!("{db}.$cmd.listCollections"), "firstBatch": batch }, "ok": 1 }
     }
 
+    /// `find`: filter, sort, limit, first batch (see the module doc).
+    fn find(&self, db: &str, cmd: &Document) -> Document {
+        let coll = cmd.get_str("find").unwrap_or_default().to_owned();
+        let ns = format!("{db}.{coll}");
+        if let Ok(hint) = cmd.get_document("hint") {
+            if *hint != doc! { "_id": 1 } {
+                return error(
+                    2,
+                    "BadValue",
+                    "hint provided does not correspond to an existing index",
+                );
+            }
+        }
+        let filter = cmd.get_document("filter").cloned().unwrap_or_default();
+        let mut st = self.lock();
+        let mut found: Vec<Document> = st
+            .docs
+            .get(&(db.to_owned(), coll.clone()))
+            .map(|docs| {
+                docs.iter()
+                    .filter(|d| matches(d, &filter))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some((field, dir)) = cmd.get_document("sort").ok().and_then(|s| s.iter().next()) {
+            let desc = dir.as_i32() == Some(-1) || dir.as_i64() == Some(-1);
+            let missing = Bson::Null;
+            found.sort_by(|a, b| {
+                let o = compare(
+                    lookup(a, field).unwrap_or(&missing),
+                    lookup(b, field).unwrap_or(&missing),
+                );
+                if desc {
+                    o.reverse()
+                } else {
+                    o
+                }
+            });
+        }
+        if let Some(limit) = cmd.get_i64("limit").ok().filter(|l| *l > 0) {
+            found.truncate(limit as usize);
+        }
+        if let Some(writes) = st.after_find.remove(&(db.to_owned(), coll.clone())) {
+            for (op, item) in writes {
+                apply(&mut st, db, &coll, op, item, None);
+            }
+            self.changed.notify_waiters();
+        }
+        let batch_size = cmd
+            .get_i64("batchSize")
+            .ok()
+            .or(cmd.get_i32("batchSize").ok().map(i64::from));
+        let first = batch_size.map_or(101, |b| b as usize);
+        let mut rest: VecDeque<Document> = found.into();
+        let batch: Vec<Document> = rest.drain(..first.min(rest.len())).collect();
+        let id = if rest.is_empty() {
+            0
+        } else {
+            let id = st.next_cursor;
+            st.next_cursor += 1;
+            st.finds
+                .insert(id, (ns.clone(), rest, batch_size.map(|b| b as usize)));
+            id
+        };
+        doc! { "cursor": { "id": id, "ns": ns, "firstBatch": batch }, "ok": 1 }
+    }
+
+    /// `getMore` on a `find` cursor: the next `batchSize` documents, or all the rest.
+    fn find_more(&self, id: i64, cmd: &Document) -> Option<Document> {
+        let mut st = self.lock();
+        let (ns, rest, size) = st.finds.get_mut(&id)?;
+        let n = cmd
+            .get_i64("batchSize")
+            .ok()
+            .or(cmd.get_i32("batchSize").ok().map(i64::from))
+            .map(|b| b as usize)
+            .or(*size)
+            .unwrap_or(usize::MAX);
+        let batch: Vec<Document> = rest.drain(..n.min(rest.len())).collect();
+        let ns = ns.clone();
+        let open = !rest.is_empty();
+        if !open {
+            st.finds.remove(&id);
+        }
+        Some(doc! {
+            "cursor": { "id": if open { id } else { 0 }, "ns": ns, "nextBatch": batch },
+            "ok": 1,
+        })
+    }
+
     fn write(&self, name: &str, db: &str, cmd: &Document) -> Document {
         let coll = cmd.get_str(name).unwrap_or_default().to_owned();
+        if self.lock().refused.contains(&(db.to_owned(), coll.clone())) {
+            return error(
+                13,
+                "Unauthorized",
+                &format!("not authorized on {db} to execute command {{ {name}: \"{coll}\" }}"),
+            );
+        }
         let field = match name {
             "insert" => "documents",
             "update" => "updates",
@@ -450,7 +565,15 @@ impl Server {
         let mut st = self.lock();
         let mut done = 0;
         for item in items {
-            done += apply(&mut st, db, &coll, op, item, None);
+            // `limit: 0`: every document that matches
+            let every = op == "delete" && item.get_i32("limit") == Ok(0);
+            loop {
+                let n = apply(&mut st, db, &coll, op, item.clone(), None);
+                done += n;
+                if !every || n == 0 {
+                    break;
+                }
+            }
         }
         drop(st);
         self.changed.notify_waiters();
@@ -569,6 +692,9 @@ impl Server {
 
     async fn get_more(&self, cmd: &Document) -> Document {
         let id = cmd.get_i64("getMore").unwrap_or_default();
+        if let Some(reply) = self.find_more(id, cmd) {
+            return reply;
+        }
         let wait = Duration::from_millis(cmd.get_i64("maxTimeMS").map_or(1000, |m| m as u64));
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -643,6 +769,20 @@ fn apply(
                 }
                 for (k, _) in u.get_document("$unset").cloned().unwrap_or_default() {
                     d.remove(&k);
+                }
+                for (k, by) in u.get_document("$inc").cloned().unwrap_or_default() {
+                    let sum = match (d.get(&k), &by) {
+                        (Some(Bson::Int64(a)), b) => {
+                            Bson::Int64(a + b.as_i64().or(b.as_i32().map(i64::from)).unwrap_or(0))
+                        }
+                        (Some(Bson::Int32(a)), Bson::Int32(b)) => Bson::Int32(a + b),
+                        (Some(Bson::Int32(a)), b) => {
+                            Bson::Int64(i64::from(*a) + b.as_i64().unwrap_or(0))
+                        }
+                        (None, b) => b.clone(),
+                        (Some(other), _) => other.clone(),
+                    };
+                    d.insert(k, sum);
                 }
                 d
             } else {
@@ -779,13 +919,143 @@ fn matches(doc: &Document, filter: &Document) -> bool {
         path => {
             let value = lookup(doc, path);
             match cond.as_document() {
-                Some(c) if c.contains_key("$in") => c
-                    .get_array("$in")
-                    .is_ok_and(|a| value.is_some_and(|v| a.contains(v))),
-                Some(c) if c.contains_key("$eq") => value == c.get("$eq"),
+                Some(c) if c.keys().next().is_some_and(|k| k.starts_with('$')) => {
+                    c.iter().all(|(op, operand)| operator(value, op, operand))
+                }
                 _ => value == Some(cond),
             }
         }
+    })
+}
+
+/// One query operator on a field's value (`None`: the field is missing).
+fn operator(value: Option<&Bson>, op: &str, operand: &Bson) -> bool {
+    let compared = |want: &[Ordering]| {
+        value.is_some_and(|v| {
+            // type bracketing: only values of the operand's bracket compare; NaN only
+            // equals NaN
+            let nan = |b: &Bson| matches!(b, Bson::Double(f) if f.is_nan());
+            if nan(operand) || nan(v) {
+                return nan(operand) && nan(v) && want.contains(&Ordering::Equal);
+            }
+            bracket(v) == bracket(operand) && want.contains(&compare(v, operand))
+        })
+    };
+    match op {
+        "$in" => operand
+            .as_array()
+            .is_some_and(|a| value.is_some_and(|v| a.contains(v))),
+        "$eq" => value == Some(operand),
+        "$gt" => compared(&[Ordering::Greater]),
+        "$gte" => compared(&[Ordering::Greater, Ordering::Equal]),
+        "$lt" => compared(&[Ordering::Less]),
+        "$lte" => compared(&[Ordering::Less, Ordering::Equal]),
+        "$type" => {
+            let names: Vec<&str> = match operand {
+                Bson::Array(a) => a.iter().filter_map(Bson::as_str).collect(),
+                Bson::String(s) => vec![s.as_str()],
+                _ => Vec::new(),
+            };
+            value.is_some_and(|v| names.contains(&type_alias(v)))
+        }
+        _ => false,
+    }
+}
+
+/// MongoDB's comparison/sort order of BSON type brackets (its documented list).
+fn bracket(v: &Bson) -> u8 {
+    match v {
+        Bson::MinKey => 0,
+        Bson::Undefined => 1,
+        Bson::Null => 2,
+        Bson::Double(_) | Bson::Int32(_) | Bson::Int64(_) | Bson::Decimal128(_) => 3,
+        Bson::String(_) | Bson::Symbol(_) => 4,
+        Bson::Document(_) => 5,
+        Bson::Array(_) => 6,
+        Bson::Binary(_) => 7,
+        Bson::ObjectId(_) => 8,
+        Bson::Boolean(_) => 9,
+        Bson::DateTime(_) => 10,
+        Bson::Timestamp(_) => 11,
+        Bson::RegularExpression(_) => 12,
+        Bson::DbPointer(_) => 13,
+        Bson::JavaScriptCode(_) => 14,
+        Bson::JavaScriptCodeWithScope(_) => 15,
+        Bson::MaxKey => 16,
+    }
+}
+
+fn type_alias(v: &Bson) -> &'static str {
+    match v {
+        Bson::MinKey => "minKey",
+        Bson::Undefined => "undefined",
+        Bson::Null => "null",
+        Bson::Double(_) => "double",
+        Bson::Int32(_) => "int",
+        Bson::Int64(_) => "long",
+        Bson::Decimal128(_) => "decimal",
+        Bson::String(_) => "string",
+        Bson::Symbol(_) => "symbol",
+        Bson::Document(_) => "object",
+        Bson::Array(_) => "array",
+        Bson::Binary(_) => "binData",
+        Bson::ObjectId(_) => "objectId",
+        Bson::Boolean(_) => "bool",
+        Bson::DateTime(_) => "date",
+        Bson::Timestamp(_) => "timestamp",
+        Bson::RegularExpression(_) => "regex",
+        Bson::DbPointer(_) => "dbPointer",
+        Bson::JavaScriptCode(_) => "javascript",
+        Bson::JavaScriptCodeWithScope(_) => "javascriptWithScope",
+        Bson::MaxKey => "maxKey",
+    }
+}
+
+/// BSON comparison order: bracket first, then within it (numbers by value with NaN
+/// lowest, strings by bytes, documents field by field, ObjectIds by bytes…).
+fn compare(a: &Bson, b: &Bson) -> Ordering {
+    let num = |v: &Bson| match v {
+        Bson::Double(f) => *f,
+        Bson::Int32(i) => f64::from(*i),
+        Bson::Int64(i) => *i as f64,
+        Bson::Decimal128(d) => d.to_string().parse().unwrap_or(f64::NAN),
+        _ => 0.0,
+    };
+    bracket(a).cmp(&bracket(b)).then_with(|| match (a, b) {
+        (Bson::String(x) | Bson::Symbol(x), Bson::String(y) | Bson::Symbol(y)) => {
+            x.as_bytes().cmp(y.as_bytes())
+        }
+        (Bson::Document(x), Bson::Document(y)) => {
+            for ((kx, vx), (ky, vy)) in x.iter().zip(y.iter()) {
+                let o = bracket(vx)
+                    .cmp(&bracket(vy))
+                    .then_with(|| kx.as_bytes().cmp(ky.as_bytes()))
+                    .then_with(|| compare(vx, vy));
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            x.len().cmp(&y.len())
+        }
+        (Bson::ObjectId(x), Bson::ObjectId(y)) => x.bytes().cmp(&y.bytes()),
+        (Bson::Boolean(x), Bson::Boolean(y)) => x.cmp(y),
+        (Bson::DateTime(x), Bson::DateTime(y)) => x.cmp(y),
+        (Bson::Timestamp(x), Bson::Timestamp(y)) => {
+            (x.time, x.increment).cmp(&(y.time, y.increment))
+        }
+        (Bson::Binary(x), Bson::Binary(y)) => x
+            .bytes
+            .len()
+            .cmp(&y.bytes.len())
+            .then_with(|| u8::from(x.subtype).cmp(&u8::from(y.subtype)))
+            .then_with(|| x.bytes.cmp(&y.bytes)),
+        _ if bracket(a) == 3 => match (num(a).is_nan(), num(b).is_nan()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Less,
+            (false, true) => Ordering::Greater,
+            (false, false) => num(a).partial_cmp(&num(b)).unwrap_or(Ordering::Equal),
+        },
+        _ => Ordering::Equal,
     })
 }
 
