@@ -1,7 +1,7 @@
 //! What every source kind must do, written once over [`Fixture`]: a kind plugs in by
 //! making a table, writing to it and reading it back (PostgreSQL's fixture in
-//! `postgres.rs`, MySQL/MariaDB's in `mysql.rs`), and [`scenarios!`] gives it every
-//! scenario as its own tests:
+//! `postgres.rs`, MySQL/MariaDB's in `mysql.rs`, MongoDB's in `mongodb.rs`), and
+//! [`scenarios!`] gives it every scenario as its own tests:
 //!
 //! - `changes.rs`: `kill -9` of hookrelay at random moments, and a standby taking
 //!   over from a leader that stops, while a writer commits: every committed version of
@@ -11,6 +11,7 @@
 
 pub mod backfill;
 pub mod changes;
+mod mongodb;
 mod mysql;
 mod postgres;
 
