@@ -830,7 +830,10 @@ fn take_batch(st: &mut State, id: i64) -> Result<(Vec<Document>, Document, bool)
     let mut token = MongoServer::token_of(head);
     let mut open = true;
     let from = cur.next_seq;
-    for e in st.oplog.iter().filter(|e| e.seq >= from) {
+    // The oplog holds seqs first_seq, first_seq + 1, … in order: start at `from`
+    // rather than scan tens of thousands of entries on every getMore.
+    let skip = usize::try_from(from.saturating_sub(st.first_seq)).unwrap_or(usize::MAX);
+    for e in st.oplog.iter().skip(skip) {
         cur.next_seq = e.seq + 1;
         let in_scope =
             cur.cluster || (e.db == cur.db && cur.coll.as_ref().is_none_or(|c| *c == e.coll));
