@@ -285,9 +285,12 @@ impl Backfiller {
             Ok(docs) => docs,
             Err(e) => {
                 return self.refused(e, |e| {
-                    format!(
-                        "reading {db}.{coll} ({e}): the source's user needs the find action on it"
-                    )
+                    let grant = if is_unauthorized(e) {
+                        ": the source's user needs the find action on it"
+                    } else {
+                        ""
+                    };
+                    format!("reading {db}.{coll} ({e}){grant}")
                 })
             }
         };
