@@ -2,7 +2,6 @@
 //! TCP against the wire-protocol server in `server.rs`, a real store, and webhooks at
 //! a real HTTP receiver.
 
-mod kills;
 pub mod server;
 
 use std::time::Duration;
