@@ -12,6 +12,7 @@
 //! dedupes in the store. [`supervise`] adds what all sources share: leadership (one
 //! reader per source across processes) and reconnecting with backoff.
 
+mod backfill;
 pub mod mongodb;
 pub mod mysql;
 pub mod postgres;

@@ -74,10 +74,7 @@
 //! leader reads the same chunk again; its read events have the same ids (backfill,
 //! collection, `_id`) and store once.
 
-use std::{
-    collections::HashSet,
-    time::{Duration, Instant},
-};
+use std::{collections::HashSet, time::Instant};
 
 use ::mongodb::{
     bson::{doc, Bson, Document},
@@ -86,13 +83,9 @@ use ::mongodb::{
 };
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use hookrelay_core::{
-    event::{self, Envelope, SourceRef, Timestamp},
-    ChangeEvent, Op,
-};
+use hookrelay_core::ChangeEvent;
 use hookrelay_store::{Backfill, BackfillChunk};
-use serde_json::value::RawValue;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::{
     change::strip_document,
@@ -100,17 +93,13 @@ use super::{
     scope::Scope,
     value::{decimal_plain, document_json, write_value},
 };
-use crate::SourceError;
+use crate::{
+    backfill::{read_event, ReadRow, Reading},
+    SourceError,
+};
 
 /// The collection, in each database a backfill reads, that holds its watermarks.
 pub(super) const WATERMARKS: &str = "hookrelay_watermarks";
-
-/// Documents per chunk: what the reader holds between a chunk's watermarks, whatever
-/// the collection's size.
-const CHUNK_DOCS: usize = 1000;
-
-/// How often a reader with no backfill asks the store for one.
-const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// A chunk read and waiting for its high watermark.
 struct Window {
@@ -151,35 +140,25 @@ pub(super) enum Reached {
 
 /// The reader's backfill state: the backfill being read and its open window.
 pub(super) struct Backfiller {
-    source: String,
-    /// Documents per second at most; 0: unlimited.
-    max_rows_per_second: u32,
-    task: Option<Backfill>,
+    reading: Reading,
     window: Option<Window>,
     /// The database and `at` of the last committed chunk's high mark, to clean up.
     clean_up: Option<(String, ::mongodb::bson::DateTime)>,
-    next_look: Instant,
-    next_chunk: Instant,
     marks: u64,
 }
 
 impl Backfiller {
     pub fn new(source: &str, max_rows_per_second: u32) -> Self {
-        let now = Instant::now();
         Self {
-            source: source.to_owned(),
-            max_rows_per_second,
-            task: None,
+            reading: Reading::new(source, max_rows_per_second),
             window: None,
             clean_up: None,
-            next_look: now,
-            next_chunk: now,
             marks: 0,
         }
     }
 
-    /// Asks the store for a running backfill when none is being read (at most every
-    /// [`LOOK_EVERY`]). True when one is being read and its next chunk is due.
+    /// True when a backfill is being read, no window is open and its next chunk is
+    /// due (see [`Reading::chunk_due`]).
     pub async fn chunk_due(
         &mut self,
         running: impl std::future::Future<
@@ -189,37 +168,18 @@ impl Backfiller {
         if self.window.is_some() {
             return Ok(false);
         }
-        let now = Instant::now();
-        if self.task.is_none() {
-            if now < self.next_look {
-                return Ok(false);
-            }
-            self.next_look = now + LOOK_EVERY;
-            self.task = running.await?;
-            if let Some(b) = &self.task {
-                info!(backfill = %b.id, subscription = %b.subscription_id, collections = ?b.tables,
-                      done = b.tables_done, rows = b.rows, "backfill: reading");
-            }
-        }
-        Ok(self.task.is_some() && now >= self.next_chunk)
+        self.reading.chunk_due(running).await
     }
 
     /// A span naming the backfill being read, for its reads, writes and commits.
     pub fn span(&self) -> tracing::Span {
-        match &self.task {
-            Some(t) => {
-                tracing::info_span!("backfill", id = %t.id, subscription = %t.subscription_id)
-            }
-            None => tracing::Span::none(),
-        }
+        self.reading.span()
     }
 
     /// Gives up the backfill being read (id, why), as `fail_backfill` should record it.
     pub fn give_up(&mut self, why: String) -> (String, String) {
         self.window = None;
-        let id = self.task.take().map(|t| t.id).unwrap_or_default();
-        warn!(backfill = %id, reason = %why, "backfill failed");
-        (id, why)
+        self.reading.give_up(why)
     }
 
     /// Opens the next chunk's window: writes the low watermark, reads the chunk and
@@ -230,12 +190,12 @@ impl Backfiller {
         client: &Client,
         scope: &Scope,
     ) -> Result<Option<(String, String)>, SourceError> {
-        let Some(task) = &self.task else {
+        let Some(task) = &self.reading.task else {
             return Ok(None);
         };
         let Some(current) = task.current_table().map(str::to_owned) else {
             // Nothing left (cannot be running, but then it is done here).
-            self.task = None;
+            self.reading.task = None;
             return Ok(None);
         };
         let Some((db, coll)) = current
@@ -248,7 +208,7 @@ impl Backfiller {
         if !scope.watches(&db, &coll) {
             let why = format!(
                 "collection {current} is not watched by source {}",
-                self.source
+                self.reading.source()
             );
             return Ok(Some(self.give_up(why)));
         }
@@ -260,7 +220,7 @@ impl Backfiller {
             }
         };
         let backfill_id = task.id.clone();
-        let limit = self.chunk_limit();
+        let limit = self.reading.chunk_limit();
         self.marks += 1;
         let stamp = Utc::now().timestamp_nanos_opt().unwrap_or_default();
         let mark = format!("{backfill_id}:{stamp}:{}", self.marks);
@@ -306,10 +266,7 @@ impl Backfiller {
         for d in &mut docs {
             strip_document(d, &excluded);
         }
-        if self.max_rows_per_second > 0 {
-            let secs = docs.len().max(1) as f64 / f64::from(self.max_rows_per_second);
-            self.next_chunk = Instant::now() + Duration::from_secs_f64(secs);
-        }
+        self.reading.pace(docs.len(), Instant::now());
         self.window = Some(Window {
             db,
             coll,
@@ -349,7 +306,7 @@ impl Backfiller {
         let at = ::mongodb::bson::DateTime::now();
         marks
             .insert_one(doc! {
-                "source": &self.source, "backfill": backfill_id, "mark": mark, "at": at,
+                "source": self.reading.source(), "backfill": backfill_id, "mark": mark, "at": at,
             })
             .await?;
         Ok(at)
@@ -363,7 +320,7 @@ impl Backfiller {
         else {
             return Mark::Stale;
         };
-        if source != self.source {
+        if source != self.reading.source() {
             Mark::Stale
         } else if mark == w.low {
             w.low_seen = true;
@@ -389,7 +346,7 @@ impl Backfiller {
     /// changed meanwhile, as read events, with the progress to commit.
     pub fn reached(&mut self, captured_at: DateTime<Utc>) -> Option<Reached> {
         let w = self.window.take()?;
-        let task = self.task.as_ref()?;
+        let task = self.reading.task.as_ref()?;
         let last_key = w.docs.last().and_then(|d| d.get("_id")).map(cursor_text);
         let table_done = w.docs.len() < w.limit;
         let mut events = Vec::with_capacity(w.docs.len());
@@ -400,9 +357,9 @@ impl Backfiller {
             if w.changed.contains(&cursor_text(id)) {
                 continue;
             }
-            let built = read_event(
-                &self.source,
-                (&task.id, task.created_at),
+            let built = read_doc(
+                self.reading.source(),
+                task,
                 (&w.db, &w.coll),
                 d,
                 w.read_at,
@@ -426,24 +383,9 @@ impl Backfiller {
         }))
     }
 
-    /// The chunk committed: follow its progress, or drop the backfill when it ended
-    /// (completed here, or cancelled meanwhile).
+    /// The chunk committed: follow its progress (see [`Reading::committed`]).
     pub fn committed(&mut self, chunk: &BackfillChunk, applied: bool, completed: bool) {
-        let Some(task) = &mut self.task else {
-            return;
-        };
-        if !applied || completed {
-            info!(backfill = %task.id, completed, rows = task.rows + chunk.events.len() as i64,
-                  "backfill: {}", if completed { "completed" } else { "no longer running" });
-            self.task = None;
-            self.next_look = Instant::now();
-            return;
-        }
-        task.rows += chunk.events.len() as i64;
-        task.last_key = chunk.last_key.clone();
-        if chunk.table_done {
-            task.tables_done += 1;
-        }
+        self.reading.committed(chunk, applied, completed);
     }
 
     /// Removes this source's watermarks up to the last committed chunk's high mark
@@ -456,17 +398,10 @@ impl Backfiller {
         let removed = client
             .database(&db)
             .collection::<Document>(WATERMARKS)
-            .delete_many(doc! { "source": &self.source, "at": { "$lte": at } })
+            .delete_many(doc! { "source": self.reading.source(), "at": { "$lte": at } })
             .await;
         if let Err(e) = removed {
             warn!(error = %e, "cannot remove backfill watermarks from {db}.{WATERMARKS} (the remove action is needed); they are skipped when read");
-        }
-    }
-
-    fn chunk_limit(&self) -> usize {
-        match self.max_rows_per_second {
-            0 => CHUNK_DOCS,
-            n => CHUNK_DOCS.min(n as usize),
         }
     }
 }
@@ -586,59 +521,33 @@ pub(super) fn parse_cursor(text: &str) -> Result<Bson, String> {
 }
 
 /// One document read by a backfill as a `read` event (DESIGN §1.8): the same value
-/// mapping and key as a change's, `before` and `txn` null, `committed_at` when it was
-/// read; the id derives from the backfill, the collection and the exact `_id`, so a
-/// chunk read again stores nothing twice.
-fn read_event(
+/// mapping and key as a change's; the id derives from the exact `_id`, so a chunk
+/// read again stores nothing twice.
+fn read_doc(
     source: &str,
-    (backfill_id, started_at): (&str, DateTime<Utc>),
+    backfill: &Backfill,
     (db, coll): (&str, &str),
     doc: &Document,
     read_at: DateTime<Utc>,
     captured_at: DateTime<Utc>,
 ) -> Result<ChangeEvent, String> {
     let id = doc.get("_id").ok_or("no _id")?;
-    let position = format!("backfill:{backfill_id}");
     let mut key = String::from("{\"_id\":");
     write_value(id, &mut key);
     key.push('}');
-    let key_raw = RawValue::from_string(key).map_err(|e| format!("key: {e}"))?;
-    let after_raw =
-        RawValue::from_string(document_json(doc)).map_err(|e| format!("document: {e}"))?;
     let exact = cursor_text(id);
-    let event_id = event::event_id(
-        source,
-        &[
-            b"read",
-            backfill_id.as_bytes(),
-            db.as_bytes(),
-            coll.as_bytes(),
-            exact.as_bytes(),
-        ],
-        started_at,
-    );
-    let event_type = format!("{coll}.{}", Op::Read.as_str());
-    let env = Envelope {
-        id: &event_id,
-        event_type: &event_type,
-        source: SourceRef {
-            name: source,
-            kind: "mongodb",
-            database: db,
-            schema: db,
-            table: coll,
-            position: &position,
-        },
-        op: Op::Read,
-        key: &key_raw,
-        before: None,
-        after: Some(&after_raw),
-        txn: None,
-        committed_at: Timestamp(read_at),
-        captured_at: Timestamp(captured_at),
+    let row = ReadRow {
+        kind: "mongodb",
+        database: db,
+        schema: db,
+        table: coll,
+        key,
+        after: document_json(doc),
+        exact_key: &exact,
+        read_at,
+        captured_at,
     };
-    let order_key = event::order_key(source, db, coll, key_raw.get());
-    ChangeEvent::from_envelope(&env, order_key).map_err(|e| format!("envelope: {e}"))
+    read_event(source, backfill, row)
 }
 
 #[cfg(test)]
@@ -943,15 +852,21 @@ mod tests {
     fn a_read_event_maps_values_and_keys_as_changes_do() {
         let d = doc! { "_id": 7_i64, "total": "19.90", "at": ::mongodb::bson::DateTime::from_millis(1_795_377_662_345) };
         let started = Utc::now();
-        let e = read_event(
-            "docs",
-            ("bf_1", started),
-            ("app", "orders"),
-            &d,
-            started,
-            started,
-        )
-        .unwrap();
+        let backfill = Backfill {
+            id: "bf_1".into(),
+            subscription_id: "sub_1".into(),
+            source: "docs".into(),
+            tables: vec!["app.orders".into()],
+            tables_done: 0,
+            last_key: None,
+            rows: 0,
+            state: hookrelay_store::BackfillState::Running,
+            error: None,
+            created_at: started,
+            updated_at: started,
+            ended_at: None,
+        };
+        let e = read_doc("docs", &backfill, ("app", "orders"), &d, started, started).unwrap();
         let body: serde_json::Value = serde_json::from_str(&e.body).unwrap();
         assert_eq!(body["op"], "read");
         assert_eq!(body["type"], "orders.read");
@@ -961,11 +876,11 @@ mod tests {
         assert_eq!(body["source"]["position"], "backfill:bf_1");
         assert_eq!(
             e.order_key,
-            event::order_key("docs", "app", "orders", r#"{"_id":7}"#)
+            hookrelay_core::event::order_key("docs", "app", "orders", r#"{"_id":7}"#)
         );
-        let again = read_event(
+        let again = read_doc(
             "docs",
-            ("bf_1", started),
+            &backfill,
             ("app", "orders"),
             &d,
             Utc::now(),
@@ -975,9 +890,9 @@ mod tests {
         assert_eq!(e.id, again.id, "a chunk read again has the same ids");
         // 7 as Int32 is another _id: another event id
         let int32 = doc! { "_id": 7, "total": "19.90" };
-        let other = read_event(
+        let other = read_doc(
             "docs",
-            ("bf_1", started),
+            &backfill,
             ("app", "orders"),
             &int32,
             started,

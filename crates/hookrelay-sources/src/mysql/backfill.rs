@@ -43,31 +43,24 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use hookrelay_core::{
-    config::split_qualified,
-    event::{self, Envelope, SourceRef, Timestamp},
-    scope::TableScope,
-    ChangeEvent, Op,
-};
+use hookrelay_core::{config::split_qualified, scope::TableScope, ChangeEvent};
 use hookrelay_store::{Backfill, BackfillChunk};
 use mysql_async::{prelude::Queryable, Conn, Params, Value};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::connect::MysqlConnector;
-use crate::SourceError;
+use crate::{
+    backfill::{read_event, ReadRow, Reading},
+    SourceError,
+};
 
 /// The database on the source server that holds the marks and shadow tables.
 pub(super) const SCHEMA: &str = "hookrelay";
 /// The table of marks: one row per source, replaced by each chunk.
 pub(super) const MARKS: &str = "backfill_marks";
 
-/// Rows per chunk: what the reader holds at once, whatever the table's size.
-const CHUNK_ROWS: usize = 1000;
-/// How often a reader with no backfill asks the store for one.
-const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// How long a written chunk may stay unread while the binlog brings nothing at all
 /// before the backfill fails: the server is not logging the `hookrelay` database.
 /// (Busy, the reader tells sooner: it reads past the chunk's end without its mark.)
@@ -127,18 +120,14 @@ struct Pending {
 
 /// The reader's backfill state: the backfill being read and its chunk in flight.
 pub(super) struct Backfiller<'a> {
+    reading: Reading,
     source: &'a str,
     connector: &'a MysqlConnector,
-    /// Rows per second at most; 0: unlimited.
-    max_rows_per_second: u32,
     /// The tables this source captures: only those can be backfilled consistently.
     scope: &'a TableScope,
     /// The connection chunks are written on, opened when first needed.
     conn: Option<Conn>,
-    task: Option<Backfill>,
     pending: Option<Pending>,
-    next_look: Instant,
-    next_chunk: Instant,
     marks: u64,
 }
 
@@ -149,27 +138,22 @@ impl<'a> Backfiller<'a> {
         max_rows_per_second: u32,
         scope: &'a TableScope,
     ) -> Self {
-        let now = Instant::now();
         Self {
+            reading: Reading::new(source, max_rows_per_second),
             source,
             connector,
-            max_rows_per_second,
             scope,
             conn: None,
-            task: None,
             pending: None,
-            next_look: now,
-            next_chunk: now,
             marks: 0,
         }
     }
 
     /// How long the reader may wait for the binlog before this needs it again.
     pub fn wake_in(&self) -> Duration {
-        let at = match (&self.pending, &self.task) {
-            (Some(p), _) => p.issued + MARK_TIMEOUT,
-            (None, Some(_)) => self.next_chunk,
-            (None, None) => self.next_look,
+        let at = match &self.pending {
+            Some(p) => p.issued + MARK_TIMEOUT,
+            None => self.reading.wake_at(),
         };
         at.saturating_duration_since(Instant::now())
     }
@@ -237,7 +221,7 @@ impl<'a> Backfiller<'a> {
         }
         let why = not_logged(&p.shadow, &format!("by {until_file}:{until}"));
         self.pending = None;
-        Some(self.give_up(why))
+        Some(self.reading.give_up(why))
     }
 
     /// Whether shadow rows being read now belong to the chunk in flight.
@@ -245,58 +229,31 @@ impl<'a> Backfiller<'a> {
         self.pending.as_ref().is_some_and(|p| p.seen)
     }
 
-    /// One row of the chunk (its image and key as the table's rows render) as a
-    /// `read` event: `before` and `txn` null, committed at the read. Its id comes from
-    /// the backfill, the table and the key, its time part from the backfill's start,
-    /// so a chunk read again after a crash dedupes in the store.
+    /// One row of the chunk (its image and key as the table's rows render), unless
+    /// its key changed between the marks, as a read event.
     pub fn push_row(&mut self, image: String, key: String) -> Result<(), SourceError> {
-        let (Some(p), Some(task)) = (&mut self.pending, &self.task) else {
+        let (Some(p), Some(task)) = (&mut self.pending, &self.reading.task) else {
             return Ok(());
         };
         if p.changed.contains(&key) {
             return Ok(());
         }
-        let position = format!("backfill:{}", task.id);
-        let bad = |reason: String| SourceError::BadChange {
-            position: position.clone(),
+        let exact = key.clone();
+        let row = ReadRow {
+            kind: "mysql",
+            database: &p.db,
+            schema: &p.db,
+            table: &p.table,
+            exact_key: &exact,
+            key,
+            after: image,
+            read_at: p.read_at,
+            captured_at: Utc::now(),
+        };
+        let ev = read_event(self.source, task, row).map_err(|reason| SourceError::BadChange {
+            position: format!("backfill:{}", task.id),
             reason,
-        };
-        let id = event::event_id(
-            self.source,
-            &[
-                b"read",
-                task.id.as_bytes(),
-                p.db.as_bytes(),
-                p.table.as_bytes(),
-                key.as_bytes(),
-            ],
-            task.created_at,
-        );
-        let key_raw = RawValue::from_string(key).map_err(|e| bad(format!("key: {e}")))?;
-        let after_raw = RawValue::from_string(image).map_err(|e| bad(format!("row: {e}")))?;
-        let event_type = format!("{}.{}", p.table, Op::Read.as_str());
-        let env = Envelope {
-            id: &id,
-            event_type: &event_type,
-            source: SourceRef {
-                name: self.source,
-                kind: "mysql",
-                database: &p.db,
-                schema: &p.db,
-                table: &p.table,
-                position: &position,
-            },
-            op: Op::Read,
-            key: &key_raw,
-            before: None,
-            after: Some(&after_raw),
-            txn: None,
-            committed_at: Timestamp(p.read_at),
-            captured_at: Timestamp(Utc::now()),
-        };
-        let order_key = event::order_key(self.source, &p.db, &p.table, key_raw.get());
-        let ev = ChangeEvent::from_envelope(&env, order_key)
-            .map_err(|e| bad(format!("envelope: {e}")))?;
+        })?;
         p.events.push(ev);
         Ok(())
     }
@@ -307,7 +264,7 @@ impl<'a> Backfiller<'a> {
             return None;
         }
         let p = self.pending.take()?;
-        let task = self.task.as_ref()?;
+        let task = self.reading.task.as_ref()?;
         let table_done = p.copied < p.limit as u64;
         Some(BackfillChunk {
             backfill_id: task.id.clone(),
@@ -317,24 +274,9 @@ impl<'a> Backfiller<'a> {
         })
     }
 
-    /// The chunk committed: follow its progress, or drop the backfill when it ended
-    /// (completed here, or cancelled meanwhile).
+    /// The chunk committed: follow its progress (see [`Reading::committed`]).
     pub fn committed(&mut self, chunk: &BackfillChunk, applied: bool, completed: bool) {
-        let Some(task) = &mut self.task else {
-            return;
-        };
-        if !applied || completed {
-            info!(backfill = %task.id, completed, rows = task.rows + chunk.events.len() as i64,
-                  "backfill: {}", if completed { "completed" } else { "no longer running" });
-            self.task = None;
-            self.next_look = Instant::now();
-            return;
-        }
-        task.rows += chunk.events.len() as i64;
-        task.last_key = chunk.last_key.clone();
-        if chunk.table_done {
-            task.tables_done += 1;
-        }
+        self.reading.committed(chunk, applied, completed);
     }
 
     /// Writes the next chunk when one is due (after finding a running backfill).
@@ -346,27 +288,15 @@ impl<'a> Backfiller<'a> {
             Output = Result<Option<Backfill>, hookrelay_store::StoreError>,
         >,
     ) -> Result<Option<(String, String)>, SourceError> {
-        let now = Instant::now();
         if let Some(p) = &self.pending {
-            if now.duration_since(p.issued) < MARK_TIMEOUT {
+            if p.issued.elapsed() < MARK_TIMEOUT {
                 return Ok(None);
             }
             let why = not_logged(&p.shadow, &format!("within {MARK_TIMEOUT:?}"));
             self.pending = None;
-            return Ok(Some(self.give_up(why)));
+            return Ok(Some(self.reading.give_up(why)));
         }
-        if self.task.is_none() {
-            if now < self.next_look {
-                return Ok(None);
-            }
-            self.next_look = now + LOOK_EVERY;
-            self.task = running.await?;
-            if let Some(b) = &self.task {
-                info!(backfill = %b.id, subscription = %b.subscription_id, tables = ?b.tables,
-                      done = b.tables_done, rows = b.rows, "backfill: reading");
-            }
-        }
-        if self.task.is_none() || now < self.next_chunk {
+        if !self.reading.chunk_due(running).await? {
             return Ok(None);
         }
         let written = tokio::time::timeout(CHUNK_DEADLINE, self.write_chunk())
@@ -378,29 +308,22 @@ impl<'a> Backfiller<'a> {
             });
         match written {
             Ok(outcome) => Ok(outcome),
-            Err(ChunkError::Fatal(why)) => Ok(Some(self.give_up(why))),
+            Err(ChunkError::Fatal(why)) => Ok(Some(self.reading.give_up(why))),
             Err(ChunkError::Transient(why)) => {
                 warn!(source = %self.source, reason = %why, "backfill: chunk not written; trying again");
                 self.conn = None;
-                self.next_chunk = Instant::now() + RETRY_AFTER;
+                self.reading.retry_in(RETRY_AFTER);
                 Ok(None)
             }
         }
     }
 
-    fn give_up(&mut self, why: String) -> (String, String) {
-        let id = self.task.take().map(|t| t.id).unwrap_or_default();
-        warn!(backfill = %id, reason = %why, "backfill failed");
-        self.next_look = Instant::now();
-        (id, why)
-    }
-
     async fn write_chunk(&mut self) -> Result<Option<(String, String)>, ChunkError> {
-        let Some(task) = &self.task else {
+        let Some(task) = &self.reading.task else {
             return Ok(None);
         };
         let Some(current) = task.current_table().map(str::to_owned) else {
-            self.task = None;
+            self.reading.task = None;
             return Ok(None);
         };
         let (backfill_id, last_key) = (task.id.clone(), task.last_key.clone());
@@ -416,7 +339,7 @@ impl<'a> Backfiller<'a> {
             )));
         }
         let cursor = last_key.as_deref().map(Cursor::parse).transpose()?;
-        let limit = self.chunk_limit();
+        let limit = self.reading.chunk_limit();
         self.marks += 1;
         let stamp = Utc::now().timestamp_nanos_opt().unwrap_or_default();
         let mark = format!("{backfill_id}:{stamp}:{}", self.marks);
@@ -456,10 +379,7 @@ impl<'a> Backfiller<'a> {
             limit,
         )
         .await?;
-        if self.max_rows_per_second > 0 {
-            let secs = (copied.max(1) as f64) / f64::from(self.max_rows_per_second);
-            self.next_chunk = Instant::now() + Duration::from_secs_f64(secs);
-        }
+        self.reading.pace(copied as usize, Instant::now());
         self.pending = Some(Pending {
             low: format!("{mark}:low"),
             mark: format!("{mark}:high"),
@@ -529,13 +449,6 @@ impl<'a> Backfiller<'a> {
         self.conn
             .as_mut()
             .ok_or_else(|| ChunkError::Transient("no connection".into()))
-    }
-
-    fn chunk_limit(&self) -> usize {
-        match self.max_rows_per_second {
-            0 => CHUNK_ROWS,
-            n => CHUNK_ROWS.min(n as usize),
-        }
     }
 }
 
@@ -936,7 +849,7 @@ mod tests {
     fn in_flight<'a>(connector: &'a MysqlConnector, scope: &'a TableScope) -> Backfiller<'a> {
         let mut b = Backfiller::new("src", connector, 0, scope);
         let at = Utc::now();
-        b.task = Some(Backfill {
+        b.reading.task = Some(Backfill {
             id: "bf_1".into(),
             subscription_id: "sub_1".into(),
             source: "src".into(),

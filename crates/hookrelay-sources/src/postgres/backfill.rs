@@ -41,20 +41,12 @@ use chrono::{DateTime, Utc};
 use hookrelay_core::{config::split_qualified, scope::TableScope, ChangeEvent};
 use hookrelay_store::{Backfill, BackfillChunk};
 use tokio_postgres::Client;
-use tracing::{info, warn};
 
 use super::{journal::EventBuilder, row::Image, setup::quote_ident};
-use crate::SourceError;
+use crate::{backfill::Reading, SourceError};
 
 /// The journal `op` of a watermark row; its `after` is `{"backfill", "mark", "at"}`.
 pub(super) const WATERMARK: &str = "WATERMARK";
-
-/// Rows per chunk: what the reader holds between a chunk's watermarks, whatever the
-/// table's size.
-const CHUNK_ROWS: usize = 1000;
-
-/// How often a reader with no backfill asks the store for one.
-const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// Applies the settings of the capture functions' `SET` clauses (time zone, date and
 /// interval styles, float digits, bytea and money output, search path) for the rest of
@@ -85,15 +77,10 @@ struct Window {
 
 /// The reader's backfill state: the backfill being read and its open window.
 pub(super) struct Backfiller {
-    source: String,
-    /// Rows per second at most; 0: unlimited.
-    max_rows_per_second: u32,
+    reading: Reading,
     /// The tables this source captures: only those can be backfilled consistently.
     watched: TableScope,
-    task: Option<Backfill>,
     window: Option<Window>,
-    next_look: Instant,
-    next_chunk: Instant,
     marks: u64,
 }
 
@@ -107,39 +94,32 @@ pub(super) enum Reached {
 
 impl Backfiller {
     pub fn new(source: &str, max_rows_per_second: u32, watched: TableScope) -> Self {
-        let now = Instant::now();
         Self {
-            source: source.to_owned(),
-            max_rows_per_second,
+            reading: Reading::new(source, max_rows_per_second),
             watched,
-            task: None,
             window: None,
-            next_look: now,
-            next_chunk: now,
             marks: 0,
         }
     }
 
     /// Forgets what this session read (a new session asks the store again).
     pub fn reset(&mut self) {
-        let watched = std::mem::take(&mut self.watched);
-        *self = Self::new(&self.source, self.max_rows_per_second, watched);
+        self.reading.task = None;
+        self.window = None;
     }
 
     /// The reader should poll the journal without pause: a window is open, or the
     /// next chunk is due.
     pub fn wants_busy(&self) -> bool {
-        self.window.is_some() || (self.task.is_some() && Instant::now() >= self.next_chunk)
+        self.window.is_some()
+            || (self.reading.task.is_some() && Instant::now() >= self.reading.wake_at())
     }
 
     /// How long an idle reader may wait before this needs it again.
     pub fn wake_in(&self) -> Duration {
-        let at = if self.task.is_some() {
-            self.next_chunk
-        } else {
-            self.next_look
-        };
-        at.saturating_duration_since(Instant::now())
+        self.reading
+            .wake_at()
+            .saturating_duration_since(Instant::now())
     }
 
     /// A change the reader is about to commit: notes its key if it is of the open
@@ -183,30 +163,16 @@ impl Backfiller {
             Output = Result<Option<Backfill>, hookrelay_store::StoreError>,
         >,
     ) -> Result<Option<(String, String)>, SourceError> {
-        if self.window.is_some() {
+        if self.window.is_some() || !self.reading.chunk_due(running).await? {
             return Ok(None);
         }
         let now = Instant::now();
-        if self.task.is_none() {
-            if now < self.next_look {
-                return Ok(None);
-            }
-            self.next_look = now + LOOK_EVERY;
-            self.task = running.await?;
-            if let Some(b) = &self.task {
-                info!(backfill = %b.id, subscription = %b.subscription_id, tables = ?b.tables,
-                      done = b.tables_done, rows = b.rows, "backfill: reading");
-            }
-        }
-        let Some(task) = &self.task else {
+        let Some(task) = &self.reading.task else {
             return Ok(None);
         };
-        if now < self.next_chunk {
-            return Ok(None);
-        }
         let Some(current) = task.current_table() else {
             // Nothing left (cannot be running, but then it is done here).
-            self.task = None;
+            self.reading.task = None;
             return Ok(None);
         };
         let Some((schema, table)) = split_qualified(current) else {
@@ -216,7 +182,7 @@ impl Backfiller {
         if !self.watched.captures(&schema, &table) {
             let why = format!(
                 "table {current} is no longer captured by source {}",
-                self.source
+                self.reading.source()
             );
             return Ok(Some(self.give_up(why)));
         }
@@ -225,14 +191,14 @@ impl Backfiller {
             let why = format!("table {current} is missing or has no primary key");
             return Ok(Some(self.give_up(why)));
         }
-        let limit = self.chunk_limit();
+        let limit = self.reading.chunk_limit();
         let (backfill_id, last_key) = (task.id.clone(), task.last_key.clone());
         self.marks += 1;
         let stamp = Utc::now().timestamp_nanos_opt().unwrap_or_default();
         let mark = format!("{backfill_id}:{stamp}:{}", self.marks);
         write_mark(
             client,
-            &self.source,
+            self.reading.source(),
             (&schema, &table),
             &backfill_id,
             &mark,
@@ -263,17 +229,14 @@ impl Backfiller {
         };
         write_mark(
             client,
-            &self.source,
+            self.reading.source(),
             (&schema, &table),
             &backfill_id,
             &mark,
             "high",
         )
         .await?;
-        if self.max_rows_per_second > 0 {
-            let secs = rows.len().max(1) as f64 / f64::from(self.max_rows_per_second);
-            self.next_chunk = now + Duration::from_secs_f64(secs);
-        }
+        self.reading.pace(rows.len(), now);
         self.window = Some(Window {
             schema,
             table,
@@ -287,9 +250,7 @@ impl Backfiller {
     }
 
     fn give_up(&mut self, why: String) -> (String, String) {
-        let id = self.task.take().map(|t| t.id).unwrap_or_default();
-        warn!(backfill = %id, reason = %why, "backfill failed");
-        (id, why)
+        self.reading.give_up(why)
     }
 
     /// The open window's high watermark was read: the chunk less the keys that changed
@@ -299,7 +260,7 @@ impl Backfiller {
         client: &Client,
         builder: &mut EventBuilder,
     ) -> Result<Option<Reached>, SourceError> {
-        let (Some(w), Some(task)) = (self.window.take(), &self.task) else {
+        let (Some(w), Some(task)) = (self.window.take(), &self.reading.task) else {
             return Ok(None);
         };
         let key_cols = builder.key_columns(client, &w.schema, &w.table).await?;
@@ -307,7 +268,7 @@ impl Backfiller {
             Some(row) => Some(key_of(row, &key_cols)?),
             None => None,
         };
-        let table_done = w.rows.len() < self.chunk_limit();
+        let table_done = w.rows.len() < self.reading.chunk_limit();
         let captured_at = Utc::now();
         let mut events: Vec<ChangeEvent> = Vec::with_capacity(w.rows.len());
         if !w.truncated {
@@ -315,7 +276,7 @@ impl Backfiller {
                 let built = builder
                     .build_read(
                         client,
-                        (&task.id, task.created_at),
+                        task,
                         &w.schema,
                         &w.table,
                         row,
@@ -345,31 +306,9 @@ impl Backfiller {
         })))
     }
 
-    /// The chunk committed: follow its progress, or drop the backfill when it ended
-    /// (completed here, or cancelled meanwhile).
+    /// The chunk committed: follow its progress (see [`Reading::committed`]).
     pub fn committed(&mut self, chunk: &BackfillChunk, applied: bool, completed: bool) {
-        let Some(task) = &mut self.task else {
-            return;
-        };
-        if !applied || completed {
-            info!(backfill = %task.id, completed, rows = task.rows + chunk.events.len() as i64,
-                  "backfill: {}", if completed { "completed" } else { "no longer running" });
-            self.task = None;
-            self.next_look = Instant::now();
-            return;
-        }
-        task.rows += chunk.events.len() as i64;
-        task.last_key = chunk.last_key.clone();
-        if chunk.table_done {
-            task.tables_done += 1;
-        }
-    }
-
-    fn chunk_limit(&self) -> usize {
-        match self.max_rows_per_second {
-            0 => CHUNK_ROWS,
-            n => CHUNK_ROWS.min(n as usize),
-        }
+        self.reading.committed(chunk, applied, completed);
     }
 }
 

@@ -13,13 +13,17 @@ use hookrelay_core::{
     event::{self, Envelope, SourceRef, Timestamp, Txn},
     ChangeEvent, Op,
 };
+use hookrelay_store::Backfill;
 use tokio_postgres::{Client, Row};
 
 use super::{
     meta::{self, TableMeta},
     row::Image,
 };
-use crate::SourceError;
+use crate::{
+    backfill::{read_event, ReadRow},
+    SourceError,
+};
 
 /// The oldest journal rows of a source holding at most `$2` changes (but always the
 /// first row, however big its chunk). Only ids and counts are read to decide; the
@@ -218,25 +222,21 @@ impl EventBuilder {
     }
 
     /// A backfilled row (`to_json` text under the capture functions' settings, as the
-    /// trigger journals it) as a `read` event (DESIGN §1.8): rendered exactly as a
-    /// change's `after`, `before` and `txn` null, committed at `read_at`. Its id comes
-    /// from the backfill, the table and the key, its time part from the backfill's
-    /// start, so a chunk read again after a crash dedupes in the store.
+    /// trigger journals it) as a `read` event, rendered exactly as a change's `after`
+    /// (see `crate::backfill::read_event`).
     #[allow(clippy::too_many_arguments)]
     pub async fn build_read(
         &mut self,
         client: &Client,
-        backfill: (&str, DateTime<Utc>),
+        backfill: &Backfill,
         schema: &str,
         table: &str,
         row: &str,
         read_at: DateTime<Utc>,
         captured_at: DateTime<Utc>,
     ) -> Result<ChangeEvent, SourceError> {
-        let (backfill_id, started_at) = backfill;
-        let position = format!("backfill:{backfill_id}");
         let bad = |reason: String| SourceError::BadChange {
-            position: position.clone(),
+            position: format!("backfill:{}", backfill.id),
             reason,
         };
         let image = Image::parse(row).map_err(|e| bad(format!("row image: {e}")))?;
@@ -246,42 +246,18 @@ impl EventBuilder {
         self.key.clear();
         self.before_key.clear();
         image.render(&meta.kinds, &meta.key, &mut self.image, &mut self.key);
-        let raw = |s: &str| serde_json::value::RawValue::from_string(s.to_owned());
-        let key_raw = raw(&self.key).map_err(|e| bad(format!("key: {e}")))?;
-        let after_raw = raw(&self.image).map_err(|e| bad(format!("row: {e}")))?;
-        let id = event::event_id(
-            &self.source,
-            &[
-                b"read",
-                backfill_id.as_bytes(),
-                schema.as_bytes(),
-                table.as_bytes(),
-                self.key.as_bytes(),
-            ],
-            started_at,
-        );
-        let event_type = format!("{table}.{}", Op::Read.as_str());
-        let env = Envelope {
-            id: &id,
-            event_type: &event_type,
-            source: SourceRef {
-                name: &self.source,
-                kind: "postgres",
-                database: &self.database,
-                schema,
-                table,
-                position: &position,
-            },
-            op: Op::Read,
-            key: &key_raw,
-            before: None,
-            after: Some(&after_raw),
-            txn: None,
-            committed_at: Timestamp(read_at),
-            captured_at: Timestamp(captured_at),
+        let row = ReadRow {
+            kind: "postgres",
+            database: &self.database,
+            schema,
+            table,
+            key: self.key.clone(),
+            after: self.image.clone(),
+            exact_key: &self.key,
+            read_at,
+            captured_at,
         };
-        let order_key = event::order_key(&self.source, schema, table, key_raw.get());
-        ChangeEvent::from_envelope(&env, order_key).map_err(|e| bad(format!("envelope: {e}")))
+        read_event(&self.source, backfill, row).map_err(bad)
     }
 
     pub async fn build(
