@@ -39,6 +39,22 @@ const ORDERS: &str = "create table public.orders (
     updated_at timestamptz default now()
 )";
 
+/// Workload 11's large table, filled in one statement: realistic columns, and no
+/// trigger yet (hookrelay is not started), so only a backfill can send its rows.
+const CUSTOMERS: &str = "create table public.customers (
+    id bigint primary key,
+    name text not null,
+    email text not null,
+    country text not null,
+    balance numeric(12,2) not null,
+    created_at timestamptz not null
+);
+insert into public.customers
+select g, 'Customer ' || g, 'customer' || g || '@example.com',
+       (array['DE', 'FR', 'GB', 'US', 'JP', 'BR'])[1 + g % 6], (g % 100000) / 100.0,
+       timestamptz '2024-01-01 00:00:00+00' + g * interval '1 minute'
+  from generate_series(1, {rows}) g";
+
 /// Connects and drives the connection in the background.
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
     let (client, conn) = tokio_postgres::connect(url, NoTls)
@@ -119,6 +135,19 @@ impl Databases {
 
     pub async fn store(&self) -> anyhow::Result<Client> {
         connect(&self.store_url()).await
+    }
+
+    /// Creates `public.customers` with `rows` rows (ids 1 to `rows`), vacuumed and
+    /// analysed as a table that has been there a while would be.
+    pub async fn fill_customers(&self, rows: u64) -> anyhow::Result<()> {
+        let c = self.source().await?;
+        c.batch_execute(&CUSTOMERS.replace("{rows}", &rows.to_string()))
+            .await
+            .context("creating and filling public.customers")?;
+        // Alone: VACUUM refuses a multi-statement string.
+        c.batch_execute("vacuum (analyze) public.customers")
+            .await
+            .context("vacuuming public.customers")
     }
 
     /// True once hookrelay's capture trigger is on `public.orders`.

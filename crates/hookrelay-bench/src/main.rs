@@ -26,11 +26,16 @@
 //! fast as they go, 8 workload 3 beside 10,000 idle subscriptions (it also
 //! times creating and listing them over the admin API, whole and by pages, and
 //! measures the store's tables holding them), 9 fan-out to 1,000 active subscriptions
-//! (overall and per-subscription latency, so a starved one shows).
+//! (overall and per-subscription latency, so a starved one shows), 10 workload 3
+//! beside 1,000 subscriptions with a row filter, 11 a backfill of a 1,000,000-row
+//! table beside 200 live commits/s (the backfill's rows/s, the live latency before
+//! and during it, hookrelay's peak RSS, and that every row arrived once as a read event
+//! at its subscription only).
 //! `--quick` makes each 10x smaller (workload 9: 100 events, still 1,000 subscriptions). Results go to stdout and to
 //! `.bench/results-<timestamp>.json` (and `.bench/latest.json`); hookrelay's config
 //! and log for each workload go to `.bench/run-<timestamp>/`.
 
+mod backfill;
 mod ceiling;
 mod db;
 mod fsync;
@@ -65,7 +70,8 @@ struct Args {
     /// Every workload 10x smaller: a smoke run of a couple of minutes.
     #[arg(long)]
     quick: bool,
-    /// Only these parts, comma-separated: c (ceilings), 1, 2, 3, 4, 5, 6, 7, 8, 9.
+    /// Only these parts, comma-separated: c (ceilings), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+    /// 11.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// The hookrelay binary (default: `hookrelay` next to this executable).
@@ -121,6 +127,10 @@ pub struct Sizes {
     pub w9_subs: usize,
     /// Workload 10: subscriptions with a row filter beside workload 3's ten.
     pub w10_filtered: usize,
+    /// Workload 11: rows of the backfilled table, and seconds of live changes alone
+    /// before the backfill starts.
+    pub w11_rows: u64,
+    pub w11_seconds: f64,
     pub receiver_requests: u64,
 }
 
@@ -139,6 +149,8 @@ impl Sizes {
                 w9_events: 100,
                 w9_subs: 1_000,
                 w10_filtered: 1_000,
+                w11_rows: 100_000,
+                w11_seconds: 5.0,
                 receiver_requests: 10_000,
             }
         } else {
@@ -154,6 +166,8 @@ impl Sizes {
                 w9_events: 1_000,
                 w9_subs: 1_000,
                 w10_filtered: 1_000,
+                w11_rows: 1_000_000,
+                w11_seconds: 20.0,
                 receiver_requests: 100_000,
             }
         }
@@ -303,7 +317,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let mut workloads = Vec::new();
-    for part in ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"] {
+    for part in ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"] {
         if !wants(part) {
             continue;
         }
@@ -314,6 +328,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             "5" => workloads.push(workloads::run_backlog(&ctx).await),
             "6" => workloads.extend(mysql::run(&ctx).await),
+            "11" => workloads.push(backfill::run(&ctx).await),
             p => workloads.push(workloads::run_standard(&ctx, p).await),
         }
     }

@@ -62,13 +62,11 @@ pub async fn run(ctx: &Ctx) -> Vec<WorkloadResult> {
         ),
     ] {
         eprintln!("workload {id}: {name}");
-        out.push(match workload(ctx, id, &name, load).await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("  FAILED: {e:#}");
-                WorkloadResult::failed(id, &name, format!("FAILED: {e:#}"))
-            }
-        });
+        out.push(workloads::or_failed(
+            id,
+            &name,
+            workload(ctx, id, &name, load).await,
+        ));
     }
     out
 }

@@ -3,10 +3,10 @@
 //!
 //! ```text
 //!  POST /e/<n> ─▶ verify webhook-signature (SigningKey of endpoint n) ──bad──▶ 400
-//!              ─▶ parse {id, committed_at} from the raw body
+//!              ─▶ parse {id, op, committed_at, captured_at} from the raw body
 //!              ─▶ mode: ok | delay | slow-or-timeout | refuse (503) | hang (until up)
 //!              ─▶ 2xx: first time this id is seen → latency = receipt − committed_at,
-//!                      else a duplicate
+//!                      (backfill `read` events counted apart), else a duplicate
 //! ```
 //!
 //! Receipt time is taken when the request arrives, before any scripted delay.
@@ -52,6 +52,8 @@ struct Record {
     /// Every request that passed routing, whatever became of it.
     requests: u64,
     seen: HashSet<Box<str>>,
+    /// Distinct events with `op = "read"` (backfilled rows).
+    reads: u64,
     /// Per first 2xx: receipt − committed_at, µs.
     latency_us: Vec<i64>,
     /// Per first 2xx: captured_at − committed_at (the source's share), µs.
@@ -78,6 +80,8 @@ pub struct EndpointStats {
     /// sender before the answer).
     pub requests: u64,
     pub received: u64,
+    /// Of `received`, backfill `read` events.
+    pub reads: u64,
     pub duplicates: u64,
     pub bad_signatures: u64,
     pub bad_bodies: u64,
@@ -167,6 +171,7 @@ impl Receiver {
         self.with_record(n, |r| EndpointStats {
             requests: r.requests,
             received: r.seen.len() as u64,
+            reads: r.reads,
             duplicates: r.duplicates,
             bad_signatures: r.bad_signatures,
             bad_bodies: r.bad_bodies,
@@ -197,6 +202,23 @@ impl Receiver {
             }
         }
         out
+    }
+
+    /// Latencies and the source's share of them (µs), as [`Self::latencies_us`] and
+    /// [`Self::capture_us`], of the events at endpoint `n` committed within `from_us..to_us`
+    /// (Unix µs): one phase of a workload.
+    pub fn latencies_committed_in(
+        &self,
+        n: usize,
+        (from_us, to_us): (i64, i64),
+    ) -> (Vec<i64>, Vec<i64>) {
+        self.with_record(n, |r| {
+            (0..r.latency_us.len())
+                .filter(|&i| (from_us..to_us).contains(&(r.arrival_us[i] - r.latency_us[i])))
+                .map(|i| (r.latency_us[i], r.capture_us[i]))
+                .unzip()
+        })
+        .unwrap_or_default()
     }
 
     /// Receipt times (Unix µs) of every first 2xx at the given endpoints.
@@ -238,6 +260,7 @@ pub fn unix_us(t: SystemTime) -> i64 {
 #[derive(Deserialize)]
 struct Probe<'a> {
     id: &'a str,
+    op: &'a str,
     committed_at: &'a str,
     captured_at: &'a str,
 }
@@ -322,6 +345,7 @@ async fn hook(
             r.latency_us.push(received_at - committed_us);
             r.capture_us.push(captured_us - committed_us);
             r.arrival_us.push(received_at);
+            r.reads += u64::from(probe.op == "read");
         } else {
             r.duplicates += 1;
         }

@@ -61,20 +61,31 @@ pub fn config(dbs: &Databases, port: u16) -> String {
 
 /// The same tuned config with a MySQL source reading `shop.orders` at `mysql_url`.
 pub fn mysql_config(dbs: &Databases, mysql_url: &str, port: u16) -> String {
-    CONFIG_TEMPLATE
+    let text = CONFIG_TEMPLATE
         .replace("{store_url}", &dbs.store_url())
         .replace("{source_url}", mysql_url)
         .replace("{port}", &port.to_string())
         .replace("{token}", TOKEN)
         .replace("kind = \"postgres\"", "kind = \"mysql\"")
-        .replace("tables = [\"public.orders\"]", "tables = [\"shop.orders\"]")
-        .replace("poll_interval = \"1s\"\n", "")
+        .replace("poll_interval = \"1s\"\n", "");
+    watching(&text, &["shop.orders"])
+}
+
+/// `config` with the source watching `tables` instead of `public.orders` alone.
+fn watching(config: &str, tables: &[&str]) -> String {
+    config.replace(
+        "tables = [\"public.orders\"]",
+        &format!("tables = {}", json!(tables)),
+    )
 }
 
 /// Which source the relay reads, and so what "ready" means beyond `/readyz`.
 pub enum SourceKind<'a> {
     /// The bench's PostgreSQL source: its capture trigger installed too.
     Postgres,
+    /// The bench's PostgreSQL source watching these tables (`public.orders` among
+    /// them, whose capture trigger "ready" waits for).
+    PostgresTables(&'a [&'a str]),
     /// A MySQL source at this URL: `/readyz` (the reader has its first checkpoint).
     Mysql(&'a str),
 }
@@ -115,9 +126,10 @@ impl RelayProcess {
         let log = dir.join(format!("{tag}.log"));
         let text = match kind {
             SourceKind::Postgres => config(dbs, port),
+            SourceKind::PostgresTables(tables) => watching(&config(dbs, port), tables),
             SourceKind::Mysql(url) => mysql_config(dbs, url, port),
         };
-        let trigger = matches!(kind, SourceKind::Postgres);
+        let trigger = !matches!(kind, SourceKind::Mysql(_));
         std::fs::write(&cfg_path, text)
             .with_context(|| format!("writing {}", cfg_path.display()))?;
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -309,6 +321,52 @@ impl RelayProcess {
         Ok((n, next))
     }
 
+    /// `POST /v1/subscriptions/{id}/backfill` of `tables`: the backfill's id.
+    pub async fn start_backfill(
+        &self,
+        subscription: &str,
+        tables: &[&str],
+    ) -> anyhow::Result<String> {
+        let req = self
+            .http
+            .post(format!(
+                "{}/v1/subscriptions/{subscription}/backfill",
+                self.api
+            ))
+            .header("content-type", "application/json")
+            .body(json!({ "tables": tables }).to_string());
+        let v = self
+            .admin(req, "POST /v1/subscriptions/{id}/backfill")
+            .await?;
+        v["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("a backfill without an id")
+    }
+
+    /// `GET /v1/backfills/{id}`: its state and progress.
+    pub async fn backfill(&self, id: &str) -> anyhow::Result<BackfillStatus> {
+        let req = self.http.get(format!("{}/v1/backfills/{id}", self.api));
+        let v = self.admin(req, "GET /v1/backfills/{id}").await?;
+        serde_json::from_value(v).context("backfill JSON")
+    }
+
+    /// Sends an admin API request with the token; its JSON answer, or the status and
+    /// body of any answer other than 2xx.
+    async fn admin(&self, req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+        let resp = req
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .context(what.to_owned())?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("{what} answered {status}: {text}");
+        }
+        serde_json::from_str(&text).with_context(|| format!("{what}: not JSON"))
+    }
+
     /// SIGTERM, wait up to `grace`, then SIGKILL.
     pub async fn stop(mut self, grace: Duration) -> anyhow::Result<()> {
         if self.child.try_wait()?.is_some() {
@@ -342,6 +400,18 @@ impl Drop for RelayProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// What `GET /v1/backfills/{id}` says of a backfill (docs/api.md, "Backfill").
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct BackfillStatus {
+    /// `running`, `completed`, `failed` or `cancelled`.
+    pub state: String,
+    /// Rows sent as read events so far.
+    pub rows: i64,
+    pub error: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub ended_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// `dispatch.per_subscription=64` → (`HOOKRELAY_DISPATCH__PER_SUBSCRIPTION`, `64`).

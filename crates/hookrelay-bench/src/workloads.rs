@@ -24,7 +24,7 @@ use crate::{
     pg_activity::ActivitySampler,
     proc_stats::{self, CpuSnapshot, CpuSpent, RssSampler},
     receiver::{unix_us, Mode},
-    relay::RelayProcess,
+    relay::{RelayProcess, SourceKind},
     report::{Latency, WorkloadResult},
     store_work,
     writers::{self, Written},
@@ -102,8 +102,26 @@ pub struct Setup {
 
 async fn setup(ctx: &Ctx, tag: &str, subs: usize) -> anyhow::Result<Setup> {
     let dbs = Databases::fresh(&ctx.pg, ctx.explain_slow_ms).await?;
-    let endpoints = ctx.receiver.reset(subs)?;
-    let relay = RelayProcess::start(&ctx.bin, &dbs, &ctx.dir, tag, &ctx.overrides).await?;
+    let (setup, _) = start_on(ctx, dbs, SourceKind::Postgres, tag, &vec![ORDERS; subs]).await?;
+    Ok(setup)
+}
+
+/// `orders.*`: every change of the bench's table.
+const ORDERS: &[&str] = &["orders.*"];
+
+/// hookrelay on `dbs` reading `kind` (`--store-sql` run once it migrated), and one
+/// fresh receiver endpoint per entry of `event_types`, subscribed to those types; the
+/// subscriptions' ids, in the endpoints' order.
+pub async fn start_on(
+    ctx: &Ctx,
+    dbs: Databases,
+    kind: SourceKind<'_>,
+    tag: &str,
+    event_types: &[&[&str]],
+) -> anyhow::Result<(Setup, Vec<String>)> {
+    let endpoints = ctx.receiver.reset(event_types.len())?;
+    let relay =
+        RelayProcess::start_reading(&ctx.bin, &dbs, kind, &ctx.dir, tag, &ctx.overrides).await?;
     if let Some(sql) = &ctx.store_sql {
         dbs.store()
             .await?
@@ -111,17 +129,22 @@ async fn setup(ctx: &Ctx, tag: &str, subs: usize) -> anyhow::Result<Setup> {
             .await
             .context("--store-sql")?;
     }
-    for ep in &endpoints {
-        relay.subscribe(&ep.url, &ep.secret).await?;
+    let mut ids = Vec::with_capacity(endpoints.len());
+    for (ep, types) in endpoints.iter().zip(event_types) {
+        ids.push(
+            relay
+                .subscribe_to(&ep.url, &ep.secret, types, false)
+                .await?,
+        );
     }
     eprintln!(
         "  hookrelay pid {} ({} subscription{}); log {}/{tag}.log",
         relay.pid,
-        subs,
-        if subs == 1 { "" } else { "s" },
+        ids.len(),
+        if ids.len() == 1 { "" } else { "s" },
         ctx.dir.display()
     );
-    Ok(Setup { dbs, relay })
+    Ok((Setup { dbs, relay }, ids))
 }
 
 pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
@@ -270,13 +293,15 @@ pub async fn run_standard(ctx: &Ctx, which: &str) -> WorkloadResult {
         other => return WorkloadResult::failed(other, "unknown", format!("no workload {other}")),
     };
     eprintln!("workload {}: {}", spec.id, spec.name);
-    match standard(ctx, &spec).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("  FAILED: {e:#}");
-            WorkloadResult::failed(spec.id, &spec.name, format!("FAILED: {e:#}"))
-        }
-    }
+    or_failed(spec.id, &spec.name, standard(ctx, &spec).await)
+}
+
+/// A workload's figures, or a record of why it failed (printed too).
+pub fn or_failed(id: &str, name: &str, outcome: anyhow::Result<WorkloadResult>) -> WorkloadResult {
+    outcome.unwrap_or_else(|e| {
+        eprintln!("  FAILED: {e:#}");
+        WorkloadResult::failed(id, name, format!("FAILED: {e:#}"))
+    })
 }
 
 async fn standard(ctx: &Ctx, spec: &Spec) -> anyhow::Result<WorkloadResult> {
@@ -546,13 +571,7 @@ pub async fn run_backlog(ctx: &Ctx) -> WorkloadResult {
         ctx.sizes.w5_events
     );
     eprintln!("workload 5: {name}");
-    match backlog(ctx, &name).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("  FAILED: {e:#}");
-            WorkloadResult::failed("5", &name, format!("FAILED: {e:#}"))
-        }
-    }
+    or_failed("5", &name, backlog(ctx, &name).await)
 }
 
 async fn backlog(ctx: &Ctx, name: &str) -> anyhow::Result<WorkloadResult> {
@@ -790,7 +809,7 @@ pub async fn finish(
 
 /// Delivery rate over time: arrivals counted in at most `max_buckets` buckets of
 /// whole seconds from `start_us`; (bucket seconds, deliveries/s per bucket).
-fn timeline(arrivals_us: &[i64], start_us: i64, max_buckets: usize) -> (u64, Vec<f64>) {
+pub fn timeline(arrivals_us: &[i64], start_us: i64, max_buckets: usize) -> (u64, Vec<f64>) {
     let Some(&last) = arrivals_us.iter().max() else {
         return (1, Vec::new());
     };

@@ -4,14 +4,15 @@
 //! - `batched`: N writers, each transaction one `INSERT … SELECT generate_series` of
 //!   `rows_per_txn` rows, until `total` rows (throughput, fan-out, backlog, ceilings);
 //! - `single_row_max`: N writers committing one row at a time as fast as they go;
-//! - `single_row_rate`: N writers sharing a fixed commit rate, evenly staggered.
+//! - `single_row_rate`: N writers sharing a fixed commit rate, evenly staggered, for
+//!   a set time (`single_row_rate_until`: until told to stop).
 //!
 //! Ids come from one counter, so every row is a new key. Connections are opened by the
 //! caller and outlive the writes, so their backends' CPU is still there to measure.
 
 use std::{
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant, SystemTime},
@@ -138,16 +139,39 @@ pub async fn single_row_rate(
     duration: Duration,
     first_id: i64,
 ) -> anyhow::Result<Written> {
-    let n = clients.len().max(1);
     let total = (rate * duration.as_secs_f64()).round() as u64;
+    paced(clients, rate, total, None, first_id).await
+}
+
+/// One-row commits at `rate` per second, paced as [`single_row_rate`], until `stop`
+/// is set: a live load beside something whose length is not known beforehand.
+pub async fn single_row_rate_until(
+    clients: &[Arc<Client>],
+    rate: f64,
+    stop: Arc<AtomicBool>,
+    first_id: i64,
+) -> anyhow::Result<Written> {
+    paced(clients, rate, u64::MAX, Some(stop), first_id).await
+}
+
+/// Up to `total` one-row commits at `rate` per second, ending early once `stop` is set.
+async fn paced(
+    clients: &[Arc<Client>],
+    rate: f64,
+    total: u64,
+    stop: Option<Arc<AtomicBool>>,
+    first_id: i64,
+) -> anyhow::Result<Written> {
+    let n = clients.len().max(1);
     let next = Arc::new(AtomicU64::new(0));
+    let commits = Arc::new(AtomicU64::new(0));
     let started = SystemTime::now();
     let clock = Instant::now();
     let start = tokio::time::Instant::now() + Duration::from_millis(5);
     let period = Duration::from_secs_f64(n as f64 / rate);
     let mut tasks = Vec::new();
     for (i, c) in clients.iter().enumerate() {
-        let (c, next) = (c.clone(), next.clone());
+        let (c, next, commits, stop) = (c.clone(), next.clone(), commits.clone(), stop.clone());
         let first = start + Duration::from_secs_f64(i as f64 / rate);
         tasks.push(tokio::spawn(async move {
             let stmt = c.prepare(INSERT_ONE).await?;
@@ -156,20 +180,22 @@ pub async fn single_row_rate(
             loop {
                 tick.tick().await;
                 let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= total {
+                if k >= total || stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
                     return anyhow::Ok(());
                 }
                 let id = first_id + k as i64;
                 c.execute(&stmt, &[&id])
                     .await
                     .context("single-row insert")?;
+                commits.fetch_add(1, Ordering::Relaxed);
             }
         }));
     }
     join(tasks).await?;
+    let rows = commits.load(Ordering::Relaxed);
     Ok(Written {
-        rows: total,
-        commits: total,
+        rows,
+        commits: rows,
         started,
         seconds: clock.elapsed().as_secs_f64(),
     })
