@@ -68,13 +68,23 @@ pub struct Config {
 }
 
 /// Backfills (DESIGN §1.8): reading a source's current rows for one subscription.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackfillConfig {
-    /// The most rows a source reads per second for backfills, to spare a busy source
-    /// database; 0 = unlimited.
-    #[serde(default)]
+    /// The most rows a source reads per second for backfills; 0 = unlimited. The
+    /// default leaves live changes their usual latency on a small machine (measured
+    /// by bench workload 11: unlimited, a backfill took the whole machine and live
+    /// changes waited behind its chunks).
+    #[serde(default = "defaults::backfill_rows_per_second")]
     pub max_rows_per_second: u32,
+}
+
+impl Default for BackfillConfig {
+    fn default() -> Self {
+        Self {
+            max_rows_per_second: defaults::backfill_rows_per_second(),
+        }
+    }
 }
 
 /// How long finished deliveries (with their attempts, and events nothing refers to
@@ -467,6 +477,10 @@ mod defaults {
     pub fn retention_failed() -> Duration {
         Duration::from_secs(30 * 24 * 3600)
     }
+    pub fn backfill_rows_per_second() -> u32 {
+        2000
+    }
+
     pub fn retention_interval() -> Duration {
         Duration::from_secs(60)
     }
