@@ -245,10 +245,29 @@ impl Catalog {
         let plan = match <[BackfillPlan; 1]>::try_from(plans) {
             Ok([plan]) => plan,
             Err(plans) if plans.is_empty() => {
+                // Without `tables`, only tables named exactly are read: say how to
+                // read those a pattern matches.
+                let patterns: Vec<&str> = candidates
+                    .iter()
+                    .flat_map(|s| s.qualified.iter())
+                    .filter(|q| TablePattern::parse(q).is_some_and(|p| p.exact().is_none()))
+                    .map(String::as_str)
+                    .collect();
+                let hint = if tables.is_none() && !patterns.is_empty() {
+                    format!(
+                        "; tables a pattern matches ({}) are backfilled when named: \
+                         {{\"tables\": [\"schema.table\", …]}}",
+                        patterns.join(", ")
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(refuse(
                     "tables",
-                    "the subscription's sources and event_types match no watched table".into(),
-                ))
+                    format!(
+                        "the subscription's sources and event_types match no watched table{hint}"
+                    ),
+                ));
             }
             Err(plans) => {
                 let names: Vec<&str> = plans.iter().map(|p| p.source.as_str()).collect();
@@ -374,6 +393,25 @@ mod tests {
         SubscriptionFilters<'a>,
         Result<BackfillPlan, String>,
     );
+
+    #[test]
+    fn a_backfill_of_pattern_tables_says_to_name_them() {
+        let c = Catalog::new(&[source("shop", "postgres", &["public.*"])]);
+        let refused = c
+            .backfill_plan(None, None, SubscriptionFilters::default())
+            .unwrap_err();
+        assert_eq!(refused.field, "tables");
+        assert!(
+            refused.reason.contains("(public.*) are backfilled when named"),
+            "{}",
+            refused.reason
+        );
+        let named = ["public.orders".to_owned()];
+        let plan = c
+            .backfill_plan(None, Some(&named), SubscriptionFilters::default())
+            .unwrap();
+        assert_eq!(plan.tables, named);
+    }
 
     #[test]
     fn backfills_are_planned_against_the_sources_and_the_subscription() {
