@@ -402,7 +402,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(refused.field, "tables");
         assert!(
-            refused.reason.contains("(public.*) are backfilled when named"),
+            refused
+                .reason
+                .contains("(public.*) are backfilled when named"),
             "{}",
             refused.reason
         );

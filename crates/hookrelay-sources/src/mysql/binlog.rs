@@ -400,7 +400,13 @@ impl<'a, S: BatchSink> Reader<'a, S> {
         log_pos: u64,
     ) -> Result<(), SourceError> {
         let id = tme.table_id();
-        if self.tables.get(&id).is_some_and(|m| m.tme == tme) {
+        // A shadow's role depends on the chunk in flight, not on its table map alone:
+        // the backfill's tables are looked at again every time.
+        if self
+            .tables
+            .get(&id)
+            .is_some_and(|m| m.tme == tme && tme.database_name() != backfill::SCHEMA)
+        {
             return Ok(());
         }
         let name = (
