@@ -79,12 +79,11 @@ impl Reading {
         }
     }
 
-    /// Rows to read in the next chunk: under a rate, a tenth of a second's worth, so
-    /// live changes never wait long behind one chunk.
+    /// Rows to read in the next chunk: no more than a second's worth of the rate.
     pub fn chunk_limit(&self) -> usize {
         match self.max_rows_per_second {
             0 => CHUNK_ROWS,
-            n => (n as usize / 10).clamp(1, CHUNK_ROWS),
+            n => CHUNK_ROWS.min(n as usize),
         }
     }
 

@@ -220,7 +220,7 @@ async fn backfill_reads_ids_of_every_type_in_order() {
     }
     let store = TestDb::new("store").await;
     let rx = TestReceiver::start().await;
-    let (relay, api, sub) = relay_with_subscription(&server, &store, r#"["app.*"]"#, 30, &rx).await;
+    let (relay, api, sub) = relay_with_subscription(&server, &store, r#"["app.*"]"#, 3, &rx).await;
     let id = start_backfill(&api, &sub, json!({ "tables": ["app.mixed"] })).await;
     let ended = wait_backfill_ended(&api, &id, Duration::from_secs(60)).await;
     assert_eq!(ended["state"], "completed", "{ended}");
