@@ -368,11 +368,12 @@ impl<'a> Backfiller<'a> {
                 c.data_type, c.name
             )));
         }
-        ensure_shadow(conn, &db, &table, &shadow, &columns).await?;
+        ensure_shadow(conn, &db, &table, &shadow, (&columns, &key)).await?;
+        let (low, high) = (format!("{mark}:low"), format!("{mark}:high"));
         let read_at = Utc::now();
         let (copied, next, until) = copy_chunk(
             conn,
-            (source, &mark, &backfill_id),
+            (source, (&low, &high), &backfill_id),
             (&db, &table, &shadow),
             (&columns, &key),
             cursor.as_ref(),
@@ -381,8 +382,8 @@ impl<'a> Backfiller<'a> {
         .await?;
         self.reading.pace(copied as usize, Instant::now());
         self.pending = Some(Pending {
-            low: format!("{mark}:low"),
-            mark: format!("{mark}:high"),
+            low,
+            mark: high,
             window: false,
             changed: HashSet::new(),
             db,
@@ -564,16 +565,14 @@ async fn ensure_shadow(
     db: &str,
     table: &str,
     shadow: &str,
-    columns: &[Column],
+    (columns, key): (&[Column], &[String]),
 ) -> Result<(), ChunkError> {
     let (source, shadow_q) = (
         format!("{}.{}", quote(db), quote(table)),
         format!("{}.{}", quote(SCHEMA), quote(shadow)),
     );
     let now = self::columns(conn, SCHEMA, shadow).await?;
-    if now != columns
-        || key_columns(conn, SCHEMA, shadow).await? != key_columns(conn, db, table).await?
-    {
+    if now != columns || key_columns(conn, SCHEMA, shadow).await? != key {
         conn.query_drop(format!("DROP TABLE IF EXISTS {shadow_q}"))
             .await
             .map_err(classify)?;
@@ -591,7 +590,7 @@ async fn ensure_shadow(
 /// commit (when the server says).
 async fn copy_chunk(
     conn: &mut Conn,
-    (source, mark, backfill_id): (&str, &str, &str),
+    (source, (low, high), backfill_id): (&str, (&str, &str), &str),
     (db, table, shadow): (&str, &str, &str),
     (columns, key): (&[Column], &[String]),
     cursor: Option<&Cursor>,
@@ -621,13 +620,11 @@ async fn copy_chunk(
     );
     let last = format!("SELECT {order} FROM {shadow_q} ORDER BY {desc} LIMIT 1");
     let result = async {
-        let low = format!("{mark}:low");
-        let high = format!("{mark}:high");
         conn.query_drop("START TRANSACTION").await?;
-        write_mark(conn, source, &low, backfill_id, (db, table)).await?;
+        write_mark(conn, source, low, backfill_id, (db, table)).await?;
         conn.query_drop("COMMIT").await?;
         conn.query_drop("START TRANSACTION").await?;
-        write_mark(conn, source, &high, backfill_id, (db, table)).await?;
+        write_mark(conn, source, high, backfill_id, (db, table)).await?;
         conn.exec_drop(copy.as_str(), Params::Positional(params))
             .await?;
         let copied = conn.affected_rows();
