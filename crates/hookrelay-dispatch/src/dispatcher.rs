@@ -202,6 +202,115 @@ const DRAIN_MARGIN: Duration = Duration::from_millis(500);
 /// Time a lease outlives the attempt's own timeout, for recording the outcome.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
+/// How a claim round ended.
+enum Round {
+    /// Go round again at once (a full claim, a store error backed off, or a wait
+    /// for room that may have ended).
+    Again,
+    /// Nothing more to claim now: offer room and wait.
+    Settled,
+    /// `stop` came during the claim.
+    Stopped,
+}
+
+/// What the claim loop keeps from one round to the next.
+struct Claiming {
+    cursors: Cursors,
+    /// The enabled subscriptions as of the last claim: while all of them are full a
+    /// claim can take nothing, and a new subscription waits at most one poll
+    /// interval to be seen.
+    enabled: Vec<String>,
+    last_claim: Instant,
+    /// Claim at the next round whatever the signal says. True at the start:
+    /// deliveries may be waiting from before.
+    again: bool,
+    store_failures: u32,
+    /// What a subscription with nothing held may take.
+    full_room: usize,
+    /// A held delivery may wait for PREFETCH - 1 batches ahead of it, then send.
+    lease: Duration,
+}
+
+impl Claiming {
+    fn new(cfg: &DispatchConfig) -> Self {
+        let now = Instant::now();
+        Self {
+            cursors: Cursors::new(now),
+            enabled: Vec::new(),
+            last_claim: now,
+            again: true,
+            store_failures: 0,
+            full_room: PREFETCH * cfg.per_subscription,
+            lease: cfg.timeout * (PREFETCH as u32 + 1) + LEASE_MARGIN,
+        }
+    }
+
+    /// Each subscription's room and cursor for the next claim, or `None` when every
+    /// enabled subscription is full and the last claim was within the poll interval.
+    fn rooms(&self, pool: &Pool, per_subscription: usize, now: Instant) -> Option<Vec<ClaimRoom>> {
+        let Ok(l) = pool.load.lock() else {
+            return Some(Vec::new());
+        };
+        let mut rooms = l.rooms(per_subscription, now);
+        let all_full = !self.enabled.is_empty()
+            && self
+                .enabled
+                .iter()
+                .all(|s| rooms.get(s.as_str()) == Some(&0));
+        if all_full && now.duration_since(self.last_claim) < pool.poll_interval {
+            return None;
+        }
+        for sub in self.cursors.at.keys() {
+            rooms.entry(sub.as_str()).or_insert(self.full_room);
+        }
+        Some(
+            rooms
+                .into_iter()
+                .map(|(sub, room)| ClaimRoom {
+                    subscription_id: sub.to_owned(),
+                    room,
+                    cursor: self.cursors.cursor(sub),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The workers' side: what the process holds and sends, and where outcomes go.
+struct Pool {
+    /// `slots` bounds what this process holds (memory); `senders` what it sends at
+    /// once.
+    capacity: usize,
+    slots: Arc<Semaphore>,
+    senders: Arc<Semaphore>,
+    load: Arc<Mutex<Load>>,
+    tx: mpsc::Sender<hookrelay_store::Outcome>,
+    /// Set while some key is blocked: only then can a recorded outcome make a claim
+    /// worth running (otherwise the recorder's wake-ups ran empty claims).
+    key_blocked: Arc<AtomicBool>,
+    poll_interval: Duration,
+}
+
+impl Pool {
+    fn new(cfg: &DispatchConfig) -> (Self, mpsc::Receiver<hookrelay_store::Outcome>) {
+        let capacity = cfg.workers * PREFETCH;
+        let (tx, rx) = mpsc::channel(cfg.workers * 2);
+        let pool = Self {
+            capacity,
+            slots: Arc::new(Semaphore::new(capacity)),
+            senders: Arc::new(Semaphore::new(cfg.workers)),
+            load: Arc::new(Mutex::new(Load {
+                breakers: Breakers::new(cfg.circuit.clone()),
+                ..Load::default()
+            })),
+            tx,
+            key_blocked: Arc::new(AtomicBool::new(false)),
+            poll_interval: cfg.poll_interval,
+        };
+        (pool, rx)
+    }
+}
+
 /// The claimer and its worker pool.
 pub struct Dispatcher {
     store: Store,
@@ -233,173 +342,179 @@ impl Dispatcher {
 
     /// Runs until `stop`; then stops claiming, lets in-flight attempts finish and
     /// records their outcomes, for at most `shutdown_grace`, before returning.
+    ///
+    /// ```text
+    ///  ┌─▶ hand_over: send what batches leased to us at insert (no claim)
+    ///  │      ▼
+    ///  │   claim_round ── not asked, or no free slot ───────────────┐
+    ///  │      │ every subscription full, claimed recently: wait ────┼─▶ (again)
+    ///  │      │ store error: back off ──────────────────────────────┼─▶ (again)
+    ///  │      │ a full claim: more may be due ──────────────────────┼─▶ (again)
+    ///  │      ▼ took what there was                                  ▼
+    ///  └── offer room to drained subscriptions, wait for a signal or the poll
+    ///   stop ──▶ withdraw the offer ──▶ drain (bounded by the grace) ──▶ done
+    /// ```
     pub async fn run(self, stop: CancellationToken) {
-        // `slots` bounds what this process holds (memory); `senders` what it sends at once.
-        let capacity = self.cfg.workers * PREFETCH;
-        let slots = Arc::new(Semaphore::new(capacity));
-        let senders = Arc::new(Semaphore::new(self.cfg.workers));
-        let load = Arc::new(Mutex::new(Load {
-            breakers: Breakers::new(self.cfg.circuit.clone()),
-            ..Load::default()
-        }));
-        let (tx, rx) = mpsc::channel(self.cfg.workers * 2);
-        // Set while some key is blocked: only then can a recorded outcome make a
-        // claim worth running (otherwise the recorder's wake-ups ran empty claims).
-        let key_blocked = Arc::new(AtomicBool::new(false));
+        let (pool, rx) = Pool::new(&self.cfg);
         let abandon = CancellationToken::new();
         let recorder = tokio::spawn(
             Recorder {
                 store: self.store.clone(),
                 owner: self.owner.clone(),
                 signal: self.signal.clone(),
-                key_blocked: key_blocked.clone(),
+                key_blocked: pool.key_blocked.clone(),
                 stats: self.stats.clone(),
             }
             .run(rx, abandon.clone()),
         );
-        // A held delivery may wait for PREFETCH - 1 batches ahead of it, then send.
-        let lease = self.cfg.timeout * (PREFETCH as u32 + 1) + LEASE_MARGIN;
-        let mut store_failures: u32 = 0;
-        info!(owner = %self.owner, workers = self.cfg.workers, "dispatcher started");
         let maintenance = tokio::spawn(maintain(
             self.store.clone(),
             expiry_interval(self.cfg.max_age),
             self.signal.clone(),
             stop.clone(),
         ));
-
-        let mut cursors = Cursors::new(Instant::now());
-        let full_room = PREFETCH * self.cfg.per_subscription;
-        // The enabled subscriptions as of the last claim, and when that was: while all
-        // of them are full a claim can take nothing, and a new subscription waits at
-        // most one poll interval to be seen.
-        let mut enabled: Vec<String> = Vec::new();
-        let mut last_claim = Instant::now();
-        // The first claim runs at once: deliveries may be waiting from before.
-        let mut again = true;
+        info!(owner = %self.owner, workers = self.cfg.workers, "dispatcher started");
+        let mut claiming = Claiming::new(&self.cfg);
         while !stop.is_cancelled() {
-            // Deliveries a batch leased to this process as it inserted them.
-            let handed = self.signal.take_handed();
-            if !handed.waiting.is_empty() {
-                // Left for a claim: no longer drained, so room that opens is claimed.
-                if let Ok(mut l) = load.lock() {
-                    for sub in &handed.waiting {
-                        l.drained.remove(sub);
-                    }
-                }
+            self.hand_over(&pool).await;
+            match self.claim_round(&mut claiming, &pool, &stop).await {
+                Round::Stopped => break,
+                Round::Again => continue,
+                Round::Settled => {}
             }
-            if !handed.deliveries.is_empty() {
-                tracing::trace!(handed = handed.deliveries.len(), "handed over");
-                self.stats
-                    .handed_over
-                    .fetch_add(handed.deliveries.len() as u64, Ordering::Relaxed);
-                self.spawn_all(handed.deliveries, &slots, &senders, &load, &tx)
-                    .await;
-            }
-            // A claim runs when asked for (new or re-scheduled deliveries, room
-            // opened), after a full one, and at least every poll interval; not for a
-            // hand-over alone, which leaves nothing to claim.
-            let asked =
-                self.signal.take_claim() || again || last_claim.elapsed() >= self.cfg.poll_interval;
-            again = false;
-            let free = slots.available_permits();
-            let mut claimed = 0usize;
-            let mut want = 0usize;
-            if free > 0 && asked {
-                want = free.min(MAX_CLAIM);
-                let now = Instant::now();
-                let due_from = self.signal.take_due_from();
-                if due_from == Some(0) {
-                    // A replay: what it made due again is a backlog to claim first.
-                    if let Ok(mut l) = load.lock() {
-                        l.drained.clear();
-                    }
-                }
-                cursors.rewind(due_from, now);
-                let mut all_full = false;
-                let rooms: Vec<ClaimRoom> = match load.lock() {
-                    Ok(l) => {
-                        let mut rooms = l.rooms(self.cfg.per_subscription, now);
-                        all_full = !enabled.is_empty()
-                            && enabled.iter().all(|s| rooms.get(s.as_str()) == Some(&0));
-                        for sub in cursors.at.keys() {
-                            rooms.entry(sub.as_str()).or_insert(full_room);
-                        }
-                        rooms
-                            .into_iter()
-                            .map(|(sub, room)| ClaimRoom {
-                                subscription_id: sub.to_owned(),
-                                room,
-                                cursor: cursors.cursor(sub),
-                            })
-                            .collect()
-                    }
-                    Err(_) => Vec::new(),
-                };
-                if all_full && now.duration_since(last_claim) < self.cfg.poll_interval {
-                    self.wait(&stop).await;
-                    again = true; // still asked for: look again once woken
-                    continue;
-                }
-                last_claim = now;
-                // Claims and offers share the room: no offer stands while a claim
-                // fills it.
-                self.signal.offer(None);
-                let t = Instant::now();
-                // A store that does not answer must not hold up a stop: a claim dropped
-                // mid-way at worst leaves leases to expire.
-                let claim = tokio::select! {
-                    c = self.store.claim_due_deliveries(&self.owner, want, lease, full_room, &rooms) => c,
-                    _ = stop.cancelled() => break,
-                };
-                tracing::trace!(us = t.elapsed().as_micros() as u64, "claim query");
-                match claim {
-                    Ok(claim) => {
-                        store_failures = 0;
-                        claimed = claim.deliveries.len();
-                        tracing::trace!(claimed, want, "claimed");
-                        note_drained(&load, &claim);
-                        self.stats
-                            .claimed
-                            .fetch_add(claimed as u64, Ordering::Relaxed);
-                        let now = Instant::now();
-                        for p in claim.progress {
-                            cursors.advance(p, now);
-                        }
-                        key_blocked.store(cursors.holding(), Ordering::Relaxed);
-                        enabled = claim.enabled;
-                        self.spawn_all(claim.deliveries, &slots, &senders, &load, &tx)
-                            .await;
-                    }
-                    Err(e) => {
-                        store_failures += 1;
-                        let delay = Duration::from_millis(100 * u64::from(store_failures.min(50)));
-                        warn!(error = %e, retry_in = ?delay, "claiming deliveries failed");
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = stop.cancelled() => {}
-                        }
-                        continue;
-                    }
-                }
-            }
-            if claimed > 0 && claimed == want {
-                again = true;
-                continue; // more may be due right now
-            }
-            self.signal
-                .offer(self.offer(&load, slots.available_permits(), lease, full_room));
+            self.signal.offer(self.offer(
+                &pool.load,
+                pool.slots.available_permits(),
+                claiming.lease,
+                claiming.full_room,
+            ));
             self.wait(&stop).await;
         }
         self.signal.offer(None);
+        self.drain(pool, recorder, abandon).await;
+        let _ = maintenance.await;
+        info!("dispatcher stopped");
+    }
 
-        // Drain: wait for every worker to hand in its permit, then for the recorder,
-        // but no longer than the grace allows (bounded shutdown: SIGTERM must stop the
-        // process even while the store or an endpoint does not answer). What is
-        // still in flight or unrecorded then is left to lease expiry.
+    /// Sends the deliveries a batch of this process leased to us as it inserted them.
+    async fn hand_over(&self, pool: &Pool) {
+        let handed = self.signal.take_handed();
+        if !handed.waiting.is_empty() {
+            // Left for a claim: no longer drained, so room that opens is claimed.
+            if let Ok(mut l) = pool.load.lock() {
+                for sub in &handed.waiting {
+                    l.drained.remove(sub);
+                }
+            }
+        }
+        if !handed.deliveries.is_empty() {
+            tracing::trace!(handed = handed.deliveries.len(), "handed over");
+            self.stats
+                .handed_over
+                .fetch_add(handed.deliveries.len() as u64, Ordering::Relaxed);
+            self.spawn_all(handed.deliveries, pool).await;
+        }
+    }
+
+    /// One claim, if one is asked for (new or re-scheduled deliveries, room opened, a
+    /// full claim before, or the poll interval passed; not a hand-over alone, which
+    /// leaves nothing to claim) and there is a free slot.
+    async fn claim_round(
+        &self,
+        claiming: &mut Claiming,
+        pool: &Pool,
+        stop: &CancellationToken,
+    ) -> Round {
+        let asked = self.signal.take_claim()
+            || std::mem::take(&mut claiming.again)
+            || claiming.last_claim.elapsed() >= self.cfg.poll_interval;
+        let free = pool.slots.available_permits();
+        if free == 0 || !asked {
+            return Round::Settled;
+        }
+        let want = free.min(MAX_CLAIM);
+        let now = Instant::now();
+        let due_from = self.signal.take_due_from();
+        if due_from == Some(0) {
+            // A replay: what it made due again is a backlog to claim first.
+            if let Ok(mut l) = pool.load.lock() {
+                l.drained.clear();
+            }
+        }
+        claiming.cursors.rewind(due_from, now);
+        let Some(rooms) = claiming.rooms(pool, self.cfg.per_subscription, now) else {
+            // Every subscription is full and was claimed for recently: a claim could
+            // take nothing. Look again once woken.
+            self.wait(stop).await;
+            claiming.again = true;
+            return Round::Again;
+        };
+        claiming.last_claim = now;
+        // Claims and offers share the room: no offer stands while a claim fills it.
+        self.signal.offer(None);
+        let t = Instant::now();
+        // A store that does not answer must not hold up a stop: a claim dropped
+        // mid-way at worst leaves leases to expire.
+        let claim = tokio::select! {
+            c = self.store.claim_due_deliveries(
+                &self.owner, want, claiming.lease, claiming.full_room, &rooms) => c,
+            _ = stop.cancelled() => return Round::Stopped,
+        };
+        tracing::trace!(us = t.elapsed().as_micros() as u64, "claim query");
+        let claim = match claim {
+            Ok(claim) => claim,
+            Err(e) => {
+                claiming.store_failures += 1;
+                let delay = Duration::from_millis(100 * u64::from(claiming.store_failures.min(50)));
+                warn!(error = %e, retry_in = ?delay, "claiming deliveries failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => {}
+                }
+                return Round::Again;
+            }
+        };
+        claiming.store_failures = 0;
+        let claimed = claim.deliveries.len();
+        tracing::trace!(claimed, want, "claimed");
+        note_drained(&pool.load, &claim);
+        self.stats
+            .claimed
+            .fetch_add(claimed as u64, Ordering::Relaxed);
+        let now = Instant::now();
+        for p in claim.progress {
+            claiming.cursors.advance(p, now);
+        }
+        pool.key_blocked
+            .store(claiming.cursors.holding(), Ordering::Relaxed);
+        claiming.enabled = claim.enabled;
+        self.spawn_all(claim.deliveries, pool).await;
+        if claimed > 0 && claimed == want {
+            claiming.again = true;
+            return Round::Again; // more may be due right now
+        }
+        Round::Settled
+    }
+
+    /// Waits for every worker to hand in its slot, then for the recorder, but no
+    /// longer than the grace allows (bounded shutdown: SIGTERM must stop the process
+    /// even while the store or an endpoint does not answer). What is still in flight
+    /// or unrecorded then is left to lease expiry.
+    async fn drain(
+        &self,
+        pool: Pool,
+        mut recorder: tokio::task::JoinHandle<()>,
+        abandon: CancellationToken,
+    ) {
         let grace = self.cfg.shutdown_grace.saturating_sub(DRAIN_MARGIN);
         info!(grace = ?grace, "dispatcher stopping; waiting for in-flight deliveries");
         let deadline = tokio::time::Instant::now() + grace;
+        let Pool {
+            capacity,
+            slots,
+            tx,
+            ..
+        } = pool;
         let drained = tokio::time::timeout_at(deadline, async {
             let _all = slots.acquire_many(capacity as u32).await;
             drop(tx);
@@ -411,7 +526,6 @@ impl Dispatcher {
                 "shutdown grace elapsed with deliveries in flight; their leases will expire and they will be sent again"
             );
         }
-        let mut recorder = recorder;
         if tokio::time::timeout_at(deadline, &mut recorder)
             .await
             .is_err()
@@ -419,8 +533,6 @@ impl Dispatcher {
             abandon.cancel();
             let _ = recorder.await;
         }
-        let _ = maintenance.await;
-        info!("dispatcher stopped");
     }
 
     /// The one HTTP client (cheap to clone), for the admin API's test sends.
@@ -435,14 +547,7 @@ impl Dispatcher {
 
     /// Spawns `deliveries` (a claim's, or a batch's handed over), with one target per
     /// subscription: they carry the URL and secrets read once for all of them.
-    async fn spawn_all(
-        &self,
-        deliveries: Vec<ClaimedDelivery>,
-        slots: &Arc<Semaphore>,
-        senders: &Arc<Semaphore>,
-        load: &Arc<Mutex<Load>>,
-        tx: &mpsc::Sender<hookrelay_store::Outcome>,
-    ) {
+    async fn spawn_all(&self, deliveries: Vec<ClaimedDelivery>, pool: &Pool) {
         let mut targets: HashMap<String, Arc<send::Target>> = HashMap::new();
         for d in deliveries {
             let to = match targets.get(d.subscription_id.as_str()) {
@@ -453,7 +558,7 @@ impl Dispatcher {
                     to
                 }
             };
-            self.spawn_attempt(d, to, slots, senders, load, tx).await;
+            self.spawn_attempt(d, to, pool).await;
         }
     }
 
@@ -504,20 +609,12 @@ impl Dispatcher {
         }
     }
 
-    async fn spawn_attempt(
-        &self,
-        d: ClaimedDelivery,
-        to: Arc<send::Target>,
-        slots: &Arc<Semaphore>,
-        senders: &Arc<Semaphore>,
-        load: &Arc<Mutex<Load>>,
-        tx: &mpsc::Sender<hookrelay_store::Outcome>,
-    ) {
+    async fn spawn_attempt(&self, d: ClaimedDelivery, to: Arc<send::Target>, pool: &Pool) {
         let claimed_at = Instant::now();
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Ok(slot) = pool.slots.clone().acquire_owned().await else {
             return; // the semaphore is never closed
         };
-        let gate = match load.lock() {
+        let gate = match pool.load.lock() {
             Ok(mut l) => {
                 *l.held.entry(d.subscription_id.clone()).or_default() += 1;
                 l.gate(&d.subscription_id, self.cfg.per_subscription)
@@ -533,10 +630,10 @@ impl Dispatcher {
         );
         let client = self.client.clone();
         let cfg = self.cfg.clone();
-        let tx = tx.clone();
-        let load = load.clone();
+        let tx = pool.tx.clone();
+        let load = pool.load.clone();
         let signal = self.signal.clone();
-        let senders = senders.clone();
+        let senders = pool.senders.clone();
         let stats = self.stats.clone();
         // Past this, the lease may run out mid-attempt and another process could
         // claim the delivery while we send: leave it to that process instead.
