@@ -195,15 +195,7 @@ impl OpenedCache {
 /// the subscriptions in random order, so one backlog cannot fill a claim (no
 /// head-of-line blocking).
 ///
-/// Rows of kind 0 are the leased deliveries (with their event's `seq`), kind 4 their
-/// events (id and body, once per event), kind 5 their subscriptions (URL, sealed
-/// secrets and headers, once per subscription); kind 2 names a due subscription
-/// that had no room; kind 3 one that is due but disabled or deleted. Rows of kind 1 carry, per subscription looked at, where its
-/// cursor may move: `hold` is the lowest pending id it saw but did
-/// not take (blocked, locked or over the limit), `reach` the highest pending id it saw
-/// (or, having seen none, the subscription's highest id), with the subscription's
-/// `marks`, whether it looked quiet (for `SETTLE_IDLE`) and whether it saw everything
-/// waiting (`all_seen`).
+/// Its rows are of the kinds [`ClaimRow`] decodes, one column per meaning.
 pub const CLAIM_DUE: &str = "
 with due as (
     -- only subscriptions that may have due work: naming every enabled one
@@ -325,27 +317,32 @@ seen as (
       left join claimed k on k.id = c.id
      group by c.sub
 )
-select 0, id, attempts, subscription_id, null::text, null::text, null::text, null::jsonb,
-       null::text, null::text, event_seq, null::bigint, null::bigint, null::bool
+-- one row per leased delivery, naming its event by seq and its subscription by id
+select 'leased' as kind, id as delivery_id, attempts as attempt, subscription_id,
+       event_seq, null::text as event_id, null::text as body, null::text as url,
+       null::text as secret, null::text as previous_secret, null::jsonb as headers,
+       null::bigint as hold, null::bigint as reach, null::bigint as marks,
+       null::bool as all_seen, null::bool as quiet
   from claimed
 union all
 -- each claimed delivery's event once, however many subscriptions it fans out to: a
 -- claim over a 10-way fan-out read and sent every body 10 times
-select 4, e.seq, null, null, null, null, null, null, e.id, e.body, null, null, null, null
+select 'event', null, null, null, e.seq, e.id, e.body, null, null, null, null,
+       null, null, null, null, null
   from hookrelay.events e
  where e.seq = any (array(select distinct event_seq from claimed))
 union all
 -- and each claimed delivery's subscription once (its URL, sealed secrets, headers),
 -- not once per delivery
-select 5, null, null, s.id, s.url, s.secret,
-       case when s.previous_secret_until > now() then s.previous_secret end,
-       s.headers, null, null, null, null, null, null
+select 'target', null, null, s.id, null, null, null, s.url, s.secret,
+       case when s.previous_secret_until > now() then s.previous_secret end, s.headers,
+       null, null, null, null, null
   from hookrelay.subscriptions s
  where s.id = any (array(select distinct subscription_id from claimed))
 union all
-select case when room.n > 0 then 1 else 2 end, null,
-       (room.n > 0 and coalesce(seen.all_seen, true))::int, room.id, null, null, null, null,
-       null, null,
+-- per due subscription: 'looked' at (where its cursor may move), or 'full' (no room)
+select case when room.n > 0 then 'looked' else 'full' end, null, null, room.id, null,
+       null, null, null, null, null, null,
        case when room.n > 0 then seen.hold end,
        -- the subscription's newest delivery: each of its two (subscription_id, id)
        -- indexes (pending, and past pending: sql/V12) answers with its last entry
@@ -357,6 +354,7 @@ select case when room.n > 0 then 1 else 2 end, null,
                (select max(d.id) from hookrelay.deliveries d
                  where d.subscription_id = room.id and d.status <> 'pending'))) end,
        room.marks,
+       room.n > 0 and coalesce(seen.all_seen, true),
        -- quiet: looked at from the start (cursor 0) and not one open delivery seen,
        -- leased or not, so only retries due later can be left: SETTLE_IDLE may take
        -- the subscription out of the due set
@@ -365,9 +363,87 @@ select case when room.n > 0 then 1 else 2 end, null,
   left join seen on seen.sub = room.id
 union all
 -- due, but disabled or deleted: SETTLE_IDLE takes it out of the due set
-select 3, null, null, due.id, null, null, null, null, null, null, null, null, due.marks, null
+select 'off', null, null, due.id, null, null, null, null, null, null, null,
+       null, null, due.marks, null, null
   from due
  where not due.enabled";
+
+/// A row of [`CLAIM_DUE`], by its `kind`.
+enum ClaimRow {
+    /// A delivery leased by this claim; its event and subscription come as their own
+    /// rows, once each.
+    Leased {
+        delivery_id: i64,
+        attempt: i32,
+        subscription_id: String,
+        event_seq: i64,
+    },
+    /// The event of one or more leased deliveries.
+    Event { seq: i64, id: String, body: String },
+    /// The subscription of one or more leased deliveries, its values still sealed.
+    Target {
+        subscription_id: String,
+        url: String,
+        secret: String,
+        previous_secret: Option<String>,
+        headers: serde_json::Value,
+    },
+    /// A due subscription the claim looked at: where its cursor may move, and whether
+    /// it looked quiet (see `SETTLE_IDLE`, which needs its `marks`).
+    Looked {
+        progress: ClaimProgress,
+        marks: i64,
+        quiet: bool,
+    },
+    /// A due subscription with no room in this claim.
+    Full { subscription_id: String },
+    /// A due subscription that is disabled or deleted.
+    Off { subscription_id: String, marks: i64 },
+}
+
+impl ClaimRow {
+    fn decode(r: &tokio_postgres::Row) -> Result<Option<Self>, StoreError> {
+        let sub = || r.try_get::<_, String>("subscription_id");
+        Ok(Some(match r.try_get::<_, &str>("kind")? {
+            "leased" => Self::Leased {
+                delivery_id: r.try_get("delivery_id")?,
+                attempt: r.try_get("attempt")?,
+                subscription_id: sub()?,
+                event_seq: r.try_get("event_seq")?,
+            },
+            "event" => Self::Event {
+                seq: r.try_get("event_seq")?,
+                id: r.try_get("event_id")?,
+                body: r.try_get("body")?,
+            },
+            "target" => Self::Target {
+                subscription_id: sub()?,
+                url: r.try_get("url")?,
+                secret: r.try_get("secret")?,
+                previous_secret: r.try_get("previous_secret")?,
+                headers: r.try_get("headers")?,
+            },
+            "looked" => Self::Looked {
+                progress: ClaimProgress {
+                    subscription_id: sub()?,
+                    hold: r.try_get("hold")?,
+                    reach: r.try_get("reach")?,
+                    all_seen: r.try_get("all_seen")?,
+                },
+                marks: r.try_get("marks")?,
+                quiet: r.try_get("quiet")?,
+            },
+            "full" => Self::Full {
+                subscription_id: sub()?,
+            },
+            "off" => Self::Off {
+                subscription_id: sub()?,
+                marks: r.try_get("marks")?,
+            },
+            _ => return Ok(None),
+        }))
+    }
+}
 
 /// Takes subscriptions a claim found idle out of the due set: `$1` those it found
 /// quiet (due again at their next retry, if any), `$3` those disabled or deleted
@@ -591,58 +667,66 @@ impl Store {
         let mut out = Claim::default();
         let (mut quiet, mut quiet_marks) = (Vec::<String>::new(), Vec::<i64>::new());
         let (mut off, mut off_marks) = (Vec::<String>::new(), Vec::<i64>::new());
-        // Kind 0 rows name their event by seq and their subscription by id; kind 4
-        // rows carry the event, kind 5 the subscription, once each.
         let mut leased: Vec<(i64, i32, String, i64)> = Vec::new();
         let mut events: HashMap<i64, (String, Bytes)> = HashMap::new();
         let mut subscriptions: HashMap<String, OpenedSecrets> = HashMap::new();
         let mut unreadable: HashSet<String> = HashSet::new();
         let mut parked: Vec<i64> = Vec::new();
-        for r in rows {
-            match r.try_get::<_, i32>(0)? {
-                0 => leased.push((r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(10)?)),
-                1 => {
-                    let sub: String = r.try_get(3)?;
-                    if r.try_get::<_, Option<bool>>(13)? == Some(true) {
-                        quiet.push(sub.clone());
-                        quiet_marks.push(r.try_get(12)?);
-                    }
-                    out.enabled.push(sub.clone());
-                    out.progress.push(ClaimProgress {
-                        subscription_id: sub,
-                        hold: r.try_get(10)?,
-                        reach: r.try_get(11)?,
-                        all_seen: r.try_get::<_, Option<i32>>(2)? == Some(1),
-                    });
+        for r in &rows {
+            match ClaimRow::decode(r)? {
+                Some(ClaimRow::Leased {
+                    delivery_id,
+                    attempt,
+                    subscription_id,
+                    event_seq,
+                }) => leased.push((delivery_id, attempt, subscription_id, event_seq)),
+                Some(ClaimRow::Event { seq, id, body }) => {
+                    events.insert(seq, (id, Bytes::from(body)));
                 }
-                2 => out.enabled.push(r.try_get(3)?),
-                3 => {
-                    off.push(r.try_get(3)?);
-                    off_marks.push(r.try_get(12)?);
-                }
-                4 => {
-                    let body: String = r.try_get(9)?;
-                    events.insert(r.try_get(1)?, (r.try_get(8)?, Bytes::from(body)));
-                }
-                5 => {
-                    let id: String = r.try_get(3)?;
+                Some(ClaimRow::Target {
+                    subscription_id,
+                    url,
+                    secret,
+                    previous_secret,
+                    headers,
+                }) => {
                     match self.opened.open(
                         &self.secrets,
-                        &id,
-                        r.try_get(4)?,
-                        r.try_get(5)?,
-                        r.try_get(6)?,
-                        r.try_get(7)?,
+                        &subscription_id,
+                        url,
+                        secret,
+                        previous_secret,
+                        headers,
                     ) {
                         Some(opened) => {
-                            subscriptions.insert(id, opened);
+                            subscriptions.insert(subscription_id, opened);
                         }
                         None => {
-                            unreadable.insert(id);
+                            unreadable.insert(subscription_id);
                         }
                     }
                 }
-                _ => {}
+                Some(ClaimRow::Looked {
+                    progress,
+                    marks,
+                    quiet: is_quiet,
+                }) => {
+                    if is_quiet {
+                        quiet.push(progress.subscription_id.clone());
+                        quiet_marks.push(marks);
+                    }
+                    out.enabled.push(progress.subscription_id.clone());
+                    out.progress.push(progress);
+                }
+                Some(ClaimRow::Full { subscription_id }) => out.enabled.push(subscription_id),
+                Some(ClaimRow::Off {
+                    subscription_id,
+                    marks,
+                }) => {
+                    off.push(subscription_id);
+                    off_marks.push(marks);
+                }
+                None => {}
             }
         }
         for (delivery_id, attempt, subscription_id, seq) in leased {
