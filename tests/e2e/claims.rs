@@ -55,7 +55,7 @@ async fn commit(store: &Store, ns: std::ops::Range<u32>, key: impl Fn(u32) -> i6
         .await
         .expect("commit");
     assert_eq!(out.deliveries, events.len() as u64);
-    out.first_delivery_id.expect("deliveries were created")
+    out.first_waiting.expect("deliveries were created")
 }
 
 async fn claim(store: &Store, sub: &str, room: usize, cursor: i64) -> Claim {

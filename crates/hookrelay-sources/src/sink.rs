@@ -9,7 +9,8 @@ use hookrelay_store::{
 use crate::{BatchSink, SourceStatus};
 
 /// Commits a source's batches to the store, hands the local dispatcher the deliveries
-/// leased to it at insert, and wakes it for the others.
+/// leased to it at insert, and wakes it for the others (the protocol:
+/// `hookrelay_store::DispatchSignal`).
 #[derive(Clone)]
 pub struct StoreSink {
     store: Store,
@@ -123,7 +124,7 @@ impl StoreSink {
             }
         };
         self.signal.hand(handed);
-        if let Some(first) = outcome.first_delivery_id {
+        if let Some(first) = outcome.first_waiting {
             self.signal.due_from(first);
         }
         if let Some(status) = &self.status {

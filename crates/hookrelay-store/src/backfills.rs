@@ -423,7 +423,7 @@ impl Store {
         let first: Option<i64> = row.try_get("first_id")?;
         outcome.events += added as u64;
         outcome.deliveries += deliveries as u64;
-        outcome.first_delivery_id = match (outcome.first_delivery_id, first) {
+        outcome.first_waiting = match (outcome.first_waiting, first) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };

@@ -22,9 +22,8 @@ pub struct BatchOutcome {
     pub events: u64,
     /// Deliveries created for them.
     pub deliveries: u64,
-    /// The lowest id among those deliveries left for a claim (not handed over), for
-    /// the dispatcher's claim cursors.
-    pub first_delivery_id: Option<i64>,
+    /// The lowest id among those deliveries left waiting (not leased at insert).
+    pub first_waiting: Option<i64>,
 }
 
 /// Inserts events in batch order (so `seq` follows commit order), with `DEDUPE`
@@ -184,27 +183,87 @@ work as (
     on conflict (subscription_id) do update
        set due_at = least(w.due_at, excluded.due_at), marks = w.marks + 1
 )
--- kind 0: how many events and deliveries, and the lowest delivery left for a claim;
--- kind 1: a delivery handed over (its event's id); kind 2: its subscription (URL,
--- sealed secrets, headers; once each); kind 3: a subscription given deliveries left
--- for a claim (more than its room, none offered, or behind an open one of their key)
-select 0, (select count(*) from ins), (select count(*) from dlv),
-       (select min(id) from dlv where not handed), null::text, null::text, null::text,
-       null::text, null::jsonb
+-- what the batch added, once
+select 'totals' as kind, (select count(*) from ins) as events,
+       (select count(*) from dlv) as deliveries,
+       (select min(id) from dlv where not handed) as first_waiting,
+       null::bigint as delivery_id, null::text as subscription_id, null::text as event_id,
+       null::text as url, null::text as secret, null::text as previous_secret,
+       null::jsonb as headers
 union all
-select 1, d.id, null, null, d.subscription_id, i.id, null, null, null
+-- each delivery handed over, with its event's id
+select 'handed', null, null, null, d.id, d.subscription_id, i.id, null, null, null, null
   from dlv d join ins i on i.seq = d.event_seq
  where d.handed
 union all
-select 2, null, null, null, s.id, s.url, s.secret,
+-- each handed delivery's subscription once (URL, sealed secrets, headers)
+select 'target', null, null, null, null, s.id, null, s.url, s.secret,
        case when s.previous_secret_until > now() then s.previous_secret end, s.headers
   from hookrelay.subscriptions s
  where s.id = any (array(select distinct subscription_id from dlv where handed))
 union all
-select distinct 3, null::bigint, null::bigint, null::bigint, d.subscription_id, null, null,
-       null, null::jsonb
+-- each subscription given deliveries left for a claim (more than its room, none
+-- offered, or behind an open one of their key)
+select distinct 'waiting', null::bigint, null::bigint, null::bigint, null::bigint,
+       d.subscription_id, null, null, null, null, null::jsonb
   from dlv d
  where not d.handed";
+
+/// A row of the batch statement, by its `kind`.
+enum BatchRow {
+    /// Events and deliveries the batch added, and the lowest id among the
+    /// deliveries left waiting for a claim.
+    Totals {
+        events: i64,
+        deliveries: i64,
+        first_waiting: Option<i64>,
+    },
+    /// A delivery leased at insert, to be handed over once committed.
+    Handed {
+        delivery_id: i64,
+        subscription_id: String,
+        event_id: String,
+    },
+    /// The subscription of handed deliveries, its values still sealed.
+    Target {
+        subscription_id: String,
+        url: String,
+        secret: String,
+        previous_secret: Option<String>,
+        headers: serde_json::Value,
+    },
+    /// A subscription given deliveries left for a claim.
+    Waiting { subscription_id: String },
+}
+
+impl BatchRow {
+    fn decode(r: &tokio_postgres::Row) -> Result<Option<Self>, StoreError> {
+        let sub = || r.try_get::<_, String>("subscription_id");
+        Ok(Some(match r.try_get::<_, &str>("kind")? {
+            "totals" => Self::Totals {
+                events: r.try_get("events")?,
+                deliveries: r.try_get("deliveries")?,
+                first_waiting: r.try_get("first_waiting")?,
+            },
+            "handed" => Self::Handed {
+                delivery_id: r.try_get("delivery_id")?,
+                subscription_id: sub()?,
+                event_id: r.try_get("event_id")?,
+            },
+            "target" => Self::Target {
+                subscription_id: sub()?,
+                url: r.try_get("url")?,
+                secret: r.try_get("secret")?,
+                previous_secret: r.try_get("previous_secret")?,
+                headers: r.try_get("headers")?,
+            },
+            "waiting" => Self::Waiting {
+                subscription_id: sub()?,
+            },
+            _ => return Ok(None),
+        }))
+    }
+}
 
 /// The batch statement without an offer or with one, each plain or skipping events
 /// already stored; written once each, so a batch pays for neither unless it needs it.
@@ -475,31 +534,46 @@ impl Store {
                 tx.query(&stmt, &[&ids, &sources, &types, &keys, &times, &bodies])
                     .await?
             };
-            for r in rows {
-                match r.try_get::<_, i32>(0)? {
-                    0 => {
-                        outcome.events = r.try_get::<_, i64>(1)? as u64;
-                        outcome.deliveries = r.try_get::<_, i64>(2)? as u64;
-                        outcome.first_delivery_id = r.try_get(3)?;
+            for r in &rows {
+                match BatchRow::decode(r)? {
+                    Some(BatchRow::Totals {
+                        events,
+                        deliveries,
+                        first_waiting,
+                    }) => {
+                        outcome.events = events as u64;
+                        outcome.deliveries = deliveries as u64;
+                        outcome.first_waiting = first_waiting;
                     }
-                    1 => leased.push((r.try_get(1)?, r.try_get(4)?, r.try_get(5)?)),
-                    2 => {
-                        let id: String = r.try_get(4)?;
+                    Some(BatchRow::Handed {
+                        delivery_id,
+                        subscription_id,
+                        event_id,
+                    }) => leased.push((delivery_id, subscription_id, event_id)),
+                    Some(BatchRow::Target {
+                        subscription_id,
+                        url,
+                        secret,
+                        previous_secret,
+                        headers,
+                    }) => {
                         // A subscription whose secret does not open is not handed
                         // over; the batch and every other subscription go on.
                         if let Some(opened) = self.opened.open(
                             &self.secrets,
-                            &id,
-                            r.try_get(5)?,
-                            r.try_get(6)?,
-                            r.try_get(7)?,
-                            r.try_get(8)?,
+                            &subscription_id,
+                            url,
+                            secret,
+                            previous_secret,
+                            headers,
                         ) {
-                            targets.insert(id, opened);
+                            targets.insert(subscription_id, opened);
                         }
                     }
-                    3 => handed.waiting.push(r.try_get(4)?),
-                    _ => {}
+                    Some(BatchRow::Waiting { subscription_id }) => {
+                        handed.waiting.push(subscription_id)
+                    }
+                    None => {}
                 }
             }
         }
@@ -511,7 +585,7 @@ impl Store {
             let n: i64 = row.try_get("deliveries")?;
             outcome.deliveries += n as u64;
             let first: Option<i64> = row.try_get("first_id")?;
-            outcome.first_delivery_id = match (outcome.first_delivery_id, first) {
+            outcome.first_waiting = match (outcome.first_waiting, first) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };

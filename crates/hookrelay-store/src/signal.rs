@@ -1,20 +1,31 @@
-//! How the writers of deliveries in this process tell its dispatcher about them.
-//!
-//! The dispatcher claims each subscription's pending deliveries by id from a cursor
-//! (see `claim`). A batch that commits after a later-numbered one (two sources
-//! committing at once) or a replay makes rows below a cursor due again; the signal
-//! carries the lowest such id so the next claim looks there too.
-//!
-//! It also carries the hand-off: a dispatcher keeping up with a subscription offers
-//! room for it, a source's batch takes the offer and leases that many fresh deliveries
-//! to the dispatcher as it inserts them (see `batch`), and hands them over once
-//! committed, so they are sent without a claim:
+//! The hand-off between the writers of deliveries in this process and its
+//! dispatcher: the whole protocol is here; the statements it drives are in `batch`
+//! (lease at insert) and `claim` (claims by cursor).
 //!
 //! ```text
-//!  dispatcher ──offer(owner, lease, room per subscription)──▶ signal
-//!  batch ──take_offer──▶ insert: deliveries leased at birth ──commit──▶ hand ──▶ dispatcher
-//!        what found no room stays pending ──due_from──▶ dispatcher claims it
+//!   dispatcher                         DispatchSignal                  source's batch (sink)
+//!   ──────────                         ──────────────                  ─────────────────────
+//!   a claim took all there was for S
+//!   (S is drained) ──offer(owner, lease, room per drained S)──▶ offer
+//!                                       take_offer ◀──────────────── before its commit
+//!                                                   insert: S's fresh deliveries leased
+//!                                                   to the owner, up to S's room, first of
+//!                                                   their key with none of it open
+//!                                       hand ◀─────────────────────── after the commit
+//!   take_handed: send them, no claim ◀── handed + waiting
+//!   S in `waiting` (deliveries left for
+//!   a claim): no longer drained
+//!                                       due_from(first waiting id) ◀─ after the commit
+//!   take_due_from: cursors move below ◀─┘
+//!   it, the next claim looks there        rescan (a replay, an expiry) = due_from(0)
+//!   wake / take_claim: an outcome or room that may let a claim take something
 //! ```
+//!
+//! A claim and an offer never stand at once (a claim withdraws the offer first), and
+//! a batch takes the offer whole, so two batches never fill the same room. A crash
+//! between the commit and the send leaves leased deliveries that another claim takes
+//! once the lease runs out, as for claimed ones. Other processes sharing the store
+//! see none of this: they find the same rows by polling and by their periodic rescan.
 
 use std::{
     sync::{
