@@ -71,7 +71,8 @@ use crate::{
 #[derive(Parser)]
 #[command(name = "hookrelay-bench", about = "Benchmark hookrelay end to end")]
 struct Args {
-    /// Every workload 10x smaller: a smoke run of a couple of minutes.
+    /// Every workload 10x smaller (workload 12 keeps its sizes): a smoke run of a
+    /// couple of minutes.
     #[arg(long)]
     quick: bool,
     /// Only these parts, comma-separated: c (ceilings), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
