@@ -69,6 +69,9 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
 /// The store and source databases of one workload.
 pub struct Databases {
     base: String,
+    /// One per fresh store: a hookrelay restarted on it must open the secrets the
+    /// first one sealed.
+    master_key: String,
 }
 
 /// Bytes the store holds.
@@ -112,6 +115,7 @@ impl Databases {
         }
         let dbs = Self {
             base: base.to_owned(),
+            master_key: hookrelay_core::sealing::MasterKey::generate_base64(),
         };
         connect(&dbs.source_url())
             .await?
@@ -119,6 +123,11 @@ impl Databases {
             .await
             .context("creating public.orders")?;
         Ok(dbs)
+    }
+
+    /// `HOOKRELAY_MASTER_KEY` for every hookrelay on this store.
+    pub fn master_key(&self) -> &str {
+        &self.master_key
     }
 
     pub fn store_url(&self) -> String {

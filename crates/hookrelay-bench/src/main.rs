@@ -30,13 +30,17 @@
 //! beside 1,000 subscriptions with a row filter, 11 a backfill of a 1,000,000-row
 //! table beside 200 live commits/s (the backfill's rows/s, the live latency before
 //! and during it, hookrelay's peak RSS, and that every row arrived once as a read event
-//! at its subscription only).
-//! `--quick` makes each 10x smaller (workload 9: 100 events, still 1,000 subscriptions). Results go to stdout and to
+//! at its subscription only), 12 the pipeline's own cost beyond the writes (12a 20,000
+//! events x 1 subscription: WAL bytes and CPU per event; 12b 4,000 events x 10: per
+//! delivery; against the same writes with hookrelay stopped).
+//! `--quick` makes each 10x smaller (workload 9: 100 events, still 1,000 subscriptions;
+//! workload 12 keeps its sizes, already small). Results go to stdout and to
 //! `.bench/results-<timestamp>.json` (and `.bench/latest.json`); hookrelay's config
 //! and log for each workload go to `.bench/run-<timestamp>/`.
 
 mod backfill;
 mod ceiling;
+mod cost;
 mod db;
 mod fsync;
 mod mysql;
@@ -67,11 +71,12 @@ use crate::{
 #[derive(Parser)]
 #[command(name = "hookrelay-bench", about = "Benchmark hookrelay end to end")]
 struct Args {
-    /// Every workload 10x smaller: a smoke run of a couple of minutes.
+    /// Every workload 10x smaller (workload 12 keeps its sizes): a smoke run of a
+    /// couple of minutes.
     #[arg(long)]
     quick: bool,
     /// Only these parts, comma-separated: c (ceilings), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
-    /// 11.
+    /// 11, 12.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// The hookrelay binary (default: `hookrelay` next to this executable).
@@ -131,6 +136,11 @@ pub struct Sizes {
     /// before the backfill starts.
     pub w11_rows: u64,
     pub w11_seconds: f64,
+    /// Workload 12: events written (twice: baseline, then pipeline) with one
+    /// subscription and with ten. Not shrunk by `--quick`: smaller, the CPU figures
+    /// drown in the 10 ms clock ticks of /proc.
+    pub w12_events_one: u64,
+    pub w12_events_ten: u64,
     pub receiver_requests: u64,
 }
 
@@ -151,6 +161,8 @@ impl Sizes {
                 w10_filtered: 1_000,
                 w11_rows: 100_000,
                 w11_seconds: 5.0,
+                w12_events_one: 20_000,
+                w12_events_ten: 4_000,
                 receiver_requests: 10_000,
             }
         } else {
@@ -168,6 +180,8 @@ impl Sizes {
                 w10_filtered: 1_000,
                 w11_rows: 1_000_000,
                 w11_seconds: 20.0,
+                w12_events_one: 20_000,
+                w12_events_ten: 4_000,
                 receiver_requests: 100_000,
             }
         }
@@ -317,7 +331,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let mut workloads = Vec::new();
-    for part in ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"] {
+    for part in [
+        "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
+    ] {
         if !wants(part) {
             continue;
         }
@@ -329,6 +345,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "5" => workloads.push(workloads::run_backlog(&ctx).await),
             "6" => workloads.extend(mysql::run(&ctx).await),
             "11" => workloads.push(backfill::run(&ctx).await),
+            "12" => workloads.extend(cost::run(&ctx).await),
             p => workloads.push(workloads::run_standard(&ctx, p).await),
         }
     }

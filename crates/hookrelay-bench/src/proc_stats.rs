@@ -38,14 +38,56 @@ fn process_ticks(pid: u32) -> anyhow::Result<u64> {
     parse_stat_ticks(&text).ok_or_else(|| anyhow!("cannot parse /proc/{pid}/stat"))
 }
 
-/// Fields after the `(comm)`: state is the 3rd field overall, utime the 14th, stime
-/// the 15th.
+/// `utime + stime` of a process, in ticks.
 fn parse_stat_ticks(text: &str) -> Option<u64> {
+    parse_stat_times(text).map(|[u, s, _, _]| u + s)
+}
+
+/// utime, stime, cutime, cstime: after the `(comm)` (which may hold spaces), state is
+/// the 3rd field overall and these the 14th to 17th.
+fn parse_stat_times(text: &str) -> Option<[u64; 4]> {
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some([field(11)?, field(12)?, field(13)?, field(14)?])
+}
+
+/// `utime + stime + cutime + cstime` of a process, in ticks: with the children it
+/// has reaped, so a Postgres backend that exits goes on counting (in the
+/// postmaster's figure) instead of vanishing from the sum.
+pub fn ticks_with_children(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_times(&text).map(|t| t.iter().sum())
+}
+
+/// `utime + stime` of the calling thread alone, in ticks.
+pub fn thread_ticks() -> anyhow::Result<u64> {
+    let text =
+        std::fs::read_to_string("/proc/thread-self/stat").context("reading /proc/thread-self")?;
+    parse_stat_ticks(&text).ok_or_else(|| anyhow!("cannot parse /proc/thread-self/stat"))
+}
+
+/// Every `postgres` process on the machine (server processes of any database).
+fn postgres_pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .collect()
+}
+
+/// [`ticks_with_children`] summed over every `postgres` process: the whole server's
+/// CPU, including backends that came and went.
+pub fn all_postgres_ticks() -> u64 {
+    postgres_pids()
+        .into_iter()
+        .filter_map(ticks_with_children)
+        .sum()
 }
 
 /// `VmRSS` and `VmHWM` of a process, in KiB.
@@ -84,18 +126,7 @@ fn system_busy_ticks() -> u64 {
 /// processes, backends of other databases).
 fn postgres_ticks() -> (u64, u64, u64) {
     let mut out = (0, 0, 0);
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() != "postgres" {
-            continue;
-        }
+    for pid in postgres_pids() {
         let title = std::fs::read(format!("/proc/{pid}/cmdline"))
             .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
             .unwrap_or_default();
@@ -232,6 +263,7 @@ mod tests {
     fn stat_ticks_skip_the_command_name() {
         let line = "1234 (hook relay) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0";
         assert_eq!(parse_stat_ticks(line), Some(300));
+        assert_eq!(parse_stat_times(line), Some([250, 50, 0, 0]));
         assert_eq!(parse_stat_ticks("garbage"), None);
     }
 }

@@ -148,10 +148,7 @@ impl RelayProcess {
             }
         }
         // Secrets sealed as in production (the store is a scratch database).
-        cmd.env(
-            "HOOKRELAY_MASTER_KEY",
-            hookrelay_core::sealing::MasterKey::generate_base64(),
-        );
+        cmd.env("HOOKRELAY_MASTER_KEY", dbs.master_key());
         cmd.envs(overrides.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .spawn()

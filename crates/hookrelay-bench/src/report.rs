@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::{
-    db::StoreSize, fsync::FsyncBaseline, pg_activity::ActivityEntry, proc_stats::CpuSpent,
-    store_work::StoreWork, writers::Written,
+    cost::PipelineCost, db::StoreSize, fsync::FsyncBaseline, pg_activity::ActivityEntry,
+    proc_stats::CpuSpent, store_work::StoreWork, writers::Written,
 };
 
 /// Commit→delivery latency, ms.
@@ -84,6 +84,8 @@ pub struct WorkloadResult {
     pub store_work: Option<StoreWork>,
     /// With `--pg-activity`: where the Postgres backends were busy.
     pub pg_activity: Option<Vec<ActivityEntry>>,
+    /// Workload 12: WAL and CPU beyond what the writes themselves cost.
+    pub pipeline_cost: Option<PipelineCost>,
     /// Workload-specific figures.
     pub extra: Map<String, Value>,
     pub error: Option<String>,
@@ -340,6 +342,50 @@ impl Results {
                 .map(|i| i.index.as_str())
                 .collect();
             let _ = writeln!(o, "    store indexes never scanned: {}", idle.join(", "));
+        }
+        let costs: Vec<_> = self
+            .workloads
+            .iter()
+            .filter_map(|w| Some((w, w.pipeline_cost.as_ref()?)))
+            .collect();
+        if !costs.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nPipeline cost beyond the writes, per event (1 sub) or per delivery: server WAL \
+                 (LSN difference) and CPU of every\npostgres process + hookrelay + the writer, \
+                 first write → every outcome recorded, less the same writes with hookrelay stopped"
+            );
+            let _ = writeln!(
+                o,
+                "{:<40} {:>7} {:>7} {:>7} {:>21} {:>21} {:>13}",
+                "workload",
+                "units",
+                "WAL B",
+                "CPU µs",
+                "WAL MB base / pipe",
+                "CPU s base / pipe",
+                "other CPU s"
+            );
+            for (w, c) in costs {
+                let _ = writeln!(
+                    o,
+                    "{:<40} {:>7} {:>7.0} {:>7.0} {:>21} {:>21} {:>13}",
+                    truncate(&format!("{} {}", w.id, w.name), 40),
+                    c.units,
+                    c.wal_bytes_per_unit,
+                    c.cpu_us_per_unit,
+                    format!(
+                        "{:.1} / {:.1}",
+                        c.baseline.wal_bytes as f64 / 1e6,
+                        c.pipeline.wal_bytes as f64 / 1e6
+                    ),
+                    format!("{:.2} / {:.2}", c.baseline.cpu_s(), c.pipeline.cpu_s()),
+                    format!(
+                        "{:.2} / {:.2}",
+                        c.baseline.attribution.other_s, c.pipeline.attribution.other_s
+                    ),
+                );
+            }
         }
         let _ = writeln!(
             o,

@@ -33,7 +33,7 @@ use crate::{
 
 /// How long delivery may make no progress before a workload is declared stuck.
 const STALL: Duration = Duration::from_secs(60);
-const STOP_GRACE: Duration = Duration::from_secs(15);
+pub const STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// What the writers do.
 #[derive(Debug, Clone, Copy)]
@@ -107,7 +107,7 @@ async fn setup(ctx: &Ctx, tag: &str, subs: usize) -> anyhow::Result<Setup> {
 }
 
 /// `orders.*`: every change of the bench's table.
-const ORDERS: &[&str] = &["orders.*"];
+pub const ORDERS: &[&str] = &["orders.*"];
 
 /// hookrelay on `dbs` reading `kind` (`--store-sql` run once it migrated), and one
 /// fresh receiver endpoint per entry of `event_types`, subscribed to those types; the
@@ -776,7 +776,8 @@ pub async fn finish(
     if all_delivered {
         // Outcomes are written in batches just after the 2xx; wait for the last ones.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while open_deliveries(&st.dbs).await? > 0 && Instant::now() < deadline {
+        let store = st.dbs.store().await?;
+        while open_deliveries(&store).await? > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -827,10 +828,9 @@ pub fn timeline(arrivals_us: &[i64], start_us: i64, max_buckets: usize) -> (u64,
     (bucket_s, rates)
 }
 
-async fn open_deliveries(dbs: &Databases) -> anyhow::Result<i64> {
-    let row = dbs
-        .store()
-        .await?
+/// Deliveries not yet settled (pending or retrying), on the caller's store connection.
+pub async fn open_deliveries(store: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    let row = store
         .query_one(
             "select count(*) from hookrelay.deliveries where status in ('pending', 'retrying')",
             &[],
