@@ -28,6 +28,11 @@ use tokio_postgres::NoTls;
 
 pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
 pub const TOKEN: &str = "e2e-admin-token";
+
+/// How many deliveries the store holds: rows, and the elements of receipts (first
+/// attempts that succeeded leave their row for one).
+pub const DELIVERIES_STORED: &str = "select (select count(*) from hookrelay.deliveries)
+          + (select coalesce(sum(cardinality(delivery_ids)), 0)::bigint from hookrelay.receipts)";
 /// The master key every e2e relay runs with (base64 of 32 bytes), so the suite
 /// exercises sealed secrets; a spawned binary gets it as `HOOKRELAY_MASTER_KEY`.
 pub const TEST_MASTER_KEY: &str = "aG9va3JlbGF5LWUyZS10ZXN0LW1hc3Rlci1rZXktMzI=";

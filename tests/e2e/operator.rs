@@ -240,7 +240,11 @@ async fn count(store_db: &tokio_postgres::Client, sql: &str) -> i64 {
 /// Waits until `n` deliveries have their success recorded (outcomes are written in
 /// batches just after the receiver answers).
 async fn until_succeeded(store_db: &tokio_postgres::Client, n: i64) {
-    let sql = "select count(*) from hookrelay.deliveries where status = 'succeeded'";
+    // a first attempt that succeeded is an element of a receipt; any other success
+    // a row
+    let sql = "select (select count(*) from hookrelay.deliveries where status = 'succeeded')
+                    + (select coalesce(sum(cardinality(delivery_ids)), 0)::bigint
+                         from hookrelay.receipts)";
     eventually(&format!("{n} successes recorded"), WAIT, || async {
         (count(store_db, sql).await == n).then_some(())
     })
@@ -269,25 +273,37 @@ async fn retention_prunes_old_finished_deliveries_and_their_events_only() {
     )
     .await;
     let db = env.source.connect().await;
+    let store_db = env.store.connect().await;
+    // Rows 1-3 succeed first; their receipts are then made 8 days old.
     db.batch_execute(
-        "insert into orders (id, status) select g, 'new' from generate_series(1, 6) g;
+        "insert into orders (id, status) select g, 'new' from generate_series(1, 3) g",
+    )
+    .await
+    .unwrap();
+    rx.wait_delivered(3, WAIT).await;
+    until_succeeded(&store_db, 3).await;
+    store_db
+        .batch_execute("update hookrelay.receipts set recorded_at = now() - interval '8 days'")
+        .await
+        .unwrap();
+    db.batch_execute(
+        "insert into orders (id, status) select g, 'new' from generate_series(4, 6) g;
          update orders set status = 'seen' where id = 1",
     )
     .await
     .unwrap();
     rx.wait_delivered(6, WAIT).await;
-    let store_db = env.store.connect().await;
     until_succeeded(&store_db, 6).await;
-    // Age: ids 1-3 succeeded 8 days ago (past 7d), id 4 failed 8 days ago (within
-    // 30d), the update event (no subscriber matched it) is 8 days old.
+    // Event 4 also has a delivery that failed 8 days ago (within 30d), and the update
+    // event (no subscriber matched it) is 8 days old.
     store_db
         .batch_execute(
-            "update hookrelay.deliveries d set updated_at = now() - interval '8 days'
-               from hookrelay.events e
-              where e.seq = d.event_seq and e.body::jsonb -> 'key' ->> 'id' in ('1', '2', '3');
-             update hookrelay.deliveries d set status = 'failed', updated_at = now() - interval '8 days'
-               from hookrelay.events e
-              where e.seq = d.event_seq and e.body::jsonb -> 'key' ->> 'id' = '4';
+            "insert into hookrelay.deliveries (event_seq, subscription_id, status, attempts, updated_at)
+             select d.seq, r.subscription_id, 'failed', 5, now() - interval '8 days'
+               from hookrelay.events d, (select subscription_id from hookrelay.receipts limit 1) r
+              where d.body::jsonb -> 'key' ->> 'id' = '4' and d.event_type = 'orders.insert';
+             update hookrelay.events set deliveries_left = deliveries_left + 1
+              where body::jsonb -> 'key' ->> 'id' = '4' and event_type = 'orders.insert';
              update hookrelay.events set created_at = now() - interval '8 days'
               where event_type = 'orders.update'",
         )
@@ -301,8 +317,13 @@ async fn retention_prunes_old_finished_deliveries_and_their_events_only() {
         "3 old succeeded deliveries with their attempts and events, and the event nobody subscribed to"
     );
     assert_eq!(
-        count(&store_db, "select count(*) from hookrelay.deliveries").await,
-        3
+        count(
+            &store_db,
+            "select coalesce(sum(cardinality(delivery_ids)), 0)::bigint from hookrelay.receipts"
+        )
+        .await,
+        3,
+        "the young successes stay"
     );
     assert_eq!(
         count(&store_db, "select count(*) from hookrelay.events").await,
@@ -357,7 +378,7 @@ async fn an_event_stays_until_its_last_delivery_goes() {
 
     store_db
         .execute(
-            "update hookrelay.deliveries set updated_at = now() - interval '8 days'
+            "update hookrelay.receipts set recorded_at = now() - interval '8 days'
               where subscription_id = $1",
             &[&first],
         )

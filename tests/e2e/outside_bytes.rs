@@ -186,16 +186,19 @@ async fn an_outcome_the_store_refuses_is_isolated_from_its_batch() {
     let (relay, api, healthy, _) = env.relay_with_receiver().await;
     // A constraint stands in for any row the store refuses (SQLSTATE 23514): every
     // attempt whose body holds "POISON" fails its whole outcome batch, whether kept as
-    // an attempt row or (a first success, sql/V9) on the delivery's row.
+    // an attempt row or (a first success, sql/V17) in a receipt.
     env.store
         .connect()
         .await
         .batch_execute(
             "alter table hookrelay.attempts add constraint poison
                check (response_body is null or position('POISON'::bytea in response_body) = 0);
-             alter table hookrelay.deliveries add constraint poison
-               check (first_attempt_body is null
-                      or position('POISON'::bytea in first_attempt_body) = 0)",
+             create function hookrelay.no_poison(bodies bytea[]) returns bool
+               language sql immutable
+               as $$ select not exists (select from unnest(bodies) b
+                                         where position('POISON'::bytea in b) > 0) $$;
+             alter table hookrelay.receipts add constraint poison
+               check (hookrelay.no_poison(bodies))",
         )
         .await
         .unwrap();

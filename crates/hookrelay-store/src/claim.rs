@@ -475,42 +475,44 @@ update hookrelay.subscription_work w
  where w.subscription_id = mine.sub";
 
 /// Writes a batch of outcomes, only where the lease is still ours for that attempt,
-/// and logs the attempts: a first attempt that succeeded (`inline`) on the delivery's
-/// own row (sql/V9), every other one as a row of `attempts`.
+/// and logs the attempts: a first attempt that succeeded (`done`) takes the delivery
+/// out of the queue into a receipt (sql/V17), every other one updates the delivery
+/// and is logged as a row of `attempts`.
 ///
-/// Per delivered event this is the delivery's outcome update alone, not that update
-/// plus an attempts insert and its index entry (figures: docs/benchmarks.md). `inline`
-/// takes only an attempt with nothing logged before it (no attempt rows, the columns
-/// still empty), so the columns always hold the oldest attempt and the listing stays
-/// in order. The two updates touch disjoint rows: `rest` skips the ids `inline`
-/// returned.
+/// `done` takes only a delivery with nothing logged before it (no attempt rows, no
+/// replay), so a receipt always holds a delivery's whole history and a delivery is in
+/// at most one receipt. A receipt is one row per subscription of the batch, with an
+/// element per delivery. The two writes touch disjoint rows: `rest` skips the ids
+/// `done` returned.
 const RECORD_OUTCOMES: &str = "
 with u as (
     select * from unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::int[],
                          $6::text[], $8::timestamptz[], $9::int[], $10::bytea[])
         as u(id, attempt, status, next_at, code, err, started, ms, body)
 ),
-inline as (
-    update hookrelay.deliveries d
-       set status = u.status,
-           lease_owner = null,
-           lease_until = null,
-           last_status_code = u.code,
-           last_error = null,
-           updated_at = now(),
-           first_attempt_at = u.started,
-           first_attempt_ms = u.ms,
-           first_attempt_code = u.code,
-           first_attempt_body = u.body
-      from u
+done as (
+    delete from hookrelay.deliveries d
+     using u
      where d.id = u.id and d.attempts = u.attempt and d.lease_owner = $7
        and u.status = 'succeeded' and u.attempt = 1 and u.err is null
-       and d.first_attempt_at is null
+       and d.replayed_at is null and d.first_attempt_at is null
        and not exists (select 1 from hookrelay.attempts a where a.delivery_id = d.id)
-    returning d.id
+    returning d.id, d.subscription_id, d.event_seq, d.created_at, u.started, u.ms, u.code,
+              u.body
+),
+receipt as (
+    insert into hookrelay.receipts
+           (subscription_id, first_delivery, last_delivery, delivery_ids, event_seqs,
+            created_ats, started_ats, durations_ms, status_codes, bodies)
+    select subscription_id, min(id), max(id), array_agg(id order by id),
+           array_agg(event_seq order by id), array_agg(created_at order by id),
+           array_agg(started order by id), array_agg(ms order by id),
+           array_agg(code order by id), array_agg(body order by id)
+      from done
+     group by subscription_id
 ),
 rest as (
-    -- the outcomes `inline` did not take, picked before the join: filtered after it,
+    -- the outcomes `done` did not take, picked before the join: filtered after it,
     -- every outcome of the batch was looked up a second time by id only to be dropped.
     -- A delivery lives $11 seconds (dispatch.max_age) from its creation or its replay:
     -- a retry is never scheduled past that, so an expired retry is always due, where
@@ -530,13 +532,13 @@ rest as (
                               and coalesce(d.replayed_at, d.created_at) + make_interval(secs => $11) <= now()
                              then $12 || coalesce('; last attempt: ' || u.err, '') else u.err end,
            updated_at = now()
-      from (select * from u where u.id not in (select id from inline)) u
+      from (select * from u where u.id not in (select id from done)) u
      where d.id = u.id and d.attempts = u.attempt and d.lease_owner = $7
 )
 insert into hookrelay.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
 select u.id, u.attempt, u.started, u.ms, u.code, u.err, u.body
   from u
- where u.id not in (select id from inline)";
+ where u.id not in (select id from done)";
 
 /// A 410 disables the subscription (`gone`, sql/V7: no new deliveries either) and
 /// fails everything still open for it. A paused one whose last in-flight delivery

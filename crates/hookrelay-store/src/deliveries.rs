@@ -1,5 +1,9 @@
 //! Deliveries for the admin API: list, read with attempts, replay.
 //!
+//! A delivery is a row of `deliveries` or, once its first attempt succeeded, an
+//! element of a receipt (sql/V17). Listings merge the two newest first; a receipt's
+//! element replayed gets its row back, with the same id, and is shown as that row.
+//!
 //! A replay schedules a delivery again now, keeping its event (so the same
 //! `webhook-id` goes out):
 //!
@@ -30,9 +34,16 @@ select d.id, e.id, e.event_type, d.subscription_id, d.status, d.attempts,
   from hookrelay.deliveries d
   join hookrelay.events e on e.seq = d.event_seq";
 
-/// Every attempt, oldest first: a first attempt that succeeded is kept on the
-/// delivery's row (sql/V9) and is always the oldest, the others are attempt rows.
+/// Every attempt, oldest first: a first attempt that succeeded is kept in a receipt
+/// (sql/V17; before that, on the delivery's row, sql/V9) and is always the oldest,
+/// the others are attempt rows.
 const SELECT_ATTEMPTS: &str = "
+select 1, x.started, x.ms, x.code, null::text, x.body, 0 as kept, 0::bigint as n
+  from hookrelay.receipts r
+ cross join lateral unnest(r.delivery_ids, r.started_ats, r.durations_ms, r.status_codes,
+                           r.bodies) as x(id, started, ms, code, body)
+ where int8range(r.first_delivery, r.last_delivery, '[]') @> $1::bigint and x.id = $1
+union all
 select 1, first_attempt_at, first_attempt_ms, first_attempt_code, null::text,
        first_attempt_body, 0 as kept, 0::bigint as n
   from hookrelay.deliveries where id = $1 and first_attempt_at is not null
@@ -40,6 +51,42 @@ union all
 select attempt, started_at, duration_ms, status_code, error, response_body, 1, id
   from hookrelay.attempts where delivery_id = $1
  order by kept, n";
+
+/// The delivery a receipt holds as element `$1`, in `SELECT_DELIVERY`'s shape.
+const SELECT_RECEIPTED: &str = "
+select x.id, e.id, e.event_type, r.subscription_id, 'succeeded', 1, x.created_at, x.code,
+       null::text, x.created_at, r.recorded_at
+  from hookrelay.receipts r
+ cross join lateral unnest(r.delivery_ids, r.event_seqs, r.created_ats, r.status_codes)
+       as x(id, seq, created_at, code)
+  join hookrelay.events e on e.seq = x.seq
+ where int8range(r.first_delivery, r.last_delivery, '[]') @> $1::bigint and x.id = $1";
+
+/// Gives receipt elements (`receipted`, a CTE of `id, seq, created_at,
+/// subscription_id`) their rows back as replayed: pending, due now, a fresh attempt
+/// budget and life, the same id. Each new row counts on its event (sql/V11) as the
+/// receipt's element still does. Returns how many rows it made.
+const REVIVE: &str = "
+revived as (
+    insert into hookrelay.deliveries
+           (id, event_seq, subscription_id, order_key, status, attempts, next_attempt_at,
+            replayed_at, created_at, updated_at)
+    overriding system value
+    select x.id, x.seq, x.subscription_id,
+           case when s.ordering = 'key' then e.order_key end,
+           'pending', 0, now(), now(), x.created_at, now()
+      from receipted x
+      join hookrelay.events e on e.seq = x.seq
+      join hookrelay.subscriptions s on s.id = x.subscription_id
+    on conflict (id) do nothing
+    returning event_seq
+),
+counted as (
+    update hookrelay.events e set deliveries_left = e.deliveries_left + c.n
+      from (select event_seq, count(*)::int as n from revived group by event_seq) c
+     where e.seq = c.event_seq
+)
+select count(*) from revived";
 
 /// The replay rule above, as the `SET` of an update of `hookrelay.deliveries d`.
 const REPLAY_SET: &str = "
@@ -116,6 +163,11 @@ impl Store {
             .iter()
             .map(delivery_from_row)
             .collect::<Result<Vec<_>, _>>()?;
+        if matches!(filter.status, None | Some(DeliveryStatus::Succeeded)) {
+            items.extend(receipted_page(&client, filter, fetch).await?);
+            items.sort_unstable_by_key(|d| std::cmp::Reverse(d.id));
+            items.truncate(fetch as usize);
+        }
         let next = page_end(&mut items, filter.limit, |d| d.id);
         Ok(Page { items, next })
     }
@@ -146,18 +198,39 @@ impl Store {
     pub async fn replay_delivery(&self, id: i64) -> Result<Delivery, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let subscription_id: String = tx
+        let row: Option<String> = tx
             .query_opt(
                 "select subscription_id from hookrelay.deliveries where id = $1",
                 &[&id],
             )
             .await?
-            .ok_or(StoreError::NotFound)?
-            .try_get(0)?;
-        require_not_gone(&tx, &subscription_id).await?;
-        let sql = format!("update hookrelay.deliveries d {REPLAY_SET} where d.id = $1");
-        tx.execute(&sql, &[&id]).await?;
-        tx.execute(MARK_DUE, &[&subscription_id]).await?;
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        match row {
+            Some(subscription_id) => {
+                require_not_gone(&tx, &subscription_id).await?;
+                let sql = format!("update hookrelay.deliveries d {REPLAY_SET} where d.id = $1");
+                tx.execute(&sql, &[&id]).await?;
+                tx.execute(MARK_DUE, &[&subscription_id]).await?;
+            }
+            None => {
+                let subscription_id = fetch_delivery(&tx, id).await?.subscription_id;
+                require_not_gone(&tx, &subscription_id).await?;
+                let sql = format!(
+                    "with receipted as (
+                         select x.id, x.seq, x.created_at, r.subscription_id
+                           from hookrelay.receipts r
+                          cross join lateral unnest(r.delivery_ids, r.event_seqs, r.created_ats)
+                                as x(id, seq, created_at)
+                          where int8range(r.first_delivery, r.last_delivery, '[]') @> $1::bigint
+                            and x.id = $1
+                     ),
+                     {REVIVE}"
+                );
+                tx.execute(&sql, &[&id]).await?;
+                tx.execute(MARK_DUE, &[&subscription_id]).await?;
+            }
+        }
         let delivery = fetch_delivery(&tx, id).await?;
         tx.commit().await?;
         Ok(delivery)
@@ -190,7 +263,10 @@ impl Store {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         require_not_gone(&tx, &req.subscription_id).await?;
-        let n = tx.execute(&sql, w.params()).await?;
+        let mut n = tx.execute(&sql, w.params()).await?;
+        if req.status == DeliveryStatus::Succeeded {
+            n += revive_receipted(&tx, req).await?;
+        }
         if n > 0 {
             tx.execute(MARK_DUE, &[&req.subscription_id]).await?;
         }
@@ -225,10 +301,146 @@ async fn require_not_gone(
 async fn fetch_delivery(client: &impl GenericClient, id: i64) -> Result<Delivery, StoreError> {
     let sql = format!("{SELECT_DELIVERY} where d.id = $1");
     let stmt = client.prepare_cached(&sql).await?;
+    if let Some(row) = client.query_opt(&stmt, &[&id]).await? {
+        return delivery_from_row(&row);
+    }
+    let stmt = client.prepare_cached(SELECT_RECEIPTED).await?;
     match client.query_opt(&stmt, &[&id]).await? {
         Some(row) => delivery_from_row(&row),
         None => Err(StoreError::NotFound),
     }
+}
+
+/// Receipts read per look at first; each look that cannot yet tell the page reads
+/// this many times more.
+const RECEIPTS_FIRST: i64 = 8;
+const RECEIPTS_GROWTH: i64 = 8;
+
+/// The newest `fetch` receipt elements matching `filter` (none replayed: those are
+/// rows again), newest first.
+///
+/// Receipts are walked by their highest delivery id: an element of a receipt not yet
+/// read is no higher than that receipt's `last_delivery`, so once `fetch` elements
+/// above the next receipt's `last_delivery` are in hand, the page is known. Until then
+/// the walk reads more receipts (a filter that few elements pass can walk them all,
+/// as it would walk the rows).
+async fn receipted_page(
+    client: &impl GenericClient,
+    filter: &DeliveryFilter,
+    fetch: i64,
+) -> Result<Vec<Delivery>, StoreError> {
+    let mut take = RECEIPTS_FIRST;
+    loop {
+        let mut c = Conditions::default();
+        let read = which_receipts(&mut c, filter);
+        if let Some(v) = &filter.before_id {
+            c.add("x.id < ?", v);
+        }
+        if let Some(v) = &filter.event_type {
+            c.add("e.event_type = ?", v);
+        }
+        if let Some(v) = &filter.event_id {
+            c.add("e.id = ?", v);
+        }
+        if let Some(v) = &filter.since {
+            c.add("x.created_at >= ?", v);
+        }
+        if let Some(v) = &filter.until {
+            c.add("x.created_at < ?", v);
+        }
+        c.add_fixed("not exists (select from hookrelay.deliveries d where d.id = x.id)".into());
+        let elements = c.take_where();
+        let take_p = c.param(&take);
+        let fetch_p = c.param(&fetch);
+        let sql = format!(
+            "with r as (
+                 select * from hookrelay.receipts r{read}
+                  order by r.last_delivery desc limit {take_p}
+             )
+             select x.id, e.id, e.event_type, r.subscription_id, 'succeeded', 1, x.created_at,
+                    x.code, null::text, x.created_at, r.recorded_at
+               from r
+              cross join lateral unnest(r.delivery_ids, r.event_seqs, r.created_ats,
+                                        r.status_codes) as x(id, seq, created_at, code)
+               join hookrelay.events e on e.seq = x.seq{elements}
+              order by x.id desc limit {fetch_p}"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        let items = client
+            .query(&stmt, c.params())
+            .await?
+            .iter()
+            .map(delivery_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        // The highest delivery id a receipt not read yet can hold.
+        let mut c = Conditions::default();
+        let read = which_receipts(&mut c, filter);
+        let take_p = c.param(&take);
+        let sql = format!(
+            "select r.last_delivery from hookrelay.receipts r{read}
+              order by r.last_delivery desc offset {take_p} limit 1"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        let unread: Option<i64> = client
+            .query_opt(&stmt, c.params())
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        let known = match unread {
+            None => true,
+            Some(top) => items.len() as i64 >= fetch && items.last().is_some_and(|d| d.id > top),
+        };
+        if known {
+            return Ok(items);
+        }
+        take = take.saturating_mul(RECEIPTS_GROWTH);
+    }
+}
+
+/// The receipts a listing reads (for its statement and for the look past it).
+fn which_receipts<'a>(c: &mut Conditions<'a>, filter: &'a DeliveryFilter) -> String {
+    if let Some(v) = &filter.subscription_id {
+        c.add("r.subscription_id = ?", v);
+    }
+    if let Some(v) = &filter.before_id {
+        c.add("r.first_delivery < ?", v);
+    }
+    c.take_where()
+}
+
+/// A bulk replay of succeeded deliveries reaches the receipts' elements too.
+async fn revive_receipted(
+    client: &impl GenericClient,
+    req: &BulkReplay,
+) -> Result<u64, StoreError> {
+    let mut x = Conditions::default();
+    x.add("r.subscription_id = ?", &req.subscription_id);
+    if let Some(v) = &req.since {
+        x.add("x.created_at >= ?", v);
+    }
+    if let Some(v) = &req.until {
+        x.add("x.created_at < ?", v);
+    }
+    if let Some(v) = &req.event_type {
+        x.add(
+            "exists (select 1 from hookrelay.events e \
+                     where e.seq = x.seq and e.event_type = ?)",
+            v,
+        );
+    }
+    x.add_fixed("not exists (select from hookrelay.deliveries d where d.id = x.id)".into());
+    let sql = format!(
+        "with receipted as (
+             select x.id, x.seq, x.created_at, r.subscription_id
+               from hookrelay.receipts r
+              cross join lateral unnest(r.delivery_ids, r.event_seqs, r.created_ats)
+                    as x(id, seq, created_at){}
+         ),
+         {REVIVE}",
+        x.where_clause()
+    );
+    let n: i64 = client.query_one(&sql, x.params()).await?.try_get(0)?;
+    Ok(n as u64)
 }
 
 fn delivery_from_row(row: &Row) -> Result<Delivery, StoreError> {

@@ -7,8 +7,9 @@
 //!                           offer and handed to it, see `signal`)
 //!  dispatch ─claim_due────▶ deliveries leased FOR UPDATE SKIP LOCKED (committed before I/O)
 //!  dispatch ─record───────▶ deliveries outcome + attempts        (batched; a first
-//!                           attempt that succeeded stays on the delivery row, sql/V9)
-//!  api ──────────────────▶ subscriptions, events, deliveries, replay
+//!                           attempt that succeeded takes its delivery out of the
+//!                           queue into a receipt, one per subscription, sql/V17)
+//!  api ──────────────────▶ subscriptions, events, deliveries (rows and receipts), replay
 //! ```
 //!
 //! Guarantees kept here: a source's events, their deliveries and its checkpoint commit

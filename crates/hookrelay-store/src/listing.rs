@@ -44,6 +44,15 @@ impl<'a> Conditions<'a> {
         }
     }
 
+    /// The ` where …` of the conditions added so far, which are then forgotten; their
+    /// parameters stay, so conditions added next are numbered after them (two
+    /// clauses of one statement).
+    pub(crate) fn take_where(&mut self) -> String {
+        let clause = self.where_clause();
+        self.conds.clear();
+        clause
+    }
+
     pub(crate) fn params(&self) -> &[&'a (dyn ToSql + Sync)] {
         &self.params
     }

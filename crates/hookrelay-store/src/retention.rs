@@ -8,8 +8,8 @@
 //!   succeeded deliveries older than `succeeded` ─┐
 //!   failed deliveries older than `failed`       ─┴▶ delete ▶ their attempts ▶ their
 //!                                                   events, once no delivery is left
-//!   (a first attempt that succeeded lives on its delivery's row, sql/V9, and goes
-//!    with it)
+//!   receipts recorded before `succeeded` ────────▶ delete ▶ their events, once no
+//!   (first attempts that succeeded, sql/V17)        delivery is left
 //!   events older than `succeeded` with no delivery left (nobody subscribed, or
 //!   their subscription was deleted): each event counts its deliveries, sql/V11
 //! ```
@@ -78,6 +78,43 @@ select (select count(*) from doomed),
        (select count(*) from attempts) + (select count(*) from doomed where kept),
        (select count(*) from emptied)";
 
+/// Receipts (sql/V17) read per prune statement: each holds up to a recorded batch
+/// of first-attempt successes (512), so a statement stays near `PRUNE_BATCH`
+/// deliveries' work on average and bounded at worst.
+const PRUNE_RECEIPTS_BATCH: i64 = 16;
+
+/// Deletes the oldest receipts recorded before the succeeded retention, with their
+/// deliveries' counts on their events, as `PRUNE_DELIVERIES` does for rows. Only the
+/// oldest `$2` receipts are read (identity order is recording order, give or take
+/// transactions that overlapped), so a store with nothing to prune pays a few index
+/// entries, not a scan.
+const PRUNE_RECEIPTS: &str = "
+with doomed as (
+    delete from hookrelay.receipts r
+     where r.id in (
+        select o.id from (select id, recorded_at from hookrelay.receipts order by id limit $2) o
+         where o.recorded_at < now() - $1::text::interval)
+    returning r.event_seqs
+),
+per_event as (
+    select seq as event_seq, count(*)::int as n
+      from doomed cross join lateral unnest(doomed.event_seqs) as seq
+     group by seq
+),
+emptied as (
+    delete from hookrelay.events e using per_event p
+     where e.seq = p.event_seq and e.deliveries_left <= p.n
+    returning 1
+),
+fewer as (
+    update hookrelay.events e set deliveries_left = e.deliveries_left - p.n
+      from per_event p
+     where e.seq = p.event_seq and e.deliveries_left > p.n
+)
+select (select count(*) from doomed),
+       (select coalesce(sum(cardinality(event_seqs)), 0)::bigint from doomed),
+       (select count(*) from emptied)";
+
 /// Events older than the succeeded retention with no delivery left (nobody
 /// subscribed, or their subscription was deleted), oldest first.
 const PRUNE_UNREFERENCED_EVENTS: &str = "
@@ -142,6 +179,22 @@ impl Store {
             total.attempts += a as u64;
             total.events += e as u64;
             if d < PRUNE_BATCH {
+                break;
+            }
+            rest_after(started).await;
+        }
+        let stmt = client.prepare_cached(PRUNE_RECEIPTS).await?;
+        for _ in 0..MAX_BATCHES {
+            let started = std::time::Instant::now();
+            let row = client
+                .query_one(&stmt, &[&ok_for, &PRUNE_RECEIPTS_BATCH])
+                .await?;
+            let (r, d, e): (i64, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            // each element is a delivery and its one attempt
+            total.deliveries += d as u64;
+            total.attempts += d as u64;
+            total.events += e as u64;
+            if r < PRUNE_RECEIPTS_BATCH {
                 break;
             }
             rest_after(started).await;

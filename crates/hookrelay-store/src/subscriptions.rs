@@ -258,8 +258,8 @@ impl Store {
         Ok(subscription)
     }
 
-    /// Deletes a subscription with its deliveries and their attempts, in one
-    /// transaction, and takes those deliveries off their events' counts.
+    /// Deletes a subscription with its deliveries, their attempts and its receipts, in
+    /// one transaction, and takes those deliveries off their events' counts.
     ///
     /// The transaction first takes a SHARE lock on `deliveries`, which waits for batch
     /// commits in progress and holds new ones off until it commits. Without it, a batch
@@ -300,6 +300,20 @@ impl Store {
              update hookrelay.events e set deliveries_left = e.deliveries_left - g.n
                from (select event_seq, count(*)::int as n from gone group by event_seq) g
               where e.seq = g.event_seq",
+            &[&id],
+        )
+        .await?;
+        // and its receipts (sql/V17), one count per delivery in them
+        tx.execute(
+            "with gone as (
+                 delete from hookrelay.receipts where subscription_id = $1
+                 returning event_seqs
+             )
+             update hookrelay.events e set deliveries_left = e.deliveries_left - g.n
+               from (select seq, count(*)::int as n
+                       from gone cross join lateral unnest(gone.event_seqs) as seq
+                      group by seq) g
+              where e.seq = g.seq",
             &[&id],
         )
         .await?;

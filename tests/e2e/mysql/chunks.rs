@@ -54,7 +54,7 @@ async fn crash_between_chunks_of_one_transaction_duplicates_nothing() {
     let db = store.connect().await;
     let row = db
         .query_one(
-            "select (select count(*) from hookrelay.events), (select count(*) from hookrelay.deliveries)",
+            &format!("select (select count(*) from hookrelay.events), ({DELIVERIES_STORED})"),
             &[],
         )
         .await

@@ -281,7 +281,7 @@ async fn a_subscriptions_pending_and_finished_deliveries_list_and_go_as_one() {
 
     let truth: Vec<(i64, String)> = raw
         .query(
-            "select id, status from hookrelay.deliveries where subscription_id = $1 order by id desc",
+            &format!("select id, status from ({EVERY_DELIVERY}) d order by id desc"),
             &[&a],
         )
         .await
@@ -324,7 +324,7 @@ async fn a_subscriptions_pending_and_finished_deliveries_list_and_go_as_one() {
     assert_eq!(
         deliveries_of(&raw, &a).await,
         0,
-        "both pending and finished deliveries go"
+        "pending and finished deliveries go, rows and receipts"
     );
     assert_eq!(
         deliveries_of(&raw, &b).await,
@@ -333,9 +333,18 @@ async fn a_subscriptions_pending_and_finished_deliveries_list_and_go_as_one() {
     );
 }
 
+/// Every delivery of subscription `$1` as stored: its rows, and the elements of its
+/// receipts (first attempts that succeeded).
+const EVERY_DELIVERY: &str = "
+select id, status from hookrelay.deliveries where subscription_id = $1
+union all
+select x.id, 'succeeded' from hookrelay.receipts r
+ cross join lateral unnest(r.delivery_ids) as x(id)
+ where r.subscription_id = $1";
+
 async fn deliveries_of(raw: &tokio_postgres::Client, subscription_id: &str) -> i64 {
     raw.query_one(
-        "select count(*) from hookrelay.deliveries where subscription_id = $1",
+        &format!("select count(*) from ({EVERY_DELIVERY}) d"),
         &[&subscription_id],
     )
     .await
@@ -942,4 +951,134 @@ async fn an_events_deliveries_list_by_event_id() {
 
     let none = api.get("/v1/deliveries?event_id=evt_none").await.json();
     assert_eq!(data(&none).len(), 0, "{none}");
+}
+
+/// First attempts that succeeded are kept in receipts, one per subscription per
+/// recorded batch. Many small receipts, interleaved by id with rows (failures, a
+/// replayed one), still list as one sequence newest first, each once, in pages of
+/// any size, and by event; the single view and a replay find a receipt's delivery.
+#[tokio::test]
+async fn deliveries_kept_in_many_receipts_list_page_and_replay_like_rows() {
+    let api = TestApi::new().await;
+    let sub = api
+        .subscribe(json!({"url": "https://r.example.com/"}))
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let now = Utc::now();
+    let events: Vec<_> = (1..=60).map(|n| event(n, "orders.insert", now)).collect();
+    api.store()
+        .commit_batch("shop", &events, "60")
+        .await
+        .expect("commit");
+    let claimed = claim_all(api.store()).await;
+    assert_eq!(claimed.len(), 60);
+    // One outcome per record: 50 receipts of one delivery each, and every sixth a
+    // failure that keeps its row.
+    for (i, d) in claimed.iter().enumerate() {
+        let o = if i % 6 == 5 {
+            outcome(d, OutcomeStatus::Failed, 500)
+        } else {
+            outcome(d, OutcomeStatus::Succeeded, 200)
+        };
+        api.store()
+            .record_outcomes("test", &[o])
+            .await
+            .expect("record");
+    }
+    let raw = api.db.raw_client().await;
+    let receipts: i64 = raw
+        .query_one("select count(*) from hookrelay.receipts", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(receipts, 50, "one receipt per recorded success");
+    let rows: i64 = raw
+        .query_one("select count(*) from hookrelay.deliveries", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 10, "only the failures keep a row");
+
+    let mut everything: Vec<i64> = claimed.iter().map(|d| d.delivery_id).collect();
+    everything.sort_unstable_by(|x, y| y.cmp(x));
+    for limit in [1, 7, 25, 60] {
+        let (paged, _) = all_pages(&api, "", limit).await;
+        assert_eq!(paged, everything, "limit {limit}");
+    }
+    let ok = all_pages(&api, "&status=succeeded", 9).await.0;
+    assert_eq!(ok.len(), 50);
+    let failed = all_pages(&api, "&status=failed", 4).await.0;
+    assert_eq!(failed.len(), 10);
+
+    // The oldest event's delivery, found by event: the walk reads every receipt.
+    let first = &claimed[0];
+    let by_event = api
+        .get(&format!("/v1/deliveries?event_id={}", first.event_id))
+        .await
+        .json();
+    assert_eq!(ids(&by_event), vec![first.delivery_id]);
+    assert_eq!(data(&by_event)[0]["status"], "succeeded");
+
+    let one = api
+        .get(&format!("/v1/deliveries/{}", first.delivery_id))
+        .await
+        .json();
+    assert_eq!(one["status"], "succeeded");
+    assert_eq!(one["subscription_id"], sub.as_str());
+    assert_eq!(one["attempts"].as_array().expect("attempts").len(), 1);
+    assert_eq!(one["attempts"][0]["status_code"], 200);
+    assert_eq!(one["attempts"][0]["response_body"], "answer 200");
+
+    // Replayed, it is a row again with the same id, listed once, pending.
+    let res = api
+        .post(
+            &format!("/v1/deliveries/{}/replay", first.delivery_id),
+            json!({}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::ACCEPTED);
+    let (paged, _) = all_pages(&api, "", 7).await;
+    assert_eq!(paged, everything, "still each once");
+    let pending = all_pages(&api, "&status=pending", 5).await.0;
+    assert_eq!(pending, vec![first.delivery_id]);
+    let again = claim_all(api.store()).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery_id, first.delivery_id);
+    assert_eq!(again[0].event_id, first.event_id);
+    api.store()
+        .record_outcomes("test", &[outcome(&again[0], OutcomeStatus::Succeeded, 201)])
+        .await
+        .expect("record");
+    let one = api
+        .get(&format!("/v1/deliveries/{}", first.delivery_id))
+        .await
+        .json();
+    assert_eq!(one["status"], "succeeded");
+    let codes: Vec<i64> = one["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| a["status_code"].as_i64().expect("code"))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![200, 201],
+        "the receipt's attempt first, then the replay's"
+    );
+
+    // A bulk replay of succeeded ones reaches the receipts: 49 left in them, and the
+    // replayed one that succeeded again as a row.
+    let res = api
+        .post(
+            "/v1/replay",
+            json!({"subscription_id": sub, "status": "succeeded"}),
+        )
+        .await;
+    assert_eq!(res.json()["replayed"], 50);
+    let pending = all_pages(&api, "&status=pending", 20).await.0;
+    assert_eq!(pending.len(), 50);
+    let (paged, _) = all_pages(&api, "", 13).await;
+    assert_eq!(paged, everything, "still each once");
 }
