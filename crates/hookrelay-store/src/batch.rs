@@ -9,7 +9,7 @@ use hookrelay_core::ChangeEvent;
 
 use crate::{
     backfills::{BackfillChunk, ChunkOutcome},
-    claim::OpenedSecrets,
+    claim::{OpenedSecrets, SealedTarget},
     model::{Checkpoint, RejectedChange},
     row_filters::{Candidate, Passed},
     ClaimedDelivery, Handed, Offer, Store, StoreError,
@@ -224,14 +224,8 @@ enum BatchRow {
         subscription_id: String,
         event_id: String,
     },
-    /// The subscription of handed deliveries, its values still sealed.
-    Target {
-        subscription_id: String,
-        url: String,
-        secret: String,
-        previous_secret: Option<String>,
-        headers: serde_json::Value,
-    },
+    /// The subscription of handed deliveries.
+    Target(SealedTarget),
     /// A subscription given deliveries left for a claim.
     Waiting { subscription_id: String },
 }
@@ -250,13 +244,7 @@ impl BatchRow {
                 subscription_id: sub()?,
                 event_id: r.try_get("event_id")?,
             },
-            "target" => Self::Target {
-                subscription_id: sub()?,
-                url: r.try_get("url")?,
-                secret: r.try_get("secret")?,
-                previous_secret: r.try_get("previous_secret")?,
-                headers: r.try_get("headers")?,
-            },
+            "target" => Self::Target(SealedTarget::decode(r)?),
             "waiting" => Self::Waiting {
                 subscription_id: sub()?,
             },
@@ -550,24 +538,12 @@ impl Store {
                         subscription_id,
                         event_id,
                     }) => leased.push((delivery_id, subscription_id, event_id)),
-                    Some(BatchRow::Target {
-                        subscription_id,
-                        url,
-                        secret,
-                        previous_secret,
-                        headers,
-                    }) => {
+                    Some(BatchRow::Target(t)) => {
                         // A subscription whose secret does not open is not handed
                         // over; the batch and every other subscription go on.
-                        if let Some(opened) = self.opened.open(
-                            &self.secrets,
-                            &subscription_id,
-                            url,
-                            secret,
-                            previous_secret,
-                            headers,
-                        ) {
-                            targets.insert(subscription_id, opened);
+                        let id = t.subscription_id.clone();
+                        if let Some(opened) = self.opened.open_target(&self.secrets, t) {
+                            targets.insert(id, opened);
                         }
                     }
                     Some(BatchRow::Waiting { subscription_id }) => {

@@ -368,6 +368,43 @@ select 'off', null, null, due.id, null, null, null, null, null, null, null,
   from due
  where not due.enabled";
 
+/// A subscription's URL, signing secrets and headers as a statement returns them
+/// (columns `subscription_id`, `url`, `secret`, `previous_secret`, `headers`), still
+/// sealed: claims and batches read them once per subscription.
+pub(crate) struct SealedTarget {
+    pub subscription_id: String,
+    pub url: String,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub headers: serde_json::Value,
+}
+
+impl SealedTarget {
+    pub(crate) fn decode(r: &tokio_postgres::Row) -> Result<Self, StoreError> {
+        Ok(Self {
+            subscription_id: r.try_get("subscription_id")?,
+            url: r.try_get("url")?,
+            secret: r.try_get("secret")?,
+            previous_secret: r.try_get("previous_secret")?,
+            headers: r.try_get("headers")?,
+        })
+    }
+}
+
+impl OpenedCache {
+    /// [`OpenedCache::open`] for a target as a statement returned it.
+    pub(crate) fn open_target(&self, secrets: &Secrets, t: SealedTarget) -> Option<OpenedSecrets> {
+        self.open(
+            secrets,
+            &t.subscription_id,
+            t.url,
+            t.secret,
+            t.previous_secret,
+            t.headers,
+        )
+    }
+}
+
 /// A row of [`CLAIM_DUE`], by its `kind`.
 enum ClaimRow {
     /// A delivery leased by this claim; its event and subscription come as their own
@@ -380,14 +417,8 @@ enum ClaimRow {
     },
     /// The event of one or more leased deliveries.
     Event { seq: i64, id: String, body: String },
-    /// The subscription of one or more leased deliveries, its values still sealed.
-    Target {
-        subscription_id: String,
-        url: String,
-        secret: String,
-        previous_secret: Option<String>,
-        headers: serde_json::Value,
-    },
+    /// The subscription of one or more leased deliveries.
+    Target(SealedTarget),
     /// A due subscription the claim looked at: where its cursor may move, and whether
     /// it looked quiet (see `SETTLE_IDLE`, which needs its `marks`).
     Looked {
@@ -416,13 +447,7 @@ impl ClaimRow {
                 id: r.try_get("event_id")?,
                 body: r.try_get("body")?,
             },
-            "target" => Self::Target {
-                subscription_id: sub()?,
-                url: r.try_get("url")?,
-                secret: r.try_get("secret")?,
-                previous_secret: r.try_get("previous_secret")?,
-                headers: r.try_get("headers")?,
-            },
+            "target" => Self::Target(SealedTarget::decode(r)?),
             "looked" => Self::Looked {
                 progress: ClaimProgress {
                     subscription_id: sub()?,
@@ -685,26 +710,14 @@ impl Store {
                 Some(ClaimRow::Event { seq, id, body }) => {
                     events.insert(seq, (id, Bytes::from(body)));
                 }
-                Some(ClaimRow::Target {
-                    subscription_id,
-                    url,
-                    secret,
-                    previous_secret,
-                    headers,
-                }) => {
-                    match self.opened.open(
-                        &self.secrets,
-                        &subscription_id,
-                        url,
-                        secret,
-                        previous_secret,
-                        headers,
-                    ) {
+                Some(ClaimRow::Target(t)) => {
+                    let id = t.subscription_id.clone();
+                    match self.opened.open_target(&self.secrets, t) {
                         Some(opened) => {
-                            subscriptions.insert(subscription_id, opened);
+                            subscriptions.insert(id, opened);
                         }
                         None => {
-                            unreadable.insert(subscription_id);
+                            unreadable.insert(id);
                         }
                     }
                 }

@@ -40,13 +40,33 @@ async fn rest_after(started: std::time::Instant) {
 /// "hookrelay.prune" as a lock key.
 const PRUNE_LOCK: i64 = 0x686f_6f6b_7072_756e;
 
+/// The CTEs that take `per_event` (deleted deliveries per event: `event_seq, n`) off
+/// their events' counts (sql/V11), deleting an event whose last deliveries these were
+/// (`emptied`). The two statements touch disjoint rows. A literal, for `concat!`.
+macro_rules! take_off_events {
+    () => {
+        "emptied as (
+    delete from hookrelay.events e using per_event p
+     where e.seq = p.event_seq and e.deliveries_left <= p.n
+    returning 1
+),
+fewer as (
+    update hookrelay.events e set deliveries_left = e.deliveries_left - p.n
+      from per_event p
+     where e.seq = p.event_seq and e.deliveries_left > p.n
+)
+"
+    };
+}
+
 /// Deletes a batch of finished deliveries older than their status's retention and
 /// their attempts, and takes them off their events' counts (`deliveries_left`,
 /// sql/V11): an event whose last deliveries these were goes with them, the others
 /// keep fewer. The two event statements touch disjoint rows; a subscription's delete,
 /// the only other writer of the counts, takes a SHARE lock on deliveries and so never
 /// runs beside this.
-const PRUNE_DELIVERIES: &str = "
+const PRUNE_DELIVERIES: &str = concat!(
+    "
 with doomed as (
     delete from hookrelay.deliveries d
      where d.id in (
@@ -63,20 +83,13 @@ attempts as (
 per_event as (
     select event_seq, count(*)::int as n from doomed group by event_seq
 ),
-emptied as (
-    delete from hookrelay.events e using per_event p
-     where e.seq = p.event_seq and e.deliveries_left <= p.n
-    returning 1
-),
-fewer as (
-    update hookrelay.events e set deliveries_left = e.deliveries_left - p.n
-      from per_event p
-     where e.seq = p.event_seq and e.deliveries_left > p.n
-)
-select (select count(*) from doomed),
+",
+    take_off_events!(),
+    "select (select count(*) from doomed),
        -- a first attempt kept on its delivery's row (sql/V9) goes with the row
        (select count(*) from attempts) + (select count(*) from doomed where kept),
-       (select count(*) from emptied)";
+       (select count(*) from emptied)"
+);
 
 /// Receipts (sql/V17) read per prune statement: each holds up to a recorded batch
 /// of first-attempt successes (512), so a statement stays near `PRUNE_BATCH`
@@ -88,7 +101,8 @@ const PRUNE_RECEIPTS_BATCH: i64 = 16;
 /// oldest `$2` receipts are read (identity order is recording order, give or take
 /// transactions that overlapped), so a store with nothing to prune pays a few index
 /// entries, not a scan.
-const PRUNE_RECEIPTS: &str = "
+const PRUNE_RECEIPTS: &str = concat!(
+    "
 with doomed as (
     delete from hookrelay.receipts r
      where r.id in (
@@ -101,19 +115,12 @@ per_event as (
       from doomed cross join lateral unnest(doomed.event_seqs) as seq
      group by seq
 ),
-emptied as (
-    delete from hookrelay.events e using per_event p
-     where e.seq = p.event_seq and e.deliveries_left <= p.n
-    returning 1
-),
-fewer as (
-    update hookrelay.events e set deliveries_left = e.deliveries_left - p.n
-      from per_event p
-     where e.seq = p.event_seq and e.deliveries_left > p.n
-)
-select (select count(*) from doomed),
+",
+    take_off_events!(),
+    "select (select count(*) from doomed),
        (select coalesce(sum(cardinality(event_seqs)), 0)::bigint from doomed),
-       (select count(*) from emptied)";
+       (select count(*) from emptied)"
+);
 
 /// Events older than the succeeded retention with no delivery left (nobody
 /// subscribed, or their subscription was deleted), oldest first.
