@@ -4,7 +4,9 @@
 -- an update that could never be HOT (status is in the queue indexes' predicates), so
 -- it wrote a new version and an entry into each index that took it; a delete writes
 -- one small record and no index entry, and a receipt's row and index entries are
--- shared by every delivery in it.
+-- shared by every delivery in it. A batch with only a few of a subscription's
+-- successes (fewer than the recorder's RECEIPT_MIN) keeps them on their rows as
+-- before (sql/V9): a receipt of one or two would cost more than their updates.
 --
 -- Everything else keeps its row: retries, failures, later attempts, and deliveries
 -- replayed (a replayed receipt entry gets its row back, with the same id; the listing

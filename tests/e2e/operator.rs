@@ -237,16 +237,17 @@ async fn count(store_db: &tokio_postgres::Client, sql: &str) -> i64 {
     store_db.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
 }
 
+/// Succeeded deliveries: elements of receipts (first attempts that succeeded in a
+/// batch with several of their subscription's) and rows.
+const SUCCEEDED: &str = "
+select (select count(*) from hookrelay.deliveries where status = 'succeeded')
+     + (select coalesce(sum(cardinality(delivery_ids)), 0)::bigint from hookrelay.receipts)";
+
 /// Waits until `n` deliveries have their success recorded (outcomes are written in
 /// batches just after the receiver answers).
 async fn until_succeeded(store_db: &tokio_postgres::Client, n: i64) {
-    // a first attempt that succeeded is an element of a receipt; any other success
-    // a row
-    let sql = "select (select count(*) from hookrelay.deliveries where status = 'succeeded')
-                    + (select coalesce(sum(cardinality(delivery_ids)), 0)::bigint
-                         from hookrelay.receipts)";
     eventually(&format!("{n} successes recorded"), WAIT, || async {
-        (count(store_db, sql).await == n).then_some(())
+        (count(store_db, SUCCEEDED).await == n).then_some(())
     })
     .await;
 }
@@ -274,7 +275,8 @@ async fn retention_prunes_old_finished_deliveries_and_their_events_only() {
     .await;
     let db = env.source.connect().await;
     let store_db = env.store.connect().await;
-    // Rows 1-3 succeed first; their receipts are then made 8 days old.
+    // Rows 1-3 succeed first; their successes (in receipts or on their rows) are
+    // then made 8 days old.
     db.batch_execute(
         "insert into orders (id, status) select g, 'new' from generate_series(1, 3) g",
     )
@@ -283,7 +285,11 @@ async fn retention_prunes_old_finished_deliveries_and_their_events_only() {
     rx.wait_delivered(3, WAIT).await;
     until_succeeded(&store_db, 3).await;
     store_db
-        .batch_execute("update hookrelay.receipts set recorded_at = now() - interval '8 days'")
+        .batch_execute(
+            "update hookrelay.receipts set recorded_at = now() - interval '8 days';
+             update hookrelay.deliveries set updated_at = now() - interval '8 days'
+              where status = 'succeeded'",
+        )
         .await
         .unwrap();
     db.batch_execute(
@@ -300,7 +306,7 @@ async fn retention_prunes_old_finished_deliveries_and_their_events_only() {
         .batch_execute(
             "insert into hookrelay.deliveries (event_seq, subscription_id, status, attempts, updated_at)
              select d.seq, r.subscription_id, 'failed', 5, now() - interval '8 days'
-               from hookrelay.events d, (select subscription_id from hookrelay.receipts limit 1) r
+               from hookrelay.events d, (select id as subscription_id from hookrelay.subscriptions) r
               where d.body::jsonb -> 'key' ->> 'id' = '4' and d.event_type = 'orders.insert';
              update hookrelay.events set deliveries_left = deliveries_left + 1
               where body::jsonb -> 'key' ->> 'id' = '4' and event_type = 'orders.insert';
@@ -317,11 +323,7 @@ async fn retention_prunes_old_finished_deliveries_and_their_events_only() {
         "3 old succeeded deliveries with their attempts and events, and the event nobody subscribed to"
     );
     assert_eq!(
-        count(
-            &store_db,
-            "select coalesce(sum(cardinality(delivery_ids)), 0)::bigint from hookrelay.receipts"
-        )
-        .await,
+        count(&store_db, SUCCEEDED).await,
         3,
         "the young successes stay"
     );
@@ -378,7 +380,11 @@ async fn an_event_stays_until_its_last_delivery_goes() {
 
     store_db
         .execute(
-            "update hookrelay.receipts set recorded_at = now() - interval '8 days'
+            "with r as (
+                 update hookrelay.receipts set recorded_at = now() - interval '8 days'
+                  where subscription_id = $1
+             )
+             update hookrelay.deliveries set updated_at = now() - interval '8 days'
               where subscription_id = $1",
             &[&first],
         )

@@ -186,7 +186,8 @@ async fn an_outcome_the_store_refuses_is_isolated_from_its_batch() {
     let (relay, api, healthy, _) = env.relay_with_receiver().await;
     // A constraint stands in for any row the store refuses (SQLSTATE 23514): every
     // attempt whose body holds "POISON" fails its whole outcome batch, whether kept as
-    // an attempt row or (a first success, sql/V17) in a receipt.
+    // an attempt row or a first success, in a receipt (sql/V17) or on its delivery's
+    // row (sql/V9).
     env.store
         .connect()
         .await
@@ -198,7 +199,10 @@ async fn an_outcome_the_store_refuses_is_isolated_from_its_batch() {
                as $$ select not exists (select from unnest(bodies) b
                                          where position('POISON'::bytea in b) > 0) $$;
              alter table hookrelay.receipts add constraint poison
-               check (hookrelay.no_poison(bodies))",
+               check (hookrelay.no_poison(bodies));
+             alter table hookrelay.deliveries add constraint poison
+               check (first_attempt_body is null
+                      or position('POISON'::bytea in first_attempt_body) = 0)",
         )
         .await
         .unwrap();

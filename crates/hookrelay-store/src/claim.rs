@@ -499,31 +499,46 @@ update hookrelay.subscription_work w
   from mine
  where w.subscription_id = mine.sub";
 
+/// A subscription's first successes in one recorded batch go into a receipt only
+/// when there are at least this many of them; fewer are kept on their rows. A
+/// receipt's row, its array headers and its four index entries cost about as much
+/// as the outcome updates of three or four deliveries (bench workload 9, fan-out to
+/// 1,000 subscriptions, records about one success per subscription per batch: as
+/// one-element receipts they cost 700 B of WAL per delivery, as updates about 280).
+const RECEIPT_MIN: i64 = 8;
+
 /// Writes a batch of outcomes, only where the lease is still ours for that attempt,
-/// and logs the attempts: a first attempt that succeeded (`done`) takes the delivery
-/// out of the queue into a receipt (sql/V17), every other one updates the delivery
-/// and is logged as a row of `attempts`.
+/// and logs the attempts. A first attempt that succeeded, on a delivery with nothing
+/// logged before it (no attempt rows, no replay: so a delivery's whole history is in
+/// one place, and in at most one receipt), is `kept`:
+/// - with at least `$13` of its subscription in the batch (`done`), its delivery leaves
+///   the queue for a receipt (sql/V17): one row per subscription, an element per
+///   delivery;
+/// - otherwise (`inline`) on its delivery's own row (sql/V9).
 ///
-/// `done` takes only a delivery with nothing logged before it (no attempt rows, no
-/// replay), so a receipt always holds a delivery's whole history and a delivery is in
-/// at most one receipt. A receipt is one row per subscription of the batch, with an
-/// element per delivery. The two writes touch disjoint rows: `rest` skips the ids
-/// `done` returned.
+/// Every other outcome updates its delivery and is logged as a row of `attempts`
+/// (`rest`). The three writes touch disjoint rows.
 const RECORD_OUTCOMES: &str = "
 with u as (
     select * from unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::int[],
                          $6::text[], $8::timestamptz[], $9::int[], $10::bytea[])
         as u(id, attempt, status, next_at, code, err, started, ms, body)
 ),
-done as (
-    delete from hookrelay.deliveries d
-     using u
-     where d.id = u.id and d.attempts = u.attempt and d.lease_owner = $7
+kept as materialized (
+    select u.*, count(*) over (partition by d.subscription_id) as n
+      from u
+      join hookrelay.deliveries d on d.id = u.id
+     where d.attempts = u.attempt and d.lease_owner = $7
        and u.status = 'succeeded' and u.attempt = 1 and u.err is null
        and d.replayed_at is null and d.first_attempt_at is null
        and not exists (select 1 from hookrelay.attempts a where a.delivery_id = d.id)
-    returning d.id, d.subscription_id, d.event_seq, d.created_at, u.started, u.ms, u.code,
-              u.body
+),
+done as (
+    delete from hookrelay.deliveries d
+     using kept k
+     where d.id = k.id and k.n >= $13 and d.attempts = k.attempt and d.lease_owner = $7
+    returning d.id, d.subscription_id, d.event_seq, d.created_at, k.started, k.ms, k.code,
+              k.body
 ),
 receipt as (
     insert into hookrelay.receipts
@@ -536,8 +551,29 @@ receipt as (
       from done
      group by subscription_id
 ),
+inline as (
+    update hookrelay.deliveries d
+       set status = 'succeeded',
+           lease_owner = null,
+           lease_until = null,
+           last_status_code = k.code,
+           last_error = null,
+           updated_at = now(),
+           first_attempt_at = k.started,
+           first_attempt_ms = k.ms,
+           first_attempt_code = k.code,
+           first_attempt_body = k.body
+      from kept k
+     where d.id = k.id and k.n < $13 and d.attempts = k.attempt and d.lease_owner = $7
+    returning d.id
+),
+written as (
+    -- kept and written: one `kept` lost meanwhile (its lease taken over) is left to
+    -- `rest`, which logs its attempt as before
+    select id from done union all select id from inline
+),
 rest as (
-    -- the outcomes `done` did not take, picked before the join: filtered after it,
+    -- the outcomes not `kept`, picked before the join: filtered after it,
     -- every outcome of the batch was looked up a second time by id only to be dropped.
     -- A delivery lives $11 seconds (dispatch.max_age) from its creation or its replay:
     -- a retry is never scheduled past that, so an expired retry is always due, where
@@ -557,13 +593,13 @@ rest as (
                               and coalesce(d.replayed_at, d.created_at) + make_interval(secs => $11) <= now()
                              then $12 || coalesce('; last attempt: ' || u.err, '') else u.err end,
            updated_at = now()
-      from (select * from u where u.id not in (select id from done)) u
+      from (select * from u where u.id not in (select id from written)) u
      where d.id = u.id and d.attempts = u.attempt and d.lease_owner = $7
 )
 insert into hookrelay.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
 select u.id, u.attempt, u.started, u.ms, u.code, u.err, u.body
   from u
- where u.id not in (select id from done)";
+ where u.id not in (select id from written)";
 
 /// A 410 disables the subscription (`gone`, sql/V7: no new deliveries either) and
 /// fails everything still open for it. A paused one whose last in-flight delivery
@@ -896,8 +932,19 @@ impl Store {
         tx.execute(
             &stmt,
             &[
-                &ids, &attempts, &statuses, &next_at, &codes, &errors, &owner, &started,
-                &durations, &bodies, &max_age, &expired,
+                &ids,
+                &attempts,
+                &statuses,
+                &next_at,
+                &codes,
+                &errors,
+                &owner,
+                &started,
+                &durations,
+                &bodies,
+                &max_age,
+                &expired,
+                &RECEIPT_MIN,
             ],
         )
         .await?;

@@ -8,7 +8,8 @@
 //!  dispatch ─claim_due────▶ deliveries leased FOR UPDATE SKIP LOCKED (committed before I/O)
 //!  dispatch ─record───────▶ deliveries outcome + attempts        (batched; a first
 //!                           attempt that succeeded takes its delivery out of the
-//!                           queue into a receipt, one per subscription, sql/V17)
+//!                           queue into a receipt, one per subscription, sql/V17,
+//!                           or, a few of a subscription's, stays on its row, V9)
 //!  api ──────────────────▶ subscriptions, events, deliveries (rows and receipts), replay
 //! ```
 //!

@@ -954,9 +954,11 @@ async fn an_events_deliveries_list_by_event_id() {
 }
 
 /// First attempts that succeeded are kept in receipts, one per subscription per
-/// recorded batch. Many small receipts, interleaved by id with rows (failures, a
-/// replayed one), still list as one sequence newest first, each once, in pages of
-/// any size, and by event; the single view and a replay find a receipt's delivery.
+/// recorded batch (a batch with only a few of a subscription's keeps them on their
+/// rows). Many receipts, interleaved by id with rows (failures, a small batch's
+/// successes, a replayed one), still list as one sequence newest first, each once, in
+/// pages of any size, and by event; the single view and a replay find a receipt's
+/// delivery.
 #[tokio::test]
 async fn deliveries_kept_in_many_receipts_list_page_and_replay_like_rows() {
     let api = TestApi::new().await;
@@ -967,50 +969,65 @@ async fn deliveries_kept_in_many_receipts_list_page_and_replay_like_rows() {
         .expect("id")
         .to_owned();
     let now = Utc::now();
-    let events: Vec<_> = (1..=60).map(|n| event(n, "orders.insert", now)).collect();
+    let events: Vec<_> = (1..=123).map(|n| event(n, "orders.insert", now)).collect();
     api.store()
-        .commit_batch("shop", &events, "60")
+        .commit_batch("shop", &events, "123")
         .await
         .expect("commit");
     let claimed = claim_all(api.store()).await;
-    assert_eq!(claimed.len(), 60);
-    // One outcome per record: 50 receipts of one delivery each, and every sixth a
-    // failure that keeps its row.
-    for (i, d) in claimed.iter().enumerate() {
-        let o = if i % 6 == 5 {
-            outcome(d, OutcomeStatus::Failed, 500)
-        } else {
-            outcome(d, OutcomeStatus::Succeeded, 200)
-        };
+    assert_eq!(claimed.len(), 123);
+    // Recorded ten at a time, the last of each ten a failure (it keeps its row):
+    // twelve receipts of nine; then three successes alone, kept on their rows.
+    for chunk in claimed.chunks(10) {
+        let outcomes: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                if i == 9 {
+                    outcome(d, OutcomeStatus::Failed, 500)
+                } else {
+                    outcome(d, OutcomeStatus::Succeeded, 200)
+                }
+            })
+            .collect();
         api.store()
-            .record_outcomes("test", &[o])
+            .record_outcomes("test", &outcomes)
             .await
             .expect("record");
     }
     let raw = api.db.raw_client().await;
-    let receipts: i64 = raw
-        .query_one("select count(*) from hookrelay.receipts", &[])
+    let receipts: Vec<i32> = raw
+        .query(
+            "select cardinality(delivery_ids) from hookrelay.receipts order by id",
+            &[],
+        )
         .await
-        .expect("count")
-        .get(0);
-    assert_eq!(receipts, 50, "one receipt per recorded success");
+        .expect("receipts")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        receipts,
+        vec![9; 12],
+        "one receipt per batch of nine successes"
+    );
     let rows: i64 = raw
         .query_one("select count(*) from hookrelay.deliveries", &[])
         .await
         .expect("count")
         .get(0);
-    assert_eq!(rows, 10, "only the failures keep a row");
+    assert_eq!(rows, 15, "the failures and the small batch keep their rows");
 
     let mut everything: Vec<i64> = claimed.iter().map(|d| d.delivery_id).collect();
     everything.sort_unstable_by(|x, y| y.cmp(x));
-    for limit in [1, 7, 25, 60] {
+    for limit in [2, 7, 25, 123] {
         let (paged, _) = all_pages(&api, "", limit).await;
         assert_eq!(paged, everything, "limit {limit}");
     }
     let ok = all_pages(&api, "&status=succeeded", 9).await.0;
-    assert_eq!(ok.len(), 50);
+    assert_eq!(ok.len(), 111);
     let failed = all_pages(&api, "&status=failed", 4).await.0;
-    assert_eq!(failed.len(), 10);
+    assert_eq!(failed.len(), 12);
 
     // The oldest event's delivery, found by event: the walk reads every receipt.
     let first = &claimed[0];
@@ -1068,17 +1085,17 @@ async fn deliveries_kept_in_many_receipts_list_page_and_replay_like_rows() {
         "the receipt's attempt first, then the replay's"
     );
 
-    // A bulk replay of succeeded ones reaches the receipts: 49 left in them, and the
-    // replayed one that succeeded again as a row.
+    // A bulk replay of succeeded ones reaches the receipts: 107 left in them, the
+    // small batch's three rows, and the replayed one that succeeded again as a row.
     let res = api
         .post(
             "/v1/replay",
             json!({"subscription_id": sub, "status": "succeeded"}),
         )
         .await;
-    assert_eq!(res.json()["replayed"], 50);
+    assert_eq!(res.json()["replayed"], 111);
     let pending = all_pages(&api, "&status=pending", 20).await.0;
-    assert_eq!(pending.len(), 50);
+    assert_eq!(pending.len(), 111);
     let (paged, _) = all_pages(&api, "", 13).await;
     assert_eq!(paged, everything, "still each once");
 }
