@@ -505,7 +505,7 @@ update hookrelay.subscription_work w
 /// as the outcome updates of three or four deliveries (bench workload 9, fan-out to
 /// 1,000 subscriptions, records about one success per subscription per batch: as
 /// one-element receipts they cost 700 B of WAL per delivery, as updates about 280).
-const RECEIPT_MIN: i64 = 8;
+const RECEIPT_MIN: i64 = 4;
 
 /// Writes a batch of outcomes, only where the lease is still ours for that attempt,
 /// and logs the attempts. A first attempt that succeeded, on a delivery with nothing
