@@ -149,11 +149,28 @@ impl MariaDbInstance {
             ]);
         }
         inst.args = args;
-        inst.spawn().await;
+        // The port was free when picked, but a test running beside this one may take
+        // it before the server binds it: then the server exits, and a fresh port is
+        // tried (only here: a restart must keep its port).
+        for attempt in 1..=3 {
+            match inst.spawn().await {
+                Ok(()) => return inst,
+                Err(log) if attempt < 3 && log.contains("Address already in use") => {
+                    inst.port = free_port();
+                    let port_arg = format!("--port={}", inst.port);
+                    for a in inst.args.iter_mut().filter(|a| a.starts_with("--port=")) {
+                        *a = port_arg.clone();
+                    }
+                }
+                Err(log) => panic!("mariadbd did not start: {log}"),
+            }
+        }
         inst
     }
 
-    async fn spawn(&mut self) {
+    /// Starts the server and waits until it accepts connections; if it exits (or
+    /// does not answer within 60 s) the end of its error log is the error.
+    async fn spawn(&mut self) -> Result<(), String> {
         let child = Command::new(require("mariadbd"))
             .args(&self.args)
             .stdin(Stdio::null())
@@ -164,16 +181,30 @@ impl MariaDbInstance {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         let opts = self.opts("mysql");
+        let log_tail = |dir: &PathBuf| {
+            let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(10)..].join("\n")
+        };
         loop {
             if let Ok(c) = Conn::new(opts.clone()).await {
                 let _ = c.disconnect().await;
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "mariadbd did not accept connections within 60 s; see {}",
-                self.dir.join("error.log").display()
-            );
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                self.child = None;
+                return Err(format!("it exited; its log ends:\n{}", log_tail(&self.dir)));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no connection within 60 s; its log ends:\n{}",
+                    log_tail(&self.dir)
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -181,7 +212,9 @@ impl MariaDbInstance {
     /// `kill -9` of the server, then start it again on the same data and port.
     pub async fn crash_and_restart(&mut self) {
         self.kill();
-        self.spawn().await;
+        if let Err(log) = self.spawn().await {
+            panic!("mariadbd did not restart: {log}");
+        }
     }
 
     fn kill(&mut self) {
