@@ -214,20 +214,18 @@ impl Store {
                 tx.execute(MARK_DUE, &[&subscription_id]).await?;
             }
             None => {
-                let subscription_id = fetch_delivery(&tx, id).await?.subscription_id;
+                let subscription_id = fetch_receipted(&tx, id)
+                    .await?
+                    .ok_or(StoreError::NotFound)?
+                    .subscription_id;
                 require_not_gone(&tx, &subscription_id).await?;
-                let sql = format!(
-                    "with receipted as (
-                         select x.id, x.seq, x.created_at, r.subscription_id
-                           from hookrelay.receipts r
-                          cross join lateral unnest(r.delivery_ids, r.event_seqs, r.created_ats)
-                                as x(id, seq, created_at)
-                          where int8range(r.first_delivery, r.last_delivery, '[]') @> $1::bigint
-                            and x.id = $1
-                     ),
-                     {REVIVE}"
+                let mut x = Conditions::default();
+                x.add(
+                    "int8range(r.first_delivery, r.last_delivery, '[]') @> ?::bigint",
+                    &id,
                 );
-                tx.execute(&sql, &[&id]).await?;
+                x.add("x.id = ?", &id);
+                revive(&tx, x).await?;
                 tx.execute(MARK_DUE, &[&subscription_id]).await?;
             }
         }
@@ -304,11 +302,22 @@ async fn fetch_delivery(client: &impl GenericClient, id: i64) -> Result<Delivery
     if let Some(row) = client.query_opt(&stmt, &[&id]).await? {
         return delivery_from_row(&row);
     }
+    fetch_receipted(client, id)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+/// The delivery a receipt holds as element `id`, if one does.
+async fn fetch_receipted(
+    client: &impl GenericClient,
+    id: i64,
+) -> Result<Option<Delivery>, StoreError> {
     let stmt = client.prepare_cached(SELECT_RECEIPTED).await?;
-    match client.query_opt(&stmt, &[&id]).await? {
-        Some(row) => delivery_from_row(&row),
-        None => Err(StoreError::NotFound),
-    }
+    client
+        .query_opt(&stmt, &[&id])
+        .await?
+        .map(|row| delivery_from_row(&row))
+        .transpose()
 }
 
 /// Receipts read per look at first; each look that cannot yet tell the page reads
@@ -428,6 +437,13 @@ async fn revive_receipted(
             v,
         );
     }
+    revive(client, x).await
+}
+
+/// Gives the receipt elements that match `x` (over `r`, a receipt, and `x`, its
+/// element: `id, seq, created_at`) their rows back, as `REVIVE` says; one not
+/// replayed yet only. Returns how many.
+async fn revive(client: &impl GenericClient, mut x: Conditions<'_>) -> Result<u64, StoreError> {
     x.add_fixed("not exists (select from hookrelay.deliveries d where d.id = x.id)".into());
     let sql = format!(
         "with receipted as (

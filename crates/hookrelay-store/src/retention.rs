@@ -132,12 +132,40 @@ delete from hookrelay.events e
      order by created_at
      limit $2)";
 
+/// Runs `batch` (what it pruned, and whether it was full) until one is not full or
+/// `MAX_BATCHES` ran, resting after each full one.
+async fn in_batches<F, Fut>(mut batch: F) -> Result<Pruned, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(Pruned, bool), StoreError>>,
+{
+    let mut total = Pruned::default();
+    for _ in 0..MAX_BATCHES {
+        let started = std::time::Instant::now();
+        let (pruned, full) = batch().await?;
+        total += pruned;
+        if !full {
+            break;
+        }
+        rest_after(started).await;
+    }
+    Ok(total)
+}
+
 /// What one pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
     pub deliveries: u64,
     pub attempts: u64,
     pub events: u64,
+}
+
+impl std::ops::AddAssign for Pruned {
+    fn add_assign(&mut self, other: Self) {
+        self.deliveries += other.deliveries;
+        self.attempts += other.attempts;
+        self.events += other.events;
+    }
 }
 
 impl Store {
@@ -176,46 +204,44 @@ impl Store {
         let (ok_for, failed_for) = (interval(succeeded), interval(failed));
         let mut total = Pruned::default();
         let stmt = client.prepare_cached(PRUNE_DELIVERIES).await?;
-        for _ in 0..MAX_BATCHES {
-            let started = std::time::Instant::now();
+        total += in_batches(|| async {
             let row = client
                 .query_one(&stmt, &[&ok_for, &failed_for, &PRUNE_BATCH])
                 .await?;
             let (d, a, e): (i64, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            total.deliveries += d as u64;
-            total.attempts += a as u64;
-            total.events += e as u64;
-            if d < PRUNE_BATCH {
-                break;
-            }
-            rest_after(started).await;
-        }
+            let pruned = Pruned {
+                deliveries: d as u64,
+                attempts: a as u64,
+                events: e as u64,
+            };
+            Ok((pruned, d == PRUNE_BATCH))
+        })
+        .await?;
         let stmt = client.prepare_cached(PRUNE_RECEIPTS).await?;
-        for _ in 0..MAX_BATCHES {
-            let started = std::time::Instant::now();
+        total += in_batches(|| async {
             let row = client
                 .query_one(&stmt, &[&ok_for, &PRUNE_RECEIPTS_BATCH])
                 .await?;
             let (r, d, e): (i64, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
             // each element is a delivery and its one attempt
-            total.deliveries += d as u64;
-            total.attempts += d as u64;
-            total.events += e as u64;
-            if r < PRUNE_RECEIPTS_BATCH {
-                break;
-            }
-            rest_after(started).await;
-        }
+            let pruned = Pruned {
+                deliveries: d as u64,
+                attempts: d as u64,
+                events: e as u64,
+            };
+            Ok((pruned, r == PRUNE_RECEIPTS_BATCH))
+        })
+        .await?;
         let stmt = client.prepare_cached(PRUNE_UNREFERENCED_EVENTS).await?;
-        for _ in 0..MAX_BATCHES {
-            let started = std::time::Instant::now();
+        total += in_batches(|| async {
             let e = client.execute(&stmt, &[&ok_for, &PRUNE_BATCH]).await?;
-            total.events += e;
-            if e < PRUNE_BATCH as u64 {
-                break;
-            }
-            rest_after(started).await;
-        }
+            let pruned = Pruned {
+                events: e,
+                ..Pruned::default()
+            };
+            Ok((pruned, e == PRUNE_BATCH as u64))
+        })
+        .await?;
         Ok(total)
     }
 
