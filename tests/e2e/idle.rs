@@ -296,6 +296,7 @@ async fn a_claim_reads_only_subscriptions_with_due_work() {
             error: None,
             response_body: None,
             status: OutcomeStatus::Succeeded,
+            run: d.run.clone(),
         })
         .collect();
     store.record_outcomes("owner", &done).await.expect("record");
@@ -369,6 +370,7 @@ fn outcome(d: &hookrelay_store::ClaimedDelivery, status: OutcomeStatus) -> Outco
         error: None,
         response_body: None,
         status,
+        run: d.run.clone(),
     }
 }
 

@@ -52,6 +52,7 @@ impl Default for TestSender {
                 error: Some("no dispatcher in this process".into()),
                 response_body: None,
                 status: OutcomeStatus::Failed,
+                run: None,
             }
         })
     }

@@ -115,6 +115,7 @@ pub async fn attempt_to(
         error,
         response_body: body,
         status,
+        run: d.run,
     }
 }
 

@@ -91,6 +91,7 @@ fn delivery(url: String) -> ClaimedDelivery {
         headers: Arc::new([]),
         event_id: "evt_test".into(),
         body: "{}".into(),
+        run: None,
     }
 }
 

@@ -9,7 +9,7 @@ use hookrelay_core::ChangeEvent;
 
 use crate::{
     backfills::{BackfillChunk, ChunkOutcome},
-    claim::{OpenedSecrets, SealedTarget},
+    claim::{OpenedSecrets, RunTicket, SealedTarget},
     model::{Checkpoint, RejectedChange},
     row_filters::{Candidate, Passed},
     ClaimedDelivery, Handed, Offer, Store, StoreError,
@@ -105,67 +105,112 @@ const INSERTED: &str = "    returning seq, id, source, event_type, order_key
 ),
 ";
 
-/// The deliveries, all pending for a claim (no offer).
-const DELIVERIES_PENDING: &str = "
-dlv as (
-    insert into hookrelay.deliveries (event_seq, subscription_id, order_key)
-    select ins.seq, m.id, case when m.ordering = 'key' then ins.order_key end
-      from ins
-      join matched m on m.source = ins.source and m.event_type = ins.event_type
-     order by ins.seq, m.id
-    returning id, subscription_id, event_seq, false as handed
+/// Every new delivery, with its id (from the deliveries' sequence, in event order:
+/// fixed from now on, whether it goes into a run or a row), placed in a run (sql/V18)
+/// or left a row: a run takes those that may go without waiting on another of this
+/// batch (an enabled subscription's, no key or the first of its key here); a paused
+/// subscription's wait as rows, and so do the second and later of a key in one batch.
+/// Shared by both forms.
+const PLACED: &str = "
+fan as materialized (
+    select nextval('hookrelay.deliveries_id_seq') as id, f.*
+      from (select ins.seq, m.id as sub, m.enabled, k.key,
+                   row_number() over (partition by m.id, k.key order by ins.seq) as nth
+              from ins
+              join matched m on m.source = ins.source and m.event_type = ins.event_type
+              cross join lateral (select case when m.ordering = 'key' then ins.order_key end as key) k
+             order by ins.seq, m.id) f
+),
+placed as materialized (
+    select f.*, f.enabled and (f.key is null or f.nth = 1) as in_run,
+           (row_number() over (partition by f.sub, f.enabled and (f.key is null or f.nth = 1)
+                               order by f.id) - 1) / 64 as chunk
+      from fan f
+),
+lone as (
+    insert into hookrelay.deliveries (id, event_seq, subscription_id, order_key)
+    overriding system value
+    select id, seq, sub, key from placed where not in_run order by id
 ),
 ";
 
-/// The deliveries, those that may go now leased to the local dispatcher within its
-/// offer (see `signal`).
-const DELIVERIES_OFFERED: &str = "
-fan as materialized (
-    -- every new event's deliveries, with the room offered to their subscription
-    -- ($8/$9; null: none) and their place among those of their key in this batch
-    select ins.seq, m.id as sub, m.enabled, k.key, o.room,
-           row_number() over (partition by m.id, k.key order by ins.seq) as nth
-      from ins
-      join matched m on m.source = ins.source and m.event_type = ins.event_type
-      cross join lateral (select case when m.ordering = 'key' then ins.order_key end as key) k
-      left join unnest($8::text[], $9::int[]) as o(sub, room) on o.sub = m.id
+/// The runs, all waiting for a claim (no offer).
+const RUNS_WAITING: &str = "
+runs_made as materialized (
+    select sub, chunk, min(id) as id, max(id) as last, array_agg(id order by id) as ids,
+           array_agg(seq order by id) as seqs, array_agg(key order by id) as keys,
+           false as handed
+      from placed where in_run
+     group by sub, chunk
 ),
-eligible as (
-    -- may be sent now, without a claim, by per-key order (DESIGN §1.1.3): no key, or
-    -- the first of its key in this batch with no delivery of that key still open
-    -- (any open one is older). The open one is looked up per delivery, and only for
-    -- subscriptions with room: as a plain NOT EXISTS the generic plan hashed every
-    -- open delivery of the store on each batch
-    select f.seq, f.sub, f.key, f.room,
-           f.room is not null and f.enabled
-               and (f.key is null or (f.nth = 1 and b.open is null)) as ok
-      from fan f
-      left join lateral (
-            select true as open
-              from hookrelay.deliveries p
-             where f.room is not null and f.nth = 1 and f.key is not null
-               and p.subscription_id = f.sub
-               and p.order_key = f.key
-               -- deliveries_key_open's predicate, so the planner uses it
-               and p.order_key is not null
-               and p.status in ('pending', 'retrying')
-             limit 1) b on true
+made as (
+    insert into hookrelay.runs (id, last_delivery, subscription_id, delivery_ids, event_seqs, order_keys)
+    select id, last, sub, ids, seqs, keys from runs_made order by id
 ),
-dlv as (
-    -- leased at insert to the local dispatcher ($7, for $10 seconds), up to the room
-    -- it offered per subscription, oldest first; the rest stay pending for a claim
-    insert into hookrelay.deliveries
-           (event_seq, subscription_id, order_key, attempts, lease_owner, lease_until)
-    select seq, sub, key,
-           case when handed then 1 else 0 end,
+";
+
+/// The runs, those that may go now leased to the local dispatcher within its offer
+/// (see `signal`); the rest wait for a claim.
+const RUNS_OFFERED: &str = "
+handable as materialized (
+    -- the offered subscriptions ($8, room $9) that may be handed runs now: none of
+    -- their runs waits for a claim or is held by another process, so a run handed
+    -- here is never sent before an older one
+    select o.sub, o.room
+      from unnest($8::text[], $9::int[]) as o(sub, room)
+     where not exists (select from hookrelay.runs r
+                        where r.subscription_id = o.sub
+                          and (r.lease_owner is distinct from $7::text or r.lease_until < now()))
+),
+busy as materialized (
+    -- the keys open in their runs (all in flight here)
+    select distinct r.subscription_id as sub, k.key
+      from hookrelay.runs r
+      cross join lateral unnest(r.order_keys) as k(key)
+     where r.subscription_id in (select sub from handable) and k.key is not null
+),
+free as materialized (
+    -- may go now by per-key order (DESIGN §1.1.3): no key, or none of its key open
+    -- in a run or a row. The open row is looked up per delivery, and only for
+    -- subscriptions that may be handed runs: as a plain NOT EXISTS the generic plan
+    -- hashed every open delivery of the store on each batch
+    select p.id, p.sub, p.chunk, h.room,
+           case when h.sub is null then false
+                when p.key is null then true
+                else not exists (select from busy b where b.sub = p.sub and b.key = p.key)
+                     and not exists (
+                         select from hookrelay.deliveries d
+                          where d.subscription_id = p.sub and d.order_key = p.key
+                            -- deliveries_key_open's predicate, so the planner uses it
+                            and d.order_key is not null
+                            and d.status in ('pending', 'retrying')) end as ok
+      from placed p
+      left join handable h on h.sub = p.sub
+     where p.in_run
+),
+runs_made as materialized (
+    -- handed: every delivery in it may go, and it starts within the room
+    select p.sub, p.chunk, min(p.id) as id, max(p.id) as last,
+           array_agg(p.id order by p.id) as ids, array_agg(p.seq order by p.id) as seqs,
+           array_agg(p.key order by p.id) as keys,
+           bool_and(f.ok) and coalesce(p.chunk * 64 < min(f.room), false) as handed
+      from placed p
+      join free f on f.id = p.id
+     where p.in_run
+     group by p.sub, p.chunk
+),
+made as (
+    -- leased at insert to the local dispatcher ($7, for $10 seconds)
+    insert into hookrelay.runs
+           (id, last_delivery, subscription_id, lease_owner, lease_until, leases,
+            delivery_ids, event_seqs, order_keys)
+    select id, last, sub,
            case when handed then $7::text end,
-           case when handed then now() + make_interval(secs => $10::float8) end
-      from (select e.seq, e.sub, e.key,
-                   e.ok and row_number() over (partition by e.sub, e.ok order by e.seq) <= e.room
-                       as handed
-              from eligible e) picked
-     order by seq, sub
-    returning id, subscription_id, event_seq, lease_owner is not null as handed
+           case when handed then now() + make_interval(secs => $10::float8) end,
+           case when handed then 1 else 0 end,
+           ids, seqs, keys
+      from runs_made
+     order by id
 ),
 ";
 
@@ -191,29 +236,34 @@ work as (
 )
 -- what the batch added, once
 select 'totals' as kind, (select count(*) from ins) as events,
-       (select count(*) from dlv) as deliveries,
-       (select min(id) from dlv where not handed) as first_waiting,
+       (select count(*) from fan) as deliveries,
+       (select min(w.id) from (select id from placed where not in_run
+                               union all select id from runs_made where not handed) w)
+           as first_waiting,
        null::bigint as delivery_id, null::text as subscription_id, null::text as event_id,
+       null::bigint as run, null::int as run_size,
        null::text as url, null::text as secret, null::text as previous_secret,
        null::jsonb as headers
 union all
--- each delivery handed over, with its event's id
-select 'handed', null, null, null, d.id, d.subscription_id, i.id, null, null, null, null
-  from dlv d join ins i on i.seq = d.event_seq
- where d.handed
+-- each delivery of a handed run, with its event's id
+select 'handed', null, null, null, x.id, rm.sub, i.id, rm.id, cardinality(rm.ids),
+       null, null, null, null
+  from runs_made rm
+ cross join lateral unnest(rm.ids, rm.seqs) as x(id, seq)
+  join ins i on i.seq = x.seq
+ where rm.handed
 union all
--- each handed delivery's subscription once (URL, sealed secrets, headers)
-select 'target', null, null, null, null, s.id, null, s.url, s.secret,
+-- each handed run's subscription once (URL, sealed secrets, headers)
+select 'target', null, null, null, null, s.id, null, null, null, s.url, s.secret,
        case when s.previous_secret_until > now() then s.previous_secret end, s.headers
   from hookrelay.subscriptions s
- where s.id = any (array(select distinct subscription_id from dlv where handed))
+ where s.id = any (array(select distinct sub from runs_made where handed))
 union all
--- each subscription given deliveries left for a claim (more than its room, none
--- offered, or behind an open one of their key)
-select distinct 'waiting', null::bigint, null::bigint, null::bigint, null::bigint,
-       d.subscription_id, null, null, null, null, null::jsonb
-  from dlv d
- where not d.handed";
+-- each subscription given deliveries left for a claim (runs not handed, rows)
+select distinct 'waiting', null::bigint, null::bigint, null::bigint, null::bigint, w.sub,
+       null, null::bigint, null::int, null, null, null, null::jsonb
+  from (select sub from runs_made where not handed
+        union all select sub from placed where not in_run) w";
 
 /// A row of the batch statement, by its `kind`.
 enum BatchRow {
@@ -224,11 +274,13 @@ enum BatchRow {
         deliveries: i64,
         first_waiting: Option<i64>,
     },
-    /// A delivery leased at insert, to be handed over once committed.
+    /// A delivery of a run leased at insert, to be handed over once committed.
     Handed {
         delivery_id: i64,
         subscription_id: String,
         event_id: String,
+        run: i64,
+        run_size: i32,
     },
     /// The subscription of handed deliveries.
     Target(SealedTarget),
@@ -249,6 +301,8 @@ impl BatchRow {
                 delivery_id: r.try_get("delivery_id")?,
                 subscription_id: sub()?,
                 event_id: r.try_get("event_id")?,
+                run: r.try_get("run")?,
+                run_size: r.try_get("run_size")?,
             },
             "target" => Self::Target(SealedTarget::decode(r)?),
             "waiting" => Self::Waiting {
@@ -263,18 +317,15 @@ impl BatchRow {
 /// already stored; written once each, so a batch pays for neither unless it needs it.
 pub fn insert_events_and_deliveries(offered: bool, dedupe: bool) -> &'static str {
     static FORMS: [OnceLock<String>; 4] = [const { OnceLock::new() }; 4];
-    let deliveries = if offered {
-        DELIVERIES_OFFERED
-    } else {
-        DELIVERIES_PENDING
-    };
+    let runs = if offered { RUNS_OFFERED } else { RUNS_WAITING };
     let dedupe_part = if dedupe { DEDUPE } else { "" };
     FORMS[usize::from(offered) * 2 + usize::from(dedupe)].get_or_init(|| {
         [
             EVENTS_AND_MATCHES,
             dedupe_part,
             INSERTED,
-            deliveries,
+            PLACED,
+            runs,
             MARKS_AND_RESULT,
         ]
         .concat()
@@ -457,9 +508,10 @@ impl Store {
         let tx = client.transaction().await?;
         let mut outcome = BatchOutcome::default();
         let mut handed = Handed::default();
-        // (delivery id, subscription, event id) of the handed deliveries, and each
-        // handed subscription's URL and opened secrets
-        let mut leased: Vec<(i64, String, String)> = Vec::new();
+        // (delivery id, subscription, event id, run) of the handed deliveries, and
+        // each handed subscription's URL and opened secrets
+        let mut leased: Vec<(i64, String, String, RunTicket)> = Vec::new();
+        let mut runs: HashMap<i64, RunTicket> = HashMap::new();
         let mut targets: HashMap<String, OpenedSecrets> = HashMap::new();
         // (event, subscription) pairs whose filter passed (see `row_filters`)
         let mut passed = Passed::default();
@@ -543,7 +595,15 @@ impl Store {
                         delivery_id,
                         subscription_id,
                         event_id,
-                    }) => leased.push((delivery_id, subscription_id, event_id)),
+                        run,
+                        run_size,
+                    }) => {
+                        let ticket = runs
+                            .entry(run)
+                            .or_insert_with(|| RunTicket::new(run, run_size as usize))
+                            .clone();
+                        leased.push((delivery_id, subscription_id, event_id, ticket));
+                    }
                     Some(BatchRow::Target(t)) => {
                         // A subscription whose secret does not open is not handed
                         // over; the batch and every other subscription go on.
@@ -578,18 +638,19 @@ impl Store {
                 }
             }
         }
-        // Handed deliveries of a subscription whose secret did not open wait, parked
-        // like a claim parks them, in this transaction.
-        let parked: Vec<i64> = leased
+        // Handed runs of a subscription whose secret did not open wait, parked like
+        // a claim parks them, in this transaction.
+        let mut parked: Vec<i64> = leased
             .iter()
-            .filter(|(_, sub, _)| !targets.contains_key(sub))
-            .map(|(id, _, _)| *id)
+            .filter(|(_, sub, _, _)| !targets.contains_key(sub))
+            .map(|(_, _, _, run)| run.id)
             .collect();
         if let (false, Some(offer)) = (parked.is_empty(), offer) {
-            leased.retain(|(_, sub, _)| targets.contains_key(sub));
+            parked.dedup();
+            leased.retain(|(_, sub, _, _)| targets.contains_key(sub));
             let retry = crate::claim::UNREADABLE_RETRY.as_secs_f64();
             tx.execute(
-                crate::claim::PARK_UNREADABLE,
+                crate::claim::PARK_UNREADABLE_RUNS,
                 &[&parked, &offer.owner, &retry],
             )
             .await?;
@@ -632,8 +693,8 @@ impl Store {
                 .map(|e| (e.id.as_str(), e.body.as_str()))
                 .collect();
             let mut bodies: HashMap<String, Bytes> = HashMap::new();
-            leased.sort_unstable_by_key(|(id, _, _)| *id);
-            for (delivery_id, subscription_id, event_id) in leased {
+            leased.sort_unstable_by_key(|(id, _, _, _)| *id);
+            for (delivery_id, subscription_id, event_id, run) in leased {
                 let body = match bodies.get(&event_id) {
                     Some(b) => Some(b.clone()),
                     None => by_id.get(event_id.as_str()).map(|b| {
@@ -657,6 +718,7 @@ impl Store {
                     headers: opened.2.clone(),
                     event_id,
                     body,
+                    run: Some(run),
                 });
             }
         }

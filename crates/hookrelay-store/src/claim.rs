@@ -16,7 +16,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -57,6 +60,14 @@ update hookrelay.deliveries
    set attempts = greatest(attempts - 1, 0),
        lease_until = now() + make_interval(secs => $3),
        updated_at = now()
+ where id = any ($1::bigint[]) and lease_owner = $2";
+
+/// Parks the runs `$1`, leased to `$2`, of a subscription whose secret does not
+/// open, as `PARK_UNREADABLE` parks rows.
+pub(crate) const PARK_UNREADABLE_RUNS: &str = "
+update hookrelay.runs
+   set leases = greatest(leases - 1, 0),
+       lease_until = now() + make_interval(secs => $3)
  where id = any ($1::bigint[]) and lease_owner = $2";
 
 #[derive(Debug)]
@@ -243,7 +254,14 @@ cand as (
                    -- restates deliveries_key_open's predicate so the planner uses it
                    and p.order_key is not null
                    and p.status in ('pending', 'retrying')
-                   and p.id < c.id)) as blocked
+                   and p.id < c.id)
+            -- or in a run (sql/V18): only the subscription's runs older than the row
+            -- are read, for the rows with a key
+            or c.order_key is not null and exists (
+                select 1 from hookrelay.runs r
+                 cross join lateral unnest(r.delivery_ids, r.order_keys) as x(id, key)
+                 where r.subscription_id = room.id and r.id < c.id
+                   and x.key = c.order_key and x.id < c.id)) as blocked
       from room
       cross join lateral (
             (select d.id, d.ctid, d.order_key, d.lease_until, true as fresh
@@ -368,6 +386,161 @@ select 'off', null, null, due.id, null, null, null, null, null, null, null,
   from due
  where not due.enabled";
 
+/// Leases runs (sql/V18) to owner `$3` for `$2` seconds: per enabled subscription with
+/// due work and room (`$4`/`$6`, others `$5`, as in [`CLAIM_DUE`]), its oldest runs
+/// nobody holds, up to `$1` deliveries in all. Run before `CLAIM_DUE` in the same
+/// claim, which fills the room left with rows.
+///
+/// A run's delivery is held back (per-key order, DESIGN §1.1.3) when an earlier one of
+/// its key is still open: in a run in flight, in an earlier run taken here, or in a
+/// row. It then becomes a pending row with its id, which a claim takes once its key
+/// is free; a run's deliveries never wait on one another in memory.
+///
+/// Its rows are of the kinds [`ClaimRow`] decodes: `run` (a leased delivery), `event`,
+/// `target`, and `runs` (per subscription looked at: are runs left waiting?).
+pub const CLAIM_RUNS: &str = "
+with due as (
+    select w.subscription_id as id,
+           coalesce((select s.enabled from hookrelay.subscriptions s
+                      where s.id = w.subscription_id), false) as enabled
+      from hookrelay.subscription_work w
+     where w.due_at <= now()
+),
+wants as (
+    select due.id, coalesce(b.n, $5::int) as room
+      from due
+      left join unnest($4::text[], $6::int[]) as b(sub, n) on b.sub = due.id
+     where due.enabled
+),
+cand as materialized (
+    -- per subscription with room: its oldest runs nobody holds (never leased, or the
+    -- lease ran out: its process died), those that start within its room
+    select w.id as sub, r.id as run, r.size, r.start
+      from wants w
+      cross join lateral (
+            select r.id, cardinality(r.delivery_ids) as size,
+                   sum(cardinality(r.delivery_ids)) over (order by r.id)
+                       - cardinality(r.delivery_ids) as start
+              from hookrelay.runs r
+             where r.subscription_id = w.id
+               and (r.lease_until is null or r.lease_until < now())
+             order by r.id
+             limit 16) r
+     where w.room > 0 and r.start < w.room
+),
+picked as (
+    -- at most $1 deliveries in all, the subscriptions taking turns (first runs, then
+    -- second ones, in random order), so one backlog cannot fill a claim
+    select sub, run
+      from (select c.*, sum(c.size) over (order by c.start, random()) - c.size as before
+              from cand c) t
+     where before < $1::bigint
+),
+mine as materialized (
+    -- one claim at a time takes a subscription's runs (a batch giving it work holds
+    -- this row too), so no older run of it is held unleased by a claim this one
+    -- cannot see
+    select w.subscription_id as sub
+      from hookrelay.subscription_work w
+     where w.subscription_id in (select sub from picked)
+     order by 1
+       for update of w skip locked
+),
+taken as materialized (
+    -- checked again on the latest version once locked
+    select r.id, r.ctid, r.subscription_id as sub, r.created_at, r.leases,
+           r.delivery_ids, r.event_seqs, r.order_keys
+      from hookrelay.runs r
+     where r.id in (select run from picked where sub in (select sub from mine))
+       and (r.lease_until is null or r.lease_until < now())
+       for update of r skip locked
+),
+el as materialized (
+    -- each delivery of a taken run still open: a run leased before (its lease ran
+    -- out) may hold some with an outcome already, as a receipt or a row
+    select t.id as run, t.sub, t.leases, t.created_at, x.id, x.seq, x.key
+      from taken t
+     cross join lateral unnest(t.delivery_ids, t.event_seqs, t.order_keys) as x(id, seq, key)
+     where t.leases = 0
+        or (not exists (select from hookrelay.deliveries d where d.id = x.id)
+            and not exists (select from hookrelay.receipts rc
+                             where int8range(rc.first_delivery, rc.last_delivery, '[]') @> x.id
+                               and x.id = any (rc.delivery_ids)))
+),
+busy as materialized (
+    -- keys open in the subscriptions' runs in flight (leased now, not taken here)
+    select distinct r.subscription_id as sub, k.key
+      from hookrelay.runs r
+     cross join lateral unnest(r.order_keys) as k(key)
+     where r.subscription_id in (select sub from mine)
+       and r.lease_until >= now() and k.key is not null
+       and r.id not in (select id from taken)
+),
+judged as materialized (
+    select e.*,
+           e.key is not null and (
+               row_number() over (partition by e.sub, e.key order by e.id) > 1
+               or exists (select from busy b where b.sub = e.sub and b.key = e.key)
+               or exists (select from hookrelay.deliveries p
+                           where p.subscription_id = e.sub and p.order_key = e.key
+                             -- deliveries_key_open's predicate, so the planner uses it
+                             and p.order_key is not null
+                             and p.status in ('pending', 'retrying')
+                             and p.id < e.id)) as held
+      from el e
+),
+held as (
+    insert into hookrelay.deliveries
+           (id, event_seq, subscription_id, order_key, attempts, created_at)
+    overriding system value
+    select id, seq, sub, key, 0, created_at from judged where held order by id
+    on conflict (id) do nothing
+),
+leased as (
+    update hookrelay.runs r
+       set lease_owner = $3, lease_until = now() + make_interval(secs => $2),
+           leases = r.leases + 1
+      from taken t
+     where r.ctid = t.ctid
+       and exists (select from judged j where j.run = t.id and not j.held)
+),
+emptied as (
+    -- nothing left to send in it: every delivery has an outcome or waits as a row
+    delete from hookrelay.runs r
+     using taken t
+     where r.ctid = t.ctid
+       and not exists (select from judged j where j.run = t.id and not j.held)
+)
+-- one row per leased delivery, naming its event by seq, its subscription and run
+select 'run' as kind, j.id as delivery_id, j.leases + 1 as attempt,
+       j.sub as subscription_id, j.seq as event_seq, null::text as event_id,
+       null::text as body, null::text as url, null::text as secret,
+       null::text as previous_secret, null::jsonb as headers, j.run,
+       (count(*) over (partition by j.run))::int as run_size, null::bool as waiting
+  from judged j
+ where not j.held
+union all
+-- each leased delivery's event once
+select 'event', null, null, null, e.seq, e.id, e.body, null, null, null, null, null, null,
+       null
+  from hookrelay.events e
+ where e.seq = any (array(select distinct seq from judged where not held))
+union all
+-- and each leased delivery's subscription once
+select 'target', null, null, s.id, null, null, null, s.url, s.secret,
+       case when s.previous_secret_until > now() then s.previous_secret end, s.headers,
+       null, null, null
+  from hookrelay.subscriptions s
+ where s.id = any (array(select distinct sub from judged where not held))
+union all
+-- per subscription with runs nobody held: are some left waiting after this claim?
+select 'runs', null, null, c.sub, null, null, null, null, null, null, null, null, null,
+       exists (select from hookrelay.runs r
+                where r.subscription_id = c.sub
+                  and (r.lease_until is null or r.lease_until < now())
+                  and r.id not in (select id from taken))
+  from (select distinct sub from cand) c";
+
 /// A subscription's URL, signing secrets and headers as a statement returns them
 /// (columns `subscription_id`, `url`, `secret`, `previous_secret`, `headers`), still
 /// sealed: claims and batches read them once per subscription.
@@ -415,6 +588,20 @@ enum ClaimRow {
         subscription_id: String,
         event_seq: i64,
     },
+    /// A delivery of a run leased by this claim ([`CLAIM_RUNS`]).
+    Run {
+        delivery_id: i64,
+        attempt: i32,
+        subscription_id: String,
+        event_seq: i64,
+        run: i64,
+        run_size: i32,
+    },
+    /// A subscription whose runs [`CLAIM_RUNS`] looked at: some left waiting?
+    Runs {
+        subscription_id: String,
+        waiting: bool,
+    },
     /// The event of one or more leased deliveries.
     Event { seq: i64, id: String, body: String },
     /// The subscription of one or more leased deliveries.
@@ -441,6 +628,18 @@ impl ClaimRow {
                 attempt: r.try_get("attempt")?,
                 subscription_id: sub()?,
                 event_seq: r.try_get("event_seq")?,
+            },
+            "run" => Self::Run {
+                delivery_id: r.try_get("delivery_id")?,
+                attempt: r.try_get("attempt")?,
+                subscription_id: sub()?,
+                event_seq: r.try_get("event_seq")?,
+                run: r.try_get("run")?,
+                run_size: r.try_get("run_size")?,
+            },
+            "runs" => Self::Runs {
+                subscription_id: sub()?,
+                waiting: r.try_get("waiting")?,
             },
             "event" => Self::Event {
                 seq: r.try_get("event_seq")?,
@@ -484,9 +683,12 @@ with q as (
     select sub, marks, true from unnest($3::text[], $4::bigint[]) as t(sub, marks)
 ),
 mine as (
+    -- one with runs stays due: they are open deliveries, in flight or waiting
     select w.subscription_id as sub, q.off
       from hookrelay.subscription_work w
       join q on q.sub = w.subscription_id and q.marks = w.marks
+     where q.off
+        or not exists (select from hookrelay.runs r where r.subscription_id = w.subscription_id)
      order by w.subscription_id
        for update of w skip locked
 )
@@ -601,6 +803,96 @@ select u.id, u.attempt, u.started, u.ms, u.code, u.err, u.body
   from u
  where u.id not in (select id from written)";
 
+/// Writes a batch of outcomes of deliveries leased in runs (sql/V18), only for runs
+/// still leased to this process (`$11`); the others' attempts are only logged, as for
+/// a row whose lease was lost. Each outcome ends its delivery where a row's would:
+/// a first success, with at least `$14` of its subscription in the batch, in a
+/// receipt (sql/V17); anything else as its delivery's row, written once with its
+/// id (a first success among fewer on the row, sql/V9; a retry, never scheduled past
+/// the delivery's life of `$12` seconds and failed past it, `$13` saying why; a
+/// failure). The runs `$15`, whose last deliveries these are, are deleted.
+const RECORD_RUN_OUTCOMES: &str = "
+with u as (
+    select * from unnest($1::bigint[], $2::bigint[], $3::int[], $4::text[], $5::timestamptz[],
+                         $6::int[], $7::text[], $8::timestamptz[], $9::int[], $10::bytea[])
+        as u(id, run, attempt, status, next_at, code, err, started, ms, body)
+),
+mine as materialized (
+    -- the runs still ours, held until this commits: a claim taking one over once its
+    -- lease ran out waits for this write, or this waits for it and finds it gone
+    select r.id, r.subscription_id, r.created_at, r.delivery_ids, r.event_seqs, r.order_keys
+      from hookrelay.runs r
+     where r.id = any (array(select distinct run from u)) and r.lease_owner = $11
+       for share of r
+),
+o as materialized (
+    -- each outcome with its delivery as its run holds it
+    select u.*, m.subscription_id as sub, x.seq, x.key, m.created_at,
+           u.status = 'succeeded' and u.attempt = 1 and u.err is null as first,
+           count(*) filter (where u.status = 'succeeded' and u.attempt = 1 and u.err is null)
+               over (partition by m.subscription_id) as n
+      from u
+      join mine m on m.id = u.run
+     cross join lateral (
+            select x.seq, x.key
+              from unnest(m.delivery_ids, m.event_seqs, m.order_keys) as x(id, seq, key)
+             where x.id = u.id) x
+),
+receipt as (
+    insert into hookrelay.receipts
+           (subscription_id, first_delivery, last_delivery, delivery_ids, event_seqs,
+            created_ats, started_ats, durations_ms, status_codes, bodies)
+    select sub, min(id), max(id), array_agg(id order by id), array_agg(seq order by id),
+           array_agg(created_at order by id), array_agg(started order by id),
+           array_agg(ms order by id), array_agg(code order by id), array_agg(body order by id)
+      from o
+     where first and n >= $14
+     group by sub
+),
+rowed as (
+    insert into hookrelay.deliveries
+           (id, event_seq, subscription_id, order_key, status, attempts, next_attempt_at,
+            last_status_code, last_error, created_at, updated_at,
+            first_attempt_at, first_attempt_ms, first_attempt_code, first_attempt_body)
+    overriding system value
+    select o.id, o.seq, o.sub, o.key,
+           case when o.status = 'retrying' and x.expired then 'failed' else o.status end,
+           o.attempt,
+           case when o.next_at is null then now()
+                else least(o.next_at, o.created_at + make_interval(secs => $12)) end,
+           o.code,
+           case when o.status = 'retrying' and x.expired
+                then $13 || coalesce('; last attempt: ' || o.err, '') else o.err end,
+           o.created_at, now(),
+           case when o.first then o.started end, case when o.first then o.ms end,
+           case when o.first then o.code end, case when o.first then o.body end
+      from o
+     cross join lateral (select o.created_at + make_interval(secs => $12) <= now() as expired) x
+     where not (o.first and o.n >= $14)
+     order by o.id
+    on conflict (id) do nothing
+    returning subscription_id, status, next_attempt_at
+),
+due as (
+    -- a retry makes its subscription due at its time: claims look only at due
+    -- subscriptions, and once its run is gone nothing else keeps this one due
+    insert into hookrelay.subscription_work as w (subscription_id, due_at)
+    select subscription_id, min(next_attempt_at) from rowed
+     where status = 'retrying'
+     group by subscription_id
+     order by 1
+    on conflict (subscription_id) do update
+       set due_at = least(w.due_at, excluded.due_at), marks = w.marks + 1
+),
+finished as (
+    delete from hookrelay.runs r where r.id = any ($15::bigint[]) and r.lease_owner = $11
+)
+insert into hookrelay.attempts
+       (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+select u.id, u.attempt, u.started, u.ms, u.code, u.err, u.body
+  from u
+ where u.id not in (select id from o where first)";
+
 /// A 410 disables the subscription (`gone`, sql/V7: no new deliveries either) and
 /// fails everything still open for it. A paused one whose last in-flight delivery
 /// got the 410 becomes `gone` too.
@@ -636,6 +928,29 @@ pub struct ClaimedDelivery {
     /// Shared by every delivery of the event in one claim (a clone is a reference
     /// count, and the HTTP client sends it without copying).
     pub body: Bytes,
+    /// The run it was leased in (sql/V18); `None` for a delivery row.
+    pub run: Option<RunTicket>,
+}
+
+/// A run leased to this process, shared by its deliveries leased together: the
+/// outcome that leaves none of them unrecorded also deletes the run (see
+/// `record_outcomes`). One that never comes (the process stopped, an outcome the
+/// store refused) leaves the run to its lease: a claim takes it again for the
+/// deliveries with no outcome recorded.
+#[derive(Debug, Clone)]
+pub struct RunTicket {
+    pub id: i64,
+    /// Its deliveries handed out whose outcome is not recorded yet.
+    left: Arc<AtomicUsize>,
+}
+
+impl RunTicket {
+    pub fn new(id: i64, deliveries: usize) -> Self {
+        Self {
+            id,
+            left: Arc::new(AtomicUsize::new(deliveries)),
+        }
+    }
 }
 
 /// What the delivery becomes after an attempt.
@@ -664,6 +979,8 @@ pub struct Outcome {
     /// The first 4 KiB of the answer, exactly as received.
     pub response_body: Option<Vec<u8>>,
     pub status: OutcomeStatus,
+    /// The delivery's run, as it was leased ([`ClaimedDelivery::run`]).
+    pub run: Option<RunTicket>,
 }
 
 /// How far a claim got through one subscription's pending deliveries.
@@ -687,6 +1004,61 @@ pub struct ClaimRoom {
     pub room: usize,
     /// Pending deliveries with ids up to this one are not looked at.
     pub cursor: i64,
+}
+
+/// A batch of outcomes as statement parameters, one array per column.
+struct OutcomeParams<'a> {
+    ids: Vec<i64>,
+    /// Each outcome's run (0 for a row).
+    runs: Vec<i64>,
+    attempts: Vec<i32>,
+    statuses: Vec<&'static str>,
+    next_at: Vec<Option<DateTime<Utc>>>,
+    codes: Vec<Option<i32>>,
+    errors: Vec<Option<std::borrow::Cow<'a, str>>>,
+    started: Vec<DateTime<Utc>>,
+    durations: Vec<i32>,
+    bodies: Vec<Option<&'a [u8]>>,
+}
+
+impl<'a> OutcomeParams<'a> {
+    fn new(outcomes: &[&'a Outcome]) -> Self {
+        let n = outcomes.len();
+        let mut p = Self {
+            ids: Vec::with_capacity(n),
+            runs: Vec::with_capacity(n),
+            attempts: Vec::with_capacity(n),
+            statuses: Vec::with_capacity(n),
+            next_at: Vec::with_capacity(n),
+            codes: Vec::with_capacity(n),
+            errors: Vec::with_capacity(n),
+            started: Vec::with_capacity(n),
+            durations: Vec::with_capacity(n),
+            bodies: Vec::with_capacity(n),
+        };
+        for o in outcomes {
+            let (status, at) = match o.status {
+                OutcomeStatus::Succeeded => ("succeeded", None),
+                OutcomeStatus::Retry { at } => ("retrying", Some(at)),
+                OutcomeStatus::Failed | OutcomeStatus::Gone => ("failed", None),
+            };
+            p.ids.push(o.delivery_id);
+            p.runs.push(o.run.as_ref().map_or(0, |r| r.id));
+            p.attempts.push(o.attempt);
+            p.statuses.push(status);
+            p.next_at.push(at);
+            p.codes.push(o.status_code);
+            p.errors.push(o.error.as_deref().map(crate::storable));
+            p.started.push(o.started_at);
+            p.durations.push(o.duration_ms);
+            p.bodies.push(o.response_body.as_deref());
+        }
+        p
+    }
+
+    fn errors(&self) -> Vec<Option<&str>> {
+        self.errors.iter().map(|e| e.as_deref()).collect()
+    }
 }
 
 /// What a claim returns.
@@ -713,14 +1085,46 @@ impl Store {
         rooms: &[ClaimRoom],
     ) -> Result<Claim, StoreError> {
         let client = self.relaxed_client().await?;
-        let stmt = client.prepare_cached(CLAIM_DUE).await?;
-        let limit = limit as i64;
         let lease = lease.as_secs_f64();
         let as_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        let mut ids: Vec<&str> = rooms.iter().map(|r| r.subscription_id.as_str()).collect();
+        let mut room: Vec<i32> = rooms.iter().map(|r| as_i32(r.room)).collect();
+        let mut cursors: Vec<i64> = rooms.iter().map(|r| r.cursor).collect();
+        // Runs first, then rows in the room they leave.
+        let stmt = client.prepare_cached(CLAIM_RUNS).await?;
+        let run_rows = client
+            .query(
+                &stmt,
+                &[
+                    &(limit as i64),
+                    &lease,
+                    &owner,
+                    &ids,
+                    &as_i32(default_room),
+                    &room,
+                ],
+            )
+            .await?;
+        let mut in_runs: HashMap<&str, usize> = HashMap::new();
+        for r in &run_rows {
+            if r.try_get::<_, &str>("kind")? == "run" {
+                *in_runs.entry(r.try_get("subscription_id")?).or_default() += 1;
+            }
+        }
+        let taken: usize = in_runs.values().sum();
+        for (sub, n) in &in_runs {
+            match ids.iter().position(|s| s == sub) {
+                Some(i) => room[i] = room[i].saturating_sub(as_i32(*n)),
+                None => {
+                    ids.push(sub);
+                    room.push(as_i32(default_room.saturating_sub(*n)));
+                    cursors.push(0);
+                }
+            }
+        }
+        let limit = limit.saturating_sub(taken) as i64;
         let default_room = as_i32(default_room);
-        let ids: Vec<&str> = rooms.iter().map(|r| r.subscription_id.as_str()).collect();
-        let room: Vec<i32> = rooms.iter().map(|r| as_i32(r.room)).collect();
-        let cursors: Vec<i64> = rooms.iter().map(|r| r.cursor).collect();
+        let stmt = client.prepare_cached(CLAIM_DUE).await?;
         let rows = client
             .query(
                 &stmt,
@@ -728,6 +1132,9 @@ impl Store {
             )
             .await?;
         let mut out = Claim::default();
+        let mut runs: HashMap<i64, RunTicket> = HashMap::new();
+        let mut waiting_runs: HashSet<String> = HashSet::new();
+        let mut run_of: HashMap<i64, RunTicket> = HashMap::new();
         let (mut quiet, mut quiet_marks) = (Vec::<String>::new(), Vec::<i64>::new());
         let (mut off, mut off_marks) = (Vec::<String>::new(), Vec::<i64>::new());
         let mut leased: Vec<(i64, i32, String, i64)> = Vec::new();
@@ -735,7 +1142,7 @@ impl Store {
         let mut subscriptions: HashMap<String, OpenedSecrets> = HashMap::new();
         let mut unreadable: HashSet<String> = HashSet::new();
         let mut parked: Vec<i64> = Vec::new();
-        for r in &rows {
+        for r in run_rows.iter().chain(&rows) {
             match ClaimRow::decode(r)? {
                 Some(ClaimRow::Leased {
                     delivery_id,
@@ -743,6 +1150,28 @@ impl Store {
                     subscription_id,
                     event_seq,
                 }) => leased.push((delivery_id, attempt, subscription_id, event_seq)),
+                Some(ClaimRow::Run {
+                    delivery_id,
+                    attempt,
+                    subscription_id,
+                    event_seq,
+                    run,
+                    run_size,
+                }) => {
+                    let ticket = runs
+                        .entry(run)
+                        .or_insert_with(|| RunTicket::new(run, run_size as usize));
+                    run_of.insert(delivery_id, ticket.clone());
+                    leased.push((delivery_id, attempt, subscription_id, event_seq));
+                }
+                Some(ClaimRow::Runs {
+                    subscription_id,
+                    waiting,
+                }) => {
+                    if waiting {
+                        waiting_runs.insert(subscription_id);
+                    }
+                }
                 Some(ClaimRow::Event { seq, id, body }) => {
                     events.insert(seq, (id, Bytes::from(body)));
                 }
@@ -780,9 +1209,15 @@ impl Store {
                 None => {}
             }
         }
+        let mut parked_runs: Vec<i64> = Vec::new();
         for (delivery_id, attempt, subscription_id, seq) in leased {
+            let run = run_of.remove(&delivery_id);
             if unreadable.contains(&subscription_id) {
-                parked.push(delivery_id);
+                match run {
+                    Some(run) if !parked_runs.contains(&run.id) => parked_runs.push(run.id),
+                    Some(_) => {}
+                    None => parked.push(delivery_id),
+                }
                 continue;
             }
             let (Some((event_id, body)), Some(opened)) =
@@ -807,17 +1242,27 @@ impl Store {
                 headers: opened.2.clone(),
                 event_id: event_id.clone(),
                 body: body.clone(),
+                run,
             });
+        }
+        // Runs left waiting: the subscription was not drained, whatever its rows say.
+        for p in &mut out.progress {
+            if waiting_runs.contains(&p.subscription_id) {
+                p.all_seen = false;
+            }
         }
         // Oldest first, so per-batch spawn order follows commit order.
         out.deliveries.sort_unstable_by_key(|d| d.delivery_id);
-        if !parked.is_empty() {
+        for (statement, ids) in [
+            (PARK_UNREADABLE, &parked),
+            (PARK_UNREADABLE_RUNS, &parked_runs),
+        ] {
+            if ids.is_empty() {
+                continue;
+            }
             // If this fails the leases simply expire: the deliveries wait either way.
             let retry = UNREADABLE_RETRY.as_secs_f64();
-            if let Err(e) = client
-                .execute(PARK_UNREADABLE, &[&parked, &owner, &retry])
-                .await
-            {
+            if let Err(e) = client.execute(statement, &[ids, &owner, &retry]).await {
                 tracing::debug!(error = %e, "parking deliveries of unreadable subscriptions failed; their leases expire instead");
             }
         }
@@ -877,6 +1322,7 @@ impl Store {
             headers: opened.2,
             event_id: event_id.to_owned(),
             body: Bytes::copy_from_slice(body.as_bytes()),
+            run: None,
         })
     }
 
@@ -893,65 +1339,89 @@ impl Store {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let n = outcomes.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut attempts = Vec::with_capacity(n);
-        let mut statuses = Vec::with_capacity(n);
-        let mut next_at = Vec::with_capacity(n);
-        let mut codes = Vec::with_capacity(n);
-        let mut errors = Vec::with_capacity(n);
-        let mut started = Vec::with_capacity(n);
-        let mut durations = Vec::with_capacity(n);
-        let mut bodies = Vec::with_capacity(n);
+        let (in_runs, rows): (Vec<&Outcome>, Vec<&Outcome>) =
+            outcomes.iter().partition(|o| o.run.is_some());
         let mut gone: Vec<&str> = Vec::new();
         for o in outcomes {
-            ids.push(o.delivery_id);
-            attempts.push(o.attempt);
-            let (status, at) = match o.status {
-                OutcomeStatus::Succeeded => ("succeeded", None),
-                OutcomeStatus::Retry { at } => ("retrying", Some(at)),
-                OutcomeStatus::Failed | OutcomeStatus::Gone => ("failed", None),
-            };
             if o.status == OutcomeStatus::Gone && !gone.contains(&o.subscription_id.as_str()) {
                 gone.push(&o.subscription_id);
             }
-            statuses.push(status);
-            next_at.push(at);
-            codes.push(o.status_code);
-            errors.push(o.error.as_deref().map(crate::storable));
-            started.push(o.started_at);
-            durations.push(o.duration_ms);
-            bodies.push(o.response_body.as_deref());
         }
-        let errors: Vec<Option<&str>> = errors.iter().map(|e| e.as_deref()).collect();
         let mut client = self.relaxed_client().await?;
         let tx = client.transaction().await?;
-        let stmt = tx.prepare_cached(RECORD_OUTCOMES).await?;
         let max_age = self.max_age.as_secs_f64();
         let expired = crate::expiry::expired_reason(self.max_age);
-        tx.execute(
-            &stmt,
-            &[
-                &ids,
-                &attempts,
-                &statuses,
-                &next_at,
-                &codes,
-                &errors,
-                &owner,
-                &started,
-                &durations,
-                &bodies,
-                &max_age,
-                &expired,
-                &RECEIPT_MIN,
-            ],
-        )
-        .await?;
+        if !rows.is_empty() {
+            let p = OutcomeParams::new(&rows);
+            let stmt = tx.prepare_cached(RECORD_OUTCOMES).await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &p.ids,
+                    &p.attempts,
+                    &p.statuses,
+                    &p.next_at,
+                    &p.codes,
+                    &p.errors(),
+                    &owner,
+                    &p.started,
+                    &p.durations,
+                    &p.bodies,
+                    &max_age,
+                    &expired,
+                    &RECEIPT_MIN,
+                ],
+            )
+            .await?;
+        }
+        // Per run in this batch: how many of its outcomes, and whether they are its
+        // last ones (then it is deleted in this transaction).
+        let mut counted: Vec<(&RunTicket, usize)> = Vec::new();
+        for run in in_runs.iter().filter_map(|o| o.run.as_ref()) {
+            match counted.iter_mut().find(|(r, _)| r.id == run.id) {
+                Some((_, k)) => *k += 1,
+                None => counted.push((run, 1)),
+            }
+        }
+        if !in_runs.is_empty() {
+            let finished: Vec<i64> = counted
+                .iter()
+                .filter(|(run, k)| run.left.load(Ordering::Acquire) <= *k)
+                .map(|(run, _)| run.id)
+                .collect();
+            let p = OutcomeParams::new(&in_runs);
+            let stmt = tx.prepare_cached(RECORD_RUN_OUTCOMES).await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &p.ids,
+                    &p.runs,
+                    &p.attempts,
+                    &p.statuses,
+                    &p.next_at,
+                    &p.codes,
+                    &p.errors(),
+                    &p.started,
+                    &p.durations,
+                    &p.bodies,
+                    &owner,
+                    &max_age,
+                    &expired,
+                    &RECEIPT_MIN,
+                    &finished,
+                ],
+            )
+            .await?;
+        }
         if !gone.is_empty() {
             tx.execute(DISABLE_GONE, &[&gone, &owner]).await?;
         }
         tx.commit().await?;
+        for (run, k) in counted {
+            // Only the recorder of this process counts a run down, one batch at a time.
+            let left = run.left.load(Ordering::Acquire);
+            run.left.store(left.saturating_sub(k), Ordering::Release);
+        }
         Ok(())
     }
 }

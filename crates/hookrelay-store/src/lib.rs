@@ -50,7 +50,9 @@ pub use backfills::{
     Backfill, BackfillChunk, BackfillState, BackfillTotals, Cancelled, ChunkOutcome,
 };
 pub use batch::BatchOutcome;
-pub use claim::{Claim, ClaimProgress, ClaimRoom, ClaimedDelivery, Outcome, OutcomeStatus};
+pub use claim::{
+    Claim, ClaimProgress, ClaimRoom, ClaimedDelivery, Outcome, OutcomeStatus, RunTicket,
+};
 pub use connect::{ConnectSetupError, PgConnector};
 pub use error::{describe_pg, is_transient_pg, StoreError};
 pub use expiry::expiry_interval;
@@ -68,7 +70,10 @@ pub use text::storable;
 /// (`EXPLAIN (ANALYZE, BUFFERS)`); nothing else should run them.
 #[doc(hidden)]
 pub mod statements {
-    pub use crate::{batch::insert_events_and_deliveries, claim::CLAIM_DUE};
+    pub use crate::{
+        batch::insert_events_and_deliveries,
+        claim::{CLAIM_DUE, CLAIM_RUNS},
+    };
 }
 
 /// A handle on the store; cheap to clone (two pools).

@@ -315,5 +315,6 @@ pub fn outcome(d: &ClaimedDelivery, status: OutcomeStatus, code: i32) -> Outcome
         error: failed.then(|| format!("endpoint answered {code}")),
         response_body: Some(format!("answer {code}").into_bytes()),
         status,
+        run: d.run.clone(),
     }
 }
