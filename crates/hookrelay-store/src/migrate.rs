@@ -15,6 +15,17 @@ impl Store {
     /// Creates schema `hookrelay` and applies pending migrations. Returns the names
     /// of the migrations applied by this call.
     pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        self.migrate_until(None).await
+    }
+
+    /// Applies the migrations up to `version` only: for tests of what a migration
+    /// does to a store written by the version before it.
+    #[doc(hidden)]
+    pub async fn migrate_to(&self, version: u32) -> Result<Vec<String>, StoreError> {
+        self.migrate_until(Some(version)).await
+    }
+
+    async fn migrate_until(&self, version: Option<u32>) -> Result<Vec<String>, StoreError> {
         self.refuse_transaction_pooler().await?;
         let (mut client, conn) = self.connector.connect().await?;
         let conn = tokio::spawn(async move {
@@ -33,6 +44,9 @@ impl Store {
             .await?;
         let mut runner = embedded::migrations::runner();
         runner.set_migration_table_name("hookrelay.schema_history");
+        if let Some(v) = version {
+            runner = runner.set_target(refinery::Target::Version(v));
+        }
         let report = runner
             .set_abort_divergent(true)
             .run_async(&mut client)
