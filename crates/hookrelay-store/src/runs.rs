@@ -178,12 +178,20 @@ pub(crate) async fn fail_open_elements(
     Ok(n as u64)
 }
 
+/// Taken before a transaction locks runs to end their elements: the table locks its
+/// `FAIL_OPEN` takes, in the order a subscription's delete takes its SHARE locks
+/// (`subscriptions::HOLD_OFF_WRITERS`). A row lock (FOR UPDATE) alone takes a table
+/// lock the delete's does not wait for: the delete would then wait for the locked
+/// runs while holding the table lock `FAIL_OPEN` waits for.
+const WRITE_LOCKS: &str = "lock table hookrelay.deliveries, hookrelay.runs in row exclusive mode";
+
 /// Ids of the locked runs a locking statement returned.
 async fn lock(
     client: &impl GenericClient,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<i64>, StoreError> {
+    client.batch_execute(WRITE_LOCKS).await?;
     let stmt = client.prepare_cached(sql).await?;
     client
         .query(&stmt, params)
