@@ -29,10 +29,17 @@ use tokio_postgres::NoTls;
 pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
 pub const TOKEN: &str = "e2e-admin-token";
 
-/// How many deliveries the store holds: rows, and the elements of receipts (first
-/// attempts that succeeded leave their row for one).
+/// How many deliveries the store holds: rows, the elements of receipts (first
+/// attempts that succeeded leave their row for one), and the open elements of runs
+/// (those with neither yet).
 pub const DELIVERIES_STORED: &str = "select (select count(*) from hookrelay.deliveries)
-          + (select coalesce(sum(cardinality(delivery_ids)), 0)::bigint from hookrelay.receipts)";
+          + (select coalesce(sum(cardinality(delivery_ids)), 0)::bigint from hookrelay.receipts)
+          + (select count(*) from hookrelay.runs r
+              cross join lateral unnest(r.delivery_ids) as x(id)
+              where not exists (select from hookrelay.deliveries d where d.id = x.id)
+                and not exists (select from hookrelay.receipts c
+                                 where int8range(c.first_delivery, c.last_delivery, '[]') @> x.id
+                                   and x.id = any (c.delivery_ids)))";
 /// The master key every e2e relay runs with (base64 of 32 bytes), so the suite
 /// exercises sealed secrets; a spawned binary gets it as `HOOKRELAY_MASTER_KEY`.
 pub const TEST_MASTER_KEY: &str = "aG9va3JlbGF5LWUyZS10ZXN0LW1hc3Rlci1rZXktMzI=";

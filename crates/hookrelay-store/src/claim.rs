@@ -894,8 +894,10 @@ select u.id, u.attempt, u.started, u.ms, u.code, u.err, u.body
  where u.id not in (select id from o where first)";
 
 /// A 410 disables the subscription (`gone`, sql/V7: no new deliveries either) and
-/// fails everything still open for it. A paused one whose last in-flight delivery
-/// got the 410 becomes `gone` too.
+/// fails everything still open for it but what another live process holds, `$3`
+/// saying why: its rows here, its runs' open elements right after (`runs::fail_gone`,
+/// which must lock the runs in a statement of its own). A paused one whose last
+/// in-flight delivery got the 410 becomes `gone` too.
 const DISABLE_GONE: &str = "
 with off as (
     update hookrelay.subscriptions
@@ -906,10 +908,13 @@ with off as (
 )
 update hookrelay.deliveries
    set status = 'failed', lease_owner = null, lease_until = null,
-       last_error = coalesce(last_error, 'subscription disabled: endpoint answered 410 Gone'),
+       last_error = coalesce(last_error, $3),
        updated_at = now()
  where subscription_id = any ($1::text[]) and status in ('pending', 'retrying')
    and (lease_owner is null or lease_until < now() or lease_owner = $2)";
+
+/// The `last_error` of a delivery a 410 failed without an error of its own.
+const GONE_ERROR: &str = "subscription disabled: endpoint answered 410 Gone";
 
 /// A delivery leased to this process: everything needed to sign and send it.
 #[derive(Debug, Clone)]
@@ -1414,7 +1419,9 @@ impl Store {
             .await?;
         }
         if !gone.is_empty() {
-            tx.execute(DISABLE_GONE, &[&gone, &owner]).await?;
+            tx.execute(DISABLE_GONE, &[&gone, &owner, &GONE_ERROR])
+                .await?;
+            crate::runs::fail_gone(&tx, &gone, owner, GONE_ERROR).await?;
         }
         tx.commit().await?;
         for (run, k) in counted {

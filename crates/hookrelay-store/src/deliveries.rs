@@ -1,7 +1,9 @@
 //! Deliveries for the admin API: list, read with attempts, replay.
 //!
-//! A delivery is a row of `deliveries` or, once its first attempt succeeded, an
-//! element of a receipt (sql/V17). Listings merge the two newest first; a receipt's
+//! A delivery is a row of `deliveries`, an element of a receipt once its first
+//! attempt succeeded (sql/V17), or, until its first outcome, an open element of a run
+//! (sql/V18, see `runs`). Listings merge the three newest first, each in one snapshot
+//! (so a delivery moving from one to another meanwhile shows once); a receipt's
 //! element replayed gets its row back, with the same id, and is shown as that row.
 //!
 //! A replay schedules a delivery again now, keeping its event (so the same
@@ -12,6 +14,7 @@
 //!                                  a whole dispatch.max_age to live from now
 //!  pending / retrying ──replay──▶ due now (lease, attempts and age untouched: it may
 //!                                  be in flight, and its outcome must still be recorded)
+//!  open in a run ───────replay──▶ its subscription due now, nothing else: as pending
 //! ```
 //! `last_error` and `last_status_code` stay until the next attempt overwrites them.
 //! Deliveries of a paused subscription are replayed into its queue: they wait as
@@ -20,11 +23,12 @@
 //! must be enabled again first, as it gets no new events either.
 
 use deadpool_postgres::GenericClient;
-use tokio_postgres::Row;
+use tokio_postgres::{IsolationLevel, Row};
 
 use crate::{
     listing::{fetch_count, page_end, Conditions},
     model::{Attempt, BulkReplay, Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, Page},
+    runs::{select_run_elements, SELECT_RUN_ELEMENT},
     Store, StoreError,
 };
 
@@ -156,33 +160,44 @@ impl Store {
                 w.where_clause()
             )
         };
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&sql).await?;
-        let rows = client.query(&stmt, w.params()).await?;
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await?;
+        let stmt = tx.prepare_cached(&sql).await?;
+        let rows = tx.query(&stmt, w.params()).await?;
         let mut items = rows
             .iter()
             .map(delivery_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        if matches!(filter.status, None | Some(DeliveryStatus::Succeeded)) {
-            items.extend(receipted_page(&client, filter, fetch).await?);
+        let receipted = matches!(filter.status, None | Some(DeliveryStatus::Succeeded));
+        if receipted {
+            items.extend(receipted_page(&tx, filter, fetch).await?);
+        }
+        let in_runs = matches!(filter.status, None | Some(DeliveryStatus::Pending));
+        if in_runs {
+            items.extend(run_elements_page(&tx, filter, fetch).await?);
+        }
+        if receipted || in_runs {
             items.sort_unstable_by_key(|d| std::cmp::Reverse(d.id));
             items.truncate(fetch as usize);
         }
+        tx.commit().await?;
         let next = page_end(&mut items, filter.limit, |d| d.id);
         Ok(Page { items, next })
     }
 
     /// One delivery with every attempt (oldest first), or [`StoreError::NotFound`].
     pub async fn get_delivery(&self, id: i64) -> Result<DeliveryDetail, StoreError> {
-        let client = self.client().await?;
-        let delivery = fetch_delivery(&client, id).await?;
-        let stmt = client.prepare_cached(SELECT_ATTEMPTS).await?;
-        let attempts = client
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await?;
+        let delivery = fetch_delivery(&tx, id).await?;
+        let stmt = tx.prepare_cached(SELECT_ATTEMPTS).await?;
+        let attempts = tx
             .query(&stmt, &[&id])
             .await?
             .iter()
             .map(attempt_from_row)
             .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await?;
         // One numbering over the delivery's life, as a receiver counts its arrivals:
         // a replay's attempts continue it (the stored number restarts at 1 with the
         // replay's fresh retry budget).
@@ -213,21 +228,30 @@ impl Store {
                 tx.execute(&sql, &[&id]).await?;
                 tx.execute(MARK_DUE, &[&subscription_id]).await?;
             }
-            None => {
-                let subscription_id = fetch_receipted(&tx, id)
-                    .await?
-                    .ok_or(StoreError::NotFound)?
-                    .subscription_id;
-                require_not_gone(&tx, &subscription_id).await?;
-                let mut x = Conditions::default();
-                x.add(
-                    "int8range(r.first_delivery, r.last_delivery, '[]') @> ?::bigint",
-                    &id,
-                );
-                x.add("x.id = ?", &id);
-                revive(&tx, x).await?;
-                tx.execute(MARK_DUE, &[&subscription_id]).await?;
-            }
+            None => match fetch_receipted(&tx, id).await? {
+                Some(receipted) => {
+                    let subscription_id = receipted.subscription_id;
+                    require_not_gone(&tx, &subscription_id).await?;
+                    let mut x = Conditions::default();
+                    x.add(
+                        "int8range(r.first_delivery, r.last_delivery, '[]') @> ?::bigint",
+                        &id,
+                    );
+                    x.add("x.id = ?", &id);
+                    revive(&tx, x).await?;
+                    tx.execute(MARK_DUE, &[&subscription_id]).await?;
+                }
+                None => {
+                    // Open in a run: pending, and maybe in flight, so as for a
+                    // pending row only its subscription is made due.
+                    let subscription_id = fetch_run_element(&tx, id)
+                        .await?
+                        .ok_or(StoreError::NotFound)?
+                        .subscription_id;
+                    require_not_gone(&tx, &subscription_id).await?;
+                    tx.execute(MARK_DUE, &[&subscription_id]).await?;
+                }
+            },
         }
         let delivery = fetch_delivery(&tx, id).await?;
         tx.commit().await?;
@@ -302,9 +326,84 @@ async fn fetch_delivery(client: &impl GenericClient, id: i64) -> Result<Delivery
     if let Some(row) = client.query_opt(&stmt, &[&id]).await? {
         return delivery_from_row(&row);
     }
-    fetch_receipted(client, id)
+    if let Some(receipted) = fetch_receipted(client, id).await? {
+        return Ok(receipted);
+    }
+    fetch_run_element(client, id)
         .await?
         .ok_or(StoreError::NotFound)
+}
+
+/// A read-only transaction over one snapshot: a delivery is recorded (a run's element
+/// becomes a row or a receipt's, a row a receipt's) between the statements of one
+/// listing or view, which would otherwise show it twice or not at all.
+async fn snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
+/// The open run element `id`, if one is.
+async fn fetch_run_element(
+    client: &impl GenericClient,
+    id: i64,
+) -> Result<Option<Delivery>, StoreError> {
+    let stmt = client.prepare_cached(SELECT_RUN_ELEMENT).await?;
+    client
+        .query_opt(&stmt, &[&id])
+        .await?
+        .map(|row| delivery_from_row(&row))
+        .transpose()
+}
+
+/// The newest `fetch` open run elements matching `filter`, newest first. Runs live
+/// for milliseconds unless their subscription's endpoint is down, so they are few: the
+/// filters go on each element and one sort makes the page, read through
+/// `runs_subscription` when a subscription is given.
+async fn run_elements_page(
+    client: &impl GenericClient,
+    filter: &DeliveryFilter,
+    fetch: i64,
+) -> Result<Vec<Delivery>, StoreError> {
+    let mut c = Conditions::default();
+    if let Some(v) = &filter.subscription_id {
+        c.add("r.subscription_id = ?", v);
+    }
+    if let Some(v) = &filter.before_id {
+        // a run holds no delivery below its id
+        c.add("r.id < ?", v);
+        c.add("x.id < ?", v);
+    }
+    if let Some(v) = &filter.event_type {
+        c.add("e.event_type = ?", v);
+    }
+    if let Some(v) = &filter.event_id {
+        c.add("e.id = ?", v);
+    }
+    if let Some(v) = &filter.since {
+        c.add("r.created_at >= ?", v);
+    }
+    if let Some(v) = &filter.until {
+        c.add("r.created_at < ?", v);
+    }
+    let fetch_p = c.param(&fetch);
+    let sql = format!(
+        "{}{} order by x.id desc limit {fetch_p}",
+        select_run_elements!(),
+        c.where_clause()
+    );
+    let stmt = client.prepare_cached(&sql).await?;
+    client
+        .query(&stmt, c.params())
+        .await?
+        .iter()
+        .map(delivery_from_row)
+        .collect()
 }
 
 /// The delivery a receipt holds as element `id`, if one does.

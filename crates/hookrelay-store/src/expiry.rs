@@ -10,6 +10,8 @@
 //!  expiry sweep (the dispatcher, every max_age / 20 within 1 s..60 s):
 //!    subscriptions whose oldest pending delivery, or a due retry, is past its life
 //!      ──▶ their pending head and due retries past their life, not leased ──▶ failed
+//!    runs (sql/V18) past their life, not leased or their lease ran out
+//!      ──▶ their open elements ──▶ failed rows, the runs deleted (`runs`)
 //! ```
 //!
 //! Why this shape: the claim is the hot path and stays as it was (it never looks at
@@ -31,6 +33,10 @@
 //! A replayed delivery waiting at the head of a subscription's pending deliveries is
 //! younger than its id says; more than `HEAD` of them there hide older ones behind
 //! them from the sweep until they are sent or expire themselves.
+//!
+//! A run's open elements age from the run's creation (a replay leaves an open element
+//! as it is). Runs are few (they live for milliseconds unless their endpoint is
+//! down), and the sweep reads only each subscription's oldest ones (`runs`).
 //!
 //! A delivery in flight (leased) is left to its outcome. One process sweeps at a time
 //! (an advisory lock); the others skip the pass.
@@ -136,9 +142,10 @@ pub fn expiry_interval(max_age: Duration) -> Duration {
 
 impl Store {
     /// One expiry sweep (see the module doc): fails deliveries older than the
-    /// store's max age. `None` when another process is sweeping.
+    /// store's max age, rows and runs' open elements. `None` when another process is
+    /// sweeping.
     pub async fn expire_deliveries(&self) -> Result<Option<u64>, StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let got: bool = client
             .query_one("select pg_try_advisory_lock($1)", &[&EXPIRY_LOCK])
             .await?
@@ -146,7 +153,10 @@ impl Store {
         if !got {
             return Ok(None);
         }
-        let result = self.expire_locked(&client).await;
+        let result = match self.expire_locked(&client).await {
+            Ok(rows) => self.expire_runs(&mut client).await.map(|runs| rows + runs),
+            Err(e) => Err(e),
+        };
         let _ = client
             .execute("select pg_advisory_unlock($1)", &[&EXPIRY_LOCK])
             .await;
@@ -174,6 +184,24 @@ impl Store {
                 .await?;
             total += n;
             if n == 0 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Fails the open elements of runs past their life, a batch per transaction (the
+    /// runs are locked in one statement and judged in the next, see `runs`).
+    async fn expire_runs(&self, client: &mut deadpool_postgres::Object) -> Result<u64, StoreError> {
+        let secs = self.max_age.as_secs_f64();
+        let reason = expired_reason(self.max_age);
+        let mut total = 0;
+        for _ in 0..MAX_BATCHES {
+            let tx = client.transaction().await?;
+            let (runs, failed) = crate::runs::expire_batch(&tx, secs, &reason).await?;
+            tx.commit().await?;
+            total += failed;
+            if runs == 0 {
                 break;
             }
         }

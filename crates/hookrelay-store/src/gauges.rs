@@ -16,22 +16,35 @@ pub struct Backlog {
     pub oldest_seconds: f64,
 }
 
+/// Open rows and runs' open elements (pending, sql/V18), per subscription. One
+/// statement, so an element recorded meanwhile counts once.
+const BACKLOG: &str = concat!(
+    "
+with open as (
+    select subscription_id, status, created_at
+      from hookrelay.deliveries
+     where status in ('pending', 'retrying')
+    union all
+    select r.subscription_id, 'pending', r.created_at
+      from hookrelay.runs r
+     cross join lateral ",
+    crate::runs::open_elements!(),
+    "
+)
+select subscription_id,
+       count(*) filter (where status = 'pending'),
+       count(*) filter (where status = 'retrying'),
+       extract(epoch from now() - min(created_at))::float8
+  from open
+ group by subscription_id
+ order by subscription_id"
+);
+
 impl Store {
+    /// Open deliveries per subscription, whether rows or in runs.
     pub async fn backlog(&self) -> Result<Vec<Backlog>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "select subscription_id,
-                        count(*) filter (where status = 'pending'),
-                        count(*) filter (where status = 'retrying'),
-                        extract(epoch from now() - min(created_at))::float8
-                   from hookrelay.deliveries
-                  where status in ('pending', 'retrying')
-                  group by subscription_id
-                  order by subscription_id",
-                &[],
-            )
-            .await?;
+        let rows = client.query(BACKLOG, &[]).await?;
         rows.iter()
             .map(|r| {
                 Ok(Backlog {

@@ -10,7 +10,8 @@
 //!                           attempt that succeeded takes its delivery out of the
 //!                           queue into a receipt, one per subscription, sql/V17,
 //!                           or, a few of a subscription's, stays on its row, V9)
-//!  api ──────────────────▶ subscriptions, events, deliveries (rows and receipts), replay
+//!  api ──────────────────▶ subscriptions, events, deliveries (rows, receipts and runs'
+//!                           open elements, see `runs`), replay
 //! ```
 //!
 //! Guarantees kept here: a source's events, their deliveries and its checkpoint commit
@@ -36,6 +37,7 @@ pub mod pooler;
 mod presence;
 mod retention;
 mod row_filters;
+mod runs;
 mod secrets;
 mod signal;
 mod subscriptions;

@@ -94,8 +94,12 @@ pub(crate) async fn refuse_while_running(tx: &Transaction<'_>) -> Result<(), Sto
     let users: String = tx.query_one(USERS, &[]).await?.try_get(0)?;
     let leased: i64 = tx
         .query_one(
-            "select count(*) from hookrelay.deliveries
-              where lease_owner is not null and lease_until > now()",
+            // rows, and runs (sql/V18) by their deliveries: a run is leased whole
+            "select (select count(*) from hookrelay.deliveries
+                      where lease_owner is not null and lease_until > now())
+                  + (select coalesce(sum(cardinality(delivery_ids)), 0)::bigint
+                       from hookrelay.runs
+                      where lease_owner is not null and lease_until > now())",
             &[],
         )
         .await?

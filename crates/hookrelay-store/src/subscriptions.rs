@@ -53,7 +53,40 @@ const PAUSED: &str = "paused through the admin API";
 /// for it. Readers are not blocked; claims and outcome writes wait for the resume's
 /// few statements. Taken after the subscription's row is updated, so a replay that
 /// holds that row (FOR SHARE, then updates deliveries) cannot deadlock with it.
+///
+/// Runs need no lock here: a batch that reads the subscription as paused gives it
+/// rows, never runs (sql/V18), so its statement holds `deliveries`' lock; one that
+/// reads it enabled marks it due itself.
 const HOLD_OFF_BATCHES: &str = "lock table hookrelay.deliveries in share mode";
+
+/// A subscription's delete holds off every writer of deliveries: batches (rows and
+/// runs), and outcomes recorded from runs into rows. Locked in this order: a batch's
+/// statement takes its locks as it names the tables, so one that names `deliveries`
+/// before `runs` never holds `runs` while it waits here for `deliveries`.
+const HOLD_OFF_WRITERS: &str = "lock table hookrelay.deliveries, hookrelay.runs in share mode";
+
+/// `$1` a subscription: deletes its runs, the attempts of their open elements, and
+/// takes those elements off their events' counts (sql/V11).
+const DELETE_RUNS: &str = concat!(
+    "
+with gone as (
+    delete from hookrelay.runs where subscription_id = $1
+    returning delivery_ids, event_seqs, order_keys
+),
+open as (
+    select x.id, x.seq
+      from gone r
+     cross join lateral ",
+    crate::runs::open_elements!(),
+    "
+),
+attempts as (
+    delete from hookrelay.attempts a using open o where a.delivery_id = o.id
+)
+update hookrelay.events e set deliveries_left = e.deliveries_left - g.n
+  from (select seq, count(*)::int as n from open group by seq) g
+ where e.seq = g.seq"
+);
 
 impl Store {
     /// Creates a subscription with id `sub_<ULID>`.
@@ -258,26 +291,33 @@ impl Store {
         Ok(subscription)
     }
 
-    /// Deletes a subscription with its deliveries, their attempts and its receipts, in
-    /// one transaction, and takes those deliveries off their events' counts.
+    /// Deletes a subscription with its deliveries (rows, receipts and runs), their
+    /// attempts, in one transaction, and takes those deliveries off their events'
+    /// counts.
     ///
-    /// The transaction first takes a SHARE lock on `deliveries`, which waits for batch
-    /// commits in progress and holds new ones off until it commits. Without it, a batch
-    /// that read the subscription before the delete could insert deliveries for it
-    /// after the delete looked, leaving orphans that no claim ever finishes (and that
-    /// sit at the head of the due queue). Readers are not blocked; writers wait for as
-    /// long as the delete takes, which is fine for a rare admin action.
+    /// The transaction first takes a SHARE lock on `deliveries` and `runs`, which waits
+    /// for batch commits in progress and holds new ones off until it commits (a batch
+    /// may write runs and no row). Without it, a batch that read the subscription
+    /// before the delete could insert deliveries for it after the delete looked,
+    /// leaving orphans that no claim ever finishes (and that sit at the head of the due
+    /// queue). Readers are not blocked; writers wait for as long as the delete takes,
+    /// which is fine for a rare admin action.
     pub async fn delete_subscription(&self, id: &str) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.batch_execute("lock table hookrelay.deliveries in share mode")
-            .await?;
+        tx.batch_execute(HOLD_OFF_WRITERS).await?;
         let deleted = tx
             .execute("delete from hookrelay.subscriptions where id = $1", &[&id])
             .await?;
         if deleted == 0 {
             return Err(StoreError::NotFound);
         }
+        // Its runs first: an element is open while it has neither a row nor a
+        // receipt's element, so only then can the open ones be told apart; each counts
+        // on its event (the others' counts go with their rows and receipts below).
+        // A recorded element's attempts go with its row; an open one's, if any (an
+        // attempt whose outcome came after its lease was lost), go here.
+        tx.execute(DELETE_RUNS, &[&id]).await?;
         // `status = 'pending' or status <> 'pending'` (every delivery: status is never
         // null) lets each arm use its index, pending and past pending (sql/V12), where
         // the subscription alone has no index to go by

@@ -9,6 +9,7 @@ mod fuzz;
 mod harness;
 mod metrics;
 mod openapi;
+mod runs;
 mod secrets;
 mod slowloris;
 mod subscriptions;
