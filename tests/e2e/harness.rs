@@ -40,6 +40,15 @@ pub const DELIVERIES_STORED: &str = "select (select count(*) from hookrelay.deli
                 and not exists (select from hookrelay.receipts c
                                  where int8range(c.first_delivery, c.last_delivery, '[]') @> x.id
                                    and x.id = any (c.delivery_ids)))";
+/// Every delivery the store holds before anything is sent, as rows of
+/// `(subscription_id, event_seq)`: delivery rows and the open elements of runs (a
+/// subquery to select from, aliased by the caller).
+pub const FANNED_OUT: &str = "(select subscription_id, event_seq from hookrelay.deliveries
+     union all
+     select r.subscription_id, x.seq from hookrelay.runs r
+      cross join lateral unnest(r.delivery_ids, r.event_seqs) as x(id, seq)
+      where not exists (select from hookrelay.deliveries d where d.id = x.id))";
+
 /// The master key every e2e relay runs with (base64 of 32 bytes), so the suite
 /// exercises sealed secrets; a spawned binary gets it as `HOOKRELAY_MASTER_KEY`.
 pub const TEST_MASTER_KEY: &str = "aG9va3JlbGF5LWUyZS10ZXN0LW1hc3Rlci1rZXktMzI=";

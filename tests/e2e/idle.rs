@@ -14,7 +14,7 @@ use hookrelay_store::{
 };
 use serde_json::Value;
 
-use crate::harness::TestDb;
+use crate::harness::{TestDb, FANNED_OUT};
 
 const IDLE: i64 = 10_000;
 
@@ -583,9 +583,11 @@ async fn fan_out_picks_the_subscriptions_the_filters_name() {
             .collect();
         let got: Vec<String> = c
             .query(
-                "select distinct d.subscription_id from hookrelay.deliveries d
-                   join hookrelay.events e on e.seq = d.event_seq
-                  where e.source = $1 and e.event_type = $2 order by 1",
+                &format!(
+                    "select distinct d.subscription_id from {FANNED_OUT} d
+                       join hookrelay.events e on e.seq = d.event_seq
+                      where e.source = $1 and e.event_type = $2 order by 1"
+                ),
                 &[&source, &event_type],
             )
             .await
@@ -606,9 +608,11 @@ async fn fan_out_picks_the_subscriptions_the_filters_name() {
         assert_eq!(like_any, want, "{source} {event_type}: the old match");
         let per_event: i64 = c
             .query_one(
-                "select count(*) from hookrelay.deliveries d
-                   join hookrelay.events e on e.seq = d.event_seq
-                  where e.source = $1 and e.event_type = $2",
+                &format!(
+                    "select count(*) from {FANNED_OUT} d
+                       join hookrelay.events e on e.seq = d.event_seq
+                      where e.source = $1 and e.event_type = $2"
+                ),
                 &[&source, &event_type],
             )
             .await
@@ -698,9 +702,11 @@ async fn fan_out_agrees_with_the_glob_rule_on_random_filters() {
     for t in &types {
         let got: Vec<String> = c
             .query(
-                "select d.subscription_id from hookrelay.deliveries d
-                   join hookrelay.events e on e.seq = d.event_seq
-                  where e.event_type = $1 order by 1",
+                &format!(
+                    "select d.subscription_id from {FANNED_OUT} d
+                       join hookrelay.events e on e.seq = d.event_seq
+                      where e.event_type = $1 order by 1"
+                ),
                 &[t],
             )
             .await

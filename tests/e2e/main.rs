@@ -32,5 +32,6 @@ mod steering;
 mod tables;
 mod tls;
 mod unreadable_secret;
+mod upgrade;
 mod url_secrets;
 mod values;

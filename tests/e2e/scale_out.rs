@@ -43,14 +43,22 @@ async fn two_instances_share_one_store_without_double_delivery() {
 
     let store = env.store.connect().await;
     // Outcomes are recorded in batches just after the receiver answers.
-    eventually("all leases released after success", Duration::from_secs(30), || async {
-        let owners: i64 = store
-            .query_one("select count(distinct lease_owner) from hookrelay.deliveries where lease_owner is not null", &[])
+    eventually(
+        "all leases released after success",
+        Duration::from_secs(30),
+        || async {
+            let held: i64 = store
+            .query_one(
+                "select (select count(*) from hookrelay.deliveries where lease_owner is not null)
+                      + (select count(*) from hookrelay.runs)",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
-        (owners == 0).then_some(())
-    })
+            (held == 0).then_some(())
+        },
+    )
     .await;
     let events: i64 = store
         .query_one("select count(*) from hookrelay.events", &[])

@@ -111,10 +111,7 @@ async fn dead_endpoint_backlog_drains_in_key_order_with_bounded_memory() {
     eventually(
         "the backlog to be stored",
         Duration::from_secs(600),
-        || async {
-            (count(&store, "select count(*) from hookrelay.deliveries").await == expected)
-                .then_some(())
-        },
+        || async { (count(&store, DELIVERIES_STORED).await == expected).then_some(()) },
     )
     .await;
     let rss_backlog = peak_rss_mib(relay.child.id());
