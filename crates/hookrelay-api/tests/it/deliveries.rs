@@ -333,14 +333,23 @@ async fn a_subscriptions_pending_and_finished_deliveries_list_and_go_as_one() {
     );
 }
 
-/// Every delivery of subscription `$1` as stored: its rows, and the elements of its
-/// receipts (first attempts that succeeded).
+/// Every delivery of subscription `$1` as stored: its rows, the elements of its
+/// receipts (first attempts that succeeded), and its runs' elements with neither
+/// (pending).
 const EVERY_DELIVERY: &str = "
 select id, status from hookrelay.deliveries where subscription_id = $1
 union all
 select x.id, 'succeeded' from hookrelay.receipts r
  cross join lateral unnest(r.delivery_ids) as x(id)
- where r.subscription_id = $1";
+ where r.subscription_id = $1
+union all
+select x.id, 'pending' from hookrelay.runs r
+ cross join lateral unnest(r.delivery_ids) as x(id)
+ where r.subscription_id = $1
+   and not exists (select from hookrelay.deliveries d where d.id = x.id)
+   and not exists (select from hookrelay.receipts c
+                    where int8range(c.first_delivery, c.last_delivery, '[]') @> x.id
+                      and x.id = any (c.delivery_ids))";
 
 async fn deliveries_of(raw: &tokio_postgres::Client, subscription_id: &str) -> i64 {
     raw.query_one(

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
 use chrono::{Duration, Utc};
-use hookrelay_store::OutcomeStatus;
+use hookrelay_core::ChangeEvent;
+use hookrelay_store::{model::SubscriptionChanges, OutcomeStatus, Store};
 use serde_json::{json, Value};
 use tokio_postgres::Client;
 
@@ -44,7 +45,8 @@ async fn seq(raw: &Client, n: u32) -> i64 {
 }
 
 /// Writes a run of `subscription`'s deliveries `ids` of events `events` (one each,
-/// in id order) and counts each on its event, as a batch does. Returns its id.
+/// in id order) and counts each on its event, as a batch does; leased to a process
+/// elsewhere (in flight there), so this test's claims leave it alone. Returns its id.
 async fn insert_run(raw: &Client, subscription: &str, ids: &[i64], events: &[u32]) -> i64 {
     let mut seqs = Vec::new();
     for n in events {
@@ -52,8 +54,10 @@ async fn insert_run(raw: &Client, subscription: &str, ids: &[i64], events: &[u32
     }
     raw.execute(
         "insert into hookrelay.runs
-             (id, last_delivery, subscription_id, delivery_ids, event_seqs, order_keys)
-         values (($1::bigint[])[1], ($1::bigint[])[cardinality($1::bigint[])], $2, $1, $3,
+             (id, last_delivery, subscription_id, lease_owner, lease_until, leases,
+              delivery_ids, event_seqs, order_keys)
+         values (($1::bigint[])[1], ($1::bigint[])[cardinality($1::bigint[])], $2,
+                 'elsewhere', now() + interval '1 hour', 0, $1, $3,
                  array_fill(null::bigint, array[cardinality($1)]))",
         &[&ids, &subscription, &seqs],
     )
@@ -131,6 +135,31 @@ async fn all_pages(api: &TestApi, query: &str, limit: u32) -> Vec<i64> {
     panic!("paging {query} does not end");
 }
 
+/// Commits `events` as delivery rows: `subs` paused meanwhile (a paused
+/// subscription's deliveries wait as rows, not in runs) and resumed after.
+async fn commit_rows(store: &Store, subs: &[&str], events: &[ChangeEvent], position: &str) {
+    let enabled = |on: bool| SubscriptionChanges {
+        enabled: Some(on),
+        ..Default::default()
+    };
+    for sub in subs {
+        store
+            .update_subscription(sub, &enabled(false))
+            .await
+            .expect("pause");
+    }
+    store
+        .commit_batch("shop", events, position)
+        .await
+        .expect("commit");
+    for sub in subs {
+        store
+            .update_subscription(sub, &enabled(true))
+            .await
+            .expect("resume");
+    }
+}
+
 fn subscribe_to(types: &[&str]) -> Value {
     json!({"url": "https://r.example.com/", "event_types": types})
 }
@@ -160,10 +189,7 @@ async fn open_run_elements_are_pending_deliveries_everywhere() {
     let orders = |r: std::ops::RangeInclusive<u32>| -> Vec<_> {
         r.map(|n| event(n, "orders.insert", now)).collect()
     };
-    store
-        .commit_batch("shop", &orders(1..=6), "6")
-        .await
-        .expect("commit");
+    commit_rows(store, &[&a, &b], &orders(1..=6), "6").await;
     let notes: Vec<_> = (7..=12)
         .chain([21])
         .map(|n| event(n, "notes.insert", now))
@@ -192,10 +218,7 @@ async fn open_run_elements_are_pending_deliveries_everywhere() {
         };
         expected.insert(id, e);
     }
-    store
-        .commit_batch("shop", &orders(13..=18), "18")
-        .await
-        .expect("commit");
+    commit_rows(store, &[&a, &b], &orders(13..=18), "18").await;
     let i = next_ids(&raw, 3).await;
     insert_run(&raw, &a, &i, &[10, 11, 12]).await;
     let ra2 = i.clone();
@@ -307,10 +330,7 @@ async fn open_run_elements_are_pending_deliveries_everywhere() {
     .expect("age");
 
     // Then two more events for A and B: pending rows, above every run.
-    store
-        .commit_batch("shop", &orders(19..=20), "20")
-        .await
-        .expect("commit");
+    commit_rows(store, &[&a, &b], &orders(19..=20), "20").await;
     for r in raw
         .query(
             "select d.id, d.subscription_id, e.id from hookrelay.deliveries d
@@ -532,6 +552,12 @@ async fn open_run_elements_are_pending_deliveries_everywhere() {
     )
     .await
     .expect("lease");
+    raw.execute(
+        "update hookrelay.runs set lease_owner = null, lease_until = null where id = $1",
+        &[&ra1],
+    )
+    .await
+    .expect("waiting");
     let expired = store.expire_deliveries().await.expect("sweep");
     assert_eq!(expired, Some(3), "A's first run's three");
     let failed: Vec<(i64, i32, String)> = raw
@@ -576,9 +602,20 @@ async fn open_run_elements_are_pending_deliveries_everywhere() {
 
     // A 410 fails B's open elements in runs no other live process holds: one waiting
     // and one leased here, not one leased elsewhere.
+    let claimed = claim_all(store).await;
+    let to_b = claimed
+        .iter()
+        .find(|d| d.subscription_id == b)
+        .expect("a pending row of B");
     let i = next_ids(&raw, 2).await;
     let waiting = insert_run(&raw, &b, &i[..1], &[12]).await;
     let here = insert_run(&raw, &b, &i[1..], &[21]).await;
+    raw.execute(
+        "update hookrelay.runs set lease_owner = null, lease_until = null where id = $1",
+        &[&waiting],
+    )
+    .await
+    .expect("waiting");
     raw.execute(
         "update hookrelay.runs set lease_owner = 'test', lease_until = now() + interval '1 minute',
                 leases = 1
@@ -588,11 +625,6 @@ async fn open_run_elements_are_pending_deliveries_everywhere() {
     .await
     .expect("lease");
     assert_counts_match(&raw, "more runs").await;
-    let claimed = claim_all(store).await;
-    let to_b = claimed
-        .iter()
-        .find(|d| d.subscription_id == b)
-        .expect("a pending row of B");
     store
         .record_outcomes("test", &[outcome(to_b, OutcomeStatus::Gone, 410)])
         .await
