@@ -29,6 +29,9 @@ create table hookrelay.runs (
     lease_owner     text,                 -- null: waiting for a claim
     lease_until     timestamptz,
     leases          integer not null default 0,  -- times leased: its deliveries' attempt number
+    -- handed out in part (a claim's room ended inside it) and given back: some of its
+    -- deliveries have an outcome, which a claim passes over
+    partial         boolean not null default false,
     -- one element per delivery, in delivery id order
     delivery_ids    bigint[] not null,
     event_seqs      bigint[] not null,

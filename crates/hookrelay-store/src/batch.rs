@@ -122,10 +122,7 @@ fan as materialized (
              order by ins.seq, m.id) f
 ),
 placed as materialized (
-    select f.*, f.enabled and (f.key is null or f.nth = 1) as in_run,
-           (row_number() over (partition by f.sub, f.enabled and (f.key is null or f.nth = 1)
-                               order by f.id) - 1) / 64 as chunk
-      from fan f
+    select f.*, f.enabled and (f.key is null or f.nth = 1) as in_run from fan f
 ),
 lone as (
     insert into hookrelay.deliveries (id, event_seq, subscription_id, order_key)
@@ -140,7 +137,10 @@ runs_made as materialized (
     select sub, chunk, min(id) as id, max(id) as last, array_agg(id order by id) as ids,
            array_agg(seq order by id) as seqs, array_agg(key order by id) as keys,
            false as handed
-      from placed where in_run
+      from (select p.*, (row_number() over (partition by p.sub order by p.id) - 1) / 64
+                            as chunk
+              from placed p
+             where p.in_run) c
      group by sub, chunk
 ),
 made as (
@@ -170,11 +170,14 @@ busy as materialized (
      where r.subscription_id in (select sub from handable) and k.key is not null
 ),
 free as materialized (
-    -- may go now by per-key order (DESIGN §1.1.3): no key, or none of its key open
-    -- in a run or a row. The open row is looked up per delivery, and only for
+    -- `ok`: may go now by per-key order (DESIGN §1.1.3): no key, or none of its key
+    -- open in a run or a row. The open row is looked up per delivery, and only for
     -- subscriptions that may be handed runs: as a plain NOT EXISTS the generic plan
-    -- hashed every open delivery of the store on each batch
-    select p.id, p.seq, p.sub, p.key, p.chunk, h.room,
+    -- hashed every open delivery of the store on each batch. `part`: within the
+    -- room, so its runs (cut apart from the rest) may be handed
+    select p.id, p.seq, p.sub, p.key, h.room,
+           coalesce(row_number() over (partition by p.sub order by p.id) <= h.room, false)
+               as part,
            case when h.sub is null then false
                 when p.key is null then true
                 else not exists (select from busy b where b.sub = p.sub and b.key = p.key)
@@ -189,15 +192,17 @@ free as materialized (
      where p.in_run
 ),
 runs_made as materialized (
-    -- handed: every delivery in it may go, and it starts within the room. From
-    -- `free` alone: joined back to `placed`, the generic plan compared every
-    -- delivery with every other (9 million rows for a 1,000-event batch)
-    select sub, chunk, min(id) as id, max(id) as last,
+    -- handed: within the room, and every delivery in it may go. From `free` alone:
+    -- joined back to `placed`, the generic plan compared every delivery with every
+    -- other (9 million rows for a 1,000-event batch)
+    select sub, part, chunk, min(id) as id, max(id) as last,
            array_agg(id order by id) as ids, array_agg(seq order by id) as seqs,
            array_agg(key order by id) as keys,
-           bool_and(ok) and coalesce(chunk * 64 < min(room), false) as handed
-      from free
-     group by sub, chunk
+           part and bool_and(ok) as handed
+      from (select f.*, (row_number() over (partition by f.sub, f.part order by f.id) - 1)
+                            / 64 as chunk
+              from free f) c
+     group by sub, part, chunk
 ),
 made as (
     -- leased at insert to the local dispatcher ($7, for $10 seconds)
@@ -600,7 +605,7 @@ impl Store {
                     }) => {
                         let ticket = runs
                             .entry(run)
-                            .or_insert_with(|| RunTicket::new(run, run_size as usize))
+                            .or_insert_with(|| RunTicket::new(run, run_size as usize, false))
                             .clone();
                         leased.push((delivery_id, subscription_id, event_id, ticket));
                     }

@@ -393,8 +393,9 @@ select 'off', null, null, due.id, null, null, null, null, null, null, null,
 ///
 /// A run's delivery is held back (per-key order, DESIGN §1.1.3) when an earlier one of
 /// its key is still open: in a run in flight, in an earlier run taken here, or in a
-/// row. It then becomes a pending row with its id, which a claim takes once its key
-/// is free; a run's deliveries never wait on one another in memory.
+/// row; and when it lies past the subscription's room. It then becomes a pending row
+/// with its id, which a claim takes once its key is free; a run's deliveries never
+/// wait on one another in memory.
 ///
 /// Its rows are of the kinds [`ClaimRow`] decodes: `run` (a leased delivery), `event`,
 /// `target`, and `runs` (per subscription looked at: are runs left waiting?).
@@ -415,7 +416,7 @@ wants as (
 cand as materialized (
     -- per subscription with room: its oldest runs nobody holds (never leased, or the
     -- lease ran out: its process died), those that start within its room
-    select w.id as sub, r.id as run, r.size, r.start
+    select w.id as sub, r.id as run, r.size, r.start, w.room
       from wants w
       cross join lateral (
             select r.id, cardinality(r.delivery_ids) as size,
@@ -448,7 +449,7 @@ mine as materialized (
 ),
 taken as materialized (
     -- checked again on the latest version once locked
-    select r.id, r.ctid, r.subscription_id as sub, r.created_at, r.leases,
+    select r.id, r.ctid, r.subscription_id as sub, r.created_at, r.leases, r.partial,
            r.delivery_ids, r.event_seqs, r.order_keys
       from hookrelay.runs r
      where r.id in (select run from picked where sub in (select sub from mine))
@@ -456,16 +457,22 @@ taken as materialized (
        for update of r skip locked
 ),
 el as materialized (
-    -- each delivery of a taken run still open: a run leased before (its lease ran
-    -- out) may hold some with an outcome already, as a receipt or a row
-    select t.id as run, t.sub, t.leases, t.created_at, x.id, x.seq, x.key
-      from taken t
-     cross join lateral unnest(t.delivery_ids, t.event_seqs, t.order_keys) as x(id, seq, key)
-     where t.leases = 0
-        or (not exists (select from hookrelay.deliveries d where d.id = x.id)
-            and not exists (select from hookrelay.receipts rc
-                             where int8range(rc.first_delivery, rc.last_delivery, '[]') @> x.id
-                               and x.id = any (rc.delivery_ids)))
+    -- each delivery of a taken run still open (a run leased before may hold some
+    -- with an outcome already, as a receipt or a row), `over` the subscription's
+    -- room or not: those past it stay in the run, unsent, for a later claim (a
+    -- half-open circuit's single probe stays one delivery)
+    select o.*, o.start + row_number() over (partition by o.run order by o.id) > o.room as over
+      from (select t.id as run, t.sub, t.leases, t.created_at, c.start, c.room,
+                   x.id, x.seq, x.key
+              from taken t
+              join cand c on c.run = t.id
+             cross join lateral unnest(t.delivery_ids, t.event_seqs, t.order_keys)
+                   as x(id, seq, key)
+             where (t.leases = 0 and not t.partial)
+                or (not exists (select from hookrelay.deliveries d where d.id = x.id)
+                    and not exists (select from hookrelay.receipts rc
+                                     where int8range(rc.first_delivery, rc.last_delivery, '[]') @> x.id
+                                       and x.id = any (rc.delivery_ids)))) o
 ),
 busy as materialized (
     -- keys open in the subscriptions' runs in flight (leased now, not taken here)
@@ -478,8 +485,8 @@ busy as materialized (
 ),
 judged as materialized (
     select e.*,
-           e.key is not null and (
-               row_number() over (partition by e.sub, e.key order by e.id) > 1
+           not e.over and e.key is not null and (
+               row_number() over (partition by e.sub, e.key, e.over order by e.id) > 1
                or exists (select from busy b where b.sub = e.sub and b.key = e.key)
                or exists (select from hookrelay.deliveries p
                            where p.subscription_id = e.sub and p.order_key = e.key
@@ -489,6 +496,11 @@ judged as materialized (
                              and p.id < e.id)) as held
       from el e
 ),
+sent as materialized (
+    -- what goes now, and whether its run keeps deliveries for a later claim
+    select j.*, bool_or(j.over) over (partition by j.run) as rest
+      from judged j
+),
 held as (
     insert into hookrelay.deliveries
            (id, event_seq, subscription_id, order_key, attempts, created_at)
@@ -497,15 +509,16 @@ held as (
     on conflict (id) do nothing
 ),
 leased as (
+    -- leased with what it sends now; one that sends nothing now is left as it is
     update hookrelay.runs r
        set lease_owner = $3, lease_until = now() + make_interval(secs => $2),
            leases = r.leases + 1
       from taken t
      where r.ctid = t.ctid
-       and exists (select from judged j where j.run = t.id and not j.held)
+       and exists (select from judged j where j.run = t.id and not j.held and not j.over)
 ),
 emptied as (
-    -- nothing left to send in it: every delivery has an outcome or waits as a row
+    -- nothing left in it: every delivery has an outcome or waits as a row
     delete from hookrelay.runs r
      using taken t
      where r.ctid = t.ctid
@@ -516,29 +529,33 @@ select 'run' as kind, j.id as delivery_id, j.leases + 1 as attempt,
        j.sub as subscription_id, j.seq as event_seq, null::text as event_id,
        null::text as body, null::text as url, null::text as secret,
        null::text as previous_secret, null::jsonb as headers, j.run,
-       (count(*) over (partition by j.run))::int as run_size, null::bool as waiting
-  from judged j
- where not j.held
+       (count(*) over (partition by j.run))::int as run_size, j.rest,
+       null::bool as waiting
+  from sent j
+ where not j.held and not j.over
 union all
 -- each leased delivery's event once
 select 'event', null, null, null, e.seq, e.id, e.body, null, null, null, null, null, null,
-       null
+       null, null
   from hookrelay.events e
- where e.seq = any (array(select distinct seq from judged where not held))
+ where e.seq = any (array(select distinct seq from judged where not held and not over))
 union all
 -- and each leased delivery's subscription once
 select 'target', null, null, s.id, null, null, null, s.url, s.secret,
        case when s.previous_secret_until > now() then s.previous_secret end, s.headers,
-       null, null, null
+       null, null, null, null
   from hookrelay.subscriptions s
- where s.id = any (array(select distinct sub from judged where not held))
+ where s.id = any (array(select distinct sub from judged where not held and not over))
 union all
--- per subscription with runs nobody held: are some left waiting after this claim?
+-- per subscription with runs nobody held: are some left waiting after this claim
+-- (not taken, or taken in part)?
 select 'runs', null, null, c.sub, null, null, null, null, null, null, null, null, null,
+       null,
        exists (select from hookrelay.runs r
                 where r.subscription_id = c.sub
                   and (r.lease_until is null or r.lease_until < now())
                   and r.id not in (select id from taken))
+       or exists (select from judged j where j.sub = c.sub and j.over)
   from (select distinct sub from cand) c";
 
 /// A subscription's URL, signing secrets and headers as a statement returns them
@@ -596,6 +613,8 @@ enum ClaimRow {
         event_seq: i64,
         run: i64,
         run_size: i32,
+        /// The run keeps deliveries for a later claim.
+        rest: bool,
     },
     /// A subscription whose runs [`CLAIM_RUNS`] looked at: some left waiting?
     Runs {
@@ -636,6 +655,7 @@ impl ClaimRow {
                 event_seq: r.try_get("event_seq")?,
                 run: r.try_get("run")?,
                 run_size: r.try_get("run_size")?,
+                rest: r.try_get("rest")?,
             },
             "runs" => Self::Runs {
                 subscription_id: sub()?,
@@ -810,7 +830,8 @@ select u.id, u.attempt, u.started, u.ms, u.code, u.err, u.body
 /// receipt (sql/V17); anything else as its delivery's row, written once with its
 /// id (a first success among fewer on the row, sql/V9; a retry, never scheduled past
 /// the delivery's life of `$12` seconds and failed past it, `$13` saying why; a
-/// failure). The runs `$15`, whose last deliveries these are, are deleted.
+/// failure). The runs `$15`, whose last deliveries these are, are deleted; the runs
+/// `$16`, whose last deliveries handed out these are, are given back for a claim.
 const RECORD_RUN_OUTCOMES: &str = "
 with u as (
     select * from unnest($1::bigint[], $2::bigint[], $3::int[], $4::text[], $5::timestamptz[],
@@ -886,6 +907,13 @@ due as (
 ),
 finished as (
     delete from hookrelay.runs r where r.id = any ($15::bigint[]) and r.lease_owner = $11
+),
+released as (
+    -- handed out in part: the rest waits for a claim, which passes over what has an
+    -- outcome now; the lease is given back, so the rest's first attempt is their 1st
+    update hookrelay.runs r
+       set lease_owner = null, lease_until = null, leases = r.leases - 1, partial = true
+     where r.id = any ($16::bigint[]) and r.lease_owner = $11
 )
 insert into hookrelay.attempts
        (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
@@ -947,13 +975,17 @@ pub struct RunTicket {
     pub id: i64,
     /// Its deliveries handed out whose outcome is not recorded yet.
     left: Arc<AtomicUsize>,
+    /// The run holds deliveries not handed out (past the room): once these are
+    /// recorded it is given back for a claim rather than deleted.
+    rest: bool,
 }
 
 impl RunTicket {
-    pub fn new(id: i64, deliveries: usize) -> Self {
+    pub fn new(id: i64, deliveries: usize, rest: bool) -> Self {
         Self {
             id,
             left: Arc::new(AtomicUsize::new(deliveries)),
+            rest,
         }
     }
 }
@@ -1162,10 +1194,11 @@ impl Store {
                     event_seq,
                     run,
                     run_size,
+                    rest,
                 }) => {
                     let ticket = runs
                         .entry(run)
-                        .or_insert_with(|| RunTicket::new(run, run_size as usize));
+                        .or_insert_with(|| RunTicket::new(run, run_size as usize, rest));
                     run_of.insert(delivery_id, ticket.clone());
                     leased.push((delivery_id, attempt, subscription_id, event_seq));
                 }
@@ -1389,11 +1422,16 @@ impl Store {
             }
         }
         if !in_runs.is_empty() {
-            let finished: Vec<i64> = counted
-                .iter()
-                .filter(|(run, k)| run.left.load(Ordering::Acquire) <= *k)
-                .map(|(run, _)| run.id)
-                .collect();
+            let (mut finished, mut released) = (Vec::<i64>::new(), Vec::<i64>::new());
+            for (run, k) in &counted {
+                if run.left.load(Ordering::Acquire) <= *k {
+                    if run.rest {
+                        released.push(run.id);
+                    } else {
+                        finished.push(run.id);
+                    }
+                }
+            }
             let p = OutcomeParams::new(&in_runs);
             let stmt = tx.prepare_cached(RECORD_RUN_OUTCOMES).await?;
             tx.execute(
@@ -1414,6 +1452,7 @@ impl Store {
                     &expired,
                     &RECEIPT_MIN,
                     &finished,
+                    &released,
                 ],
             )
             .await?;
