@@ -7,7 +7,7 @@ use chrono::Utc;
 use hookrelay_core::ChangeEvent;
 use hookrelay_store::{
     model::{NewSubscription, OrderingMode, SubscriptionChanges},
-    Claim, ClaimProgress, ClaimRoom, Offer, Store,
+    Claim, ClaimProgress, ClaimRoom, Offer, Outcome, OutcomeStatus, Store,
 };
 
 use crate::harness::{TestDb, FANNED_OUT};
@@ -247,4 +247,164 @@ async fn a_batch_holding_stored_changes_stores_and_delivers_only_the_new_ones() 
         .collect();
     let expected: Vec<(String, i64)> = (0..8).map(|n| (format!("evt_claim{n:04}"), 1)).collect();
     assert_eq!(per_event, expected);
+}
+
+/// One finished attempt of `d`, as the dispatcher records it.
+fn outcome(d: &hookrelay_store::ClaimedDelivery, status: OutcomeStatus) -> Outcome {
+    Outcome {
+        delivery_id: d.delivery_id,
+        attempt: d.attempt,
+        subscription_id: d.subscription_id.clone(),
+        started_at: Utc::now(),
+        duration_ms: 3,
+        status_code: Some(if status == OutcomeStatus::Succeeded {
+            200
+        } else {
+            500
+        }),
+        error: (status != OutcomeStatus::Succeeded).then(|| "HTTP 500".into()),
+        response_body: None,
+        status,
+        run: d.run.clone(),
+    }
+}
+
+async fn runs_left(db: &TestDb) -> Vec<(i64, Option<String>, i32)> {
+    db.connect()
+        .await
+        .query(
+            "select id, lease_owner, leases from hookrelay.runs order by id",
+            &[],
+        )
+        .await
+        .expect("runs")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// A run handed to a process that then died: once its lease runs out, a claim takes
+/// it again for the deliveries with no outcome recorded only, as their second
+/// attempt; the ones recorded (a success, a retry) are not sent again.
+#[tokio::test]
+async fn a_run_whose_process_died_is_taken_again_for_what_has_no_outcome() {
+    let db = TestDb::new("claims_runs").await;
+    let (store, sub) = store_with_subscription(&db).await;
+    let offer = Offer {
+        owner: "dead".into(),
+        lease: LEASE,
+        rooms: vec![(sub.clone(), 100)],
+    };
+    let (out, handed) = store
+        .commit_batch_offered("shop", &events(0..8, i64::from), "8", Some(&offer), None)
+        .await
+        .expect("batch");
+    assert_eq!(out.deliveries, 8);
+    assert_eq!(handed.deliveries.len(), 8, "handed as one run");
+    assert!(out.first_waiting.is_none());
+    let d = &handed.deliveries;
+    store
+        .record_outcomes(
+            "dead",
+            &[
+                outcome(&d[0], OutcomeStatus::Succeeded),
+                outcome(
+                    &d[1],
+                    OutcomeStatus::Retry {
+                        at: Utc::now() + chrono::Duration::hours(1),
+                    },
+                ),
+                outcome(&d[2], OutcomeStatus::Succeeded),
+            ],
+        )
+        .await
+        .expect("three outcomes");
+    // Not the last of the run: it stays, leased to the dead process.
+    let runs = runs_left(&db).await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].1.as_deref(), Some("dead"));
+    // While the lease holds, nobody else takes it.
+    assert!(claim(&store, &sub, 100, 0).await.deliveries.is_empty());
+
+    db.connect()
+        .await
+        .execute(
+            "update hookrelay.runs set lease_until = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .expect("the lease runs out");
+    let c = claim(&store, &sub, 100, 0).await;
+    let again: Vec<i64> = ids(&c);
+    let want: Vec<i64> = d[3..].iter().map(|d| d.delivery_id).collect();
+    assert_eq!(again, want, "only those with no outcome, with their ids");
+    assert!(c.deliveries.iter().all(|d| d.attempt == 2));
+    let done: Vec<Outcome> = c
+        .deliveries
+        .iter()
+        .map(|d| outcome(d, OutcomeStatus::Succeeded))
+        .collect();
+    store.record_outcomes("owner", &done).await.expect("record");
+    assert!(
+        runs_left(&db).await.is_empty(),
+        "the last outcome ends the run"
+    );
+    // The dead process's late outcome for one of them is only logged.
+    store
+        .record_outcomes("dead", &[outcome(&d[3], OutcomeStatus::Succeeded)])
+        .await
+        .expect("late outcome");
+    let client = db.connect().await;
+    let stored: i64 = client
+        .query_one(crate::harness::DELIVERIES_STORED, &[])
+        .await
+        .expect("stored")
+        .get(0);
+    assert_eq!(stored, 8, "each delivery once");
+    let retrying: i64 = client
+        .query_one(
+            "select count(*) from hookrelay.deliveries where status = 'retrying' and id = $1",
+            &[&d[1].delivery_id],
+        )
+        .await
+        .expect("retrying")
+        .get(0);
+    assert_eq!(retrying, 1);
+}
+
+/// A claim whose room ends inside a run sends what fits and keeps the rest in the
+/// run; once those outcomes are recorded the run is given back, and the next claim
+/// sends the rest as their first attempt.
+#[tokio::test]
+async fn a_room_ending_inside_a_run_sends_the_rest_later_as_first_attempts() {
+    let db = TestDb::new("claims_runs").await;
+    let (store, sub) = store_with_subscription(&db).await;
+    store
+        .commit_batch("shop", &events(0..8, i64::from), "8")
+        .await
+        .expect("batch");
+    let first = claim(&store, &sub, 3, 0).await;
+    assert_eq!(first.deliveries.len(), 3);
+    let runs = runs_left(&db).await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].1.as_deref(), Some("owner"));
+    // Leased: another claim meanwhile takes none of the rest.
+    assert!(claim(&store, &sub, 8, 0).await.deliveries.is_empty());
+    let done: Vec<Outcome> = first
+        .deliveries
+        .iter()
+        .map(|d| outcome(d, OutcomeStatus::Succeeded))
+        .collect();
+    store.record_outcomes("owner", &done).await.expect("record");
+    assert_eq!(runs_left(&db).await[0].1, None, "given back");
+
+    let rest = claim(&store, &sub, 8, 0).await;
+    assert_eq!(rest.deliveries.len(), 5);
+    assert!(rest.deliveries.iter().all(|d| d.attempt == 1));
+    let mut all: Vec<i64> = ids(&first);
+    all.extend(ids(&rest));
+    let mut sorted = all.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 8, "each once: {all:?}");
 }

@@ -846,18 +846,21 @@ mine as materialized (
      where r.id = any (array(select distinct run from u)) and r.lease_owner = $11
        for share of r
 ),
+el as materialized (
+    -- their deliveries, each run's arrays read once: unnested per outcome, they took
+    -- 13 µs an outcome of a 64-delivery run
+    select m.id as run, m.subscription_id as sub, m.created_at, x.id, x.seq, x.key
+      from mine m
+     cross join lateral unnest(m.delivery_ids, m.event_seqs, m.order_keys) as x(id, seq, key)
+),
 o as materialized (
     -- each outcome with its delivery as its run holds it
-    select u.*, m.subscription_id as sub, x.seq, x.key, m.created_at,
+    select u.*, e.sub, e.seq, e.key, e.created_at,
            u.status = 'succeeded' and u.attempt = 1 and u.err is null as first,
            count(*) filter (where u.status = 'succeeded' and u.attempt = 1 and u.err is null)
-               over (partition by m.subscription_id) as n
+               over (partition by e.sub) as n
       from u
-      join mine m on m.id = u.run
-     cross join lateral (
-            select x.seq, x.key
-              from unnest(m.delivery_ids, m.event_seqs, m.order_keys) as x(id, seq, key)
-             where x.id = u.id) x
+      join el e on e.id = u.id and e.run = u.run
 ),
 receipt as (
     insert into hookrelay.receipts
