@@ -1,9 +1,18 @@
 //! The dispatcher side: lease due deliveries, then record what happened.
 //!
-//! A claim commits its lease before any HTTP call, so no transaction spans network
-//! I/O; several processes can claim from one store because rows are taken
-//! `FOR UPDATE SKIP LOCKED`. A delivery is only due when no earlier delivery for the
-//! same subscription and order key is still open (per-key order, DESIGN §1.1.3).
+//! A claim leases runs (`CLAIM_RUNS`, sql/V18), then rows in the room they leave
+//! (`CLAIM_DUE`), and commits its leases before any HTTP call, so no transaction spans
+//! network I/O; several processes can claim from one store because runs and rows are
+//! taken `FOR UPDATE SKIP LOCKED`. A delivery is only due when no earlier delivery for
+//! the same subscription and order key is still open (per-key order, DESIGN §1.1.3).
+//!
+//! ```text
+//!  run ──claim──▶ leased: its deliveries sent ──outcomes──▶ receipts / rows; the last
+//!   │               (those past the room stay)             deletes the run, or gives
+//!   │                                                      it back if some stayed
+//!   └─ a delivery whose key is open ──▶ pending row, same id (claimed as rows are)
+//!  lease runs out (process died) ──▶ claimed again for what has no outcome
+//! ```
 //!
 //! Claims start from the subscriptions that may have due work
 //! (`hookrelay.subscription_work`, sql/V6), so idle subscriptions cost nothing:

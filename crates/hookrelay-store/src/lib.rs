@@ -1,22 +1,26 @@
 //! hookrelay's Postgres store: all of hookrelay's SQL lives in this crate.
 //!
 //! ```text
-//!  source ──commit_batch──▶ events + deliveries + checkpoint   (one transaction; each
-//!                           event counts its deliveries, sql/V11, for retention; fresh
-//!                           deliveries leased at insert within the local dispatcher's
-//!                           offer and handed to it, see `signal`)
-//!  dispatch ─claim_due────▶ deliveries leased FOR UPDATE SKIP LOCKED (committed before I/O)
-//!  dispatch ─record───────▶ deliveries outcome + attempts        (batched; a first
-//!                           attempt that succeeded takes its delivery out of the
-//!                           queue into a receipt, one per subscription, sql/V17,
-//!                           or, a few of a subscription's, stays on its row, V9)
+//!  source ──commit_batch──▶ events + runs + checkpoint          (one transaction; a
+//!                           subscription's new deliveries as runs of up to 64, one
+//!                           row of arrays each, sql/V18, rows for the rest; each event
+//!                           counts its deliveries, sql/V11, for retention; fresh runs
+//!                           leased at insert within the local dispatcher's offer and
+//!                           handed to it, see `signal`)
+//!  dispatch ─claim_due────▶ runs, then rows, leased FOR UPDATE SKIP LOCKED (committed
+//!                           before I/O; a run's delivery whose key is open becomes a row)
+//!  dispatch ─record───────▶ each outcome ends its delivery     (batched: a first success
+//!                           in a receipt, one per subscription, sql/V17, or, a few of a
+//!                           subscription's, on a row, V9; anything else a row, with the
+//!                           delivery's id; the last outcome of a run deletes it)
 //!  api ──────────────────▶ subscriptions, events, deliveries (rows, receipts and runs'
 //!                           open elements, see `runs`), replay
 //! ```
 //!
 //! Guarantees kept here: a source's events, their deliveries and its checkpoint commit
-//! together or not at all; events dedupe on their deterministic id; a delivery is
-//! leased to one dispatcher at a time; an outcome is only recorded by the lease holder.
+//! together or not at all; events dedupe on their deterministic id; a delivery's id is
+//! fixed when its event is stored; a delivery is leased to one dispatcher at a time; an
+//! outcome is only recorded by the lease holder.
 
 mod backfills;
 mod batch;

@@ -8,9 +8,9 @@
 //!   a claim took all there was for S
 //!   (S is drained) ──offer(owner, lease, room per drained S)──▶ offer
 //!                                       take_offer ◀──────────────── before its commit
-//!                                                   insert: S's fresh deliveries leased
-//!                                                   to the owner, up to S's room, first of
-//!                                                   their key with none of it open
+//!                                                   insert: S's fresh runs leased to the
+//!                                                   owner, up to S's room, none of their
+//!                                                   keys open, no older run of S waiting
 //!                                       hand ◀─────────────────────── after the commit
 //!   take_handed: send them, no claim ◀── handed + waiting
 //!   S in `waiting` (deliveries left for
@@ -23,8 +23,8 @@
 //!
 //! A claim and an offer never stand at once (a claim withdraws the offer first), and
 //! a batch takes the offer whole, so two batches never fill the same room. A crash
-//! between the commit and the send leaves leased deliveries that another claim takes
-//! once the lease runs out, as for claimed ones. Other processes sharing the store
+//! between the commit and the send leaves leased runs that another claim takes once
+//! the lease runs out, as for claimed ones. Other processes sharing the store
 //! see none of this: they find the same rows by polling and by their periodic rescan.
 
 use std::{
