@@ -469,19 +469,22 @@ el as materialized (
     -- each delivery of a taken run still open (a run leased before may hold some
     -- with an outcome already, as a receipt or a row), `over` the subscription's
     -- room or not: those past it stay in the run, unsent, for a later claim (a
-    -- half-open circuit's single probe stays one delivery)
-    select o.*, o.start + row_number() over (partition by o.run order by o.id) > o.room as over
-      from (select t.id as run, t.sub, t.leases, t.created_at, c.start, c.room,
-                   x.id, x.seq, x.key
-              from taken t
-              join cand c on c.run = t.id
-             cross join lateral unnest(t.delivery_ids, t.event_seqs, t.order_keys)
-                   as x(id, seq, key)
-             where (t.leases = 0 and not t.partial)
-                or (not exists (select from hookrelay.deliveries d where d.id = x.id)
-                    and not exists (select from hookrelay.receipts rc
-                                     where int8range(rc.first_delivery, rc.last_delivery, '[]') @> x.id
-                                       and x.id = any (rc.delivery_ids)))) o
+    -- half-open circuit's single probe stays one delivery); `rest`: its run keeps some
+    select p.*, bool_or(p.over) over (partition by p.run) as rest
+      from (select o.*,
+                   o.start + row_number() over (partition by o.run order by o.id) > o.room
+                       as over
+              from (select t.id as run, t.sub, t.leases, t.created_at, c.start, c.room,
+                           x.id, x.seq, x.key
+                      from taken t
+                      join cand c on c.run = t.id
+                     cross join lateral unnest(t.delivery_ids, t.event_seqs, t.order_keys)
+                           as x(id, seq, key)
+                     where (t.leases = 0 and not t.partial)
+                        or (not exists (select from hookrelay.deliveries d where d.id = x.id)
+                            and not exists (select from hookrelay.receipts rc
+                                             where int8range(rc.first_delivery, rc.last_delivery, '[]') @> x.id
+                                               and x.id = any (rc.delivery_ids)))) o) p
 ),
 busy as materialized (
     -- keys open in the subscriptions' runs in flight (leased now, not taken here)
@@ -492,23 +495,29 @@ busy as materialized (
        and r.lease_until >= now() and k.key is not null
        and r.id not in (select id from taken)
 ),
+keyed as materialized (
+    -- the subscriptions with a keyed row open: only their deliveries are looked up
+    -- in the rows (a probe each; one per subscription otherwise)
+    select m.sub
+      from mine m
+     where exists (select from hookrelay.deliveries p
+                    where p.subscription_id = m.sub
+                      -- deliveries_key_open's predicate, so the planner uses it
+                      and p.order_key is not null
+                      and p.status in ('pending', 'retrying'))
+),
 judged as materialized (
     select e.*,
            not e.over and e.key is not null and (
                row_number() over (partition by e.sub, e.key, e.over order by e.id) > 1
                or exists (select from busy b where b.sub = e.sub and b.key = e.key)
-               or exists (select from hookrelay.deliveries p
-                           where p.subscription_id = e.sub and p.order_key = e.key
-                             -- deliveries_key_open's predicate, so the planner uses it
-                             and p.order_key is not null
-                             and p.status in ('pending', 'retrying')
-                             and p.id < e.id)) as held
+               or (e.sub in (select sub from keyed)
+                   and exists (select from hookrelay.deliveries p
+                                where p.subscription_id = e.sub and p.order_key = e.key
+                                  and p.order_key is not null
+                                  and p.status in ('pending', 'retrying')
+                                  and p.id < e.id))) as held
       from el e
-),
-sent as materialized (
-    -- what goes now, and whether its run keeps deliveries for a later claim
-    select j.*, bool_or(j.over) over (partition by j.run) as rest
-      from judged j
 ),
 held as (
     insert into hookrelay.deliveries
@@ -540,7 +549,7 @@ select 'run' as kind, j.id as delivery_id, j.leases + 1 as attempt,
        null::text as previous_secret, null::jsonb as headers, j.run,
        (count(*) over (partition by j.run))::int as run_size, j.rest,
        null::bool as waiting
-  from sent j
+  from judged j
  where not j.held and not j.over
 union all
 -- each leased delivery's event once
