@@ -1225,12 +1225,11 @@ impl Store {
                 }
                 Some(ClaimRow::Runs {
                     subscription_id,
-                    waiting,
+                    waiting: true,
                 }) => {
-                    if waiting {
-                        waiting_runs.insert(subscription_id);
-                    }
+                    waiting_runs.insert(subscription_id);
                 }
+                Some(ClaimRow::Runs { waiting: false, .. }) => {}
                 Some(ClaimRow::Event { seq, id, body }) => {
                     events.insert(seq, (id, Bytes::from(body)));
                 }
