@@ -118,31 +118,10 @@ impl Store {
         let fetch = fetch_count(filter.limit);
         let status = filter.status.map(DeliveryStatus::as_str);
         let mut w = Conditions::default();
-        if let Some(v) = &filter.subscription_id {
-            w.add("d.subscription_id = ?", v);
-        }
         if let Some(v) = status {
             w.add_fixed(format!("d.status = '{v}'"));
         }
-        if let Some(v) = &filter.event_type {
-            w.add("e.event_type = ?", v);
-        }
-        if let Some(v) = &filter.event_id {
-            // No index leads from an event to its deliveries (sql/V11 dropped it to
-            // spare every delivery its writes): the newest-first walk of the primary
-            // key finds a recent event's deliveries at once and an old one's after a
-            // scan, which an operator's look-up can afford and the pipeline need not pay.
-            w.add("e.id = ?", v);
-        }
-        if let Some(v) = &filter.since {
-            w.add("d.created_at >= ?", v);
-        }
-        if let Some(v) = &filter.until {
-            w.add("d.created_at < ?", v);
-        }
-        if let Some(v) = &filter.before_id {
-            w.add("d.id < ?", v);
-        }
+        add_filters(&mut w, filter, &ROWS);
         let limit = w.param(&fetch);
         let sql = if filter.subscription_id.is_some() && status.is_none() {
             // A subscription's deliveries are in two indexes, its pending ones and
@@ -371,26 +350,11 @@ async fn run_elements_page(
     fetch: i64,
 ) -> Result<Vec<Delivery>, StoreError> {
     let mut c = Conditions::default();
-    if let Some(v) = &filter.subscription_id {
-        c.add("r.subscription_id = ?", v);
-    }
     if let Some(v) = &filter.before_id {
         // a run holds no delivery below its id
         c.add("r.id < ?", v);
-        c.add("x.id < ?", v);
     }
-    if let Some(v) = &filter.event_type {
-        c.add("e.event_type = ?", v);
-    }
-    if let Some(v) = &filter.event_id {
-        c.add("e.id = ?", v);
-    }
-    if let Some(v) = &filter.since {
-        c.add("r.created_at >= ?", v);
-    }
-    if let Some(v) = &filter.until {
-        c.add("r.created_at < ?", v);
-    }
+    add_filters(&mut c, filter, &RUN_ELEMENTS);
     let fetch_p = c.param(&fetch);
     let sql = format!(
         "{}{} order by x.id desc limit {fetch_p}",
@@ -441,21 +405,7 @@ async fn receipted_page(
     loop {
         let mut c = Conditions::default();
         let read = which_receipts(&mut c, filter);
-        if let Some(v) = &filter.before_id {
-            c.add("x.id < ?", v);
-        }
-        if let Some(v) = &filter.event_type {
-            c.add("e.event_type = ?", v);
-        }
-        if let Some(v) = &filter.event_id {
-            c.add("e.id = ?", v);
-        }
-        if let Some(v) = &filter.since {
-            c.add("x.created_at >= ?", v);
-        }
-        if let Some(v) = &filter.until {
-            c.add("x.created_at < ?", v);
-        }
+        add_filters(&mut c, filter, &RECEIPT_ELEMENTS);
         c.add_fixed("not exists (select from hookrelay.deliveries d where d.id = x.id)".into());
         let elements = c.take_where();
         let take_p = c.param(&take);
@@ -502,6 +452,58 @@ async fn receipted_page(
             return Ok(items);
         }
         take = take.saturating_mul(RECEIPTS_GROWTH);
+    }
+}
+
+/// Where a listing's filters look in one form of stored delivery: a row (`d`), a
+/// receipt's element (`x` of receipt `r`, whose subscription `which_receipts` picks),
+/// a run's open element (`x` of run `r`).
+struct Columns {
+    subscription: Option<&'static str>,
+    id: &'static str,
+    created_at: &'static str,
+}
+
+const ROWS: Columns = Columns {
+    subscription: Some("d.subscription_id"),
+    id: "d.id",
+    created_at: "d.created_at",
+};
+const RECEIPT_ELEMENTS: Columns = Columns {
+    subscription: None,
+    id: "x.id",
+    created_at: "x.created_at",
+};
+const RUN_ELEMENTS: Columns = Columns {
+    subscription: Some("r.subscription_id"),
+    id: "x.id",
+    created_at: "r.created_at",
+};
+
+/// The listing's filters on one form of stored delivery (its event is `e`), so rows,
+/// receipts and runs are filtered alike.
+fn add_filters<'a>(c: &mut Conditions<'a>, filter: &'a DeliveryFilter, cols: &Columns) {
+    if let (Some(v), Some(col)) = (&filter.subscription_id, cols.subscription) {
+        c.add(&format!("{col} = ?"), v);
+    }
+    if let Some(v) = &filter.event_type {
+        c.add("e.event_type = ?", v);
+    }
+    if let Some(v) = &filter.event_id {
+        // No index leads from an event to its deliveries (sql/V11 dropped it to
+        // spare every delivery its writes): the newest-first walk of the primary
+        // key finds a recent event's deliveries at once and an old one's after a
+        // scan, which an operator's look-up can afford and the pipeline need not pay.
+        c.add("e.id = ?", v);
+    }
+    if let Some(v) = &filter.since {
+        c.add(&format!("{} >= ?", cols.created_at), v);
+    }
+    if let Some(v) = &filter.until {
+        c.add(&format!("{} < ?", cols.created_at), v);
+    }
+    if let Some(v) = &filter.before_id {
+        c.add(&format!("{} < ?", cols.id), v);
     }
 }
 
