@@ -424,7 +424,10 @@ wants as (
 ),
 cand as materialized (
     -- per subscription with room: its oldest runs nobody holds (never leased, or the
-    -- lease ran out: its process died), those that start within its room
+    -- lease ran out: its process died), those that fit in its room whole, or the
+    -- first in part when even that one does not. Taking any run that started within
+    -- the room split one in most claims (a batch's last run of a subscription is
+    -- short), and each part was read and judged whole again
     select w.id as sub, r.id as run, r.size, r.start, w.room
       from wants w
       cross join lateral (
@@ -436,7 +439,7 @@ cand as materialized (
                and (r.lease_until is null or r.lease_until < now())
              order by r.id
              limit 16) r
-     where w.room > 0 and r.start < w.room
+     where w.room > 0 and (r.start = 0 or r.start + r.size <= w.room)
 ),
 picked as (
     -- at most $1 deliveries in all, the subscriptions taking turns (first runs, then
@@ -447,14 +450,15 @@ picked as (
      where before < $1::bigint
 ),
 mine as materialized (
-    -- one claim at a time takes a subscription's runs (a batch giving it work holds
-    -- this row too), so no older run of it is held unleased by a claim this one
-    -- cannot see
-    select w.subscription_id as sub
-      from hookrelay.subscription_work w
-     where w.subscription_id in (select sub from picked)
-     order by 1
-       for update of w skip locked
+    -- one claim at a time takes a subscription's runs, so no older run of it is held
+    -- unleased by a claim this one cannot see: a lock per subscription for this
+    -- statement, and a claim that cannot have it leaves the subscription to the next.
+    -- Not the subscription's row of due work: a batch giving it work holds that row
+    -- until it commits, and a claim skipping it meanwhile found nothing (bench
+    -- workload 1 ran 13 % slower, the machine idle a tenth of the time)
+    select p.sub
+      from (select distinct sub from picked) p
+     where pg_try_advisory_xact_lock(1752526433, hashtext(p.sub))
 ),
 taken as materialized (
     -- checked again on the latest version once locked
