@@ -408,3 +408,38 @@ async fn a_room_ending_inside_a_run_sends_the_rest_later_as_first_attempts() {
     sorted.dedup();
     assert_eq!(sorted.len(), 8, "each once: {all:?}");
 }
+
+/// A run's delivery held back for its key becomes a row, and the run never hands it
+/// out again: here the claim that held it sent nothing from the run (its room of one
+/// ended there), and the next claim sends the run's rest and the row, each once.
+#[tokio::test]
+async fn a_delivery_held_as_a_row_is_not_sent_from_its_run_too() {
+    let db = TestDb::new("claims_runs").await;
+    let (store, sub) = store_with_subscription(&db).await;
+    store
+        .commit_batch("shop", &events(0..1, |_| 7), "1")
+        .await
+        .expect("first");
+    let in_flight = claim(&store, &sub, 8, 0).await;
+    assert_eq!(in_flight.deliveries.len(), 1, "key 7's first, in flight");
+    store
+        .commit_batch("shop", &events(1..3, |n| 6 + i64::from(n)), "3")
+        .await
+        .expect("second: keys 7 and 8");
+    // Room for one: key 7's second is held as a row, key 8's lies past the room.
+    let none = claim(&store, &sub, 1, 0).await;
+    assert!(none.deliveries.is_empty(), "{:?}", ids(&none));
+    let first = &in_flight.deliveries[0];
+    store
+        .record_outcomes("owner", &[outcome(first, OutcomeStatus::Succeeded)])
+        .await
+        .expect("key 7's first done");
+    let rest = claim(&store, &sub, 8, 0).await;
+    let mut sent: Vec<&str> = rest
+        .deliveries
+        .iter()
+        .map(|d| d.event_id.as_str())
+        .collect();
+    sent.sort_unstable();
+    assert_eq!(sent, ["evt_claim0001", "evt_claim0002"], "each once");
+}

@@ -530,14 +530,27 @@ held as (
     select id, seq, sub, key, 0, created_at from judged where held order by id
     on conflict (id) do nothing
 ),
-leased as (
-    -- leased with what it sends now; one that sends nothing now is left as it is
-    update hookrelay.runs r
-       set lease_owner = $3, lease_until = now() + make_interval(secs => $2),
-           leases = r.leases + 1
+fate as (
+    select t.ctid, t.id,
+           exists (select from judged j where j.run = t.id and not j.held and not j.over)
+               as sends,
+           exists (select from judged j where j.run = t.id and j.held) as holds
       from taken t
-     where r.ctid = t.ctid
-       and exists (select from judged j where j.run = t.id and not j.held and not j.over)
+),
+leased as (
+    -- leased with what it sends now; one that sends nothing now keeps its lease as
+    -- it was. One that gave deliveries to rows is marked `partial`, so later claims
+    -- pass over them (a run never leased would otherwise not be looked into)
+    update hookrelay.runs r
+       set lease_owner = case when f.sends then $3 else r.lease_owner end,
+           lease_until = case when f.sends then now() + make_interval(secs => $2)
+                              else r.lease_until end,
+           leases = r.leases + case when f.sends then 1 else 0 end,
+           partial = r.partial or f.holds
+      from fate f
+     where r.ctid = f.ctid
+       and (f.sends or f.holds)
+       and exists (select from judged j where j.run = f.id and not j.held)
 ),
 emptied as (
     -- nothing left in it: every delivery has an outcome or waits as a row
