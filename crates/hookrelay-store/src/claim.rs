@@ -408,7 +408,8 @@ select 'off', null, null, due.id, null, null, null, null, null, null, null,
 ///
 /// Its rows are of the kinds [`ClaimRow`] decodes: `run` (a leased delivery), `event`,
 /// `target`, and `runs` (per subscription looked at: are runs left waiting?).
-pub const CLAIM_RUNS: &str = "
+pub const CLAIM_RUNS: &str = concat!(
+    "
 with due as (
     select w.subscription_id as id,
            coalesce((select s.enabled from hookrelay.subscriptions s
@@ -485,10 +486,9 @@ el as materialized (
                      cross join lateral unnest(t.delivery_ids, t.event_seqs, t.order_keys)
                            as x(id, seq, key)
                      where (t.leases = 0 and not t.partial)
-                        or (not exists (select from hookrelay.deliveries d where d.id = x.id)
-                            and not exists (select from hookrelay.receipts rc
-                                             where int8range(rc.first_delivery, rc.last_delivery, '[]') @> x.id
-                                               and x.id = any (rc.delivery_ids)))) o) p
+                        or (",
+    crate::runs::is_open!(),
+    ")) o) p
 ),
 busy as materialized (
     -- keys open in the subscriptions' runs in flight (leased now, not taken here)
@@ -591,7 +591,8 @@ select 'runs', null, null, c.sub, null, null, null, null, null, null, null, null
                   and (r.lease_until is null or r.lease_until < now())
                   and r.id not in (select id from taken))
        or exists (select from judged j where j.sub = c.sub and j.over)
-  from (select distinct sub from cand) c";
+  from (select distinct sub from cand) c"
+);
 
 /// A subscription's URL, signing secrets and headers as a statement returns them
 /// (columns `subscription_id`, `url`, `secret`, `previous_secret`, `headers`), still
@@ -1209,10 +1210,9 @@ impl Store {
         let mut out = Claim::default();
         let mut runs: HashMap<i64, RunTicket> = HashMap::new();
         let mut waiting_runs: HashSet<String> = HashSet::new();
-        let mut run_of: HashMap<i64, RunTicket> = HashMap::new();
         let (mut quiet, mut quiet_marks) = (Vec::<String>::new(), Vec::<i64>::new());
         let (mut off, mut off_marks) = (Vec::<String>::new(), Vec::<i64>::new());
-        let mut leased: Vec<(i64, i32, String, i64)> = Vec::new();
+        let mut leased: Vec<(i64, i32, String, i64, Option<RunTicket>)> = Vec::new();
         let mut events: HashMap<i64, (String, Bytes)> = HashMap::new();
         let mut subscriptions: HashMap<String, OpenedSecrets> = HashMap::new();
         let mut unreadable: HashSet<String> = HashSet::new();
@@ -1224,7 +1224,7 @@ impl Store {
                     attempt,
                     subscription_id,
                     event_seq,
-                }) => leased.push((delivery_id, attempt, subscription_id, event_seq)),
+                }) => leased.push((delivery_id, attempt, subscription_id, event_seq, None)),
                 Some(ClaimRow::Run {
                     delivery_id,
                     attempt,
@@ -1236,9 +1236,15 @@ impl Store {
                 }) => {
                     let ticket = runs
                         .entry(run)
-                        .or_insert_with(|| RunTicket::new(run, run_size as usize, rest));
-                    run_of.insert(delivery_id, ticket.clone());
-                    leased.push((delivery_id, attempt, subscription_id, event_seq));
+                        .or_insert_with(|| RunTicket::new(run, run_size as usize, rest))
+                        .clone();
+                    leased.push((
+                        delivery_id,
+                        attempt,
+                        subscription_id,
+                        event_seq,
+                        Some(ticket),
+                    ));
                 }
                 Some(ClaimRow::Runs {
                     subscription_id,
@@ -1285,8 +1291,7 @@ impl Store {
             }
         }
         let mut parked_runs: Vec<i64> = Vec::new();
-        for (delivery_id, attempt, subscription_id, seq) in leased {
-            let run = run_of.remove(&delivery_id);
+        for (delivery_id, attempt, subscription_id, seq, run) in leased {
             if unreadable.contains(&subscription_id) {
                 match run {
                     Some(run) if !parked_runs.contains(&run.id) => parked_runs.push(run.id),

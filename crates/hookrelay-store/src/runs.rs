@@ -27,20 +27,33 @@ use deadpool_postgres::GenericClient;
 
 use crate::StoreError;
 
-/// The open elements of run `r`, as `x(id, seq, key)`, for a `cross join lateral`:
-/// those with neither a row nor a receipt's element. The receipt is found through
-/// its range (`receipts_range`, a GiST index) as the single view finds it. A literal,
-/// for `concat!`.
-macro_rules! open_elements {
+/// Whether a run's element `x` (its delivery id `x.id`) is still open: it has
+/// neither a row nor a receipt's element. The receipt is found through its range
+/// (`receipts_range`, a GiST index) as the single view finds it. A literal, for
+/// `concat!`.
+macro_rules! is_open {
     () => {
-        "(
-    select x.id, x.seq, x.key
-      from unnest(r.delivery_ids, r.event_seqs, r.order_keys) as x(id, seq, key)
-     where not exists (select from hookrelay.deliveries d where d.id = x.id)
+        "not exists (select from hookrelay.deliveries d where d.id = x.id)
        and not exists (select from hookrelay.receipts c
                         where int8range(c.first_delivery, c.last_delivery, '[]') @> x.id
-                          and x.id = any (c.delivery_ids))
+                          and x.id = any (c.delivery_ids))"
+    };
+}
+pub(crate) use is_open;
+
+/// The open elements of run `r`, as `x(id, seq, key)`, for a `cross join lateral`
+/// (see `is_open`). A literal, for `concat!`.
+macro_rules! open_elements {
+    () => {
+        concat!(
+            "(
+    select x.id, x.seq, x.key
+      from unnest(r.delivery_ids, r.event_seqs, r.order_keys) as x(id, seq, key)
+     where ",
+            $crate::runs::is_open!(),
+            "
 ) x"
+        )
     };
 }
 pub(crate) use open_elements;
