@@ -131,27 +131,48 @@ lone as (
 ),
 ";
 
-/// The runs, all waiting for a claim (no offer).
-const RUNS_WAITING: &str = "
+/// A batch's deliveries in runs (`free`: `id, seq, sub, key`, `part` within the
+/// offered room, `ok` free to go by per-key order), cut into runs of up to 64 per
+/// subscription, those within the room apart; `handed` where every delivery of a run
+/// within the room may go. From `free` alone: joined back to `placed`, the generic
+/// plan compared every delivery with every other (9 million rows for a 1,000-event
+/// batch). A literal, for `concat!`.
+macro_rules! runs_made {
+    () => {
+        "
 runs_made as materialized (
-    select sub, chunk, min(id) as id, max(id) as last, array_agg(id order by id) as ids,
-           array_agg(seq order by id) as seqs, array_agg(key order by id) as keys,
-           false as handed
-      from (select p.*, (row_number() over (partition by p.sub order by p.id) - 1) / 64
-                            as chunk
-              from placed p
-             where p.in_run) c
-     group by sub, chunk
+    select sub, part, chunk, min(id) as id, max(id) as last,
+           array_agg(id order by id) as ids, array_agg(seq order by id) as seqs,
+           array_agg(key order by id) as keys,
+           part and bool_and(ok) as handed
+      from (select f.*, (row_number() over (partition by f.sub, f.part order by f.id) - 1)
+                            / 64 as chunk
+              from free f) c
+     group by sub, part, chunk
+),"
+    };
+}
+
+/// The runs, all waiting for a claim (no offer): none may be handed.
+const RUNS_WAITING: &str = concat!(
+    "
+free as (
+    select id, seq, sub, key, false as part, false as ok from placed where in_run
 ),
+",
+    runs_made!(),
+    "
 made as (
     insert into hookrelay.runs (id, last_delivery, subscription_id, delivery_ids, event_seqs, order_keys)
     select id, last, sub, ids, seqs, keys from runs_made order by id
 ),
-";
+"
+);
 
 /// The runs, those that may go now leased to the local dispatcher within its offer
 /// (see `signal`); the rest wait for a claim.
-const RUNS_OFFERED: &str = "
+const RUNS_OFFERED: &str = concat!(
+    "
 handable as materialized (
     -- the offered subscriptions ($8, room $9) that may be handed runs now: none of
     -- their runs waits for a claim or is held by another process, so a run handed
@@ -191,19 +212,9 @@ free as materialized (
       left join handable h on h.sub = p.sub
      where p.in_run
 ),
-runs_made as materialized (
-    -- handed: within the room, and every delivery in it may go. From `free` alone:
-    -- joined back to `placed`, the generic plan compared every delivery with every
-    -- other (9 million rows for a 1,000-event batch)
-    select sub, part, chunk, min(id) as id, max(id) as last,
-           array_agg(id order by id) as ids, array_agg(seq order by id) as seqs,
-           array_agg(key order by id) as keys,
-           part and bool_and(ok) as handed
-      from (select f.*, (row_number() over (partition by f.sub, f.part order by f.id) - 1)
-                            / 64 as chunk
-              from free f) c
-     group by sub, part, chunk
-),
+",
+    runs_made!(),
+    "
 made as (
     -- leased at insert to the local dispatcher ($7, for $10 seconds)
     insert into hookrelay.runs
@@ -217,7 +228,8 @@ made as (
       from runs_made
      order by id
 ),
-";
+"
+);
 
 /// Due marks and what the batch returns, shared by both forms.
 const MARKS_AND_RESULT: &str = "
