@@ -207,7 +207,7 @@ impl Store {
                 tx.execute(&sql, &[&id]).await?;
                 tx.execute(MARK_DUE, &[&subscription_id]).await?;
             }
-            None => match fetch_receipted(&tx, id).await? {
+            None => match fetch_one(&tx, SELECT_RECEIPTED, id).await? {
                 Some(receipted) => {
                     let subscription_id = receipted.subscription_id;
                     require_not_gone(&tx, &subscription_id).await?;
@@ -223,7 +223,7 @@ impl Store {
                 None => {
                     // Open in a run: pending, and maybe in flight, so as for a
                     // pending row only its subscription is made due.
-                    let subscription_id = fetch_run_element(&tx, id)
+                    let subscription_id = fetch_one(&tx, SELECT_RUN_ELEMENT, id)
                         .await?
                         .ok_or(StoreError::NotFound)?
                         .subscription_id;
@@ -299,18 +299,30 @@ async fn require_not_gone(
     }
 }
 
+/// Delivery `id` wherever it is: its row, a receipt's element, or a run's open
+/// element.
 async fn fetch_delivery(client: &impl GenericClient, id: i64) -> Result<Delivery, StoreError> {
-    let sql = format!("{SELECT_DELIVERY} where d.id = $1");
-    let stmt = client.prepare_cached(&sql).await?;
-    if let Some(row) = client.query_opt(&stmt, &[&id]).await? {
-        return delivery_from_row(&row);
+    let row_sql = format!("{SELECT_DELIVERY} where d.id = $1");
+    for sql in [row_sql.as_str(), SELECT_RECEIPTED, SELECT_RUN_ELEMENT] {
+        if let Some(delivery) = fetch_one(client, sql, id).await? {
+            return Ok(delivery);
+        }
     }
-    if let Some(receipted) = fetch_receipted(client, id).await? {
-        return Ok(receipted);
-    }
-    fetch_run_element(client, id)
+    Err(StoreError::NotFound)
+}
+
+/// The delivery `sql` (in `SELECT_DELIVERY`'s shape, `$1` the id) finds, if any.
+async fn fetch_one(
+    client: &impl GenericClient,
+    sql: &str,
+    id: i64,
+) -> Result<Option<Delivery>, StoreError> {
+    let stmt = client.prepare_cached(sql).await?;
+    client
+        .query_opt(&stmt, &[&id])
         .await?
-        .ok_or(StoreError::NotFound)
+        .map(|row| delivery_from_row(&row))
+        .transpose()
 }
 
 /// A read-only transaction over one snapshot: a delivery is recorded (a run's element
@@ -325,19 +337,6 @@ async fn snapshot(
         .read_only(true)
         .start()
         .await?)
-}
-
-/// The open run element `id`, if one is.
-async fn fetch_run_element(
-    client: &impl GenericClient,
-    id: i64,
-) -> Result<Option<Delivery>, StoreError> {
-    let stmt = client.prepare_cached(SELECT_RUN_ELEMENT).await?;
-    client
-        .query_opt(&stmt, &[&id])
-        .await?
-        .map(|row| delivery_from_row(&row))
-        .transpose()
 }
 
 /// The newest `fetch` open run elements matching `filter`, newest first. Runs live
@@ -368,19 +367,6 @@ async fn run_elements_page(
         .iter()
         .map(delivery_from_row)
         .collect()
-}
-
-/// The delivery a receipt holds as element `id`, if one does.
-async fn fetch_receipted(
-    client: &impl GenericClient,
-    id: i64,
-) -> Result<Option<Delivery>, StoreError> {
-    let stmt = client.prepare_cached(SELECT_RECEIPTED).await?;
-    client
-        .query_opt(&stmt, &[&id])
-        .await?
-        .map(|row| delivery_from_row(&row))
-        .transpose()
 }
 
 /// Receipts read per look at first; each look that cannot yet tell the page reads
