@@ -6,11 +6,11 @@ use std::time::Duration;
 use chrono::Utc;
 use hookrelay_core::ChangeEvent;
 use hookrelay_store::{
-    model::{NewSubscription, OrderingMode, SubscriptionChanges},
-    Claim, ClaimProgress, ClaimRoom, Offer, Outcome, OutcomeStatus, Store,
+    model::SubscriptionChanges, Claim, ClaimProgress, ClaimRoom, Offer, Outcome, OutcomeStatus,
+    Store,
 };
 
-use crate::harness::{TestDb, FANNED_OUT};
+use crate::harness::{outcome, subscription_to, TestDb, FANNED_OUT};
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -18,17 +18,7 @@ async fn store_with_subscription(db: &TestDb) -> (Store, String) {
     let store = Store::connect(&db.url(), 4).expect("store");
     store.migrate().await.expect("migrate");
     let sub = store
-        .create_subscription(&NewSubscription {
-            filter: None,
-            url: "http://127.0.0.1:9/".into(),
-            description: String::new(),
-            event_types: None,
-            sources: None,
-            headers: Default::default(),
-            ordering: OrderingMode::Key,
-            enabled: true,
-            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-        })
+        .create_subscription(&subscription_to("http://127.0.0.1:9/"))
         .await
         .expect("subscription");
     (store, sub.id)
@@ -247,26 +237,6 @@ async fn a_batch_holding_stored_changes_stores_and_delivers_only_the_new_ones() 
         .collect();
     let expected: Vec<(String, i64)> = (0..8).map(|n| (format!("evt_claim{n:04}"), 1)).collect();
     assert_eq!(per_event, expected);
-}
-
-/// One finished attempt of `d`, as the dispatcher records it.
-fn outcome(d: &hookrelay_store::ClaimedDelivery, status: OutcomeStatus) -> Outcome {
-    Outcome {
-        delivery_id: d.delivery_id,
-        attempt: d.attempt,
-        subscription_id: d.subscription_id.clone(),
-        started_at: Utc::now(),
-        duration_ms: 3,
-        status_code: Some(if status == OutcomeStatus::Succeeded {
-            200
-        } else {
-            500
-        }),
-        error: (status != OutcomeStatus::Succeeded).then(|| "HTTP 500".into()),
-        response_body: None,
-        status,
-        run: d.run.clone(),
-    }
 }
 
 async fn runs_left(db: &TestDb) -> Vec<(i64, Option<String>, i32)> {

@@ -21,6 +21,10 @@ use base64::{engine::general_purpose::STANDARD, Engine};
 use hmac::{Hmac, Mac};
 use hookrelay::Relay;
 use hookrelay_core::Config;
+use hookrelay_store::{
+    model::{NewSubscription, OrderingMode},
+    ClaimedDelivery, Outcome, OutcomeStatus,
+};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::Notify;
@@ -678,4 +682,38 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.split(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// A subscription to `url` as store-level tests make one: every type and source,
+/// per-key order, enabled, a fixed secret.
+pub fn subscription_to(url: &str) -> NewSubscription {
+    NewSubscription {
+        filter: None,
+        url: url.into(),
+        description: String::new(),
+        event_types: None,
+        sources: None,
+        headers: Default::default(),
+        ordering: OrderingMode::Key,
+        enabled: true,
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+    }
+}
+
+/// One finished attempt of `d`, as the dispatcher records it: answered 200 when it
+/// succeeded, 500 otherwise.
+pub fn outcome(d: &ClaimedDelivery, status: OutcomeStatus) -> Outcome {
+    let ok = status == OutcomeStatus::Succeeded;
+    Outcome {
+        delivery_id: d.delivery_id,
+        attempt: d.attempt,
+        subscription_id: d.subscription_id.clone(),
+        started_at: chrono::Utc::now(),
+        duration_ms: 3,
+        status_code: Some(if ok { 200 } else { 500 }),
+        error: (!ok).then(|| "HTTP 500".into()),
+        response_body: None,
+        status,
+        run: d.run.clone(),
+    }
 }

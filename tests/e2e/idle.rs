@@ -14,7 +14,7 @@ use hookrelay_store::{
 };
 use serde_json::Value;
 
-use crate::harness::{TestDb, FANNED_OUT};
+use crate::harness::{outcome, subscription_to, TestDb, FANNED_OUT};
 
 const IDLE: i64 = 10_000;
 
@@ -27,15 +27,8 @@ async fn store(db: &TestDb) -> Store {
 async fn subscribe(store: &Store, types: &[&str]) -> String {
     store
         .create_subscription(&NewSubscription {
-            filter: None,
-            url: "http://127.0.0.1:9/".into(),
-            description: String::new(),
             event_types: Some(types.iter().map(|t| t.to_string()).collect()),
-            sources: None,
-            headers: Default::default(),
-            ordering: OrderingMode::Key,
-            enabled: true,
-            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            ..subscription_to("http://127.0.0.1:9/")
         })
         .await
         .expect("subscription")
@@ -286,18 +279,7 @@ async fn a_claim_reads_only_subscriptions_with_due_work() {
     let done: Vec<Outcome> = c
         .deliveries
         .iter()
-        .map(|d| Outcome {
-            delivery_id: d.delivery_id,
-            attempt: d.attempt,
-            subscription_id: d.subscription_id.clone(),
-            started_at: Utc::now(),
-            duration_ms: 1,
-            status_code: Some(200),
-            error: None,
-            response_body: None,
-            status: OutcomeStatus::Succeeded,
-            run: d.run.clone(),
-        })
+        .map(|d| outcome(d, OutcomeStatus::Succeeded))
         .collect();
     store.record_outcomes("owner", &done).await.expect("record");
     // The claim after that finds nothing open and settles all three.
@@ -357,21 +339,6 @@ async fn a_claim_reads_only_subscriptions_with_due_work() {
     want.sort_unstable();
     assert_eq!(subs, want);
     assert_eq!(c.deliveries.len(), 10);
-}
-
-fn outcome(d: &hookrelay_store::ClaimedDelivery, status: OutcomeStatus) -> Outcome {
-    Outcome {
-        delivery_id: d.delivery_id,
-        attempt: d.attempt,
-        subscription_id: d.subscription_id.clone(),
-        started_at: Utc::now(),
-        duration_ms: 1,
-        status_code: Some(500),
-        error: None,
-        response_body: None,
-        status,
-        run: d.run.clone(),
-    }
 }
 
 async fn due_at(db: &TestDb, sub: &str) -> Option<chrono::DateTime<Utc>> {
@@ -505,15 +472,9 @@ async fn fan_out_picks_the_subscriptions_the_filters_name() {
     for (types, sources) in filters {
         let id = store
             .create_subscription(&NewSubscription {
-                filter: None,
-                url: "http://127.0.0.1:9/".into(),
-                description: String::new(),
                 event_types: types.map(|t| t.iter().map(|g| g.to_string()).collect()),
                 sources: sources.map(|s| s.iter().map(|n| n.to_string()).collect()),
-                headers: Default::default(),
-                ordering: OrderingMode::Key,
-                enabled: true,
-                secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                ..subscription_to("http://127.0.0.1:9/")
             })
             .await
             .expect("subscription")
@@ -657,15 +618,9 @@ async fn fan_out_agrees_with_the_glob_rule_on_random_filters() {
         let globs: Vec<String> = (0..1 + next(3)).map(|_| text(&mut next, true)).collect();
         let id = store
             .create_subscription(&NewSubscription {
-                filter: None,
-                url: "http://127.0.0.1:9/".into(),
-                description: String::new(),
                 event_types: Some(globs.clone()),
-                sources: None,
-                headers: Default::default(),
                 ordering: OrderingMode::None,
-                enabled: true,
-                secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                ..subscription_to("http://127.0.0.1:9/")
             })
             .await
             .expect("subscription")

@@ -5,10 +5,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use hookrelay_store::{
-    model::{NewSubscription, OrderingMode},
-    Store,
-};
+use hookrelay_store::Store;
 
 use crate::harness::*;
 
@@ -22,17 +19,7 @@ async fn open_rows_from_before_runs_are_sent_once_after_the_upgrade() {
     let old = Store::connect(&env.store.url(), 2).expect("store");
     old.migrate_to(BEFORE_RUNS).await.expect("migrate");
     let sub = old
-        .create_subscription(&NewSubscription {
-            filter: None,
-            url: rx.url.clone(),
-            description: String::new(),
-            event_types: None,
-            sources: None,
-            headers: Default::default(),
-            ordering: OrderingMode::Key,
-            enabled: true,
-            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-        })
+        .create_subscription(&subscription_to(&rx.url))
         .await
         .expect("subscription");
     // As that version wrote them: events 1-2 pending (2 leased by a process that is

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use hookrelay_store::OutcomeStatus;
 use serde_json::{json, Value};
 
-use crate::harness::{claim_all, event, outcome, TestApi};
+use crate::harness::{all_pages, claim_all, event, ids, outcome, TestApi};
 
 /// Two subscriptions over 8 events (5 `orders.insert`, 3 `customers.update`):
 /// A's orders deliveries failed (500), A's customers ones succeeded, all of B's are
@@ -85,41 +85,8 @@ fn data(page: &Value) -> &Vec<Value> {
     page["data"].as_array().expect("data")
 }
 
-fn ids(page: &Value) -> Vec<i64> {
-    data(page)
-        .iter()
-        .map(|d| d["id"].as_i64().expect("integer id"))
-        .collect()
-}
-
 fn time(v: &Value) -> DateTime<Utc> {
     v.as_str().expect("timestamp").parse().expect("RFC 3339")
-}
-
-/// Every id of a listing, following `next_cursor` with pages of `limit`.
-async fn all_pages(api: &TestApi, query: &str, limit: u32) -> (Vec<i64>, usize) {
-    let mut out = Vec::new();
-    let mut pages = 0;
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut path = format!("/v1/deliveries?limit={limit}{query}");
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let res = api.get(&path).await;
-        assert_eq!(res.status, StatusCode::OK, "{path}");
-        let page = res.json();
-        pages += 1;
-        let got = ids(&page);
-        assert!(got.len() <= limit as usize);
-        out.extend(got);
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-        assert!(pages < 100, "paging does not end");
-    }
-    (out, pages)
 }
 
 #[tokio::test]

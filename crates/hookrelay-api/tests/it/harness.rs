@@ -318,3 +318,40 @@ pub fn outcome(d: &ClaimedDelivery, status: OutcomeStatus, code: i32) -> Outcome
         run: d.run.clone(),
     }
 }
+
+/// The delivery ids of a listing page.
+pub fn ids(page: &Value) -> Vec<i64> {
+    page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|d| d["id"].as_i64().expect("integer id"))
+        .collect()
+}
+
+/// Every id of a delivery listing (`query` its filters, as `&k=v…`), following
+/// `next_cursor` with pages of `limit`; and how many pages that took.
+pub async fn all_pages(api: &TestApi, query: &str, limit: u32) -> (Vec<i64>, usize) {
+    let mut out = Vec::new();
+    let mut pages = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/deliveries?limit={limit}{query}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let res = api.get(&path).await;
+        assert_eq!(res.status, StatusCode::OK, "{path}");
+        let page = res.json();
+        pages += 1;
+        let got = ids(&page);
+        assert!(got.len() <= limit as usize, "{path}");
+        out.extend(got);
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(pages < 100, "paging {query} does not end");
+    }
+    (out, pages)
+}

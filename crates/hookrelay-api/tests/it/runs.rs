@@ -14,7 +14,7 @@ use hookrelay_store::{model::SubscriptionChanges, OutcomeStatus, Store};
 use serde_json::{json, Value};
 use tokio_postgres::Client;
 
-use crate::harness::{claim_all, event, outcome, TestApi};
+use crate::harness::{all_pages, claim_all, event, outcome, TestApi};
 
 /// Allocates `n` delivery ids from the deliveries' identity sequence, as a batch does.
 async fn next_ids(raw: &Client, n: usize) -> Vec<i64> {
@@ -101,38 +101,6 @@ async fn assert_counts_match(raw: &Client, case: &str) {
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
     assert!(wrong.is_empty(), "{case}: (seq, count, stored): {wrong:?}");
-}
-
-fn ids(page: &Value) -> Vec<i64> {
-    page["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|d| d["id"].as_i64().expect("integer id"))
-        .collect()
-}
-
-/// Every id of a listing, following `next_cursor` with pages of `limit`.
-async fn all_pages(api: &TestApi, query: &str, limit: u32) -> Vec<i64> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..200 {
-        let mut path = format!("/v1/deliveries?limit={limit}{query}");
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let res = api.get(&path).await;
-        assert_eq!(res.status, StatusCode::OK, "{path}");
-        let page = res.json();
-        let got = ids(&page);
-        assert!(got.len() <= limit as usize, "{path}");
-        out.extend(got);
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return out,
-        }
-    }
-    panic!("paging {query} does not end");
 }
 
 /// Commits `events` as delivery rows: `subs` paused meanwhile (a paused
@@ -406,7 +374,7 @@ async fn open_run_elements_are_pending_deliveries_everywhere() {
         assert!(!want.is_empty(), "{query}");
         for limit in [1, 2, 3, 7, 100] {
             assert_eq!(
-                all_pages(&api, query, limit).await,
+                all_pages(&api, query, limit).await.0,
                 want,
                 "{query} limit {limit}"
             );
@@ -432,7 +400,9 @@ async fn open_run_elements_are_pending_deliveries_everywhere() {
     let half_hour_ago = (Utc::now() - Duration::minutes(30))
         .to_rfc3339()
         .replace('+', "%2B");
-    let old = all_pages(&api, &format!("&until={half_hour_ago}"), 2).await;
+    let old = all_pages(&api, &format!("&until={half_hour_ago}"), 2)
+        .await
+        .0;
     let want: Vec<i64> = expected
         .iter()
         .rev()
@@ -445,7 +415,8 @@ async fn open_run_elements_are_pending_deliveries_everywhere() {
         &format!("&since={half_hour_ago}&subscription_id={c}"),
         5,
     )
-    .await;
+    .await
+    .0;
     assert!(since.is_empty(), "{since:?}");
 
     // The single view: an open element with the attempt logged for it, a recorded
@@ -535,7 +506,7 @@ async fn open_run_elements_are_pending_deliveries_everywhere() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(left, vec![1, 1, 1, 0], "A's remain on events 10-12");
-    assert_eq!(all_pages(&api, "", 9).await.len(), expected.len());
+    assert_eq!(all_pages(&api, "", 9).await.0.len(), expected.len());
 
     // Expiry fails the open elements of a run past its life that nobody holds, not
     // those of one leased to a live process.
